@@ -1,0 +1,31 @@
+"""flowbook: a Jupyter-native workflow orchestrator with the Prefect flow/task API.
+
+``import flowbook`` loads the engine only: no Jupyter, Dask, SQL or pydantic. Options are
+validated with pydantic when a flow or task is first decorated.
+"""
+
+from flowbook import context
+from flowbook.flows import Flow, flow
+from flowbook.futures import FutureList, TaskRunFuture, as_completed, wait
+from flowbook.logging import get_run_logger
+from flowbook.states import State, StateType
+from flowbook.tasks import Task, task, unmapped
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Flow",
+    "FutureList",
+    "State",
+    "StateType",
+    "Task",
+    "TaskRunFuture",
+    "__version__",
+    "as_completed",
+    "context",
+    "flow",
+    "get_run_logger",
+    "task",
+    "unmapped",
+    "wait",
+]

@@ -1,0 +1,185 @@
+"""Validation of ``@flow``/``@task`` options, with pydantic, at decoration time.
+
+pydantic is imported on first use, not by ``import flowbook``. A bad option becomes a
+``TypeError`` (wrong type) or ``ValueError`` (right type, bad value) whose message names the
+decorator, the option, the value given and what is accepted; an unknown option gets a
+"did you mean" suggestion.
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import functools
+import string
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["check_template", "validate_options"]
+
+_TYPE_ERRORS = (
+    "_type",
+    "is_instance_of",
+    "callable_type",
+    "is_subclass_of",
+    "model_type",
+    "dataclass_type",
+    "union_tag",
+)
+
+
+@functools.cache
+def _models() -> dict[str, Any]:
+    from typing import Annotated
+
+    from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+    from flowbook.task_runners.base import TaskRunner
+
+    NonNegInt = Annotated[int, Field(strict=True, ge=0)]
+    NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    Tags = tuple[StrictStr, ...] | list[StrictStr] | set[StrictStr] | frozenset[StrictStr]
+
+    class _Common(BaseModel):
+        model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, strict=True)
+        name: StrictStr | None = None
+        description: StrictStr | None = None
+        version: StrictStr | None = None
+        tags: Tags | None = None
+        retries: NonNegInt | None = None
+        retry_delay_seconds: NonNegFloat | list[NonNegFloat] | None = None
+        timeout_seconds: PosFloat | None = None
+        log_prints: StrictBool | None = None
+        persist_result: StrictBool | None = None
+
+    class TaskOptions(_Common):
+        task_run_name: StrictStr | Callable[..., Any] | None = None
+        retry_jitter_factor: NonNegFloat | None = None
+        retry_condition_fn: Callable[..., Any] | None = None
+        cache_key_fn: Callable[..., Any] | None = None
+        cache_expiration: datetime.timedelta | None = None
+        refresh_cache: StrictBool | None = None
+
+    class FlowOptions(_Common):
+        flow_run_name: StrictStr | Callable[..., Any] | None = None
+        task_runner: TaskRunner | type[TaskRunner] | None = None
+        env: dict[StrictStr, StrictStr] | None = None
+        project: StrictStr | None = None
+
+    return {"task": TaskOptions, "flow": FlowOptions}
+
+
+def validate_options(kind: str, options: dict[str, Any]) -> None:
+    """Raise TypeError/ValueError for the first bad option of ``@flow``/``@task``."""
+    from pydantic import ValidationError
+
+    model = _models()[kind]
+    unknown = [k for k in options if k not in model.model_fields]
+    if unknown:
+        name = unknown[0]
+        close = difflib.get_close_matches(name, list(model.model_fields), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise TypeError(
+            f"@{kind}() got an unknown option {name!r}{hint} "
+            f"(options: {', '.join(sorted(model.model_fields))})"
+        )
+    try:
+        model(**options)
+    except ValidationError as exc:
+        _raise_for(kind, options, exc)
+    _check_extra_rules(kind, options)
+
+
+def _raise_for(kind: str, options: dict[str, Any], exc: Any) -> None:
+    errors = exc.errors()
+    # Errors of one union field arrive as one entry per member; the field name comes first.
+    field = str(errors[0]["loc"][0])
+    value = options.get(field)
+    field_errors = [e for e in errors if e["loc"] and e["loc"][0] == field]
+    is_type = all(any(t in e["type"] for t in _TYPE_ERRORS) for e in field_errors)
+    value_msgs = [e["msg"] for e in field_errors if not any(t in e["type"] for t in _TYPE_ERRORS)]
+    expected = _EXPECTED.get(field, "see the documentation of @" + kind)
+    if is_type:
+        raise TypeError(
+            f"@{kind}({field}={value!r}): {field} must be {expected}, not {type(value).__name__}"
+        ) from None
+    reason = value_msgs[0] if value_msgs else field_errors[0]["msg"]
+    raise ValueError(
+        f"@{kind}({field}={value!r}): {reason[0].lower() + reason[1:]}; {field} must be {expected}"
+    ) from None
+
+
+def _check_extra_rules(kind: str, options: dict[str, Any]) -> None:
+    delays = options.get("retry_delay_seconds")
+    if isinstance(delays, list):
+        if not delays:
+            raise ValueError(
+                f"@{kind}(retry_delay_seconds=[]): give at least one delay, or a single number"
+            )
+        if len(delays) > 50:
+            raise ValueError(
+                f"@{kind}(retry_delay_seconds=<list of {len(delays)}>): at most 50 delays "
+                "can be given"
+            )
+    expiration = options.get("cache_expiration")
+    if isinstance(expiration, datetime.timedelta) and expiration.total_seconds() <= 0:
+        raise ValueError(
+            f"@{kind}(cache_expiration={expiration!r}): the expiration must be a positive "
+            "duration, e.g. timedelta(minutes=1)"
+        )
+
+
+_EXPECTED = {
+    "name": "a string",
+    "description": "a string",
+    "version": "a string",
+    "tags": "a list of strings",
+    "retries": "an int >= 0",
+    "retry_delay_seconds": "a number of seconds >= 0, or a list of them (one per retry)",
+    "timeout_seconds": "a number of seconds > 0",
+    "log_prints": "True or False",
+    "persist_result": "True or False",
+    "task_run_name": "a format string over the task's parameters, or a function returning one",
+    "flow_run_name": "a format string over the flow's parameters, or a function returning one",
+    "retry_jitter_factor": "a number >= 0",
+    "retry_condition_fn": "a function (task, task_run, state) -> bool",
+    "cache_key_fn": "a function (context, parameters) -> key",
+    "cache_expiration": "a datetime.timedelta",
+    "refresh_cache": "True or False",
+    "task_runner": "a task runner such as ConcurrentTaskRunner() or SequentialTaskRunner()",
+    "env": "a dict of str to str",
+    "project": "a string",
+}
+
+
+def check_template(kind: str, option: str, template: str, params: list[str], varkw: bool) -> None:
+    """Check that a run-name template only names parameters of the function."""
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(
+            f"@{kind}({option}={template!r}) is not a valid format string: {exc}"
+        ) from None
+    for field in fields:
+        root = field.split(".", 1)[0].split("[", 1)[0]
+        if root == "" or root.isdigit():
+            raise ValueError(
+                f"@{kind}({option}={template!r}) uses a positional field {{{field}}}; "
+                f"name a parameter instead, e.g. {{{params[0] if params else 'name'}}}"
+            )
+        if root not in params and not varkw:
+            raise ValueError(
+                f"@{kind}({option}={template!r}) names {{{root}}}, which is not a parameter of "
+                f"the function (parameters: {', '.join(params) or 'none'})"
+            )
+
+
+def call_name_fn(kind: str, fn: Callable[[], Any]) -> str:
+    value = fn()
+    if not isinstance(value, str):
+        raise TypeError(
+            f"the {kind} run name function {getattr(fn, '__name__', fn)!r} returned "
+            f"{value!r} of type {type(value).__name__}; it must return a string"
+        )
+    return value

@@ -1,0 +1,1 @@
+"""Cache keys: stable content hashing of inputs and task identity."""

@@ -1,0 +1,90 @@
+"""Where cached task results live: the interface, and the in-process implementation.
+
+The engine asks a ``CacheBackend`` for a key before running a cached task and gives it the
+result after. ``MemoryCache`` keeps entries for the life of the process; a persistent
+backend (the run store) implements the same three methods. Keys are namespaced by task
+identity, so a custom ``cache_key_fn`` returning ``"4"`` for two different tasks never hands
+one task the other's result.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["CacheBackend", "CacheEntry", "MemoryCache", "get_cache_backend", "set_cache_backend"]
+
+
+@dataclass
+class CacheEntry:
+    task_key: str
+    key: str
+    value: Any
+    created_s: float
+    expires_s: float | None
+    hits: int = field(default=0)
+
+    def expired(self, now: float) -> bool:
+        return self.expires_s is not None and now >= self.expires_s
+
+
+class CacheBackend(Protocol):
+    def get(self, task_key: str, key: str) -> CacheEntry | None:
+        """The live (unexpired) entry for ``key`` of that task, counting a hit; else None."""
+
+    def put(self, task_key: str, key: str, value: Any, expires_s: float | None) -> None:
+        """Store (or replace, which also resets the expiration) an entry."""
+
+    def clear(self, task_key: str | None = None) -> int:
+        """Remove the entries of one task, or all; returns how many were removed."""
+
+
+class MemoryCache:
+    """Cache entries in a dict, for the life of the process."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], CacheEntry] = {}
+        self._lock = threading.Lock()
+
+    def get(self, task_key: str, key: str) -> CacheEntry | None:
+        with self._lock:
+            entry = self._entries.get((task_key, key))
+            if entry is None:
+                return None
+            if entry.expired(time.time()):
+                del self._entries[(task_key, key)]
+                return None
+            entry.hits += 1
+            return entry
+
+    def put(self, task_key: str, key: str, value: Any, expires_s: float | None) -> None:
+        entry = CacheEntry(task_key, key, value, time.time(), expires_s)
+        with self._lock:
+            self._entries[(task_key, key)] = entry
+
+    def clear(self, task_key: str | None = None) -> int:
+        with self._lock:
+            doomed = [k for k in self._entries if task_key is None or k[0] == task_key]
+            for k in doomed:
+                del self._entries[k]
+        return len(doomed)
+
+    def entries(self) -> list[CacheEntry]:
+        with self._lock:
+            return list(self._entries.values())
+
+
+_backend: CacheBackend = MemoryCache()
+
+
+def get_cache_backend() -> CacheBackend:
+    return _backend
+
+
+def set_cache_backend(backend: CacheBackend) -> CacheBackend:
+    """Install ``backend``; returns the previous one."""
+    global _backend
+    previous, _backend = _backend, backend
+    return previous

@@ -1,0 +1,1092 @@
+"""Stable content hashing of Python values, the basis of task cache keys.
+
+Design: a value is written as a canonical, type-tagged byte stream straight into one sha256
+object. Every item is self-delimiting (a one-byte tag, then fixed-width numbers or a length
+prefix), so two different values can never produce the same stream, and ``1``, ``1.0``,
+``True`` and ``"1"`` differ by their tags. Nothing depends on ``hash()``, ``id()`` or
+PYTHONHASHSEED except cycle detection, which never reaches the output: dict entries and set
+elements are ordered by their own encoded bytes (or, when they are all ``str`` or all
+``int``, by value), so a hash is the same in every process and Python run.
+
+Speed: exact built-in types are dispatched through one dict lookup on ``type(value)``; the
+isinstance chain, the optional libraries (numpy, pandas, pydantic, looked up in
+``sys.modules`` so they are never imported here) and the generic object path are only
+reached for other values.
+
+Choices worth knowing:
+
+* floats are hashed by their IEEE-754 bits, so ``-0.0`` and ``0.0`` differ (they behave
+  differently, e.g. under ``math.copysign``), while every NaN hashes alike, whatever its
+  sign or payload, so a call with a NaN argument can hit the cache;
+* ``Decimal`` is hashed by its string form, so ``Decimal("1.0")`` and ``Decimal("1.00")``
+  differ, as they do when printed;
+* functions and classes are identified by module and qualified name; functions that cannot
+  be re-imported by that name (lambdas, nested functions, functions of ``__main__``, which
+  is where notebook cells live) also contribute their bytecode, constants, defaults and
+  closure values, so editing or re-parametrising them changes the hash;
+* objects of other classes contribute their class identity (module and qualified name, never
+  a file path or cell number) and their ``__getstate__()`` or ``__dict__`` and slots;
+  objects whose state lives in C are hashed by their pickle, but only when pickling them
+  twice gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import collections
+import collections.abc
+import dataclasses
+import datetime as dt
+import enum
+import functools
+import hashlib
+import importlib
+import io
+import operator
+import pickle
+import struct
+import sys
+import threading
+import types
+import typing
+import weakref
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
+__all__ = ["UnhashableInputError", "stable_hash"]
+
+
+# A path segment is (kind, text); see UnhashableInputError._render_path for the kinds.
+_Segment = tuple[str, str]
+
+
+class UnhashableInputError(TypeError):
+    """A value has no stable content to hash, so it cannot be part of a cache key.
+
+    The message names the offending type and, when the value sits inside a container or an
+    object, where it sits (``nums[2]``, ``config.handler``, ``['my key']``).
+    """
+
+    def __init__(self, type_name: str, reason: str, path: Iterable[_Segment] = ()) -> None:
+        self.type_name = type_name
+        self.reason = reason
+        self._segments: list[_Segment] = list(path)
+        super().__init__(self._message())
+
+    @property
+    def path(self) -> str:
+        """Where the value sits inside the hashed value ("" when it is the value itself)."""
+        return self._render_path()
+
+    def _push(self, kind: str, text: str) -> None:
+        # Containers add their segment while the error unwinds, so the happy path never
+        # pays for building paths.
+        self._segments.insert(0, (kind, text))
+        self.args = (self._message(),)
+
+    def _render_path(self) -> str:
+        parts: list[str] = []
+        for position, (kind, text) in enumerate(self._segments):
+            if kind == "strkey":
+                bare = position == 0 and text.isidentifier()
+                parts.append(text if bare else f"[{text!r}]")
+            elif kind in ("key", "index"):
+                parts.append(f"[{text}]")
+            elif kind == "attr":
+                parts.append(f".{text}")
+            else:
+                parts.append(f"<{text}>")
+        return "".join(parts)
+
+    def _message(self) -> str:
+        where = self._render_path()
+        at = f" at {where}" if where else ""
+        return f"cannot hash value of type {self.type_name!r}{at}: {self.reason}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.type_name, self.reason, tuple(self._segments)))
+
+
+def _type_name(cls: type) -> str:
+    module = getattr(cls, "__module__", None)
+    qualname = getattr(cls, "__qualname__", cls.__name__)
+    return qualname if module in (None, "builtins") else f"{module}.{qualname}"
+
+
+def _unhashable(value: object, reason: str) -> UnhashableInputError:
+    return UnhashableInputError(_type_name(type(value)), reason)
+
+
+def _short_repr(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{_type_name(type(value))} object>"
+    return text if len(text) <= 50 else text[:47] + "..."
+
+
+# --------------------------------------------------------------------------- the writer
+
+_pack_q: Final = struct.Struct("<q").pack
+_pack_d: Final = struct.Struct("<d").pack
+_pack_dd: Final = struct.Struct("<dd").pack
+# Strings and bytes above this size are written separately rather than concatenated with
+# their header, so a large payload is never copied just to be hashed.
+_INLINE_LIMIT: Final = 4096
+_HEAP_TYPE: Final = 1 << 9
+
+_Handler = Callable[["_Writer", Any], None]
+
+
+class _Writer:
+    """Walks a value and writes its canonical encoding through ``write``."""
+
+    __slots__ = ("active", "write")
+
+    def __init__(self, write: Callable[[Buffer], object], active: set[int]) -> None:
+        self.write = write
+        # ids of the containers and objects on the current path; only used to detect
+        # cycles, never written.
+        self.active = active
+
+    def feed(self, value: object) -> None:
+        handler = _EXACT.get(type(value))
+        if handler is None:
+            handler = _resolve(value)
+        handler(self, value)
+
+    def encode(self, value: object) -> bytes:
+        """The encoding of ``value`` on its own, used to order dict keys and set elements."""
+        sink = io.BytesIO()
+        _Writer(sink.write, self.active).feed(value)
+        return sink.getvalue()
+
+    def enter(self, value: object) -> int:
+        key = id(value)
+        if key in self.active:
+            raise _unhashable(
+                value, "it contains itself (a reference cycle); break the cycle before hashing"
+            )
+        self.active.add(key)
+        return key
+
+
+def _write_str(w: _Writer, value: str) -> None:
+    try:
+        data = value.encode()
+    except UnicodeEncodeError:
+        # Lone surrogates (e.g. from surrogateescape'd file names) are still content.
+        data = value.encode("utf-8", "surrogatepass")
+    if len(data) <= _INLINE_LIMIT:
+        w.write(b"s" + _pack_q(len(data)) + data)
+    else:
+        w.write(b"s" + _pack_q(len(data)))
+        w.write(data)
+
+
+def _write_blob(w: _Writer, tag: bytes, data: bytes) -> None:
+    if len(data) <= _INLINE_LIMIT:
+        w.write(tag + _pack_q(len(data)) + data)
+    else:
+        w.write(tag + _pack_q(len(data)))
+        w.write(data)
+
+
+def _write_class(w: _Writer, cls: type) -> None:
+    # Module and qualified name only: notebook classes live in __main__ and must keep their
+    # identity when a cell is re-run, so no file path or line number takes part.
+    _write_str(w, f"{getattr(cls, '__module__', None)}:{getattr(cls, '__qualname__', '?')}")
+
+
+# --------------------------------------------------------------------------- atoms
+
+
+def _h_none(w: _Writer, value: None) -> None:
+    w.write(b"N")
+
+
+def _h_bool(w: _Writer, value: bool) -> None:
+    w.write(b"T" if value else b"F")
+
+
+def _h_int(w: _Writer, value: int) -> None:
+    try:
+        w.write(b"i" + _pack_q(value))
+    except struct.error:
+        data = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+        w.write(b"I" + _pack_q(len(data)) + data)
+
+
+def _float_bytes(value: float) -> bytes:
+    # All NaNs are one value for caching; their sign and payload bits depend on how they
+    # were produced, not on what the caller meant.
+    return _pack_d(value) if value == value else b"\xff" * 8
+
+
+def _h_float(w: _Writer, value: float) -> None:
+    if value == value:
+        w.write(b"f" + _pack_d(value))
+    else:
+        w.write(b"n")
+
+
+def _h_complex(w: _Writer, value: complex) -> None:
+    real, imag = value.real, value.imag
+    if real == real and imag == imag:
+        w.write(b"c" + _pack_dd(real, imag))
+    else:
+        w.write(b"c" + _float_bytes(real) + _float_bytes(imag))
+
+
+def _h_bytes(w: _Writer, value: bytes) -> None:
+    _write_blob(w, b"b", value)
+
+
+def _h_bytearray(w: _Writer, value: bytearray) -> None:
+    _write_blob(w, b"a", bytes(value))
+
+
+def _h_memoryview(w: _Writer, value: memoryview) -> None:
+    w.write(b"m")
+    _write_str(w, value.format)
+    w.feed(value.shape)
+    _write_blob(w, b"b", value.tobytes())
+
+
+def _h_ellipsis(w: _Writer, value: object) -> None:
+    w.write(b"E")
+
+
+def _h_notimplemented(w: _Writer, value: object) -> None:
+    w.write(b"Z")
+
+
+def _h_range(w: _Writer, value: range) -> None:
+    w.write(b"r")
+    _h_int(w, value.start)
+    _h_int(w, value.stop)
+    _h_int(w, value.step)
+
+
+def _h_slice(w: _Writer, value: slice) -> None:
+    w.write(b":")
+    w.feed(value.start)
+    w.feed(value.stop)
+    w.feed(value.step)
+
+
+# --------------------------------------------------------------------------- containers
+
+
+def _write_items(w: _Writer, items: Iterable[object]) -> None:
+    # The dispatch of _Writer.feed, inlined: this loop is the hot path for argument tuples.
+    index = 0
+    get = _EXACT.get
+    try:
+        for index, item in enumerate(items):  # noqa: B007
+            handler = get(type(item))
+            if handler is None:
+                handler = _resolve(item)
+            handler(w, item)
+    except UnhashableInputError as exc:
+        exc._push("index", str(index))
+        raise
+
+
+def _h_list(w: _Writer, value: list[object]) -> None:
+    key = w.enter(value)
+    try:
+        w.write(b"[" + _pack_q(len(value)))
+        _write_items(w, value)
+    finally:
+        w.active.discard(key)
+
+
+def _h_tuple(w: _Writer, value: tuple[object, ...]) -> None:
+    # Immutable: a cycle through a tuple always passes a mutable container, which tracks it.
+    w.write(b"(" + _pack_q(len(value)))
+    _write_items(w, value)
+
+
+def _h_deque(w: _Writer, value: collections.deque[object]) -> None:
+    key = w.enter(value)
+    try:
+        w.write(b"q" + _pack_q(len(value)))
+        w.feed(value.maxlen)
+        _write_items(w, list(value))
+    finally:
+        w.active.discard(key)
+
+
+def _key_segment(key: object) -> _Segment:
+    return ("strkey", key) if type(key) is str else ("key", _short_repr(key))
+
+
+def _write_mapping(w: _Writer, mapping: dict[Any, Any], attrs: bool = False) -> None:
+    """Entries in an order that depends only on their content; ``attrs`` names errors ``.x``."""
+    w.write(b"{" + _pack_q(len(mapping)))
+    kinds = set(map(type, mapping))
+    key: Any = None
+    get = _EXACT.get
+    try:
+        if len(kinds) == 1 and (str in kinds or int in kinds):
+            # The common case (keyword arguments, __dict__): keys sort by value, fast and
+            # total, and are written by their own handler.
+            write_key = _write_str if str in kinds else _h_int
+            for key, item in sorted(mapping.items()):
+                write_key(w, key)
+                handler = get(type(item))
+                if handler is None:
+                    handler = _resolve(item)
+                handler(w, item)
+        else:
+            for encoded, key, item in _sorted_by_encoding(w, mapping):  # noqa: B007
+                w.write(encoded)
+                w.feed(item)
+    except UnhashableInputError as exc:
+        if attrs and type(key) is str:
+            exc._push("attr", key)
+        else:
+            exc._push(*_key_segment(key))
+        raise
+
+
+def _sorted_by_encoding(w: _Writer, mapping: dict[Any, Any]) -> list[tuple[bytes, Any, Any]]:
+    keyed: list[tuple[bytes, Any, Any]] = []
+    for key, item in mapping.items():
+        try:
+            keyed.append((w.encode(key), key, item))
+        except UnhashableInputError as exc:
+            exc._push("dictkey", "key")
+            raise
+    keyed.sort(key=operator.itemgetter(0))
+    if any(keyed[i][0] == keyed[i + 1][0] for i in range(len(keyed) - 1)):
+        # Distinct keys with equal content (two sentinels, say): order those entries by
+        # their values too, or the result would follow insertion order.
+        keyed.sort(key=lambda entry: (entry[0], w.encode(entry[2])))
+    return keyed
+
+
+def _h_dict(w: _Writer, value: dict[Any, Any]) -> None:
+    key = w.enter(value)
+    try:
+        _write_mapping(w, value)
+    finally:
+        w.active.discard(key)
+
+
+def _write_set(w: _Writer, tag: bytes, value: collections.abc.Set[Any]) -> None:
+    w.write(tag + _pack_q(len(value)))
+    kinds = set(map(type, value))
+    if len(kinds) == 1 and (str in kinds or int in kinds):
+        _write_items(w, sorted(value))
+        return
+    encoded: list[bytes] = []
+    for element in value:
+        try:
+            encoded.append(w.encode(element))
+        except UnhashableInputError as exc:
+            exc._push("elem", "set element")
+            raise
+    encoded.sort()
+    for data in encoded:
+        w.write(data)
+
+
+def _h_set(w: _Writer, value: set[Any]) -> None:
+    key = w.enter(value)
+    try:
+        _write_set(w, b"<", value)
+    finally:
+        w.active.discard(key)
+
+
+def _h_frozenset(w: _Writer, value: frozenset[Any]) -> None:
+    _write_set(w, b">", value)
+
+
+def _h_namespace(w: _Writer, value: types.SimpleNamespace) -> None:
+    key = w.enter(value)
+    try:
+        w.write(b"S")
+        _write_mapping(w, vars(value), attrs=True)
+    finally:
+        w.active.discard(key)
+
+
+# --------------------------------------------------------------------------- stdlib values
+
+
+def _h_datetime(w: _Writer, value: dt.datetime) -> None:
+    # isoformat carries the UTC offset and any sub-microsecond digits of subclasses (pandas
+    # Timestamp); fold and the zone itself are added because they change arithmetic.
+    w.write(b"D" + (b"1" if value.fold else b"0"))
+    _write_str(w, value.isoformat())
+    w.feed(value.tzinfo)
+
+
+def _h_date(w: _Writer, value: dt.date) -> None:
+    w.write(b"d")
+    _write_str(w, value.isoformat())
+
+
+def _h_time(w: _Writer, value: dt.time) -> None:
+    w.write(b"t" + (b"1" if value.fold else b"0"))
+    _write_str(w, value.isoformat())
+    w.feed(value.tzinfo)
+
+
+def _h_timedelta(w: _Writer, value: dt.timedelta) -> None:
+    w.write(b"e" + _pack_q(value.days) + _pack_q(value.seconds) + _pack_q(value.microseconds))
+
+
+def _h_timezone(w: _Writer, value: dt.timezone) -> None:
+    w.write(b"z")
+    w.feed(value.utcoffset(None))
+    w.feed(value.tzname(None))
+
+
+def _h_zoneinfo(w: _Writer, value: dt.tzinfo) -> None:
+    w.write(b"Y")
+    _write_str(w, str(value))
+
+
+def _h_tzinfo(w: _Writer, value: dt.tzinfo) -> None:
+    # Third-party zones (pytz, dateutil) keep caches and back-references in their state;
+    # their zone name is what identifies them.
+    w.write(b"y")
+    _write_class(w, type(value))
+    name = getattr(value, "zone", None) or getattr(value, "key", None) or str(value)
+    _write_str(w, str(name))
+
+
+def _h_decimal(w: _Writer, value: object) -> None:
+    w.write(b"M")
+    _write_str(w, str(value))
+
+
+def _h_fraction(w: _Writer, value: Any) -> None:
+    w.write(b"Q")
+    _h_int(w, value.numerator)
+    _h_int(w, value.denominator)
+
+
+def _h_uuid(w: _Writer, value: Any) -> None:
+    w.write(b"U" + value.bytes)
+
+
+def _h_path(w: _Writer, value: Any) -> None:
+    # The class name (not its module, which moved in 3.13) tells POSIX from Windows paths.
+    w.write(b"P")
+    _write_str(w, type(value).__name__)
+    _write_str(w, str(value))
+
+
+# --------------------------------------------------------------------------- code
+
+
+def _h_class(w: _Writer, value: type) -> None:
+    w.write(b"C")
+    _write_class(w, value)
+
+
+def _h_enum(w: _Writer, value: enum.Enum) -> None:
+    w.write(b"V")
+    _write_class(w, type(value))
+    name = getattr(value, "_name_", None)
+    if isinstance(name, str):
+        _write_str(w, name)
+    else:
+        # Unnamed combinations of Flag members (Python 3.10) are known by their value.
+        w.write(b"v")
+        w.feed(value.value)
+
+
+def _h_code(w: _Writer, code: types.CodeType) -> None:
+    # No file name, line numbers or positions: re-running an unchanged notebook cell
+    # compiles to a code object that differs only in those.
+    w.write(
+        b"K"
+        + _pack_q(code.co_argcount)
+        + _pack_q(code.co_posonlyargcount)
+        + _pack_q(code.co_kwonlyargcount)
+        + _pack_q(code.co_flags)
+    )
+    _write_str(w, code.co_name)
+    _write_blob(w, b"b", code.co_code)
+    w.feed(code.co_consts)
+    w.feed(code.co_names)
+    w.feed(code.co_varnames)
+    w.feed(code.co_freevars)
+    w.feed(code.co_cellvars)
+
+
+def _is_reimportable(module: object, qualname: str) -> bool:
+    return isinstance(module, str) and module != "__main__" and "<" not in qualname
+
+
+def _h_function(w: _Writer, fn: types.FunctionType) -> None:
+    module = fn.__module__
+    qualname = fn.__qualname__
+    w.write(b"L")
+    w.feed(module)
+    _write_str(w, qualname)
+    if _is_reimportable(module, qualname):
+        w.write(b"-")
+        return
+    key = id(fn)
+    if key in w.active:
+        # A nested function reaching itself through its own closure (recursion): mark it.
+        w.write(b"r")
+        return
+    w.active.add(key)
+    try:
+        w.write(b"+")
+        _h_code(w, fn.__code__)
+        try:
+            w.feed(fn.__defaults__)
+        except UnhashableInputError as exc:
+            exc._push("attr", "__defaults__")
+            raise
+        try:
+            w.feed(fn.__kwdefaults__)
+        except UnhashableInputError as exc:
+            exc._push("attr", "__kwdefaults__")
+            raise
+        cells = fn.__closure__ or ()
+        w.write(b"x" + _pack_q(len(cells)))
+        for name, cell in zip(fn.__code__.co_freevars, cells, strict=True):
+            try:
+                contents = cell.cell_contents
+            except ValueError:
+                w.write(b"_")
+                continue
+            try:
+                w.feed(contents)
+            except UnhashableInputError as exc:
+                exc._push("attr", f"<closure {name}>")
+                raise
+    finally:
+        w.active.discard(key)
+
+
+def _h_builtin(w: _Writer, fn: Any) -> None:
+    w.write(b"B")
+    owner = getattr(fn, "__objclass__", None)
+    if isinstance(owner, type):
+        _write_class(w, owner)
+    else:
+        w.feed(getattr(fn, "__module__", None))
+    _write_str(w, str(getattr(fn, "__qualname__", getattr(fn, "__name__", "?"))))
+    bound = getattr(fn, "__self__", None)
+    if bound is None or isinstance(bound, types.ModuleType):
+        w.write(b"-")
+    else:
+        try:
+            w.feed(bound)
+        except UnhashableInputError as exc:
+            exc._push("attr", "__self__")
+            raise
+
+
+def _h_method(w: _Writer, method: types.MethodType) -> None:
+    w.write(b"W")
+    w.feed(method.__func__)
+    try:
+        w.feed(method.__self__)
+    except UnhashableInputError as exc:
+        exc._push("attr", "__self__")
+        raise
+
+
+def _h_partial(w: _Writer, value: functools.partial[Any]) -> None:
+    key = w.enter(value)
+    try:
+        w.write(b"p")
+        for name, part in (
+            ("func", value.func),
+            ("args", value.args),
+            ("keywords", value.keywords),
+        ):
+            try:
+                w.feed(part)
+            except UnhashableInputError as exc:
+                exc._push("attr", name)
+                raise
+    finally:
+        w.active.discard(key)
+
+
+# --------------------------------------------------------------------------- other objects
+
+
+def _h_dataclass(w: _Writer, value: Any) -> None:
+    key = w.enter(value)
+    try:
+        w.write(b"R")
+        _write_class(w, type(value))
+        fields = dataclasses.fields(value)
+        w.write(_pack_q(len(fields)))
+        for field in fields:
+            _write_str(w, field.name)
+            try:
+                item = getattr(value, field.name)
+            except AttributeError:
+                w.write(b"_")
+                continue
+            w.write(b"=")
+            try:
+                w.feed(item)
+            except UnhashableInputError as exc:
+                exc._push("attr", field.name)
+                raise
+    finally:
+        w.active.discard(key)
+
+
+def _h_namedtuple(w: _Writer, value: Any) -> None:
+    w.write(b"u")
+    _write_class(w, type(value))
+    names = type(value)._fields
+    w.write(_pack_q(len(value)))
+    for name, item in zip(names, value, strict=True):
+        _write_str(w, name)
+        try:
+            w.feed(item)
+        except UnhashableInputError as exc:
+            exc._push("attr", name)
+            raise
+
+
+def _h_pydantic(w: _Writer, value: Any) -> None:
+    key = w.enter(value)
+    try:
+        w.write(b"j")
+        _write_class(w, type(value))
+        try:
+            dumped = value.model_dump(mode="python")
+        except Exception as exc:
+            raise _unhashable(value, f"model_dump() failed: {exc!r}") from exc
+        w.feed(dumped)
+    finally:
+        w.active.discard(key)
+
+
+def _h_exception(w: _Writer, value: BaseException) -> None:
+    key = w.enter(value)
+    try:
+        w.write(b"x")
+        _write_class(w, type(value))
+        try:
+            w.feed(value.args)
+        except UnhashableInputError as exc:
+            exc._push("attr", "args")
+            raise
+        _write_mapping(w, getattr(value, "__dict__", {}), attrs=True)
+    finally:
+        w.active.discard(key)
+
+
+def _h_builtin_subclass(w: _Writer, value: Any) -> None:
+    cls = type(value)
+    base_handler = next(
+        handler for handler in map(_EXACT.get, cls.__mro__[1:]) if handler is not None
+    )
+    w.write(b"X")
+    _write_class(w, cls)
+    base_handler(w, value)
+    extra = getattr(value, "__dict__", None)
+    if extra:
+        w.write(b"+")
+        _write_mapping(w, extra, attrs=True)
+    else:
+        w.write(b"-")
+    if isinstance(value, collections.defaultdict):
+        try:
+            w.feed(value.default_factory)
+        except UnhashableInputError as exc:
+            exc._push("attr", "default_factory")
+            raise
+
+
+def _slot_names(cls: type) -> list[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot in ("__dict__", "__weakref__"):
+                continue
+            if slot.startswith("__") and not slot.endswith("__"):
+                slot = f"_{klass.__name__.lstrip('_')}{slot}"
+            names.add(slot)
+    return sorted(names)
+
+
+# Bases that add no instance state of their own even though they are not heap types.
+_STATELESS_BASES: Final[frozenset[type]] = frozenset({object, typing.Generic})
+_OBJECT_GETSTATE: Final = getattr(object, "__getstate__", None)
+
+
+def _has_c_state(cls: type) -> bool:
+    return any(
+        not klass.__flags__ & _HEAP_TYPE and klass not in _STATELESS_BASES for klass in cls.__mro__
+    )
+
+
+def _h_object(w: _Writer, value: Any) -> None:
+    cls = type(value)
+    key = w.enter(value)
+    try:
+        w.write(b"O")
+        _write_class(w, cls)
+        getstate = getattr(cls, "__getstate__", None)
+        if getstate is not None and getstate is not _OBJECT_GETSTATE:
+            try:
+                state = value.__getstate__()
+            except Exception as exc:
+                raise _unhashable(value, f"its __getstate__() failed: {exc!r}") from exc
+            w.write(b"g")
+            try:
+                w.feed(state)
+            except UnhashableInputError as exc:
+                exc._push("attr", "__getstate__()")
+                raise
+            return
+        if _has_c_state(cls):
+            w.write(b"k")
+            _write_blob(w, b"b", _deterministic_pickle(value))
+            return
+        w.write(b"d")
+        _write_mapping(w, getattr(value, "__dict__", {}), attrs=True)
+        slots = _slot_names(cls)
+        w.write(_pack_q(len(slots)))
+        for name in slots:
+            _write_str(w, name)
+            try:
+                item = getattr(value, name)
+            except AttributeError:
+                w.write(b"_")
+                continue
+            w.write(b"=")
+            try:
+                w.feed(item)
+            except UnhashableInputError as exc:
+                exc._push("attr", name)
+                raise
+    finally:
+        w.active.discard(key)
+
+
+def _deterministic_pickle(value: object) -> bytes:
+    # Plain pickle first: it refers to classes by name, which is stable across processes.
+    # cloudpickle copies classes it cannot import by value, tagged with a per-process id, so
+    # it only serves when plain pickle cannot cope.
+    failures: list[str] = []
+    for dumps in (_plain_dumps, _cloudpickle_dumps):
+        try:
+            first = dumps(value)
+            second = dumps(value)
+        except Exception as exc:
+            failures.append(repr(exc))
+            continue
+        if first != second:
+            raise _unhashable(
+                value,
+                "its pickled form differs from one pickling to the next, so it has no "
+                "stable content; give the class a __getstate__ that returns its state",
+            )
+        return first
+    raise _unhashable(
+        value,
+        "it has no __dict__, __slots__ or __getstate__ and cannot be pickled "
+        f"({'; '.join(failures)}); pass plain data instead",
+    )
+
+
+def _plain_dumps(value: object) -> bytes:
+    return pickle.dumps(value, protocol=4)
+
+
+def _cloudpickle_dumps(value: object) -> bytes:
+    # Imported on first need: most values never get here, and it is a sizeable import.
+    cloudpickle = importlib.import_module("cloudpickle")
+    data: bytes = cloudpickle.dumps(value, protocol=4)
+    return data
+
+
+# --------------------------------------------------------------------------- optional libs
+
+
+def _h_ndarray(w: _Writer, value: Any) -> None:
+    np = sys.modules["numpy"]
+    w.write(b"A")
+    cls = type(value)
+    if cls is np.ndarray:
+        w.write(b"-")
+    else:
+        _write_class(w, cls)
+    dtype = value.dtype
+    w.feed(dtype.descr)
+    w.feed(value.shape)
+    masked = sys.modules.get("numpy.ma")
+    if masked is not None and isinstance(value, masked.MaskedArray):
+        w.write(b"m")
+        _h_ndarray(w, masked.getmaskarray(value))
+        value = value.data
+    if dtype.hasobject or dtype.names is not None:
+        # Object cells are Python values; structured records may carry padding bytes that
+        # hold garbage. Both are hashed element by element instead of as raw memory.
+        w.write(b"o")
+        _write_items(w, np.asarray(value).ravel().tolist())
+        return
+    raw = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
+    w.write(b"r" + _pack_q(raw.nbytes))
+    w.write(raw)
+
+
+def _h_numpy_scalar(w: _Writer, value: Any) -> None:
+    w.write(b"G")
+    _write_str(w, type(value).__name__)
+    w.feed(value.dtype.descr)
+    if value.dtype.names is not None:
+        w.feed(value.tolist())
+    else:
+        _write_blob(w, b"b", value.tobytes())
+
+
+def _pandas_content(w: _Writer, value: Any, columns: Iterable[Any]) -> None:
+    pd = sys.modules["pandas"]
+    try:
+        hashed = pd.util.hash_pandas_object(value, index=False)
+    except TypeError:
+        # Cells pandas cannot hash (lists, dicts): hash them as Python values instead.
+        w.write(b"p")
+        for position, column in enumerate(columns):
+            try:
+                w.feed(column.tolist())
+            except UnhashableInputError as exc:
+                exc._push("index", str(position))
+                raise
+        return
+    np = sys.modules["numpy"]
+    raw = np.ascontiguousarray(hashed.to_numpy(dtype=np.uint64))
+    w.write(b"h" + _pack_q(raw.nbytes))
+    w.write(raw)
+
+
+def _h_pandas(w: _Writer, value: Any) -> None:
+    pd = sys.modules["pandas"]
+    w.write(b"H")
+    _write_class(w, type(value))
+    if isinstance(value, pd.DataFrame):
+        for name in ("columns", "index"):
+            try:
+                w.feed(getattr(value, name))
+            except UnhashableInputError as exc:
+                exc._push("attr", name)
+                raise
+        w.feed([str(dtype) for dtype in value.dtypes])
+        columns = (value.iloc[:, position] for position in range(value.shape[1]))
+        _pandas_content(w, value, columns)
+    elif isinstance(value, pd.Series):
+        for name in ("name", "index"):
+            try:
+                w.feed(getattr(value, name))
+            except UnhashableInputError as exc:
+                exc._push("attr", name)
+                raise
+        _write_str(w, str(value.dtype))
+        _pandas_content(w, value, [value])
+    else:
+        w.feed(list(value.names))
+        _write_str(w, str(value.dtype))
+        _pandas_content(w, value, [value])
+
+
+# --------------------------------------------------------------------------- dispatch
+
+_EXACT: dict[type, _Handler] = {
+    type(None): _h_none,
+    bool: _h_bool,
+    int: _h_int,
+    float: _h_float,
+    complex: _h_complex,
+    str: _write_str,
+    bytes: _h_bytes,
+    bytearray: _h_bytearray,
+    memoryview: _h_memoryview,
+    list: _h_list,
+    tuple: _h_tuple,
+    dict: _h_dict,
+    set: _h_set,
+    frozenset: _h_frozenset,
+    range: _h_range,
+    slice: _h_slice,
+    type(...): _h_ellipsis,
+    type(NotImplemented): _h_notimplemented,
+    collections.deque: _h_deque,
+    types.SimpleNamespace: _h_namespace,
+    dt.datetime: _h_datetime,
+    dt.date: _h_date,
+    dt.time: _h_time,
+    dt.timedelta: _h_timedelta,
+    dt.timezone: _h_timezone,
+    type: _h_class,
+    types.FunctionType: _h_function,
+    types.CodeType: _h_code,
+    types.MethodType: _h_method,
+    types.BuiltinFunctionType: _h_builtin,
+    types.WrapperDescriptorType: _h_builtin,
+    types.MethodWrapperType: _h_builtin,
+    types.MethodDescriptorType: _h_builtin,
+    types.ClassMethodDescriptorType: _h_builtin,
+    functools.partial: _h_partial,
+}
+
+# Standard-library value types whose modules this module does not import: a value of such a
+# type can only exist once its module is loaded, so they join _EXACT when first seen there.
+_PENDING: dict[str, tuple[tuple[str, _Handler], ...]] = {
+    "decimal": (("Decimal", _h_decimal),),
+    "fractions": (("Fraction", _h_fraction),),
+    "uuid": (("UUID", _h_uuid),),
+    "zoneinfo": (("ZoneInfo", _h_zoneinfo),),
+    "pathlib": tuple(
+        (name, _h_path)
+        for name in ("PurePosixPath", "PureWindowsPath", "PosixPath", "WindowsPath", "Path")
+    ),
+}
+
+
+def _register_pending() -> None:
+    for module_name in [name for name in _PENDING if name in sys.modules]:
+        module = sys.modules[module_name]
+        for attr, handler in _PENDING.pop(module_name, ()):
+            cls = getattr(module, attr, None)
+            if isinstance(cls, type):
+                _EXACT.setdefault(cls, handler)
+
+
+_UNSTABLE_BY_NAME: Final[tuple[tuple[str, tuple[str, ...], str], ...]] = (
+    (
+        "threading",
+        ("Thread", "Condition", "Semaphore", "Event", "Barrier"),
+        "threads and synchronisation primitives have no stable content",
+    ),
+    ("socket", ("socket",), "sockets have no stable content"),
+    ("subprocess", ("Popen",), "processes have no stable content"),
+    ("asyncio", ("Future", "AbstractEventLoop"), "futures and event loops have no stable content"),
+    ("concurrent.futures", ("Future", "Executor"), "futures and executors have no stable content"),
+)
+_LOCK_TYPES: Final = (type(threading.Lock()), type(threading.RLock()))
+
+
+def _unstable_reason(value: object) -> str | None:
+    if isinstance(value, (types.GeneratorType, types.AsyncGeneratorType)):
+        return "generators have no stable content; pass a list or tuple of the values instead"
+    if isinstance(value, types.CoroutineType):
+        return "coroutines have no stable content; pass the awaited result instead"
+    if isinstance(value, types.ModuleType):
+        return "modules have no content to hash; pass the values you need from it instead"
+    if isinstance(value, io.IOBase):
+        return "file objects have no stable content; pass the path or the data read instead"
+    if isinstance(value, (collections.abc.Iterator, collections.abc.AsyncIterator)):
+        return "iterators are used up as they are read; pass a list or tuple instead"
+    if isinstance(value, _LOCK_TYPES):
+        return "locks have no stable content"
+    if isinstance(value, (types.FrameType, types.TracebackType)):
+        return "frames and tracebacks have no stable content"
+    for module_name, names, reason in _UNSTABLE_BY_NAME:
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        classes = tuple(
+            cls for cls in (getattr(module, name, None) for name in names) if isinstance(cls, type)
+        )
+        if isinstance(value, classes):
+            return reason
+    return None
+
+
+# The decision depends on the type alone (a value of a numpy, pandas or pydantic type cannot
+# exist before its library is imported), so it is made once per type. Weak keys let notebook
+# classes that a re-run cell has replaced be collected.
+_RESOLVED: weakref.WeakKeyDictionary[type, _Handler] = weakref.WeakKeyDictionary()
+
+
+def _resolve(value: object) -> _Handler:
+    cls = type(value)
+    try:
+        return _RESOLVED[cls]
+    except KeyError:
+        pass
+    handler = _classify(value)
+    try:
+        _RESOLVED[cls] = handler
+    except TypeError:
+        pass
+    return handler
+
+
+def _classify(value: object) -> _Handler:
+    """The handler for a value whose exact type is not in ``_EXACT``; order matters."""
+    cls = type(value)
+    if _PENDING:
+        _register_pending()
+        handler = _EXACT.get(cls)
+        if handler is not None:
+            return handler
+    if isinstance(value, type):
+        return _h_class
+    if isinstance(value, enum.Enum):
+        return _h_enum
+    np = sys.modules.get("numpy")
+    if np is not None:
+        if isinstance(value, np.ndarray):
+            return _h_ndarray
+        if isinstance(value, np.generic):
+            return _h_numpy_scalar
+    pd = sys.modules.get("pandas")
+    if pd is not None and isinstance(value, (pd.DataFrame, pd.Series, pd.Index)):
+        return _h_pandas
+    pydantic_main = sys.modules.get("pydantic.main")
+    if pydantic_main is not None and isinstance(value, pydantic_main.BaseModel):
+        return _h_pydantic
+    if isinstance(getattr(cls, "__dataclass_fields__", None), dict):
+        return _h_dataclass
+    if isinstance(value, tuple) and isinstance(getattr(cls, "_fields", None), tuple):
+        return _h_namedtuple
+    reason = _unstable_reason(value)
+    if reason is not None:
+        raise _unhashable(value, reason)
+    if isinstance(value, BaseException):
+        return _h_exception
+    if any(base in _EXACT for base in cls.__mro__[1:]):
+        return _h_builtin_subclass
+    if isinstance(value, dt.tzinfo):
+        return _h_tzinfo
+    return _h_object
+
+
+# --------------------------------------------------------------------------- entry point
+
+# Bumped whenever the encoding changes, so stale cache entries stop matching.
+_SEED: Final = hashlib.sha256(b"flowbook.stable_hash/1\x00")
+
+
+def stable_hash(value: object) -> str:
+    """Hex sha256 of ``value``'s content, equal across processes and Python runs.
+
+    Raises ``UnhashableInputError`` for values without stable content (generators, files,
+    locks, modules, reference cycles, ...); the message says where inside ``value`` the
+    culprit sits.
+    """
+    digest = _SEED.copy()
+    try:
+        _Writer(digest.update, set()).feed(value)
+    except RecursionError:
+        raise _unhashable(
+            value, "it is nested more deeply than the interpreter's recursion limit allows"
+        ) from None
+    return digest.hexdigest()

@@ -1,0 +1,34 @@
+"""Task identity: what makes two task definitions "the same task" for caching.
+
+A task's identity is its module and qualified name. For functions defined in ``__main__``
+(a script, or a notebook cell) the module part is the script's path or the notebook's path
+as the kernel reports it, never the cell's temporary file, so re-running a cell keeps the
+identity and two notebooks with a function of the same name do not share entries.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["task_identity"]
+
+
+def _main_identity() -> str:
+    main = sys.modules.get("__main__")
+    session = getattr(main, "__session__", None) or os.environ.get("JPY_SESSION_NAME")
+    if isinstance(session, str) and session:
+        return f"notebook:{session}"
+    path = getattr(main, "__file__", None)
+    if isinstance(path, str) and path:
+        return f"script:{os.path.abspath(path)}"
+    return "__main__"
+
+
+def task_identity(fn: Callable[..., Any]) -> str:
+    module = getattr(fn, "__module__", None) or "?"
+    if module == "__main__":
+        module = _main_identity()
+    return f"{module}:{getattr(fn, '__qualname__', getattr(fn, '__name__', repr(fn)))}"

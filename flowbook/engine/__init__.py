@@ -1,0 +1,1 @@
+"""The engine: run lifecycles, run records, events. Knows nothing of Jupyter, SQL or HTML."""

@@ -1,0 +1,144 @@
+"""Events and the event bus: how the engine tells the rest of flowbook what happened.
+
+The engine is the only code that changes run state. Every change is announced as an event
+on the process-wide ``bus``; the console printer, the store and the notebook widget are
+subscribers. They react to events and never drive a run, so the engine runs the same with
+no subscriber at all (which is also its fastest path).
+
+Subscribers are called synchronously on the thread that emitted the event, so they must be
+quick: a subscriber that does real work (SQL, rendering) puts the event on its own queue and
+does the work on its own thread. A subscriber that raises is reported once as a warning and
+then skipped for that event; it never fails a run.
+
+Subscription is per event class, so emitting an event nobody listens to costs one dict
+look-up, and the engine can ask ``bus.wants(EventClass)`` before building an event at all.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import logging
+
+    from flowbook.engine.runs import FlowRun, TaskRun
+    from flowbook.states import State
+
+__all__ = [
+    "Event",
+    "EventBus",
+    "FlowRunCreated",
+    "FlowRunFinished",
+    "LogEmitted",
+    "StateChanged",
+    "TaskRunCreated",
+    "bus",
+]
+
+
+class Event:
+    """Base class of all events."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRunCreated(Event):
+    """A flow run was created (before it starts running)."""
+
+    flow_run: FlowRun
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRunCreated(Event):
+    """A task run was created inside a flow run (or alone, for a task called outside flows).
+
+    ``upstream`` holds the ids of the task runs it depends on: data dependencies (futures
+    passed as arguments) and ``wait_for``.
+    """
+
+    task_run: TaskRun
+    upstream: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged(Event):
+    """A run entered a new state. ``run`` is a FlowRun or a TaskRun."""
+
+    run: FlowRun | TaskRun
+    state: State
+    previous: State | None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRunFinished(Event):
+    """A flow run reached its final state and its task runner has shut down."""
+
+    flow_run: FlowRun
+    state: State
+
+
+@dataclass(frozen=True, slots=True)
+class LogEmitted(Event):
+    """A log line (from a run logger, a captured print, or the engine)."""
+
+    record: logging.LogRecord
+    flow_run_id: str | None
+    task_run_id: str | None
+
+
+E = TypeVar("E", bound=Event)
+Subscriber = Callable[[Any], None]
+
+
+class EventBus:
+    """Delivers events to the subscribers of their class."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # Copy-on-write tuples: emit() reads without a lock.
+        self._subscribers: dict[type[Event], tuple[Subscriber, ...]] = {}
+        self._warned: set[int] = set()
+
+    def subscribe(self, kinds: tuple[type[Event], ...], fn: Callable[[Any], None]) -> None:
+        """Call ``fn(event)`` for every emitted event whose class is one of ``kinds``."""
+        with self._lock:
+            for kind in kinds:
+                current = self._subscribers.get(kind, ())
+                if fn not in current:
+                    self._subscribers[kind] = (*current, fn)
+
+    def unsubscribe(self, fn: Callable[[Any], None]) -> None:
+        with self._lock:
+            for kind, subs in list(self._subscribers.items()):
+                kept = tuple(s for s in subs if s != fn)
+                if kept:
+                    self._subscribers[kind] = kept
+                else:
+                    del self._subscribers[kind]
+
+    def wants(self, kind: type[Event]) -> bool:
+        """True when at least one subscriber listens to ``kind``."""
+        return kind in self._subscribers
+
+    def emit(self, event: Event) -> None:
+        for fn in self._subscribers.get(type(event), ()):
+            try:
+                fn(event)
+            except Exception as exc:  # a subscriber must never fail a run
+                key = id(fn)
+                if key not in self._warned:
+                    self._warned.add(key)
+                    warnings.warn(
+                        f"flowbook event subscriber {fn!r} raised {exc!r}; "
+                        "the run goes on (this warning is shown once per subscriber)",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+
+
+bus = EventBus()

@@ -1,0 +1,388 @@
+"""The flow run engine: the lifecycle of one flow run, as named phases.
+
+    create -> begin_run -> [attempt: call -> handle_success | handle_exception
+                            (-> wait for retry -> next attempt)] -> finish
+
+A flow body runs on the calling thread (``run_sync``) or in the caller's event loop
+(``run_async``); both drivers share every phase. The task runner is created for the run in
+``begin_run`` and shut down in ``finish``. Before a final state is decided, every task run
+the body submitted is waited for, so the state summarises them all:
+
+- the body returned a value, and no task run failed without the body seeing the failure:
+  ``Completed('All states completed.')``;
+- a task run failed and the body never looked at it (a submitted future never resolved):
+  ``Failed('1/3 states failed.')``, and calling the flow raises that task's exception;
+- a failure the body caught (``try: t() except ...``) was handled: the flow completes;
+- the body raised: ``Failed``, with the tasks' count if the exception came from a task run.
+
+Flow retries run the body again in the same flow run. Task calls that completed in an earlier
+attempt are not executed again when their inputs are unchanged: they are matched by task, by
+call order within the attempt, and by the content hash of their arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from flowbook.engine.env import acquire_env, release_env
+from flowbook.engine.events import (
+    FlowRunCreated,
+    FlowRunFinished,
+    StateChanged,
+    TaskRunCreated,
+    bus,
+)
+from flowbook.engine.runs import FlowRun, TaskRun, current_flow_run, current_task_run
+from flowbook.engine.task_engine import _resolve, collect_futures
+from flowbook.engine.timeouts import call_with_timeout
+from flowbook.exceptions import RunCancelledError, RunFailedError, RunTimeoutError
+from flowbook.futures import TaskRunFuture
+from flowbook.states import (
+    AwaitingRetry,
+    Cancelled,
+    Completed,
+    Failed,
+    Pending,
+    Retrying,
+    Running,
+    State,
+    StateType,
+    TimedOut,
+)
+
+if TYPE_CHECKING:
+    from flowbook.flows import Flow
+
+__all__ = ["FlowRunEngine"]
+
+_FAILED = (StateType.FAILED, StateType.CRASHED)
+
+
+class FlowRunEngine:
+    """Runs one flow run through its lifecycle."""
+
+    def __init__(self, flow: Flow[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.flow = flow
+        self.args = args
+        self.kwargs = kwargs
+        self.parent_record: TaskRun | None = None
+        self.env_held = False
+        self.run: FlowRun
+
+    # -- state ---------------------------------------------------------------------------------
+    def _set_state(self, state: State) -> None:
+        run = self.run
+        previous = run.state
+        run.state = state
+        if bus.wants(StateChanged):
+            bus.emit(StateChanged(run, state, previous))
+
+    def _set_record_state(self, state: State) -> None:
+        record = self.parent_record
+        if record is None:
+            return
+        previous = record.state
+        record.state = state
+        if bus.wants(StateChanged):
+            bus.emit(StateChanged(record, state, previous))
+
+    # -- phases --------------------------------------------------------------------------------
+    def create(self) -> FlowRun:
+        flow = self.flow
+        parent = current_flow_run.get()
+        upstream: list[TaskRunFuture[Any]] = []
+        collect_futures(self.args, upstream)
+        collect_futures(self.kwargs.values(), upstream)
+        args, kwargs = self.args, self.kwargs
+        if upstream:
+            args = tuple(_resolve(a) for a in args)
+            kwargs = {k: _resolve(v) for k, v in kwargs.items()}
+            self.args, self.kwargs = args, kwargs
+        parameters = flow.bind_parameters(args, kwargs)
+        record = None
+        if parent is not None:
+            record = TaskRun(None, parent, (), parameters, parent.next_dynamic_key("subflow"))
+            record.upstream_ids = tuple(dict.fromkeys(f.task_run.id for f in upstream))
+            self.parent_record = record
+        run = FlowRun(flow, parameters, record, flow.tags)
+        self.run = run
+        if record is not None:
+            record.subflow_run = run
+            record.tags = flow.tags
+        token = current_flow_run.set(run)
+        try:
+            run.name = flow.run_name(run)
+        finally:
+            current_flow_run.reset(token)
+        if record is not None and parent is not None:
+            record.name = run.name
+            parent.task_runs.append(record)
+            if bus.wants(TaskRunCreated):
+                bus.emit(TaskRunCreated(record, record.upstream_ids))
+            self._set_record_state(Pending())
+        if bus.wants(FlowRunCreated):
+            bus.emit(FlowRunCreated(run))
+        self._set_state(Pending())
+        return run
+
+    def begin_run(self) -> None:
+        run, flow = self.run, self.flow
+        if flow.env:
+            acquire_env(f"flow run {run.name!r} of flow {flow.name!r}", flow.env)
+            self.env_held = True
+        runner = flow.task_runner.duplicate()
+        runner.start()
+        run.task_runner = runner
+        run.start_s = time.time()
+        if flow.log_prints:
+            from flowbook.logging import enable_print_capture
+
+            enable_print_capture()
+        self._set_record_state(Running())
+
+    def begin_attempt(self) -> None:
+        run = self.run
+        run.run_count += 1
+        run._counters.clear()
+        if run.run_count > 1:
+            self._set_state(Retrying(f"Retry {run.run_count - 1}/{self.flow.retries}"))
+        self._set_state(Running())
+
+    def call_sync(self) -> Any:
+        flow = self.flow
+        if flow.timeout_seconds is None:
+            return flow.fn(*self.args, **self.kwargs)
+        return call_with_timeout(
+            flow.fn, self.args, self.kwargs, flow.timeout_seconds, f"Flow run {self.run.name!r}"
+        )
+
+    async def call_async(self) -> Any:
+        flow = self.flow
+        if flow.timeout_seconds is None:
+            return await flow.fn(*self.args, **self.kwargs)
+        try:
+            return await asyncio.wait_for(flow.fn(*self.args, **self.kwargs), flow.timeout_seconds)
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            if isinstance(exc, RunTimeoutError):
+                raise
+            raise RunTimeoutError(
+                f"Flow run {self.run.name!r} exceeded its timeout of "
+                f"{flow.timeout_seconds:g} second(s)"
+            ) from None
+
+    def wait_for_task_runs(self) -> None:
+        for record in list(self.run.task_runs):
+            future = record.future
+            if future is not None:
+                future.wait()
+
+    async def await_task_runs(self) -> None:
+        for record in list(self.run.task_runs):
+            future = record.future
+            if future is not None and not future.done():
+                await future.wait_async()
+
+    def handle_success(self, value: Any) -> State:
+        self.wait_for_task_runs()
+        returned = self._returned_state(value)
+        if returned is not None and not returned.is_completed():
+            return returned
+        data = returned.data if returned is not None else value
+        runs = self.run.task_runs
+        failed = [r for r in runs if r.state is not None and r.state.type in _FAILED]
+        cancelled = [r for r in runs if r.state is not None and r.state.is_cancelled()]
+        unseen = [r for r in failed + cancelled if not r.observed]
+        if unseen:
+            first = unseen[0]
+            assert first.state is not None
+            exc = first.state.data if isinstance(first.state.data, BaseException) else None
+            if failed:
+                return Failed(f"{len(failed)}/{len(runs)} states failed.", exc)
+            return Cancelled(f"{len(cancelled)}/{len(runs)} states cancelled.", exc)
+        if failed or cancelled:
+            handled = len(failed) + len(cancelled)
+            return Completed(
+                f"All states completed; {handled}/{len(runs)} failed task runs were handled "
+                "by the flow.",
+                data,
+            )
+        return Completed("All states completed.", data)
+
+    def _returned_state(self, value: Any) -> State | None:
+        """The state a flow body returned, directly or as futures; None for plain values."""
+        if isinstance(value, State):
+            return value
+        if isinstance(value, TaskRunFuture):
+            value.wait()
+            state = value.state
+            value.task_run.observed = True
+            if state.is_completed():
+                return Completed(data=state.data)
+            return self._failure_state(state)
+        if (
+            isinstance(value, (list, tuple))
+            and value
+            and all(isinstance(v, TaskRunFuture) for v in value)
+        ):
+            results = []
+            for future in value:
+                future.wait()
+                future.task_run.observed = True
+                if not future.state.is_completed():
+                    return self._failure_state(future.state)
+                results.append(future.state.data)
+            return Completed(data=type(value)(results) if type(value) is tuple else results)
+        return None
+
+    def _failure_state(self, state: State) -> State:
+        runs = self.run.task_runs
+        failed = sum(1 for r in runs if r.state is not None and r.state.type in _FAILED)
+        if state.is_cancelled():
+            return Cancelled(state.message, state.data)
+        return Failed(f"{max(failed, 1)}/{len(runs)} states failed.", state.data)
+
+    def handle_exception(self, exc: BaseException) -> tuple[State, float | None]:
+        """The state after the body raised ``exc``, and a retry delay (None: no retry)."""
+        run, flow = self.run, self.flow
+        if not isinstance(exc, Exception):
+            self.cancel(f"The flow run was interrupted ({type(exc).__name__}).")
+            return Cancelled(f"Flow run was interrupted ({type(exc).__name__}).", exc), None
+        if isinstance(exc, RunTimeoutError):
+            run.cancel_event.set()
+            self.cancel("The flow run timed out before this task run started.")
+            return TimedOut(
+                f"Flow run exceeded its timeout of {flow.timeout_seconds:g} second(s).", exc
+            ), None
+        self.wait_for_task_runs()
+        runs = run.task_runs
+        from_task = any(r.state is not None and r.state.data is exc for r in runs)
+        if from_task:
+            failed = sum(1 for r in runs if r.state is not None and r.state.type in _FAILED)
+            final = Failed(f"{max(failed, 1)}/{len(runs)} states failed.", exc)
+        else:
+            final = Failed(f"Flow run encountered an exception {type(exc).__name__}: {exc}", exc)
+        if run.run_count > flow.retries:
+            return final, None
+        delay = flow.retry_delay_for(run.run_count)
+        return AwaitingRetry(
+            f"Flow run failed with exception: {exc!r} - Retry {run.run_count}/{flow.retries} "
+            f"will start {delay:g} second(s) from now",
+            exc,
+        ), delay
+
+    def cancel(self, reason: str) -> None:
+        """Cancel every task run of this flow run that has not started (or not finished)."""
+        run = self.run
+        run.cancel_event.set()
+        if run.task_runner is not None:
+            run.task_runner.shutdown(cancel_pending=True)
+        for record in list(run.task_runs):
+            future = record.future
+            if future is not None and not future.done():
+                state = Cancelled(reason, RunCancelledError(f"task run {record.name!r}: {reason}"))
+                previous = record.state
+                if future._set_final(state):
+                    record.state = state
+                    record.end_s = time.time()
+                    if bus.wants(StateChanged):
+                        bus.emit(StateChanged(record, state, previous))
+
+    def finish(self, state: State) -> State:
+        run = self.run
+        runner = run.task_runner
+        if runner is not None:
+            runner.shutdown(cancel_pending=run.cancel_event.is_set())
+        if self.env_held:
+            release_env(f"flow run {run.name!r} of flow {self.flow.name!r}", self.flow.env)
+            self.env_held = False
+        run.end_s = time.time()
+        self._set_state(state)
+        record = self.parent_record
+        if record is not None:
+            record.start_s, record.end_s = run.start_s, run.end_s
+            record.run_count = run.run_count
+            self._set_record_state(state)
+        if bus.wants(FlowRunFinished):
+            bus.emit(FlowRunFinished(run, state))
+        return state
+
+    # -- drivers -------------------------------------------------------------------------------
+    def run_sync(self) -> State:
+        self.create()
+        flow_token = current_flow_run.set(self.run)
+        task_token = current_task_run.set(None)
+        try:
+            try:
+                self.begin_run()
+            except Exception as exc:
+                self.finish(Failed(f"Flow run could not start: {exc}", exc))
+                raise
+            while True:
+                self.begin_attempt()
+                try:
+                    state = self.handle_success(self.call_sync())
+                except BaseException as exc:
+                    state, delay = self.handle_exception(exc)
+                    if delay is not None:
+                        self._set_state(state)
+                        cancelled = self.run.cancel_event.wait(delay) if delay > 0 else False
+                        if not cancelled:
+                            continue
+                        state = Cancelled("The flow run was cancelled while awaiting a retry.")
+                    elif not isinstance(exc, Exception):
+                        self.finish(state)
+                        raise
+                return self.finish(state)
+        finally:
+            current_task_run.reset(task_token)
+            current_flow_run.reset(flow_token)
+
+    async def run_async(self) -> State:
+        self.create()
+        flow_token = current_flow_run.set(self.run)
+        task_token = current_task_run.set(None)
+        try:
+            try:
+                self.begin_run()
+            except Exception as exc:
+                self.finish(Failed(f"Flow run could not start: {exc}", exc))
+                raise
+            while True:
+                self.begin_attempt()
+                try:
+                    value = await self.call_async()
+                    await self.await_task_runs()
+                    state = self.handle_success(value)
+                except BaseException as exc:
+                    if isinstance(exc, Exception):
+                        await self.await_task_runs()
+                    state, delay = self.handle_exception(exc)
+                    if delay is not None:
+                        self._set_state(state)
+                        await asyncio.sleep(delay)
+                        if not self.run.cancel_event.is_set():
+                            continue
+                        state = Cancelled("The flow run was cancelled while awaiting a retry.")
+                    elif not isinstance(exc, Exception):
+                        self.finish(state)
+                        raise
+                return self.finish(state)
+        finally:
+            current_task_run.reset(task_token)
+            current_flow_run.reset(flow_token)
+
+    # -- result --------------------------------------------------------------------------------
+    def outcome(self, state: State, return_state: bool) -> Any:
+        """What the flow call gives its caller: the value, the state, or the exception."""
+        if return_state:
+            return state
+        if state.is_completed():
+            return state.data
+        if self.parent_record is not None:
+            self.parent_record.observed = True
+        exc = state.data
+        if isinstance(exc, BaseException):
+            raise exc
+        raise RunFailedError(f"Flow run {self.run.name!r} ended in state {state.short()}")

@@ -1,0 +1,212 @@
+"""Run records: what one flow run or task run is, while it runs.
+
+These are plain objects with slots. Only the engine writes to them; subscribers and user code
+read them (``flowbook.runtime`` reads the current ones from two context variables). A run's
+``state`` always holds its latest state; its history is the sequence of ``StateChanged``
+events, which the store keeps.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+from flowbook.states import State
+
+if TYPE_CHECKING:
+    from flowbook.flows import Flow
+    from flowbook.futures import TaskRunFuture
+    from flowbook.task_runners.base import TaskRunner
+    from flowbook.tasks import Task
+
+__all__ = ["FlowRun", "TaskRun", "current_flow_run", "current_task_run", "is_async_run"]
+
+
+def new_id() -> str:
+    """A random version-4 UUID string.
+
+    ``uuid.uuid4()`` reads ``os.urandom`` on every call, a system call that costs more than a
+    whole task run's bookkeeping; ``random`` is seeded from it at start and reseeded in forked
+    children, which is enough for identifiers (they are not secrets).
+    """
+    n = (_getrandbits(128) & _ID_MASK) | _ID_BITS
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_getrandbits = random.getrandbits
+_ID_MASK = ~((0xF000 << 64) | (0xC000 << 48))
+_ID_BITS = (0x4000 << 64) | (0x8000 << 48)
+
+
+class FlowRun:
+    """One run of a flow. ``run_count`` counts attempts (1 on the first, 2 on the first retry)."""
+
+    __slots__ = (
+        "_counters",
+        "_lock",
+        "cancel_event",
+        "end_s",
+        "flow",
+        "id",
+        "log_prints",
+        "memo",
+        "name",
+        "parameters",
+        "parent_task_run",
+        "run_count",
+        "start_s",
+        "state",
+        "tags",
+        "task_runner",
+        "task_runs",
+    )
+
+    def __init__(
+        self,
+        flow: Flow[..., Any],
+        parameters: dict[str, Any],
+        parent_task_run: TaskRun | None,
+        tags: tuple[str, ...],
+    ) -> None:
+        self.id = new_id()
+        self.flow = flow
+        self.name = ""
+        self.parameters = parameters
+        self.parent_task_run = parent_task_run
+        self.tags = tags
+        self.run_count = 0
+        self.state: State | None = None
+        self.task_runner: TaskRunner | None = None
+        # Every task run of this flow run, subflow records included, in creation order.
+        self.task_runs: list[TaskRun] = []
+        self.log_prints = bool(flow.log_prints)
+        self.cancel_event = threading.Event()
+        self.memo: dict[tuple[str, int, str], State] = {}
+        self.start_s: float | None = None
+        self.end_s: float | None = None
+        self._counters: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def flow_name(self) -> str:
+        return self.flow.name
+
+    def next_dynamic_key(self, task_key: str) -> int:
+        """The index of the next call of one task inside this flow run (0, 1, 2, ...)."""
+        with self._lock:
+            n = self._counters.get(task_key, 0)
+            self._counters[task_key] = n + 1
+        return n
+
+    def __repr__(self) -> str:
+        state = self.state.short() if self.state else "new"
+        return f"<FlowRun {self.name!r} of flow {self.flow.name!r}: {state}>"
+
+
+class TaskRun:
+    """One run of a task (or, with ``subflow_run`` set, the parent's record of a subflow call).
+
+    ``args``/``kwargs`` are the call's arguments; once upstream futures are resolved they hold
+    the resolved values. ``parameters`` binds them to the function's signature on first use
+    (defaults included), because many runs never need it and binding is not free.
+    """
+
+    __slots__ = (
+        "_parameters",
+        "args",
+        "cache_key",
+        "dynamic_key",
+        "end_s",
+        "flow_run",
+        "future",
+        "id",
+        "kwargs",
+        "log_prints",
+        "name",
+        "observed",
+        "run_count",
+        "start_s",
+        "state",
+        "subflow_run",
+        "tags",
+        "task",
+        "upstream_ids",
+    )
+
+    def __init__(
+        self,
+        task: Task[..., Any] | None,
+        flow_run: FlowRun | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        dynamic_key: int,
+    ) -> None:
+        self.id = new_id()
+        self.task = task
+        self.flow_run = flow_run
+        self.args = args
+        self.kwargs = kwargs
+        self.dynamic_key = dynamic_key
+        self.name = ""
+        self.tags: tuple[str, ...] = ()
+        self.run_count = 0
+        self.state: State | None = None
+        self.cache_key: str | None = None
+        self.upstream_ids: tuple[str, ...] = ()
+        self.future: TaskRunFuture[Any] | None = None
+        self.subflow_run: FlowRun | None = None
+        self.log_prints = False
+        # True once the run's failure was raised into user code (so the flow need not re-raise)
+        self.observed = False
+        self.start_s: float | None = None
+        self.end_s: float | None = None
+        self._parameters: dict[str, Any] | None = None
+
+    @property
+    def task_name(self) -> str:
+        if self.task is not None:
+            return self.task.name
+        return self.subflow_run.flow.name if self.subflow_run else ""
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        params = self._parameters
+        if params is None:
+            if self.task is None:
+                params = {}
+            else:
+                bound = self.task.signature.bind(*self.args, **self.kwargs)
+                bound.apply_defaults()
+                params = dict(bound.arguments)
+            self._parameters = params
+        return params
+
+    def set_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.args, self.kwargs, self._parameters = args, kwargs, None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.start_s is None:
+            return None
+        return (self.end_s or time.time()) - self.start_s
+
+    def __repr__(self) -> str:
+        state = self.state.short() if self.state else "new"
+        return f"<TaskRun {self.name!r} of task {self.task_name!r}: {state}>"
+
+
+# The innermost runs of the current thread or coroutine. A task run's context also carries
+# its flow run; a flow body runs with ``current_task_run`` reset to None.
+current_flow_run: ContextVar[FlowRun | None] = ContextVar("flowbook_flow_run", default=None)
+current_task_run: ContextVar[TaskRun | None] = ContextVar("flowbook_task_run", default=None)
+
+
+def is_async_run(run: FlowRun | TaskRun) -> bool:
+    """Whether the run's body is ``async def`` (calls inside it must return awaitables)."""
+    if isinstance(run, TaskRun):
+        return run.task.is_async if run.task is not None else False
+    return run.flow.is_async

@@ -1,0 +1,389 @@
+"""The task run engine: the lifecycle of one task run, as named phases.
+
+    create -> resolve_inputs -> check_cache -> begin_run -> call
+           -> handle_success | handle_exception (-> wait for retry -> begin_run ...) -> finish
+
+The phases are plain sync methods shared by both drivers: ``run_sync`` for ``def`` tasks and
+``run_async`` for ``async def`` tasks. The drivers are the only place where sync and async
+differ (how the body is called, how a retry delay is waited for), so the engine is written
+once.
+
+This is the per-task hot path. It does no I/O: it creates state objects and emits events,
+and subscribers that do I/O queue the work for their own threads. Work that only some runs
+need (binding parameters, hashing inputs, building log text) is done only for those runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import random
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from flowbook.engine.events import StateChanged, TaskRunCreated, bus
+from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run
+from flowbook.engine.timeouts import call_with_timeout
+from flowbook.exceptions import RunCancelledError, RunTimeoutError, UpstreamTaskError
+from flowbook.futures import TaskRunFuture
+from flowbook.states import (
+    AwaitingRetry,
+    Cached,
+    Cancelled,
+    Completed,
+    Failed,
+    Pending,
+    Retrying,
+    Running,
+    State,
+    TimedOut,
+)
+from flowbook.task_runners.base import SubmittedCall
+
+if TYPE_CHECKING:
+    from flowbook.tasks import Task
+
+__all__ = ["TaskRunEngine", "collect_futures"]
+
+_COLLECTIONS = (list, tuple, set, frozenset, dict)
+
+
+def collect_futures(values: Iterable[Any], found: list[TaskRunFuture[Any]]) -> None:
+    """Append every future found in ``values`` (and in lists, tuples, sets, dicts in them)."""
+    for value in values:
+        if isinstance(value, TaskRunFuture):
+            found.append(value)
+        elif type(value) in _COLLECTIONS:
+            collect_futures(value.values() if isinstance(value, dict) else value, found)
+
+
+def _resolve(value: Any) -> Any:
+    if isinstance(value, TaskRunFuture):
+        return value.result()
+    kind = type(value)
+    if kind is list:
+        return [_resolve(v) for v in value]
+    if kind is tuple:
+        return tuple(_resolve(v) for v in value)
+    if kind is dict:
+        return {k: _resolve(v) for k, v in value.items()}
+    if kind is set or kind is frozenset:
+        return kind(_resolve(v) for v in value)
+    return value
+
+
+class TaskRunEngine(SubmittedCall):
+    """Runs one task run through its lifecycle."""
+
+    __slots__ = ("_context", "flow_run", "future", "task", "task_run", "upstream", "wait_for")
+
+    def __init__(
+        self,
+        task: Task[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait_for: Iterable[Any] | None,
+        *,
+        with_future: bool,
+    ) -> None:
+        self.task = task
+        flow_run = current_flow_run.get()
+        self.flow_run = flow_run
+        key = task.task_key
+        dynamic_key = flow_run.next_dynamic_key(key) if flow_run else task._next_dynamic_key()
+        run = TaskRun(task, flow_run, args, kwargs, dynamic_key)
+        run.tags = task.tags
+        run.log_prints = (
+            task.log_prints
+            if task.log_prints is not None
+            else (flow_run.log_prints if flow_run else False)
+        )
+        self.task_run = run
+        upstream: list[TaskRunFuture[Any]] = []
+        if args:
+            collect_futures(args, upstream)
+        if kwargs:
+            collect_futures(kwargs.values(), upstream)
+        data_deps = len(upstream)
+        if wait_for is not None:
+            collect_futures(wait_for, upstream)
+            extra = [w for w in wait_for if not isinstance(w, (TaskRunFuture, *_COLLECTIONS))]
+            if extra:
+                raise TypeError(
+                    f"wait_for= takes futures from Task.submit()/Task.map(); got {extra[0]!r} "
+                    f"of type {type(extra[0]).__name__} when calling task {task.name!r}"
+                )
+        self.upstream = upstream
+        self.wait_for = upstream[data_deps:]
+        if upstream:
+            run.upstream_ids = tuple(dict.fromkeys(f.task_run.id for f in upstream))
+        self.future: TaskRunFuture[Any] | None = TaskRunFuture(run) if with_future else None
+        run.future = self.future
+        self._context: contextvars.Context | None = None
+        run.name = task._run_name(run)
+        if flow_run is not None:
+            flow_run.task_runs.append(run)
+        if bus.wants(TaskRunCreated):
+            bus.emit(TaskRunCreated(run, run.upstream_ids))
+        self._set_state(Pending())
+
+    # -- state ---------------------------------------------------------------------------------
+    def _set_state(self, state: State) -> None:
+        run = self.task_run
+        previous = run.state
+        run.state = state
+        if bus.wants(StateChanged):
+            bus.emit(StateChanged(run, state, previous))
+
+    # -- phases --------------------------------------------------------------------------------
+    def resolve_inputs(self) -> State | None:
+        """Replace futures in the arguments by their results; a final state if one failed."""
+        if not self.upstream:
+            return None
+        for future in self.upstream:
+            future.wait()
+            state = future.state
+            if not state.is_completed():
+                upstream = future.task_run
+                exc = UpstreamTaskError(
+                    f"task run {self.task_run.name!r} did not start: upstream task run "
+                    f"{upstream.name!r} ended in state {state.short()}"
+                )
+                return Failed(
+                    f"Upstream task run {upstream.name!r} did not complete "
+                    f"({state.name}); not run.",
+                    exc,
+                )
+        run = self.task_run
+        run.set_arguments(
+            tuple(_resolve(a) for a in run.args),
+            {k: _resolve(v) for k, v in run.kwargs.items()},
+        )
+        return None
+
+    def check_cache(self) -> State | None:
+        """A final state without running the body: a cache hit, or a flow-retry reuse."""
+        flow_run = self.flow_run
+        if flow_run is not None and flow_run.run_count > 1 and flow_run.flow.retries:
+            reused = flow_run.memo.get(self._memo_key() or ("", 0, ""))
+            if reused is not None:
+                return Completed(
+                    f"Reused the result of attempt {flow_run.run_count - 1} of this flow run.",
+                    reused.data,
+                )
+        task = self.task
+        if task.cache_key_fn is None:
+            return None
+        from flowbook.caching.backend import get_cache_backend
+        from flowbook.caching.keys import CacheKeyContext
+
+        run = self.task_run
+        raw_key = task.cache_key_fn(CacheKeyContext(task, run, flow_run), run.parameters)
+        if raw_key is None:
+            return None
+        run.cache_key = key = raw_key if isinstance(raw_key, str) else str(raw_key)
+        if task.refresh_cache:
+            return None
+        entry = get_cache_backend().get(task.task_key, key)
+        if entry is None:
+            return None
+        return Cached(data=entry.value)
+
+    def begin_run(self) -> None:
+        run = self.task_run
+        run.run_count += 1
+        if run.start_s is None:
+            run.start_s = time.time()
+        if run.run_count > 1:
+            self._set_state(Retrying(f"Retry {run.run_count - 1}/{self.task.retries}"))
+        self._set_state(Running())
+
+    def call_sync(self) -> Any:
+        task, run = self.task, self.task_run
+        if task.timeout_seconds is None:
+            return task.fn(*run.args, **run.kwargs)
+        return call_with_timeout(
+            task.fn, run.args, run.kwargs, task.timeout_seconds, f"Task run {run.name!r}"
+        )
+
+    async def call_async(self) -> Any:
+        task, run = self.task, self.task_run
+        if task.timeout_seconds is None:
+            return await task.fn(*run.args, **run.kwargs)
+        try:
+            return await asyncio.wait_for(task.fn(*run.args, **run.kwargs), task.timeout_seconds)
+        except (asyncio.TimeoutError, TimeoutError) as exc:
+            if isinstance(exc, RunTimeoutError):
+                raise
+            raise RunTimeoutError(
+                f"Task run {run.name!r} exceeded its timeout of {task.timeout_seconds:g} second(s)"
+            ) from None
+
+    def handle_success(self, value: Any) -> State:
+        task, run = self.task, self.task_run
+        if run.cache_key is not None:
+            from flowbook.caching.backend import get_cache_backend
+
+            expires = None
+            if task.cache_expiration is not None:
+                expires = time.time() + task.cache_expiration.total_seconds()
+            get_cache_backend().put(task.task_key, run.cache_key, value, expires)
+        return Completed(data=value)
+
+    def handle_exception(self, exc: BaseException) -> tuple[State, float | None]:
+        """The state after ``exc``, and the delay before a retry (None: no retry)."""
+        task, run = self.task, self.task_run
+        if not isinstance(exc, Exception):
+            return Cancelled(f"Task run was interrupted ({type(exc).__name__}).", exc), None
+        if isinstance(exc, RunTimeoutError):
+            final = TimedOut(
+                f"Task run exceeded its timeout of {task.timeout_seconds:g} second(s).", exc
+            )
+        else:
+            final = Failed(f"Task run encountered an exception {type(exc).__name__}: {exc}", exc)
+        if run.run_count > task.retries or self._cancelled():
+            return final, None
+        condition = task.retry_condition_fn
+        if condition is not None and not condition(task, run, final):
+            return final, None
+        delay = task.retry_delay_for(run.run_count)
+        state = AwaitingRetry(
+            f"Task run failed with exception: {exc!r} - Retry {run.run_count}/{task.retries} "
+            f"will start {_seconds(delay)} from now",
+            exc,
+        )
+        return state, delay
+
+    def finish(self, state: State) -> State:
+        run = self.task_run
+        run.end_s = time.time()
+        future = self.future
+        if future is not None and future.done():
+            return future.state  # cancelled meanwhile; the first final state stands
+        self._set_state(state)
+        flow_run = self.flow_run
+        if (
+            flow_run is not None
+            and flow_run.flow.retries
+            and state.is_completed()
+            and state.name != "Cached"
+        ):
+            key = self._memo_key()
+            if key is not None:
+                flow_run.memo[key] = state
+        if future is not None:
+            future._set_final(state)
+        return state
+
+    # -- drivers -------------------------------------------------------------------------------
+    def run_sync(self) -> State:
+        early = self._start()
+        if early is not None:
+            return self.finish(early)
+        while True:
+            self.begin_run()
+            try:
+                value = self.call_sync()
+            except BaseException as exc:
+                state, delay = self.handle_exception(exc)
+                if delay is None:
+                    self.finish(state)
+                    if not isinstance(exc, Exception):
+                        raise
+                    return state
+                self._set_state(state)
+                if self._wait_for_retry(delay):
+                    continue
+                return self.finish(Cancelled("The flow run was cancelled while awaiting a retry."))
+            return self.finish(self.handle_success(value))
+
+    async def run_async(self) -> State:
+        early = self._start()
+        if early is not None:
+            return self.finish(early)
+        while True:
+            self.begin_run()
+            try:
+                value = await self.call_async()
+            except BaseException as exc:
+                state, delay = self.handle_exception(exc)
+                if delay is None:
+                    self.finish(state)
+                    if not isinstance(exc, Exception):
+                        raise
+                    return state
+                self._set_state(state)
+                await asyncio.sleep(delay)
+                if self._cancelled():
+                    return self.finish(
+                        Cancelled("The flow run was cancelled while awaiting a retry.")
+                    )
+                continue
+            return self.finish(self.handle_success(value))
+
+    def _start(self) -> State | None:
+        if self._cancelled():
+            return Cancelled("The flow run was cancelled before this task run started.")
+        return self.resolve_inputs() or self.check_cache()
+
+    # -- as a submitted call (task runners) ----------------------------------------------------
+    def prepare_submit(self) -> None:
+        self._context = contextvars.copy_context()
+
+    def run(self) -> None:
+        context = self._context
+        assert context is not None
+        context.run(self._run_here)
+
+    def _run_here(self) -> None:
+        token = current_task_run.set(self.task_run)
+        try:
+            if self.task.is_async:
+                asyncio.run(self.run_async())
+            else:
+                self.run_sync()
+        except BaseException as exc:  # the run is final; a worker thread has nobody to tell
+            if self.future is not None and not self.future.done():
+                self.finish(Cancelled(f"Task run was interrupted ({type(exc).__name__}).", exc))
+        finally:
+            current_task_run.reset(token)
+
+    def cancel(self, reason: str) -> None:
+        self.finish(
+            Cancelled(reason, RunCancelledError(f"task run {self.task_run.name!r}: {reason}"))
+        )
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _cancelled(self) -> bool:
+        flow_run = self.flow_run
+        return flow_run is not None and flow_run.cancel_event.is_set()
+
+    def _wait_for_retry(self, delay: float) -> bool:
+        """Sleep ``delay`` seconds; False if the flow run was cancelled meanwhile."""
+        flow_run = self.flow_run
+        if flow_run is None:
+            if delay > 0:
+                time.sleep(delay)
+            return True
+        return not flow_run.cancel_event.wait(delay) if delay > 0 else not self._cancelled()
+
+    def _memo_key(self) -> tuple[str, int, str] | None:
+        from flowbook.caching.hashing import UnhashableInputError, stable_hash
+
+        try:
+            digest = stable_hash(self.task_run.parameters)
+        except UnhashableInputError:
+            return None
+        return (self.task.task_key, self.task_run.dynamic_key, digest)
+
+
+def _seconds(delay: float) -> str:
+    return f"{delay:g} second(s)"
+
+
+def jittered(delay: float, factor: float | None) -> float:
+    """``delay`` stretched by up to ``factor`` of itself, at random (spreads retry storms)."""
+    if not factor or delay <= 0:
+        return delay
+    return delay * (1.0 + random.uniform(0.0, factor))

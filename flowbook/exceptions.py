@@ -1,0 +1,46 @@
+"""Exceptions a user can meet. Each message names the value at fault and what to do."""
+
+from __future__ import annotations
+
+__all__ = [
+    "EnvConflictError",
+    "FlowbookError",
+    "MissingContextError",
+    "RunCancelledError",
+    "RunFailedError",
+    "RunTimeoutError",
+    "UnfinishedRunError",
+    "UpstreamTaskError",
+]
+
+
+class FlowbookError(Exception):
+    """Base class of flowbook's own errors."""
+
+
+class MissingContextError(FlowbookError, RuntimeError):
+    """A run-only API (such as ``get_run_logger``) was used outside a flow or task run."""
+
+
+class UnfinishedRunError(FlowbookError, RuntimeError):
+    """A result was asked of a run that has not reached a final state."""
+
+
+class RunFailedError(FlowbookError, RuntimeError):
+    """A run failed without an exception of its own (for example a flow whose tasks failed)."""
+
+
+class UpstreamTaskError(FlowbookError, RuntimeError):
+    """A task run did not start because a task run it depends on did not complete."""
+
+
+class RunTimeoutError(FlowbookError, TimeoutError):
+    """A run exceeded its ``timeout_seconds``."""
+
+
+class RunCancelledError(FlowbookError, RuntimeError):
+    """A run was cancelled before it finished."""
+
+
+class EnvConflictError(FlowbookError, ValueError):
+    """Two runs in one process asked for different values of one environment variable."""

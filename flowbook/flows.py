@@ -1,0 +1,172 @@
+"""``@flow`` and the ``Flow`` object.
+
+Calling a flow runs it now, on the calling thread, and returns the body's value (or raises
+its failure); ``return_state=True`` returns the final state instead. An ``async def`` flow
+returns a coroutine to await, except when called from inside a sync flow or task, where it
+runs to completion like any other call. A sync flow called in a notebook cell simply runs:
+flowbook never touches the kernel's event loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar, overload
+
+from typing_extensions import ParamSpec
+
+from flowbook._options import call_name_fn, check_template, validate_options
+from flowbook.engine.flow_engine import FlowRunEngine
+from flowbook.engine.runs import FlowRun, current_flow_run, current_task_run, is_async_run
+from flowbook.engine.timeouts import run_coro_sync
+from flowbook.task_runners.base import TaskRunner
+from flowbook.task_runners.concurrent import ConcurrentTaskRunner
+
+__all__ = ["Flow", "flow"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Flow(Generic[P, R]):
+    """A function decorated with ``@flow``."""
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        version: str | None = None,
+        flow_run_name: str | Callable[[], str] | None = None,
+        task_runner: TaskRunner | type[TaskRunner] | None = None,
+        retries: int | None = None,
+        retry_delay_seconds: float | list[float] | None = None,
+        timeout_seconds: float | None = None,
+        log_prints: bool | None = None,
+        env: dict[str, str] | None = None,
+        tags: Iterable[str] | None = None,
+        project: str | None = None,
+        persist_result: bool | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"@flow decorates a function; got {fn!r} of type {type(fn).__name__}")
+        options = {k: v for k, v in locals().items() if k not in ("self", "fn", "__class__")}
+        self._options = {k: v for k, v in options.items() if v is not None}
+        validate_options("flow", self._options)
+        self.fn = fn
+        fn_name = getattr(fn, "__name__", type(fn).__name__)
+        self.name: str = name or fn_name.replace("_", "-")
+        self.description: str | None = (
+            description if description is not None else inspect.getdoc(fn)
+        )
+        self._version = version
+        if isinstance(task_runner, type):
+            task_runner = task_runner()
+        self.task_runner: TaskRunner = task_runner or ConcurrentTaskRunner()
+        self.retries: int = retries or 0
+        self.retry_delay_seconds: float | list[float] = retry_delay_seconds or 0
+        self.timeout_seconds = None if timeout_seconds is None else float(timeout_seconds)
+        self.log_prints = log_prints
+        self.env: dict[str, str] = dict(env or {})
+        self.tags: tuple[str, ...] = tuple(sorted(set(tags))) if tags else ()
+        self.project = project
+        self.persist_result = persist_result
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = inspect.signature(fn)
+        self.flow_run_name = flow_run_name
+        if isinstance(flow_run_name, str):
+            names = [
+                p.name
+                for p in self.signature.parameters.values()
+                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            ]
+            varkw = any(p.kind is p.VAR_KEYWORD for p in self.signature.parameters.values())
+            check_template("flow", "flow_run_name", flow_run_name, names, varkw)
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__name__ = fn_name
+        self.__wrapped__ = fn
+
+    @property
+    def version(self) -> str:
+        """The given version, else a hash of the function's normalised source."""
+        if self._version is None:
+            from flowbook.caching.source import source_hash
+
+            self._version = source_hash(self.fn)[:16]
+        return self._version
+
+    def with_options(self, **changes: Any) -> Flow[P, R]:
+        """A copy of this flow with some options changed."""
+        return Flow(self.fn, **{**self._options, **changes})
+
+    def __repr__(self) -> str:
+        return f"Flow(name={self.name!r}, fn={getattr(self.fn, '__qualname__', self.fn)!r})"
+
+    # -- calling -------------------------------------------------------------------------------
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the flow now; returns its value (``return_state=True``: its final state)."""
+        return_state = bool(kwargs.pop("return_state", False))
+        engine = FlowRunEngine(self, args, kwargs)
+        if self.is_async:
+            caller = current_task_run.get() or current_flow_run.get()
+            if caller is None or is_async_run(caller):
+                return self._run_async(engine, return_state)  # type: ignore[return-value]
+            return run_coro_sync(  # type: ignore[no-any-return]
+                lambda: self._run_async(engine, return_state)
+            )
+        return engine.outcome(engine.run_sync(), return_state)  # type: ignore[no-any-return]
+
+    async def _run_async(self, engine: FlowRunEngine, return_state: bool) -> Any:
+        return engine.outcome(await engine.run_async(), return_state)
+
+    # -- engine helpers ------------------------------------------------------------------------
+    def bind_parameters(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"flow {self.name!r} was called with arguments that do not match its "
+                f"parameters {self.signature}: {exc}"
+            ) from None
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def run_name(self, run: FlowRun) -> str:
+        template = self.flow_run_name
+        if template is None:
+            from flowbook.names import generate_run_name
+
+            name: str = generate_run_name()
+            return name
+        if isinstance(template, str):
+            return template.format(**run.parameters)
+        return call_name_fn("flow", template)
+
+    def retry_delay_for(self, attempt: int) -> float:
+        delays = self.retry_delay_seconds
+        if isinstance(delays, list):
+            return float(delays[min(attempt, len(delays)) - 1])
+        return float(delays)
+
+
+@overload
+def flow(__fn: Callable[P, R], /) -> Flow[P, R]: ...
+
+
+@overload
+def flow(__fn: Callable[P, R], /, **options: Any) -> Flow[P, R]: ...
+
+
+@overload
+def flow(__fn: None = None, /, **options: Any) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+
+
+def flow(
+    __fn: Callable[P, R] | None = None, /, **options: Any
+) -> Flow[P, R] | Callable[[Callable[P, R]], Flow[P, R]]:
+    """Decorate a function as a flow: ``@flow``, ``@flow(name=...)`` or ``flow(fn, ...)``."""
+    if __fn is None:
+        validate_options("flow", options)
+        return lambda fn: Flow(fn, **options)
+    return Flow(__fn, **options)

@@ -1,0 +1,201 @@
+"""Futures: handles on task runs submitted to a task runner.
+
+A ``TaskRunFuture`` resolves once its task run reaches a final state. It is deliberately
+small: one final state, callbacks, and a waiting event created only when somebody actually
+blocks (most futures in a large ``.map`` are never waited on one by one). All futures share
+one short-held lock, which is cheaper than a lock and an event per future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
+
+from flowbook.states import State
+
+if TYPE_CHECKING:
+    from flowbook.engine.runs import TaskRun
+
+__all__ = ["DoneAndNotDone", "FutureList", "TaskRunFuture", "as_completed", "wait"]
+
+R = TypeVar("R")
+_lock = threading.Lock()
+
+
+class TaskRunFuture(Generic[R]):
+    """The future of one submitted task run: ``result()``, ``wait()``, ``state``."""
+
+    __slots__ = ("_callbacks", "_event", "_final", "task_run")
+
+    def __init__(self, task_run: TaskRun) -> None:
+        self.task_run = task_run
+        self._final: State | None = None
+        self._event: threading.Event | None = None
+        self._callbacks: list[Callable[[TaskRunFuture[R]], None]] | None = None
+
+    @property
+    def task_run_id(self) -> str:
+        return self.task_run.id
+
+    @property
+    def state(self) -> State:
+        """The task run's current state (its final state once done)."""
+        final = self._final
+        if final is not None:
+            return final
+        state = self.task_run.state
+        assert state is not None  # the engine sets Pending before handing out a future
+        return state
+
+    def done(self) -> bool:
+        return self._final is not None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the task run is final, or ``timeout`` seconds; True if it is final."""
+        if self._final is not None:
+            return True
+        with _lock:
+            # another thread may have finished the run since the unlocked check
+            if self._final is not None:
+                return True  # type: ignore[unreachable]
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
+        """The task's return value; raises the task's exception if it failed.
+
+        ``timeout`` (seconds) raises ``TimeoutError`` if the run is not final by then.
+        """
+        if not self.wait(timeout):
+            raise TimeoutError(
+                f"task run {self.task_run.name!r} did not finish within {timeout} s "
+                f"(state: {self.state.short()})"
+            )
+        state = self._final
+        assert state is not None
+        if raise_on_failure and not state.is_completed():
+            self.task_run.observed = True
+        result: R = state.result(raise_on_failure=raise_on_failure)
+        return result
+
+    def add_done_callback(self, fn: Callable[[TaskRunFuture[R]], None]) -> None:
+        """Call ``fn(future)`` once the run is final (at once if it already is)."""
+        with _lock:
+            if self._final is None:
+                if self._callbacks is None:
+                    self._callbacks = [fn]
+                else:
+                    self._callbacks.append(fn)
+                return
+        fn(self)
+
+    async def wait_async(self) -> None:
+        """Wait for the run to be final without blocking the running event loop."""
+        if self._final is not None:
+            return
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[None] = loop.create_future()
+
+        def settle() -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        def wake(_: TaskRunFuture[R]) -> None:
+            loop.call_soon_threadsafe(settle)
+
+        self.add_done_callback(wake)
+        await woken
+
+    def __await__(self) -> Generator[Any, None, R]:
+        """``await future`` in async flows gives the result without blocking the loop."""
+        yield from self.wait_async().__await__()
+        return self.result()
+
+    # -- engine side ---------------------------------------------------------------------------
+    def _set_final(self, state: State) -> bool:
+        """Resolve the future; False (and no effect) if it was already resolved."""
+        with _lock:
+            if self._final is not None:
+                return False
+            self._final = state
+            event, callbacks = self._event, self._callbacks
+            self._callbacks = None
+        if event is not None:
+            event.set()
+        if callbacks:
+            for fn in callbacks:
+                fn(self)
+        return True
+
+    def __repr__(self) -> str:
+        return f"TaskRunFuture({self.task_run.name!r}, state={self.state.short()})"
+
+
+class FutureList(list[TaskRunFuture[R]]):
+    """The futures of a ``.map()`` call, with ``result()`` and ``wait()`` over all of them."""
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[R]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = []
+        for f in self:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            out.append(f.result(left, raise_on_failure))
+        return out
+
+    def wait(self, timeout: float | None = None) -> bool:
+        _, not_done = wait(self, timeout)
+        return not not_done
+
+
+class DoneAndNotDone(NamedTuple):
+    done: set[TaskRunFuture[Any]]
+    not_done: set[TaskRunFuture[Any]]
+
+
+def wait(futures: Iterable[TaskRunFuture[Any]], timeout: float | None = None) -> DoneAndNotDone:
+    """Wait for all ``futures`` (or ``timeout`` seconds); returns (done, not_done) sets."""
+    items = _check_futures(futures, "wait")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for f in items:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not f.wait(left):
+            break
+    done = {f for f in items if f.done()}
+    return DoneAndNotDone(done, set(items) - done)
+
+
+def as_completed(
+    futures: Iterable[TaskRunFuture[R]], timeout: float | None = None
+) -> Iterator[TaskRunFuture[R]]:
+    """Yield ``futures`` as they finish; ``TimeoutError`` if some are not done in time."""
+    items = _check_futures(futures, "as_completed")
+    finished: queue.SimpleQueue[TaskRunFuture[R]] = queue.SimpleQueue()
+    for f in items:
+        f.add_done_callback(finished.put)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for _ in range(len(items)):
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            yield finished.get(timeout=left)
+        except queue.Empty:
+            pending = sum(1 for f in items if not f.done())
+            raise TimeoutError(
+                f"{pending} of {len(items)} futures unfinished after {timeout} s"
+            ) from None
+
+
+def _check_futures(futures: Iterable[Any], caller: str) -> list[Any]:
+    items = list(dict.fromkeys(futures))
+    for f in items:
+        if not isinstance(f, TaskRunFuture):
+            raise TypeError(
+                f"{caller}() takes futures returned by Task.submit() or Task.map(); "
+                f"got {f!r} of type {type(f).__name__}"
+            )
+    return items

@@ -1,0 +1,147 @@
+"""Run logging: ``get_run_logger()``, ``log_prints`` and the bridge from records to events.
+
+Run loggers are ordinary ``logging`` loggers (``flowbook.flow_runs``, ``flowbook.task_runs``)
+wrapped in an adapter that stamps each record with its run, so users can add their own
+handlers. One handler on the ``flowbook`` logger turns stamped records into ``LogEmitted``
+events; the console printer, the store and the widget receive them from the event bus.
+
+``log_prints=True`` replaces ``builtins.print`` once, process-wide, with a function that asks
+the current context whether the running task or flow captures prints; if not, it is the
+original ``print``. Looking at a context variable is all it costs other code.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import sys
+import threading
+from collections.abc import MutableMapping
+from typing import Any
+
+from flowbook.engine.events import LogEmitted, bus
+from flowbook.engine.runs import FlowRun, TaskRun, current_flow_run, current_task_run
+from flowbook.exceptions import MissingContextError
+from flowbook.settings import Settings, get_settings
+
+__all__ = ["RunLogger", "get_run_logger"]
+
+ROOT = logging.getLogger("flowbook")
+_FLOW_LOGGER = logging.getLogger("flowbook.flow_runs")
+_TASK_LOGGER = logging.getLogger("flowbook.task_runs")
+
+
+class RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger whose records carry the run they come from."""
+
+    def __init__(self, logger: logging.Logger, run: FlowRun | TaskRun) -> None:
+        if isinstance(run, TaskRun):
+            flow_run_id = run.flow_run.id if run.flow_run else None
+            extra = {
+                "flowbook_run": f"Task run {run.name!r}",
+                "flowbook_flow_run_id": flow_run_id,
+                "flowbook_task_run_id": run.id,
+            }
+        else:
+            extra = {
+                "flowbook_run": f"Flow run {run.name!r}",
+                "flowbook_flow_run_id": run.id,
+                "flowbook_task_run_id": None,
+            }
+        super().__init__(logger, extra)
+        self.run = run
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        given = kwargs.get("extra")
+        kwargs["extra"] = {**given, **(self.extra or {})} if given else self.extra
+        return msg, kwargs
+
+
+def get_run_logger() -> RunLogger:
+    """The logger of the current task run, or of the current flow run outside tasks."""
+    ensure_configured()
+    task_run = current_task_run.get()
+    if task_run is not None:
+        return RunLogger(_TASK_LOGGER, task_run)
+    flow_run = current_flow_run.get()
+    if flow_run is not None:
+        return RunLogger(_FLOW_LOGGER, flow_run)
+    raise MissingContextError(
+        "get_run_logger() was called outside a flow or task run; call it inside a function "
+        "decorated with @flow or @task, or use logging.getLogger(__name__) elsewhere"
+    )
+
+
+def plain_logger() -> logging.Logger:
+    ensure_configured()
+    return ROOT
+
+
+class _EventBridge(logging.Handler):
+    """Turns records of the ``flowbook`` logger tree into ``LogEmitted`` events."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if bus.wants(LogEmitted):
+            bus.emit(
+                LogEmitted(
+                    record,
+                    getattr(record, "flowbook_flow_run_id", None),
+                    getattr(record, "flowbook_task_run_id", None),
+                )
+            )
+
+
+_bridge = _EventBridge()
+_configured = False
+_config_lock = threading.Lock()
+
+
+def ensure_configured() -> None:
+    """Install the bridge handler and the console once, from the settings."""
+    global _configured
+    if _configured:
+        return
+    with _config_lock:
+        if not _configured:
+            apply_settings(get_settings())
+            _configured = True
+
+
+def apply_settings(settings: Settings) -> None:
+    if _bridge not in ROOT.handlers:
+        ROOT.addHandler(_bridge)
+    ROOT.setLevel(settings.logging_level_no)
+    from flowbook import console
+
+    console.configure(settings)
+
+
+# -- print capture ---------------------------------------------------------------------------
+
+_original_print = builtins.print
+_print_patched = False
+
+
+def _capturing_print(
+    *values: object,
+    sep: str | None = " ",
+    end: str | None = "\n",
+    file: Any = None,
+    flush: bool = False,
+) -> None:
+    run: FlowRun | TaskRun | None = current_task_run.get() or current_flow_run.get()
+    if run is None or not run.log_prints or (file is not None and file is not sys.stdout):
+        _original_print(*values, sep=sep, end=end, file=file, flush=flush)
+        return
+    text = (" " if sep is None else sep).join(str(v) for v in values)
+    get_run_logger().info(text.rstrip("\r\n"))
+
+
+def enable_print_capture() -> None:
+    """Install the capturing ``print`` (idempotent); runs with ``log_prints`` use it."""
+    global _print_patched
+    if not _print_patched:
+        builtins.print = _capturing_print
+        _print_patched = True

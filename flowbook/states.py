@@ -1,0 +1,240 @@
+"""Run states: immutable data, built by small constructors, changed only by the engine.
+
+A state is a frozen value: its type (the coarse kind that orchestration logic looks at),
+its name (what a person reads: ``Cached`` is a ``COMPLETED`` state, ``AwaitingRetry`` a
+``SCHEDULED`` one, ``TimedOut`` a ``FAILED`` one), an optional message, the time it was
+entered, and the data it carries: the return value for a completed state, the exception for
+a failed one. ``State.result()`` gives that value back or raises that exception.
+
+The engine creates a new state object for every transition and emits it as an event; nothing
+ever mutates a state, so subscribers (console, store, widget) can keep references freely.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import time
+from typing import Any
+
+__all__ = [
+    "AwaitingRetry",
+    "Cached",
+    "Cancelled",
+    "Completed",
+    "Crashed",
+    "Failed",
+    "Pending",
+    "Retrying",
+    "Running",
+    "Scheduled",
+    "State",
+    "StateType",
+    "TimedOut",
+]
+
+
+class StateType(str, enum.Enum):
+    """The coarse kind of a state; several named states share one type."""
+
+    SCHEDULED = "SCHEDULED"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CRASHED = "CRASHED"
+    CANCELLED = "CANCELLED"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+FINAL_TYPES = frozenset(
+    {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+)
+_DEFAULT_NAMES = {t: t.value.capitalize() for t in StateType}
+
+_NO_DATA: Any = object()
+
+
+class State:
+    """One state of a flow run or task run. Immutable; compare states by identity."""
+
+    __slots__ = ("data", "message", "name", "run_id", "timestamp_s", "type")
+
+    type: StateType
+    name: str
+    message: str | None
+    data: Any
+    timestamp_s: float
+    run_id: str | None
+
+    def __init__(
+        self,
+        type: StateType,
+        name: str | None = None,
+        message: str | None = None,
+        data: Any = _NO_DATA,
+        *,
+        run_id: str | None = None,
+        timestamp_s: float | None = None,
+    ) -> None:
+        if not isinstance(type, StateType):
+            raise TypeError(
+                f"State type must be a StateType, got {type!r}; use e.g. StateType.COMPLETED"
+            )
+        setattr_ = object.__setattr__
+        setattr_(self, "type", type)
+        setattr_(self, "name", name or _DEFAULT_NAMES[type])
+        setattr_(self, "message", message)
+        setattr_(self, "data", None if data is _NO_DATA else data)
+        setattr_(self, "run_id", run_id)
+        setattr_(self, "timestamp_s", time.time() if timestamp_s is None else timestamp_s)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"State is immutable; cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"State is immutable; cannot delete {name!r}")
+
+    def copy(self, **changes: Any) -> State:
+        """A new state equal to this one but for ``changes`` (and a fresh timestamp)."""
+        fields: dict[str, Any] = {
+            "type": self.type,
+            "name": self.name,
+            "message": self.message,
+            "data": self.data,
+            "run_id": self.run_id,
+        }
+        fields.update(changes)
+        return State(**fields)
+
+    # -- when --------------------------------------------------------------------------------
+    @property
+    def timestamp(self) -> datetime.datetime:
+        """When the state was entered (UTC)."""
+        return datetime.datetime.fromtimestamp(self.timestamp_s, tz=datetime.timezone.utc)
+
+    # -- predicates --------------------------------------------------------------------------
+    def is_scheduled(self) -> bool:
+        return self.type is StateType.SCHEDULED
+
+    def is_pending(self) -> bool:
+        return self.type is StateType.PENDING
+
+    def is_running(self) -> bool:
+        return self.type is StateType.RUNNING
+
+    def is_completed(self) -> bool:
+        return self.type is StateType.COMPLETED
+
+    def is_failed(self) -> bool:
+        return self.type is StateType.FAILED
+
+    def is_crashed(self) -> bool:
+        return self.type is StateType.CRASHED
+
+    def is_cancelled(self) -> bool:
+        return self.type is StateType.CANCELLED
+
+    def is_final(self) -> bool:
+        return self.type in FINAL_TYPES
+
+    # -- value -------------------------------------------------------------------------------
+    def result(self, raise_on_failure: bool = True) -> Any:
+        """The run's return value; for a failed, crashed or cancelled state, its exception.
+
+        With ``raise_on_failure=False`` the exception is returned instead of raised.
+        A state that is not final has no result yet.
+        """
+        if self.type is StateType.COMPLETED:
+            return self.data
+        if self.type in FINAL_TYPES:
+            exc = self.data if isinstance(self.data, BaseException) else None
+            if exc is None:
+                from flowbook.exceptions import RunFailedError
+
+                exc = RunFailedError(f"Run ended in state {self.short()} with no exception")
+            if raise_on_failure:
+                raise exc
+            return exc
+        from flowbook.exceptions import UnfinishedRunError
+
+        raise UnfinishedRunError(
+            f"The run is in state {self.short()}, which has no result yet; wait for it to finish"
+        )
+
+    # -- text --------------------------------------------------------------------------------
+    def short(self) -> str:
+        """The form used in log lines: ``Completed()``, ``Failed('1/3 states failed.')``."""
+        parts = [repr(self.message)] if self.message else []
+        if self.name != _DEFAULT_NAMES[self.type]:
+            parts.append(f"type={self.type.value}")
+        return f"{self.name}({', '.join(parts)})"
+
+    def __repr__(self) -> str:
+        parts = [f"message={self.message!r}", f"type={self.type.value}"]
+        if self.type is StateType.COMPLETED:
+            parts.append(f"result={_preview(self.data)}")
+        elif self.type in FINAL_TYPES and isinstance(self.data, BaseException):
+            parts.append(f"result={type(self.data).__name__}({_preview_exc(self.data)})")
+        return f"{self.name}({', '.join(parts)})"
+
+
+def _preview(value: Any, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not break a state's repr
+        text = f"<{type(value).__name__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _preview_exc(exc: BaseException) -> str:
+    return _preview(str(exc))
+
+
+# -- constructors ----------------------------------------------------------------------------
+
+
+def Scheduled(message: str | None = None, *, name: str | None = None, **kw: Any) -> State:
+    return State(StateType.SCHEDULED, name, message, **kw)
+
+
+def AwaitingRetry(message: str | None = None, data: Any = None, **kw: Any) -> State:
+    return State(StateType.SCHEDULED, "AwaitingRetry", message, data, **kw)
+
+
+def Pending(message: str | None = None, *, name: str | None = None, **kw: Any) -> State:
+    return State(StateType.PENDING, name, message, **kw)
+
+
+def Running(message: str | None = None, **kw: Any) -> State:
+    return State(StateType.RUNNING, None, message, **kw)
+
+
+def Retrying(message: str | None = None, **kw: Any) -> State:
+    return State(StateType.RUNNING, "Retrying", message, **kw)
+
+
+def Completed(message: str | None = None, data: Any = None, **kw: Any) -> State:
+    return State(StateType.COMPLETED, None, message, data, **kw)
+
+
+def Cached(message: str | None = None, data: Any = None, **kw: Any) -> State:
+    return State(StateType.COMPLETED, "Cached", message, data, **kw)
+
+
+def Failed(message: str | None = None, data: Any = None, **kw: Any) -> State:
+    return State(StateType.FAILED, None, message, data, **kw)
+
+
+def TimedOut(message: str | None = None, data: Any = None, **kw: Any) -> State:
+    return State(StateType.FAILED, "TimedOut", message, data, **kw)
+
+
+def Crashed(message: str | None = None, data: Any = None, **kw: Any) -> State:
+    return State(StateType.CRASHED, None, message, data, **kw)
+
+
+def Cancelled(message: str | None = None, data: Any = None, **kw: Any) -> State:
+    return State(StateType.CANCELLED, None, message, data, **kw)

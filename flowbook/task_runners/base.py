@@ -1,0 +1,95 @@
+"""The task runner contract: where submitted task runs execute.
+
+A task runner receives ``SubmittedCall`` objects: a task run that is ready to be started once
+its upstream futures are final. The base class implements the dependency part once for every
+local runner: a call whose upstream runs are still going is parked on their futures and handed
+to ``_execute`` by the callback of the last one to finish, so no worker thread ever sits
+blocked waiting for an upstream result. A distributed runner (Dask) overrides ``submit`` and
+passes the dependencies to its scheduler instead.
+
+One runner instance serves one flow run: ``Flow`` calls ``duplicate()`` on the instance given
+to ``@flow(task_runner=...)``, enters the copy for the run and exits it when the run ends.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from typing_extensions import Self
+
+if TYPE_CHECKING:
+    from flowbook.futures import TaskRunFuture
+
+__all__ = ["SubmittedCall", "TaskRunner"]
+
+
+class SubmittedCall(abc.ABC):
+    """A submitted task run as a runner sees it."""
+
+    upstream: Sequence[TaskRunFuture[Any]]
+
+    @abc.abstractmethod
+    def run(self) -> None:
+        """Run the task run to its final state here (in the current thread)."""
+
+    @abc.abstractmethod
+    def cancel(self, reason: str) -> None:
+        """Finish the task run as Cancelled without running it."""
+
+
+class TaskRunner(abc.ABC):
+    """Base class of task runners."""
+
+    def __init__(self) -> None:
+        self._started = False
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @abc.abstractmethod
+    def duplicate(self) -> Self:
+        """A fresh, unstarted runner with the same configuration."""
+
+    def start(self) -> None:
+        self._started = True
+
+    def shutdown(self, cancel_pending: bool = False) -> None:
+        """Stop accepting work. With ``cancel_pending``, queued calls are cancelled."""
+        self._started = False
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown(cancel_pending=exc_info[0] is not None)
+
+    def submit(self, call: SubmittedCall) -> None:
+        """Run ``call`` once its upstream futures are final."""
+        waiting = [f for f in call.upstream if not f.done()]
+        if not waiting:
+            self._execute(call)
+            return
+        remaining = [len(waiting)]
+        lock = threading.Lock()
+
+        def on_upstream_done(_: TaskRunFuture[Any]) -> None:
+            with lock:
+                remaining[0] -= 1
+                ready = remaining[0] == 0
+            if ready:
+                self._execute(call)
+
+        for f in waiting:
+            f.add_done_callback(on_upstream_done)
+
+    @abc.abstractmethod
+    def _execute(self, call: SubmittedCall) -> None:
+        """Start ``call.run()`` now or soon; its upstream runs are final."""
+
+    def __repr__(self) -> str:
+        return f"{self.name}()"

@@ -1,0 +1,23 @@
+"""SequentialTaskRunner: submitted task runs execute immediately, one at a time, in order."""
+
+from __future__ import annotations
+
+from typing_extensions import Self
+
+from flowbook.task_runners.base import SubmittedCall, TaskRunner
+
+__all__ = ["SequentialTaskRunner"]
+
+
+class SequentialTaskRunner(TaskRunner):
+    """Runs each submitted task run at once on the submitting thread.
+
+    ``.submit()`` returns an already-final future, so the flow reads as if the calls were
+    plain function calls, while each task run is still recorded with its states.
+    """
+
+    def duplicate(self) -> Self:
+        return type(self)()
+
+    def _execute(self, call: SubmittedCall) -> None:
+        call.run()

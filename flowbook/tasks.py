@@ -1,0 +1,317 @@
+"""``@task`` and the ``Task`` object: calls, ``.submit()``, ``.map()``.
+
+A task called inside a flow runs at once on the calling thread and returns its value (or
+raises its exception). ``.submit()`` hands it to the flow run's task runner and returns a
+future; futures among the arguments become dependencies. ``.map()`` submits one task run per
+element. Called outside any flow, a task still runs with its own run record, and
+``.submit()``/``.map()`` use a process-wide thread pool.
+"""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Sized
+from collections.abc import Mapping as MappingABC
+from typing import Any, Generic, TypeVar, overload
+
+from typing_extensions import ParamSpec
+
+from flowbook._options import call_name_fn, check_template, validate_options
+from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run, is_async_run
+from flowbook.engine.task_engine import TaskRunEngine, jittered
+from flowbook.engine.timeouts import run_coro_sync
+from flowbook.futures import FutureList, TaskRunFuture
+from flowbook.states import State
+
+__all__ = ["Task", "task", "task_input_hash", "unmapped"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+def task_input_hash(context: Any, arguments: dict[str, Any]) -> str | None:
+    """Cache key function: the task's identity and source, and its arguments' content."""
+    from flowbook.caching.keys import task_input_hash as _impl
+
+    return _impl(context, arguments)
+
+
+class unmapped(Generic[T]):
+    """Wrap an argument of ``Task.map()`` that every mapped run receives whole."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"unmapped({self.value!r})"
+
+
+class Task(Generic[P, R]):
+    """A function decorated with ``@task``."""
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        version: str | None = None,
+        tags: Iterable[str] | None = None,
+        task_run_name: str | Callable[[], str] | None = None,
+        retries: int | None = None,
+        retry_delay_seconds: float | list[float] | None = None,
+        retry_jitter_factor: float | None = None,
+        retry_condition_fn: Callable[..., bool] | None = None,
+        timeout_seconds: float | None = None,
+        cache_key_fn: Callable[..., Any] | None = None,
+        cache_expiration: datetime.timedelta | None = None,
+        refresh_cache: bool | None = None,
+        log_prints: bool | None = None,
+        persist_result: bool | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"@task decorates a function; got {fn!r} of type {type(fn).__name__}")
+        options = {k: v for k, v in locals().items() if k not in ("self", "fn", "__class__")}
+        self._options = {k: v for k, v in options.items() if v is not None}
+        validate_options("task", self._options)
+        self.fn = fn
+        self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
+        self.description: str | None = (
+            description if description is not None else inspect.getdoc(fn)
+        )
+        self.version = version
+        self.tags: tuple[str, ...] = tuple(sorted(set(tags))) if tags else ()
+        self.retries: int = retries or 0
+        self.retry_delay_seconds: float | list[float] = retry_delay_seconds or 0
+        self.retry_jitter_factor = retry_jitter_factor
+        self.retry_condition_fn = retry_condition_fn
+        self.timeout_seconds = None if timeout_seconds is None else float(timeout_seconds)
+        self.cache_key_fn = cache_key_fn
+        self.cache_expiration = cache_expiration
+        self.refresh_cache = bool(refresh_cache)
+        self.log_prints = log_prints
+        self.persist_result = persist_result
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = inspect.signature(fn)
+        self.task_run_name = task_run_name
+        if isinstance(task_run_name, str):
+            check_template("task", "task_run_name", task_run_name, *_param_names(self.signature))
+        from flowbook.caching.identity import task_identity
+
+        self.task_key = task_identity(fn)
+        self._counter = itertools.count()
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__name__ = self.name
+        self.__wrapped__ = fn
+
+    def with_options(self, **changes: Any) -> Task[P, R]:
+        """A copy of this task with some options changed."""
+        return Task(self.fn, **{**self._options, **changes})
+
+    def __repr__(self) -> str:
+        return f"Task(name={self.name!r}, fn={getattr(self.fn, '__qualname__', self.fn)!r})"
+
+    # -- calling -------------------------------------------------------------------------------
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the task now and return its value (``return_state=True``: its final state)."""
+        return_state = bool(kwargs.pop("return_state", False))
+        wait_for: Any = kwargs.pop("wait_for", None)
+        engine = TaskRunEngine(self, args, kwargs, wait_for, with_future=False)
+        if self.is_async:
+            caller = current_task_run.get() or current_flow_run.get()
+            if caller is None or is_async_run(caller):
+                return self._run_inline_async(engine, return_state)  # type: ignore[return-value]
+            return run_coro_sync(  # type: ignore[no-any-return]
+                lambda: self._run_inline_async(engine, return_state)
+            )
+        token = current_task_run.set(engine.task_run)
+        try:
+            state = engine.run_sync()
+        finally:
+            current_task_run.reset(token)
+        return _unwrap(engine.task_run, state, return_state)  # type: ignore[no-any-return]
+
+    async def _run_inline_async(self, engine: TaskRunEngine, return_state: bool) -> Any:
+        token = current_task_run.set(engine.task_run)
+        try:
+            state = await engine.run_async()
+        finally:
+            current_task_run.reset(token)
+        return _unwrap(engine.task_run, state, return_state)
+
+    def submit(self, *args: Any, **kwargs: Any) -> TaskRunFuture[Any]:
+        """Hand the task to the flow run's task runner; returns a future at once."""
+        wait_for: Any = kwargs.pop("wait_for", None)
+        engine = TaskRunEngine(self, args, kwargs, wait_for, with_future=True)
+        flow_run = engine.flow_run
+        runner = flow_run.task_runner if flow_run is not None else None
+        if runner is None:
+            runner = _background_runner()
+        engine.prepare_submit()
+        runner.submit(engine)
+        future = engine.future
+        assert future is not None
+        return future
+
+    def map(self, *args: Any, **kwargs: Any) -> FutureList[Any]:
+        """Submit one task run per element of the iterable arguments.
+
+        Lists, tuples, ranges, sets, generators and other iterables are mapped over, element
+        by element; strings, bytes, mappings and non-iterables, and arguments wrapped in
+        ``unmapped(...)``, are given whole to every run. A future argument is waited for
+        first, and its result is mapped over if it is iterable. All mapped arguments must have
+        the same length.
+        """
+        wait_for: Any = kwargs.pop("wait_for", None)
+        names = list(self.signature.parameters)
+        columns: dict[str, list[Any]] = {}
+        static_args: list[Any] = []
+        mapped_pos: dict[int, list[Any]] = {}
+        futures_used: list[TaskRunFuture[Any]] = []
+        for i, value in enumerate(args):
+            label = names[i] if i < len(names) else f"argument {i}"
+            seq = self._map_column(value, futures_used)
+            if seq is None:
+                static_args.append(value.value if isinstance(value, unmapped) else value)
+            else:
+                mapped_pos[i] = seq
+                columns[label] = seq
+                static_args.append(None)
+        static_kwargs: dict[str, Any] = {}
+        mapped_kw: dict[str, list[Any]] = {}
+        for key, value in kwargs.items():
+            seq = self._map_column(value, futures_used)
+            if seq is None:
+                static_kwargs[key] = value.value if isinstance(value, unmapped) else value
+            else:
+                mapped_kw[key] = columns[key] = seq
+        if not columns:
+            raise ValueError(
+                f"{self.name}.map() needs at least one iterable argument to map over; all "
+                "arguments given are static (unmapped, strings, mappings or non-iterables)"
+            )
+        lengths = {label: len(seq) for label, seq in columns.items()}
+        if len(set(lengths.values())) > 1:
+            shown = ", ".join(f"{label} has {n}" for label, n in lengths.items())
+            raise ValueError(
+                f"{self.name}.map() got iterables of different lengths ({shown}); map over "
+                "iterables of one length, or wrap the ones meant whole in unmapped(...)"
+            )
+        n = next(iter(lengths.values()))
+        extra_wait = list(wait_for or ()) + futures_used
+        result: FutureList[Any] = FutureList()
+        for j in range(n):
+            call_args = list(static_args)
+            for i, seq in mapped_pos.items():
+                call_args[i] = seq[j]
+            call_kwargs = dict(static_kwargs)
+            for key, seq in mapped_kw.items():
+                call_kwargs[key] = seq[j]
+            if extra_wait:
+                call_kwargs["wait_for"] = extra_wait
+            result.append(self.submit(*call_args, **call_kwargs))
+        return result
+
+    @staticmethod
+    def _map_column(value: Any, futures_used: list[TaskRunFuture[Any]]) -> list[Any] | None:
+        if isinstance(value, unmapped):
+            return None
+        if isinstance(value, TaskRunFuture):
+            futures_used.append(value)
+            value = value.result()
+        if isinstance(value, (str, bytes, bytearray, MappingABC)):
+            return None
+        if isinstance(value, Sized) and isinstance(value, (list, tuple, range)):
+            return list(value)
+        try:
+            return list(value)
+        except TypeError:
+            return None
+
+    # -- engine helpers ------------------------------------------------------------------------
+    def _next_dynamic_key(self) -> int:
+        return next(self._counter)
+
+    def _run_name(self, run: TaskRun) -> str:
+        template = self.task_run_name
+        if template is None:
+            return f"{self.name}-{run.dynamic_key}"
+        token = current_task_run.set(run)
+        try:
+            if isinstance(template, str):
+                return template.format(**run.parameters)
+            return call_name_fn("task", template)
+        finally:
+            current_task_run.reset(token)
+
+    def retry_delay_for(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        delays = self.retry_delay_seconds
+        if isinstance(delays, list):
+            delay = float(delays[min(attempt, len(delays)) - 1])
+        else:
+            delay = float(delays)
+        return jittered(delay, self.retry_jitter_factor)
+
+
+def _param_names(sig: inspect.Signature) -> tuple[list[str], bool]:
+    names = [
+        p.name
+        for p in sig.parameters.values()
+        if p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ]
+    varkw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
+    return names, varkw
+
+
+def _unwrap(run: TaskRun, state: State, return_state: bool) -> Any:
+    if return_state:
+        return state
+    if state.is_completed():
+        return state.data
+    run.observed = True
+    return state.result()
+
+
+_background: Any = None
+_background_lock = threading.Lock()
+
+
+def _background_runner() -> Any:
+    """The thread pool for tasks submitted outside any flow (created on first use)."""
+    global _background
+    with _background_lock:
+        if _background is None:
+            from flowbook.task_runners.concurrent import ConcurrentTaskRunner
+
+            _background = ConcurrentTaskRunner()
+            _background.start()
+        return _background
+
+
+@overload
+def task(__fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def task(__fn: Callable[P, R], /, **options: Any) -> Task[P, R]: ...
+
+
+@overload
+def task(__fn: None = None, /, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(
+    __fn: Callable[P, R] | None = None, /, **options: Any
+) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    """Decorate a function as a task: ``@task``, ``@task(retries=2)`` or ``task(fn, ...)``."""
+    if __fn is None:
+        validate_options("task", options)
+        return lambda fn: Task(fn, **options)
+    return Task(__fn, **options)
