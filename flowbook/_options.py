@@ -39,14 +39,13 @@ def _models() -> dict[str, Any]:
     NonNegInt = Annotated[int, Field(strict=True, ge=0)]
     NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
     PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-    Tags = tuple[StrictStr, ...] | list[StrictStr] | set[StrictStr] | frozenset[StrictStr]
 
     class _Common(BaseModel):
         model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True, strict=True)
         name: StrictStr | None = None
         description: StrictStr | None = None
         version: StrictStr | None = None
-        tags: Tags | None = None
+        tags: list[StrictStr] | None = None
         retries: NonNegInt | None = None
         retry_delay_seconds: NonNegFloat | list[NonNegFloat] | None = None
         timeout_seconds: PosFloat | None = None
@@ -70,33 +69,54 @@ def _models() -> dict[str, Any]:
     return {"task": TaskOptions, "flow": FlowOptions}
 
 
+def check_unknown(kind: str, options: dict[str, Any]) -> None:
+    """TypeError for an option ``@flow``/``@task`` does not have, with a suggestion."""
+    fields = _models()[kind].model_fields
+    for name in options:
+        if name not in fields:
+            close = difflib.get_close_matches(name, list(fields), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(
+                f"@{kind}() got an unknown option {name!r}{hint} "
+                f"(options: {', '.join(sorted(fields))})"
+            )
+
+
 def validate_options(kind: str, options: dict[str, Any]) -> None:
     """Raise TypeError/ValueError for the first bad option of ``@flow``/``@task``."""
     from pydantic import ValidationError
 
-    model = _models()[kind]
-    unknown = [k for k in options if k not in model.model_fields]
-    if unknown:
-        name = unknown[0]
-        close = difflib.get_close_matches(name, list(model.model_fields), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise TypeError(
-            f"@{kind}() got an unknown option {name!r}{hint} "
-            f"(options: {', '.join(sorted(model.model_fields))})"
-        )
+    check_unknown(kind, options)
+    checked = dict(options)
+    tags = checked.get("tags")
+    if isinstance(tags, (tuple, set, frozenset)):
+        checked["tags"] = list(tags)  # any collection of strings will do; one type to check
     try:
-        model(**options)
+        _models()[kind](**checked)
     except ValidationError as exc:
-        _raise_for(kind, options, exc)
+        _raise_for(kind, checked, exc)
     _check_extra_rules(kind, options)
 
 
 def _raise_for(kind: str, options: dict[str, Any], exc: Any) -> None:
     errors = exc.errors()
-    # Errors of one union field arrive as one entry per member; the field name comes first.
     field = str(errors[0]["loc"][0])
     value = options.get(field)
     field_errors = [e for e in errors if e["loc"] and e["loc"][0] == field]
+    # An error inside a container (env={"A": 1}, tags=["a", 2]) names the entry at fault.
+    for error in field_errors:
+        path, element = _locate(value, error["loc"][1:])
+        if path and any(t in error["type"] for t in _TYPE_ERRORS):
+            raise TypeError(
+                f"@{kind}({field}={value!r}): {field}{path} is {element!r} of type "
+                f"{type(element).__name__}; {field} must be {_EXPECTED[field]}"
+            ) from None
+        if path:
+            reason = error["msg"]
+            raise ValueError(
+                f"@{kind}({field}={value!r}): {field}{path} is {element!r}: "
+                f"{reason[0].lower() + reason[1:]}; {field} must be {_EXPECTED[field]}"
+            ) from None
     is_type = all(any(t in e["type"] for t in _TYPE_ERRORS) for e in field_errors)
     value_msgs = [e["msg"] for e in field_errors if not any(t in e["type"] for t in _TYPE_ERRORS)]
     expected = _EXPECTED.get(field, "see the documentation of @" + kind)
@@ -108,6 +128,17 @@ def _raise_for(kind: str, options: dict[str, Any], exc: Any) -> None:
     raise ValueError(
         f"@{kind}({field}={value!r}): {reason[0].lower() + reason[1:]}; {field} must be {expected}"
     ) from None
+
+
+def _locate(value: Any, loc: tuple[Any, ...]) -> tuple[str, Any]:
+    """Follow a pydantic error location into ``value``; skips the names of union members."""
+    path, current = "", value
+    for part in loc:
+        if isinstance(current, dict) and part in current:
+            path, current = f"{path}[{part!r}]", current[part]
+        elif isinstance(part, int) and isinstance(current, (list, tuple)) and part < len(current):
+            path, current = f"{path}[{part}]", current[part]
+    return path, current
 
 
 def _check_extra_rules(kind: str, options: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 from flowbook.engine.events import FlowRunCreated, LogEmitted, StateChanged, TaskRunCreated, bus
 from flowbook.engine.runs import FlowRun, TaskRun
+from flowbook.exceptions import UpstreamTaskError
 from flowbook.settings import Settings
 from flowbook.states import StateType
 
@@ -87,6 +88,7 @@ def _on_state_changed(event: StateChanged) -> None:
     if (
         exc is not None
         and state.type is not StateType.CANCELLED
+        and not isinstance(exc, UpstreamTaskError)
         and _level <= logging.ERROR
         and _owns_exception(run, exc)
     ):

@@ -35,7 +35,11 @@ class UpstreamTaskError(FlowbookError, RuntimeError):
 
 
 class RunTimeoutError(FlowbookError, TimeoutError):
-    """A run exceeded its ``timeout_seconds``."""
+    """A run exceeded its ``timeout_seconds``. ``run_id`` names the run whose limit it was."""
+
+    def __init__(self, message: str = "", run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 class RunCancelledError(FlowbookError, RuntimeError):

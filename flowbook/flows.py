@@ -15,7 +15,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from flowbook._options import call_name_fn, check_template, validate_options
+from flowbook._options import call_name_fn, check_template, check_unknown, validate_options
 from flowbook.engine.flow_engine import FlowRunEngine
 from flowbook.engine.runs import FlowRun, current_flow_run, current_task_run, is_async_run
 from flowbook.engine.timeouts import run_coro_sync
@@ -166,6 +166,7 @@ def flow(
     __fn: Callable[P, R] | None = None, /, **options: Any
 ) -> Flow[P, R] | Callable[[Callable[P, R]], Flow[P, R]]:
     """Decorate a function as a flow: ``@flow``, ``@flow(name=...)`` or ``flow(fn, ...)``."""
+    check_unknown("flow", options)
     if __fn is None:
         validate_options("flow", options)
         return lambda fn: Flow(fn, **options)

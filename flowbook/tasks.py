@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from flowbook._options import call_name_fn, check_template, validate_options
+from flowbook._options import call_name_fn, check_template, check_unknown, validate_options
 from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run, is_async_run
 from flowbook.engine.task_engine import TaskRunEngine, jittered
 from flowbook.engine.timeouts import run_coro_sync
@@ -99,6 +99,9 @@ class Task(Generic[P, R]):
         self.persist_result = persist_result
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
+        # Calls with exactly this many positional arguments and no keywords need no binding
+        # to be known valid: the common case in a tight loop or a large map stays cheap.
+        self._plain_arity = _plain_arity(self.signature)
         self.task_run_name = task_run_name
         if isinstance(task_run_name, str):
             check_template("task", "task_run_name", task_run_name, *_param_names(self.signature))
@@ -235,6 +238,26 @@ class Task(Generic[P, R]):
             return None
 
     # -- engine helpers ------------------------------------------------------------------------
+    def bind_arguments(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The call's parameters by name, or None when they need not be bound yet.
+
+        Raises a ``TypeError`` naming the task when the arguments do not fit its signature,
+        before any run is created (so a bad call is never retried).
+        """
+        if not kwargs and len(args) == self._plain_arity:
+            return None
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"task {self.name!r} was called with arguments that do not match its "
+                f"parameters {self.signature}: {exc}"
+            ) from None
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
     def _next_dynamic_key(self) -> int:
         return next(self._counter)
 
@@ -258,6 +281,15 @@ class Task(Generic[P, R]):
         else:
             delay = float(delays)
         return jittered(delay, self.retry_jitter_factor)
+
+
+def _plain_arity(sig: inspect.Signature) -> int:
+    """The parameter count if all are positional-or-keyword without defaults, else -1."""
+    params = sig.parameters.values()
+    plain = all(
+        p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params
+    )
+    return len(sig.parameters) if plain else -1
 
 
 def _param_names(sig: inspect.Signature) -> tuple[list[str], bool]:
@@ -311,6 +343,7 @@ def task(
     __fn: Callable[P, R] | None = None, /, **options: Any
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Decorate a function as a task: ``@task``, ``@task(retries=2)`` or ``task(fn, ...)``."""
+    check_unknown("task", options)
     if __fn is None:
         validate_options("task", options)
         return lambda fn: Task(fn, **options)

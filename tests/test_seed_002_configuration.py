@@ -229,7 +229,9 @@ def test_task_retries_run_three_times_then_fail(events, capsys) -> None:  # type
     assert state.message == "1/1 states failed."
     assert "Task run 'failure-0' - Finished in state Failed(" in out.err
     assert "Retry 1/2 will start 0.1 second(s) from now" in out.err
-    assert re.search(r"Flow run '[a-z]+-[a-z]+' - Finished in state Failed\('1/1 states failed.'\)", out.err)
+    assert re.search(
+        r"Flow run '[a-z]+-[a-z]+' - Finished in state Failed\('1/1 states failed.'\)", out.err
+    )
     with pytest.raises(ValueError, match="bad code"):
         test_retries()
 

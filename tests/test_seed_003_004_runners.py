@@ -24,7 +24,7 @@ DELAY = 0.02
 
 
 class _FactHandler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         body = json.dumps({"fact": "Cats sleep 70% of their lives.", "length": 30}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

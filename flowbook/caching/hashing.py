@@ -2,11 +2,11 @@
 
 Design: a value is written as a canonical, type-tagged byte stream straight into one sha256
 object. Every item is self-delimiting (a one-byte tag, then fixed-width numbers or a length
-prefix), so two different values can never produce the same stream, and ``1``, ``1.0``,
-``True`` and ``"1"`` differ by their tags. Nothing depends on ``hash()``, ``id()`` or
-PYTHONHASHSEED except cycle detection, which never reaches the output: dict entries and set
-elements are ordered by their own encoded bytes (or, when they are all ``str`` or all
-``int``, by value), so a hash is the same in every process and Python run.
+prefix), so the stream reads back unambiguously: values that differ in anything hashed give
+different streams, and ``1``, ``1.0``, ``True`` and ``"1"`` differ by their tags. Nothing
+depends on ``hash()``, ``id()`` or PYTHONHASHSEED except bookkeeping that never reaches the
+output: dict entries and set elements are ordered by their own encoded bytes (or, when they
+are all ``str`` or all ``int``, by value), so a hash is the same in every process and run.
 
 Speed: exact built-in types are dispatched through one dict lookup on ``type(value)``; the
 isinstance chain, the optional libraries (numpy, pandas, pydantic, looked up in
@@ -27,7 +27,10 @@ Choices worth knowing:
 * objects of other classes contribute their class identity (module and qualified name, never
   a file path or cell number) and their ``__getstate__()`` or ``__dict__`` and slots;
   objects whose state lives in C are hashed by their pickle, but only when pickling them
-  twice gives the same bytes.
+  twice gives the same bytes;
+* numpy arrays are hashed by dtype, shape and raw C-order bytes (element by element for
+  object and structured dtypes), so memory layout does not matter; pandas objects by their
+  labels, index, dtypes and ``pandas.util.hash_pandas_object`` (64 bits per row).
 """
 
 from __future__ import annotations
@@ -42,12 +45,10 @@ import hashlib
 import importlib
 import io
 import operator
-import pickle
 import struct
 import sys
 import threading
 import types
-import typing
 import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
@@ -135,7 +136,6 @@ _pack_dd: Final = struct.Struct("<dd").pack
 # Strings and bytes above this size are written separately rather than concatenated with
 # their header, so a large payload is never copied just to be hashed.
 _INLINE_LIMIT: Final = 4096
-_HEAP_TYPE: Final = 1 << 9
 
 _Handler = Callable[["_Writer", Any], None]
 
@@ -330,21 +330,26 @@ def _write_mapping(w: _Writer, mapping: dict[Any, Any], attrs: bool = False) -> 
     kinds = set(map(type, mapping))
     key: Any = None
     get = _EXACT.get
+    write_key: _Handler = _h_int if int in kinds else _write_str
+    if len(kinds) == 1 and (str in kinds or int in kinds):
+        # The common case (keyword arguments, __dict__): keys sort by value, fast and total,
+        # and are written by their own handler.
+        entries = sorted(mapping.items())
+        encoded_keys = None
+    else:
+        keyed = _sorted_by_encoding(w, mapping)
+        entries = [(key, item) for _, key, item in keyed]
+        encoded_keys = [encoded for encoded, _, _ in keyed]
     try:
-        if len(kinds) == 1 and (str in kinds or int in kinds):
-            # The common case (keyword arguments, __dict__): keys sort by value, fast and
-            # total, and are written by their own handler.
-            write_key = _write_str if str in kinds else _h_int
-            for key, item in sorted(mapping.items()):
+        for position, (key, item) in enumerate(entries):
+            if encoded_keys is None:
                 write_key(w, key)
-                handler = get(type(item))
-                if handler is None:
-                    handler = _resolve(item)
-                handler(w, item)
-        else:
-            for encoded, key, item in _sorted_by_encoding(w, mapping):  # noqa: B007
-                w.write(encoded)
-                w.feed(item)
+            else:
+                w.write(encoded_keys[position])
+            handler = get(type(item))
+            if handler is None:
+                handler = _resolve(item)
+            handler(w, item)
     except UnhashableInputError as exc:
         if attrs and type(key) is str:
             exc._push("attr", key)
@@ -504,6 +509,12 @@ def _h_enum(w: _Writer, value: enum.Enum) -> None:
         w.feed(value.value)
 
 
+# The low 16 bits describe the code (generator, varargs, ...); the higher ones record
+# ``from __future__`` imports in force where it was compiled, which a notebook's earlier
+# cells (or an exec's caller) pass on without changing what the function does.
+_CODE_FLAGS: Final = 0xFFFF
+
+
 def _h_code(w: _Writer, code: types.CodeType) -> None:
     # No file name, line numbers or positions: re-running an unchanged notebook cell
     # compiles to a code object that differs only in those.
@@ -512,7 +523,7 @@ def _h_code(w: _Writer, code: types.CodeType) -> None:
         + _pack_q(code.co_argcount)
         + _pack_q(code.co_posonlyargcount)
         + _pack_q(code.co_kwonlyargcount)
-        + _pack_q(code.co_flags)
+        + _pack_q(code.co_flags & _CODE_FLAGS)
     )
     _write_str(w, code.co_name)
     _write_blob(w, b"b", code.co_code)
@@ -669,7 +680,10 @@ def _h_pydantic(w: _Writer, value: Any) -> None:
             dumped = value.model_dump(mode="python")
         except Exception as exc:
             raise _unhashable(value, f"model_dump() failed: {exc!r}") from exc
-        w.feed(dumped)
+        if type(dumped) is dict:
+            _write_mapping(w, dumped, attrs=True)
+        else:
+            w.feed(dumped)  # a RootModel dumps its root value
     finally:
         w.active.discard(key)
 
@@ -711,8 +725,9 @@ def _h_builtin_subclass(w: _Writer, value: Any) -> None:
             raise
 
 
-def _slot_names(cls: type) -> list[str]:
-    names: set[str] = set()
+def _declared_slots(cls: type) -> list[str]:
+    """Attribute names of every ``__slots__`` entry in the MRO, mangled as Python stores them."""
+    names: list[str] = []
     for klass in cls.__mro__:
         slots = klass.__dict__.get("__slots__", ())
         for slot in (slots,) if isinstance(slots, str) else slots:
@@ -720,19 +735,29 @@ def _slot_names(cls: type) -> list[str]:
                 continue
             if slot.startswith("__") and not slot.endswith("__"):
                 slot = f"_{klass.__name__.lstrip('_')}{slot}"
-            names.add(slot)
-    return sorted(names)
+            names.append(slot)
+    return names
 
 
-# Bases that add no instance state of their own even though they are not heap types.
-_STATELESS_BASES: Final[frozenset[type]] = frozenset({object, typing.Generic})
+_POINTER_SIZE: Final = struct.calcsize("P")
 _OBJECT_GETSTATE: Final = getattr(object, "__getstate__", None)
 
 
 def _has_c_state(cls: type) -> bool:
-    return any(
-        not klass.__flags__ & _HEAP_TYPE and klass not in _STATELESS_BASES for klass in cls.__mro__
-    )
+    """Whether instances hold fields that neither ``__dict__`` nor ``__slots__`` expose.
+
+    This is the test pickle itself applies: an instance larger than a bare object plus its dict,
+    weakref and slot pointers carries C-level fields (re.Pattern, array.array, extension
+    types). Being a heap type says nothing here, since most C types are heap types by now.
+    """
+    if cls.__itemsize__:
+        return True
+    expected = object.__basicsize__ + _POINTER_SIZE * len(_declared_slots(cls))
+    if cls.__dictoffset__ > 0:
+        expected += _POINTER_SIZE
+    if cls.__weakrefoffset__ > 0:
+        expected += _POINTER_SIZE
+    return cls.__basicsize__ > expected
 
 
 def _h_object(w: _Writer, value: Any) -> None:
@@ -754,13 +779,9 @@ def _h_object(w: _Writer, value: Any) -> None:
                 exc._push("attr", "__getstate__()")
                 raise
             return
-        if _has_c_state(cls):
-            w.write(b"k")
-            _write_blob(w, b"b", _deterministic_pickle(value))
-            return
         w.write(b"d")
         _write_mapping(w, getattr(value, "__dict__", {}), attrs=True)
-        slots = _slot_names(cls)
+        slots = sorted(set(_declared_slots(cls)))
         w.write(_pack_q(len(slots)))
         for name in slots:
             _write_str(w, name)
@@ -777,6 +798,12 @@ def _h_object(w: _Writer, value: Any) -> None:
                 raise
     finally:
         w.active.discard(key)
+
+
+def _h_pickled(w: _Writer, value: object) -> None:
+    w.write(b"k")
+    _write_class(w, type(value))
+    _write_blob(w, b"b", _deterministic_pickle(value))
 
 
 def _deterministic_pickle(value: object) -> bytes:
@@ -800,12 +827,14 @@ def _deterministic_pickle(value: object) -> bytes:
         return first
     raise _unhashable(
         value,
-        "it has no __dict__, __slots__ or __getstate__ and cannot be pickled "
-        f"({'; '.join(failures)}); pass plain data instead",
+        "its state is held in C, out of reach of __dict__ and __slots__, and it cannot be "
+        f"pickled ({'; '.join(dict.fromkeys(failures))}); pass plain data instead",
     )
 
 
 def _plain_dumps(value: object) -> bytes:
+    import pickle
+
     return pickle.dumps(value, protocol=4)
 
 
@@ -971,7 +1000,7 @@ def _register_pending() -> None:
 _UNSTABLE_BY_NAME: Final[tuple[tuple[str, tuple[str, ...], str], ...]] = (
     (
         "threading",
-        ("Thread", "Condition", "Semaphore", "Event", "Barrier"),
+        ("Thread", "Condition", "Semaphore", "Event", "Barrier", "local"),
         "threads and synchronisation primitives have no stable content",
     ),
     ("socket", ("socket",), "sockets have no stable content"),
@@ -997,6 +1026,8 @@ def _unstable_reason(value: object) -> str | None:
         return "locks have no stable content"
     if isinstance(value, (types.FrameType, types.TracebackType)):
         return "frames and tracebacks have no stable content"
+    if isinstance(value, (weakref.ref, weakref.ProxyType, weakref.CallableProxyType)):
+        return "weak references have no stable content; pass the referenced object instead"
     for module_name, names, reason in _UNSTABLE_BY_NAME:
         module = sys.modules.get(module_name)
         if module is None:
@@ -1066,7 +1097,7 @@ def _classify(value: object) -> _Handler:
         return _h_builtin_subclass
     if isinstance(value, dt.tzinfo):
         return _h_tzinfo
-    return _h_object
+    return _h_pickled if _has_c_state(cls) else _h_object
 
 
 # --------------------------------------------------------------------------- entry point

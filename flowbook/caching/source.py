@@ -124,7 +124,7 @@ def _code_text(code: types.CodeType, indent: str = "") -> str:
     lines = [
         f"{indent}code {code.co_name}"
         f" args={code.co_argcount},{code.co_posonlyargcount},{code.co_kwonlyargcount}"
-        f" flags={code.co_flags}",
+        f" flags={code.co_flags & 0xFFFF}",  # without the __future__ flags
         f"{indent}  bytecode {code.co_code.hex()}",
         f"{indent}  names {code.co_names!r}",
         f"{indent}  varnames {code.co_varnames!r}",

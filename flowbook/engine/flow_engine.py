@@ -35,10 +35,11 @@ from flowbook.engine.events import (
     bus,
 )
 from flowbook.engine.runs import FlowRun, TaskRun, current_flow_run, current_task_run
-from flowbook.engine.task_engine import _resolve, collect_futures
+from flowbook.engine.task_engine import _resolve, collect_futures, root_cause
 from flowbook.engine.timeouts import call_with_timeout
 from flowbook.exceptions import RunCancelledError, RunFailedError, RunTimeoutError
 from flowbook.futures import TaskRunFuture
+from flowbook.logging import ensure_configured as ensure_logging_configured
 from flowbook.states import (
     AwaitingRetry,
     Cancelled,
@@ -92,6 +93,8 @@ class FlowRunEngine:
     def create(self) -> FlowRun:
         flow = self.flow
         parent = current_flow_run.get()
+        if parent is None:
+            ensure_logging_configured()
         upstream: list[TaskRunFuture[Any]] = []
         collect_futures(self.args, upstream)
         collect_futures(self.kwargs.values(), upstream)
@@ -154,8 +157,9 @@ class FlowRunEngine:
         flow = self.flow
         if flow.timeout_seconds is None:
             return flow.fn(*self.args, **self.kwargs)
+        run = self.run
         return call_with_timeout(
-            flow.fn, self.args, self.kwargs, flow.timeout_seconds, f"Flow run {self.run.name!r}"
+            flow.fn, self.args, self.kwargs, flow.timeout_seconds, f"Flow run {run.name!r}", run.id
         )
 
     async def call_async(self) -> Any:
@@ -169,20 +173,26 @@ class FlowRunEngine:
                 raise
             raise RunTimeoutError(
                 f"Flow run {self.run.name!r} exceeded its timeout of "
-                f"{flow.timeout_seconds:g} second(s)"
+                f"{flow.timeout_seconds:g} second(s)",
+                self.run.id,
             ) from None
 
     def wait_for_task_runs(self) -> None:
-        for record in list(self.run.task_runs):
-            future = record.future
+        """Wait until every submitted task run is final, including ones submitted meanwhile."""
+        runs, checked = self.run.task_runs, 0
+        while checked < len(runs):
+            future = runs[checked].future
             if future is not None:
                 future.wait()
+            checked += 1
 
     async def await_task_runs(self) -> None:
-        for record in list(self.run.task_runs):
-            future = record.future
+        runs, checked = self.run.task_runs, 0
+        while checked < len(runs):
+            future = runs[checked].future
             if future is not None and not future.done():
                 await future.wait_async()
+            checked += 1
 
     def handle_success(self, value: Any) -> State:
         self.wait_for_task_runs()
@@ -197,7 +207,7 @@ class FlowRunEngine:
         if unseen:
             first = unseen[0]
             assert first.state is not None
-            exc = first.state.data if isinstance(first.state.data, BaseException) else None
+            exc = root_cause(first.state.data)
             if failed:
                 return Failed(f"{len(failed)}/{len(runs)} states failed.", exc)
             return Cancelled(f"{len(cancelled)}/{len(runs)} states cancelled.", exc)
@@ -241,7 +251,7 @@ class FlowRunEngine:
         failed = sum(1 for r in runs if r.state is not None and r.state.type in _FAILED)
         if state.is_cancelled():
             return Cancelled(state.message, state.data)
-        return Failed(f"{max(failed, 1)}/{len(runs)} states failed.", state.data)
+        return Failed(f"{max(failed, 1)}/{len(runs)} states failed.", root_cause(state.data))
 
     def handle_exception(self, exc: BaseException) -> tuple[State, float | None]:
         """The state after the body raised ``exc``, and a retry delay (None: no retry)."""
@@ -249,7 +259,7 @@ class FlowRunEngine:
         if not isinstance(exc, Exception):
             self.cancel(f"The flow run was interrupted ({type(exc).__name__}).")
             return Cancelled(f"Flow run was interrupted ({type(exc).__name__}).", exc), None
-        if isinstance(exc, RunTimeoutError):
+        if isinstance(exc, RunTimeoutError) and exc.run_id == run.id:
             run.cancel_event.set()
             self.cancel("The flow run timed out before this task run started.")
             return TimedOut(
@@ -260,7 +270,7 @@ class FlowRunEngine:
         from_task = any(r.state is not None and r.state.data is exc for r in runs)
         if from_task:
             failed = sum(1 for r in runs if r.state is not None and r.state.type in _FAILED)
-            final = Failed(f"{max(failed, 1)}/{len(runs)} states failed.", exc)
+            final = Failed(f"{max(failed, 1)}/{len(runs)} states failed.", root_cause(exc))
         else:
             final = Failed(f"Flow run encountered an exception {type(exc).__name__}: {exc}", exc)
         if run.run_count > flow.retries:

@@ -188,6 +188,10 @@ class TaskRun:
     def set_arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.args, self.kwargs, self._parameters = args, kwargs, None
 
+    def set_parameters(self, parameters: dict[str, Any]) -> None:
+        """Parameters already bound by the caller (saves binding them again)."""
+        self._parameters = parameters
+
     @property
     def duration_s(self) -> float | None:
         if self.start_s is None:

@@ -26,7 +26,8 @@ from flowbook.engine.events import StateChanged, TaskRunCreated, bus
 from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run
 from flowbook.engine.timeouts import call_with_timeout
 from flowbook.exceptions import RunCancelledError, RunTimeoutError, UpstreamTaskError
-from flowbook.futures import TaskRunFuture
+from flowbook.futures import FutureList, TaskRunFuture
+from flowbook.logging import ensure_configured as ensure_logging_configured
 from flowbook.states import (
     AwaitingRetry,
     Cached,
@@ -54,7 +55,7 @@ def collect_futures(values: Iterable[Any], found: list[TaskRunFuture[Any]]) -> N
     for value in values:
         if isinstance(value, TaskRunFuture):
             found.append(value)
-        elif type(value) in _COLLECTIONS:
+        elif type(value) in _COLLECTIONS or type(value) is FutureList:
             collect_futures(value.values() if isinstance(value, dict) else value, found)
 
 
@@ -62,7 +63,7 @@ def _resolve(value: Any) -> Any:
     if isinstance(value, TaskRunFuture):
         return value.result()
     kind = type(value)
-    if kind is list:
+    if kind is list or kind is FutureList:
         return [_resolve(v) for v in value]
     if kind is tuple:
         return tuple(_resolve(v) for v in value)
@@ -71,6 +72,13 @@ def _resolve(value: Any) -> Any:
     if kind is set or kind is frozenset:
         return kind(_resolve(v) for v in value)
     return value
+
+
+def root_cause(error: Any) -> BaseException | None:
+    """The exception behind a chain of skipped task runs (the first one that really failed)."""
+    while isinstance(error, UpstreamTaskError) and error.__cause__ is not None:
+        error = error.__cause__
+    return error if isinstance(error, BaseException) else None
 
 
 class TaskRunEngine(SubmittedCall):
@@ -88,11 +96,16 @@ class TaskRunEngine(SubmittedCall):
         with_future: bool,
     ) -> None:
         self.task = task
+        parameters = task.bind_arguments(args, kwargs)
         flow_run = current_flow_run.get()
         self.flow_run = flow_run
+        if flow_run is None:
+            ensure_logging_configured()
         key = task.task_key
         dynamic_key = flow_run.next_dynamic_key(key) if flow_run else task._next_dynamic_key()
         run = TaskRun(task, flow_run, args, kwargs, dynamic_key)
+        if parameters is not None:
+            run.set_parameters(parameters)
         run.tags = task.tags
         run.log_prints = (
             task.log_prints
@@ -150,6 +163,7 @@ class TaskRunEngine(SubmittedCall):
                     f"task run {self.task_run.name!r} did not start: upstream task run "
                     f"{upstream.name!r} ended in state {state.short()}"
                 )
+                exc.__cause__ = root_cause(state.data)
                 return Failed(
                     f"Upstream task run {upstream.name!r} did not complete "
                     f"({state.name}); not run.",
@@ -204,7 +218,7 @@ class TaskRunEngine(SubmittedCall):
         if task.timeout_seconds is None:
             return task.fn(*run.args, **run.kwargs)
         return call_with_timeout(
-            task.fn, run.args, run.kwargs, task.timeout_seconds, f"Task run {run.name!r}"
+            task.fn, run.args, run.kwargs, task.timeout_seconds, f"Task run {run.name!r}", run.id
         )
 
     async def call_async(self) -> Any:
@@ -217,7 +231,8 @@ class TaskRunEngine(SubmittedCall):
             if isinstance(exc, RunTimeoutError):
                 raise
             raise RunTimeoutError(
-                f"Task run {run.name!r} exceeded its timeout of {task.timeout_seconds:g} second(s)"
+                f"Task run {run.name!r} exceeded its timeout of {task.timeout_seconds:g} second(s)",
+                run.id,
             ) from None
 
     def handle_success(self, value: Any) -> State:
@@ -236,7 +251,7 @@ class TaskRunEngine(SubmittedCall):
         task, run = self.task, self.task_run
         if not isinstance(exc, Exception):
             return Cancelled(f"Task run was interrupted ({type(exc).__name__}).", exc), None
-        if isinstance(exc, RunTimeoutError):
+        if isinstance(exc, RunTimeoutError) and exc.run_id == run.id:
             final = TimedOut(
                 f"Task run exceeded its timeout of {task.timeout_seconds:g} second(s).", exc
             )

@@ -35,7 +35,12 @@ def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) ->
 
 
 def call_with_timeout(
-    fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float, what: str
+    fn: Callable[..., T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    timeout: float,
+    what: str,
+    run_id: str,
 ) -> T:
     """``fn(*args, **kwargs)``, or ``RunTimeoutError`` after ``timeout`` seconds."""
     ctx = contextvars.copy_context()
@@ -52,7 +57,7 @@ def call_with_timeout(
     thread.join(timeout)
     if thread.is_alive():
         _raise_in_thread(thread, RunTimeoutError)
-        raise RunTimeoutError(f"{what} exceeded its timeout of {timeout:g} second(s)")
+        raise RunTimeoutError(f"{what} exceeded its timeout of {timeout:g} second(s)", run_id)
     ok, value = outcome[0]
     if ok:
         return value  # type: ignore[no-any-return]

@@ -24,8 +24,13 @@ class ConcurrentTaskRunner(TaskRunner):
     def __init__(self, max_workers: int | None = None) -> None:
         super().__init__()
         if max_workers is not None and (
-            not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
+            not isinstance(max_workers, int) or isinstance(max_workers, bool)
         ):
+            raise TypeError(
+                f"ConcurrentTaskRunner(max_workers={max_workers!r}): max_workers must be an int, "
+                f"not {type(max_workers).__name__}"
+            )
+        if max_workers is not None and max_workers < 1:
             raise ValueError(
                 f"ConcurrentTaskRunner(max_workers={max_workers!r}): max_workers must be a "
                 "positive integer, or None for the default "
