@@ -32,13 +32,17 @@ def normalized_source(fn: Callable[..., object]) -> str:
     """``fn``'s source without comments, blank lines, trailing spaces, decorators or indent."""
     try:
         source = inspect.getsource(fn)
-    except (OSError, TypeError):
+    except (OSError, TypeError, tokenize.TokenError, SyntaxError):
+        # Since 3.12 getsource can also fail in tokenize, when the cached lines do not
+        # match the code (a cell edited behind linecache's back, odd line separators).
         return _code_text_for(fn)
     return _normalize(source)
 
 
 def _normalize(source: str) -> str:
-    lines = source.splitlines()
+    # Split as tokenize's readline does (on "\n" only), so token rows index these lines even
+    # when a string holds a form feed or a Unicode line separator.
+    lines = source.split("\n")
     try:
         tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
     except (tokenize.TokenError, SyntaxError):

@@ -70,6 +70,8 @@ class FlowRunEngine:
         self.kwargs = kwargs
         self.parent_record: TaskRun | None = None
         self.env_held = False
+        # task runs before this index belong to earlier attempts (flow retries)
+        self.attempt_start = 0
         self.run: FlowRun
 
     # -- state ---------------------------------------------------------------------------------
@@ -149,6 +151,7 @@ class FlowRunEngine:
         run = self.run
         run.run_count += 1
         run._counters.clear()
+        self.attempt_start = len(run.task_runs)
         if run.run_count > 1:
             self._set_state(Retrying(f"Retry {run.run_count - 1}/{self.flow.retries}"))
         self._set_state(Running())
@@ -200,7 +203,7 @@ class FlowRunEngine:
         if returned is not None and not returned.is_completed():
             return returned
         data = returned.data if returned is not None else value
-        runs = self.run.task_runs
+        runs = self.run.task_runs[self.attempt_start :]
         failed = [r for r in runs if r.state is not None and r.state.type in _FAILED]
         cancelled = [r for r in runs if r.state is not None and r.state.is_cancelled()]
         unseen = [r for r in failed + cancelled if not r.observed]
@@ -247,7 +250,7 @@ class FlowRunEngine:
         return None
 
     def _failure_state(self, state: State) -> State:
-        runs = self.run.task_runs
+        runs = self.run.task_runs[self.attempt_start :]
         failed = sum(1 for r in runs if r.state is not None and r.state.type in _FAILED)
         if state.is_cancelled():
             return Cancelled(state.message, state.data)
@@ -266,7 +269,7 @@ class FlowRunEngine:
                 f"Flow run exceeded its timeout of {flow.timeout_seconds:g} second(s).", exc
             ), None
         self.wait_for_task_runs()
-        runs = run.task_runs
+        runs = run.task_runs[self.attempt_start :]
         from_task = any(r.state is not None and r.state.data is exc for r in runs)
         if from_task:
             failed = sum(1 for r in runs if r.state is not None and r.state.type in _FAILED)
@@ -289,15 +292,16 @@ class FlowRunEngine:
         if run.task_runner is not None:
             run.task_runner.shutdown(cancel_pending=True)
         for record in list(run.task_runs):
+            previous = record.state
+            if previous is None or previous.is_final() or record.subflow_run is not None:
+                continue
+            state = Cancelled(reason, RunCancelledError(f"task run {record.name!r}: {reason}"))
             future = record.future
-            if future is not None and not future.done():
-                state = Cancelled(reason, RunCancelledError(f"task run {record.name!r}: {reason}"))
-                previous = record.state
-                if future._set_final(state):
-                    record.state = state
-                    record.end_s = time.time()
-                    if bus.wants(StateChanged):
-                        bus.emit(StateChanged(record, state, previous))
+            if future is None or future._set_final(state):
+                record.state = state
+                record.end_s = time.time()
+                if bus.wants(StateChanged):
+                    bus.emit(StateChanged(record, state, previous))
 
     def finish(self, state: State) -> State:
         run = self.run

@@ -272,10 +272,13 @@ class TaskRunEngine(SubmittedCall):
 
     def finish(self, state: State) -> State:
         run = self.task_run
+        current = run.state
+        if current is not None and current.is_final():
+            return current  # cancelled meanwhile by its flow run; the first final state stands
         run.end_s = time.time()
         future = self.future
         if future is not None and future.done():
-            return future.state  # cancelled meanwhile; the first final state stands
+            return future.state
         self._set_state(state)
         flow_run = self.flow_run
         if (
