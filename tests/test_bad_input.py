@@ -400,7 +400,9 @@ def test_concurrent_runner_with_zero_workers() -> None:
 def test_concurrent_runner_with_a_string_worker_count() -> None:
     with pytest.raises(
         TypeError,
-        match=re.escape("ConcurrentTaskRunner(max_workers='2'): max_workers must be an int, not str"),
+        match=re.escape(
+            "ConcurrentTaskRunner(max_workers='2'): max_workers must be an int, not str"
+        ),
     ):
         ConcurrentTaskRunner(max_workers="2")  # type: ignore[arg-type]
 
@@ -408,7 +410,9 @@ def test_concurrent_runner_with_a_string_worker_count() -> None:
 def test_concurrent_runner_with_a_bool_worker_count() -> None:
     with pytest.raises(
         TypeError,
-        match=re.escape("ConcurrentTaskRunner(max_workers=True): max_workers must be an int, not bool"),
+        match=re.escape(
+            "ConcurrentTaskRunner(max_workers=True): max_workers must be an int, not bool"
+        ),
     ):
         ConcurrentTaskRunner(max_workers=True)
 
