@@ -84,7 +84,7 @@ def root_cause(error: Any) -> BaseException | None:
 class TaskRunEngine(SubmittedCall):
     """Runs one task run through its lifecycle."""
 
-    __slots__ = ("_context", "flow_run", "future", "task", "task_run", "upstream", "wait_for")
+    __slots__ = ("_context", "flow_run", "future", "task", "task_run", "upstream")
 
     def __init__(
         self,
@@ -118,7 +118,6 @@ class TaskRunEngine(SubmittedCall):
             collect_futures(args, upstream)
         if kwargs:
             collect_futures(kwargs.values(), upstream)
-        data_deps = len(upstream)
         if wait_for is not None:
             collect_futures(wait_for, upstream)
             extra = [w for w in wait_for if not isinstance(w, (TaskRunFuture, *_COLLECTIONS))]
@@ -128,7 +127,6 @@ class TaskRunEngine(SubmittedCall):
                     f"of type {type(extra[0]).__name__} when calling task {task.name!r}"
                 )
         self.upstream = upstream
-        self.wait_for = upstream[data_deps:]
         if upstream:
             run.upstream_ids = tuple(dict.fromkeys(f.task_run.id for f in upstream))
         self.future: TaskRunFuture[Any] | None = TaskRunFuture(run) if with_future else None
