@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,3 +60,36 @@ def events() -> Iterator[Recorder]:
     bus.subscribe(ALL_EVENTS, recorder)
     yield recorder
     bus.unsubscribe(recorder)
+
+
+@pytest.fixture(scope="session")
+def venv_kernel_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment variables under which Jupyter finds a kernel of *this* interpreter.
+
+    A kernelspec named ``python3`` is installed into a temporary prefix and put first on
+    ``JUPYTER_PATH``, so notebooks run by nbclient use this virtual environment, whatever
+    kernels the machine has installed elsewhere.
+    """
+    home = tmp_path_factory.mktemp("jupyter")
+    prefix = home / "prefix"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ipykernel",
+            "install",
+            "--prefix",
+            str(prefix),
+            "--name",
+            "python3",
+            "--display-name",
+            "flowbook test venv",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    jupyter_path = prefix / "share" / "jupyter"
+    spec = (jupyter_path / "kernels" / "python3" / "kernel.json").read_text()
+    assert sys.executable in spec
+    return {"JUPYTER_PATH": str(jupyter_path), "IPYTHONDIR": str(home / "ipython")}

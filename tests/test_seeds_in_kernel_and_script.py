@@ -1,15 +1,13 @@
 """The seed examples run in a real Jupyter kernel and in a plain script (SPEC: every seed
 example must run "in a script and in a notebook kernel").
 
-The kernel is the one of this virtual environment: a kernelspec is installed into a temporary
-prefix with ``python -m ipykernel install`` and found through ``JUPYTER_PATH``, and a cell
-prints ``sys.executable`` to prove it. Both the kernel and the script run with flowbook's
+The kernel is the one of this virtual environment (the ``venv_kernel_env`` fixture of
+conftest.py), and a cell prints ``sys.executable`` to prove it. Both the kernel and the script run with flowbook's
 default settings (no ``FLOWBOOK_*`` variables) and a temporary ``FLOWBOOK_HOME``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -156,42 +154,19 @@ CELLS: dict[str, str] = {
 }
 
 
-def _kernelspec(prefix: Path) -> Path:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ipykernel",
-            "install",
-            "--prefix",
-            str(prefix),
-            "--name",
-            "python3",
-            "--display-name",
-            "flowbook test venv",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return prefix / "share" / "jupyter"
-
-
 @pytest.fixture(scope="module")
-def kernel_cells(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def kernel_cells(
+    tmp_path_factory: pytest.TempPathFactory, venv_kernel_env: dict[str, str]
+) -> dict[str, Any]:
     import nbformat
     from nbclient import NotebookClient
 
     home = tmp_path_factory.mktemp("kernel")
-    jupyter_path = _kernelspec(home / "prefix")
-    spec = json.loads((jupyter_path / "kernels" / "python3" / "kernel.json").read_text())
-    assert spec["argv"][0] == sys.executable
-
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(textwrap.dedent(src).strip()) for src in CELLS.values()]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JUPYTER_PATH", str(jupyter_path))
-        mp.setenv("IPYTHONDIR", str(home / "ipython"))
+        for name, value in venv_kernel_env.items():
+            mp.setenv(name, value)
         mp.setenv("FLOWBOOK_HOME", str(home / "flowbook-home"))
         for name in list(os.environ):
             if name.startswith("FLOWBOOK_") and name != "FLOWBOOK_HOME":
