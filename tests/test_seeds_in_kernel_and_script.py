@@ -2,8 +2,9 @@
 example must run "in a script and in a notebook kernel").
 
 The kernel is the one of this virtual environment (the ``venv_kernel_env`` fixture of
-conftest.py), and a cell prints ``sys.executable`` to prove it. Both the kernel and the script run with flowbook's
-default settings (no ``FLOWBOOK_*`` variables) and a temporary ``FLOWBOOK_HOME``.
+conftest.py), and a cell prints ``sys.executable`` to prove it. Both the kernel and the script
+run with flowbook's default settings (no ``FLOWBOOK_*`` variables) and a temporary
+``FLOWBOOK_HOME``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,67 @@
+"""flowbook engine adapter (interface: see adapter_plain.py).
+
+flowbook runs in-process: no API server, no subprocess. Before flowbook is imported:
+- FLOWBOOK_LOGGING_LEVEL defaults to WARNING (Prefect is measured with
+  PREFECT_LOGGING_LEVEL=WARNING: same footing);
+- FLOWBOOK_HOME (flowbook's state directory, e.g. persisted results) defaults to a fresh
+  temporary directory per process, as every Prefect process starts from a fresh copy of
+  its template home. The one exception: the two phases of cache_hit_1000 (cold, then
+  warm in a new process) must share the persisted cache, so when run.py sets BENCH_SALT
+  (shared by the phases of one repeat, new for each repeat) the directory is derived
+  from it. Set FLOWBOOK_HOME yourself to override both.
+"""
+
+import atexit
+import os
+import shutil
+import tempfile
+
+
+def _home():
+    salt = os.environ.get("BENCH_SALT")
+    if salt:
+        path = os.path.join(tempfile.gettempdir(), f"bench-flowbook-home-{salt}")
+        os.makedirs(path, exist_ok=True)
+        return path
+    path = tempfile.mkdtemp(prefix="bench-flowbook-home-")
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+if "FLOWBOOK_HOME" not in os.environ:
+    os.environ["FLOWBOOK_HOME"] = _home()
+os.environ.setdefault("FLOWBOOK_LOGGING_LEVEL", "WARNING")
+
+# flowbook reads these settings when first used, so they are set before the import.
+import flowbook  # noqa: E402
+from flowbook import flow, task  # noqa: E402
+from flowbook.task_runners import ConcurrentTaskRunner, SequentialTaskRunner  # noqa: E402
+from flowbook.tasks import task_input_hash  # noqa: E402
+
+IMPORT = "flowbook"
+VERSION = "flowbook " + flowbook.__version__
+
+__all__ = ["flow", "task", "task_input_hash", "sequential", "threads", "dask", "warmup"]
+
+
+def sequential():
+    return SequentialTaskRunner()
+
+
+def threads(n=None):
+    # n=None: flowbook's default worker count.
+    return ConcurrentTaskRunner(max_workers=n)
+
+
+def dask(n_workers=2, threads_per_worker=1):
+    raise NotImplementedError("flowbook's DaskTaskRunner is not available yet")
+
+
+def warmup():
+    """One trivial flow run (as adapter_prefect.warmup), so that timings exclude first-call set-up."""
+
+    @flow
+    def warmup_flow():
+        return 1
+
+    warmup_flow()
