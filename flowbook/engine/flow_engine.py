@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
 from flowbook.engine.env import acquire_env, release_env
@@ -36,7 +37,7 @@ from flowbook.engine.events import (
 )
 from flowbook.engine.runs import FlowRun, TaskRun, current_flow_run, current_task_run
 from flowbook.engine.task_engine import _resolve, collect_futures, root_cause
-from flowbook.engine.timeouts import call_with_timeout
+from flowbook.engine.timeouts import await_with_timeout, call_with_timeout
 from flowbook.exceptions import RunCancelledError, RunFailedError, RunTimeoutError
 from flowbook.futures import TaskRunFuture
 from flowbook.logging import ensure_configured as ensure_logging_configured
@@ -166,19 +167,15 @@ class FlowRunEngine:
         )
 
     async def call_async(self) -> Any:
-        flow = self.flow
+        flow, run = self.flow, self.run
         if flow.timeout_seconds is None:
             return await flow.fn(*self.args, **self.kwargs)
-        try:
-            return await asyncio.wait_for(flow.fn(*self.args, **self.kwargs), flow.timeout_seconds)
-        except (asyncio.TimeoutError, TimeoutError) as exc:
-            if isinstance(exc, RunTimeoutError):
-                raise
-            raise RunTimeoutError(
-                f"Flow run {self.run.name!r} exceeded its timeout of "
-                f"{flow.timeout_seconds:g} second(s)",
-                self.run.id,
-            ) from None
+        return await await_with_timeout(
+            flow.fn(*self.args, **self.kwargs),
+            flow.timeout_seconds,
+            f"Flow run {run.name!r}",
+            run.id,
+        )
 
     def wait_for_task_runs(self) -> None:
         """Wait until every submitted task run is final, including ones submitted meanwhile."""
@@ -323,16 +320,25 @@ class FlowRunEngine:
         return state
 
     # -- drivers -------------------------------------------------------------------------------
-    def run_sync(self) -> State:
+    def _enter(self) -> tuple[Token[FlowRun | None], Token[TaskRun | None]]:
+        """Create the run, make it current and begin it; the tokens undo the context."""
         self.create()
-        flow_token = current_flow_run.set(self.run)
-        task_token = current_task_run.set(None)
+        tokens = (current_flow_run.set(self.run), current_task_run.set(None))
         try:
-            try:
-                self.begin_run()
-            except Exception as exc:
-                self.finish(Failed(f"Flow run could not start: {exc}", exc))
-                raise
+            self.begin_run()
+        except Exception as exc:
+            self.finish(Failed(f"Flow run could not start: {exc}", exc))
+            self._leave(tokens)
+            raise
+        return tokens
+
+    def _leave(self, tokens: tuple[Token[FlowRun | None], Token[TaskRun | None]]) -> None:
+        current_task_run.reset(tokens[1])
+        current_flow_run.reset(tokens[0])
+
+    def run_sync(self) -> State:
+        tokens = self._enter()
+        try:
             while True:
                 self.begin_attempt()
                 try:
@@ -341,8 +347,7 @@ class FlowRunEngine:
                     state, delay = self.handle_exception(exc)
                     if delay is not None:
                         self._set_state(state)
-                        cancelled = self.run.cancel_event.wait(delay) if delay > 0 else False
-                        if not cancelled:
+                        if not (delay > 0 and self.run.cancel_event.wait(delay)):
                             continue
                         state = Cancelled("The flow run was cancelled while awaiting a retry.")
                     elif not isinstance(exc, Exception):
@@ -350,19 +355,11 @@ class FlowRunEngine:
                         raise
                 return self.finish(state)
         finally:
-            current_task_run.reset(task_token)
-            current_flow_run.reset(flow_token)
+            self._leave(tokens)
 
     async def run_async(self) -> State:
-        self.create()
-        flow_token = current_flow_run.set(self.run)
-        task_token = current_task_run.set(None)
+        tokens = self._enter()
         try:
-            try:
-                self.begin_run()
-            except Exception as exc:
-                self.finish(Failed(f"Flow run could not start: {exc}", exc))
-                raise
             while True:
                 self.begin_attempt()
                 try:
@@ -384,8 +381,7 @@ class FlowRunEngine:
                         raise
                 return self.finish(state)
         finally:
-            current_task_run.reset(task_token)
-            current_flow_run.reset(flow_token)
+            self._leave(tokens)
 
     # -- result --------------------------------------------------------------------------------
     def outcome(self, state: State, return_state: bool) -> Any:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowbook.engine.events import StateChanged, TaskRunCreated, bus
 from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run
-from flowbook.engine.timeouts import call_with_timeout
+from flowbook.engine.timeouts import await_with_timeout, call_with_timeout
 from flowbook.exceptions import RunCancelledError, RunTimeoutError, UpstreamTaskError
 from flowbook.futures import FutureList, TaskRunFuture
 from flowbook.logging import ensure_configured as ensure_logging_configured
@@ -223,15 +223,9 @@ class TaskRunEngine(SubmittedCall):
         task, run = self.task, self.task_run
         if task.timeout_seconds is None:
             return await task.fn(*run.args, **run.kwargs)
-        try:
-            return await asyncio.wait_for(task.fn(*run.args, **run.kwargs), task.timeout_seconds)
-        except (asyncio.TimeoutError, TimeoutError) as exc:
-            if isinstance(exc, RunTimeoutError):
-                raise
-            raise RunTimeoutError(
-                f"Task run {run.name!r} exceeded its timeout of {task.timeout_seconds:g} second(s)",
-                run.id,
-            ) from None
+        return await await_with_timeout(
+            task.fn(*run.args, **run.kwargs), task.timeout_seconds, f"Task run {run.name!r}", run.id
+        )
 
     def handle_success(self, value: Any) -> State:
         task, run = self.task, self.task_run

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from flowbook.exceptions import RunTimeoutError
 
-__all__ = ["call_with_timeout", "run_coro_sync"]
+__all__ = ["await_with_timeout", "call_with_timeout", "run_coro_sync"]
 
 T = TypeVar("T")
 
@@ -62,6 +62,18 @@ def call_with_timeout(
     if ok:
         return value  # type: ignore[no-any-return]
     raise value
+
+
+async def await_with_timeout(awaitable: Awaitable[T], timeout: float, what: str, run_id: str) -> T:
+    """Await ``awaitable``; cancel it and raise ``RunTimeoutError`` after ``timeout`` seconds."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except (asyncio.TimeoutError, TimeoutError) as exc:
+        if isinstance(exc, RunTimeoutError):
+            raise  # a run inside this one timed out: not ours to report
+        raise RunTimeoutError(
+            f"{what} exceeded its timeout of {timeout:g} second(s)", run_id
+        ) from None
 
 
 def run_coro_sync(make: Callable[[], Awaitable[T]]) -> T:
