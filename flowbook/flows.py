@@ -117,6 +117,47 @@ class Flow(Generic[P, R]):
             )
         return engine.outcome(engine.run_sync(), return_state)  # type: ignore[no-any-return]
 
+    def resume(self, run: str, return_state: bool = False) -> Any:
+        """Run a failed (or crashed, or cancelled) run of this flow again, as a new flow run.
+
+        ``run`` is the old run's id, id prefix or name. The parameters are the old run's; task
+        calls that completed in it are not executed again when they are the same task, at
+        the same position among that task's calls, with arguments of the same content:
+        their stored results are used. Everything else runs.
+        """
+        from flowbook.states import Completed
+        from flowbook.store import StoreError, get_store
+        from flowbook.store.queries import load_for_resume, load_result
+        from flowbook.store.results import ResultError
+
+        store = get_store()
+        if store is None:
+            raise StoreError("resume needs the run store; it is off (FLOWBOOK_STORE=off)")
+        run_id, flow_name, state_type, parameters, done = load_for_resume(store, run)
+        if flow_name != self.name:
+            raise ValueError(
+                f"run {run!r} is a run of flow {flow_name!r}, not of {self.name!r}; call "
+                f"resume on the flow {flow_name!r}"
+            )
+        if state_type == "COMPLETED":
+            raise ValueError(
+                f"run {run!r} of flow {self.name!r} completed: there is nothing to resume; call "
+                "the flow to run it again"
+            )
+        engine = FlowRunEngine(self, (), parameters)
+        engine.resumed_from = run_id
+        for row in done:
+            try:
+                value = load_result(store, row)
+            except ResultError:
+                continue  # that task simply runs again
+            engine.reusable[(row.task_key, row.dynamic_key, row.input_hash)] = Completed(
+                f"Reused the result of flow run {run_id}.", value
+            )
+        if self.is_async:
+            return self._run_async(engine, return_state)
+        return engine.outcome(engine.run_sync(), return_state)
+
     async def _run_async(self, engine: FlowRunEngine, return_state: bool) -> Any:
         return engine.outcome(await engine.run_async(), return_state)
 

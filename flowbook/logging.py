@@ -15,14 +15,13 @@ from __future__ import annotations
 import builtins
 import logging
 import sys
-import threading
 from collections.abc import MutableMapping
 from typing import Any
 
 from flowbook.engine.events import LogEmitted, bus
 from flowbook.engine.runs import FlowRun, TaskRun, current_flow_run, current_task_run
 from flowbook.exceptions import MissingContextError
-from flowbook.settings import Settings, get_settings
+from flowbook.settings import Settings
 
 __all__ = ["RunLogger", "get_run_logger"]
 
@@ -61,6 +60,8 @@ class RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 def get_run_logger() -> RunLogger:
     """The logger of the current task run, or of the current flow run outside tasks."""
+    from flowbook._setup import ensure_configured
+
     ensure_configured()
     task_run = current_task_run.get()
     if task_run is not None:
@@ -75,6 +76,8 @@ def get_run_logger() -> RunLogger:
 
 
 def plain_logger() -> logging.Logger:
+    from flowbook._setup import ensure_configured
+
     ensure_configured()
     return ROOT
 
@@ -94,28 +97,13 @@ class _EventBridge(logging.Handler):
 
 
 _bridge = _EventBridge()
-_configured = False
-_config_lock = threading.Lock()
 
 
-def ensure_configured() -> None:
-    """Install the bridge handler and the console once, from the settings."""
-    global _configured
-    if _configured:
-        return
-    with _config_lock:
-        if not _configured:
-            apply_settings(get_settings())
-            _configured = True
-
-
-def apply_settings(settings: Settings) -> None:
+def install(settings: Settings) -> None:
+    """Attach the bridge handler to the ``flowbook`` logger and set its level."""
     if _bridge not in ROOT.handlers:
         ROOT.addHandler(_bridge)
     ROOT.setLevel(settings.logging_level_no)
-    from flowbook import console
-
-    console.configure(settings)
 
 
 # -- print capture ---------------------------------------------------------------------------

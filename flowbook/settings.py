@@ -1,42 +1,81 @@
 """Settings, read from ``FLOWBOOK_*`` environment variables when first needed.
 
-``get_settings()`` caches them; ``reload_settings()`` reads the environment again (tests and
-notebooks that change a variable call it). Values are checked when read, and a bad one is an
-error naming the variable, its value and what it accepts.
+``get_settings()`` caches them; ``reload_settings()`` reads the environment again and applies
+the result (logging, console, store). A bad value is an error naming the variable, its value
+and what it accepts.
+
+| variable | default | meaning |
+|---|---|---|
+| ``FLOWBOOK_HOME`` | ``~/.flowbook`` | where the store lives (created on first use) |
+| ``FLOWBOOK_DATABASE_URL`` | SQLite in the home | a SQLAlchemy URL, e.g. PostgreSQL |
+| ``FLOWBOOK_RESULTS_DIR`` | ``<home>/results`` | result and cache files |
+| ``FLOWBOOK_STORE`` | ``on`` | ``off`` keeps runs and the cache in memory only |
+| ``FLOWBOOK_LOG_RETENTION_DAYS`` | ``30`` | older log lines are deleted when a store opens |
+| ``FLOWBOOK_LOGGING_LEVEL`` | ``INFO`` | run log lines below this level are dropped |
+| ``FLOWBOOK_CONSOLE`` | ``auto`` | print run lines to stderr: ``on``, ``off``, ``auto`` |
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 __all__ = ["Settings", "get_settings", "reload_settings"]
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_SWITCH = ("on", "off")
 _CONSOLE = ("auto", "on", "off")
 
 
-@dataclass(frozen=True)
 class Settings:
-    """flowbook's settings.
+    """flowbook's settings (see the module docstring for the variables)."""
 
-    - ``logging_level`` (``FLOWBOOK_LOGGING_LEVEL``, default ``INFO``): run log lines below this
-      level are dropped, and the engine's own lines (created, finished) are INFO.
-    - ``console`` (``FLOWBOOK_CONSOLE``, default ``auto``): print run log lines to stderr in
-      the ``12:00:00.000 | INFO    | Task run 'x-0' - ...`` format. ``auto`` prints unless a
-      notebook front end shows the runs instead; ``on`` always; ``off`` never.
-    """
+    __slots__ = (
+        "console",
+        "database_url",
+        "home",
+        "log_retention_days",
+        "logging_level",
+        "results_dir",
+        "store",
+    )
 
-    logging_level: str = "INFO"
-    console: str = "auto"
+    def __init__(
+        self,
+        *,
+        home: Path,
+        database_url: str | None = None,
+        results_dir: Path | None = None,
+        store: str = "on",
+        log_retention_days: float | None = 30.0,
+        logging_level: str = "INFO",
+        console: str = "auto",
+    ) -> None:
+        self.home = home
+        self.database_url = database_url
+        self.results_dir = results_dir or home / "results"
+        self.store = store
+        self.log_retention_days = log_retention_days
+        self.logging_level = logging_level
+        self.console = console
 
     @property
     def logging_level_no(self) -> int:
         return logging.getLevelName(self.logging_level)  # type: ignore[no-any-return]
 
+    @property
+    def store_url(self) -> str:
+        """The database URL: ``FLOWBOOK_DATABASE_URL``, or SQLite in the home."""
+        return self.database_url or f"sqlite:///{self.home / 'flowbook.db'}"
 
-def _read(name: str, default: str, allowed: tuple[str, ...], *, upper: bool) -> str:
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Settings({fields})"
+
+
+def _choice(name: str, default: str, allowed: tuple[str, ...], *, upper: bool = False) -> str:
     raw = os.environ.get(name, default).strip()
     value = raw.upper() if upper else raw.lower()
     if value not in allowed:
@@ -46,11 +85,42 @@ def _read(name: str, default: str, allowed: tuple[str, ...], *, upper: bool) -> 
     return value
 
 
+def _path(name: str, default: str | None) -> Path | None:
+    raw = os.environ.get(name, default or "").strip()
+    if not raw:
+        return None
+    return Path(raw).expanduser().absolute()
+
+
+def _retention() -> float | None:
+    raw = os.environ.get("FLOWBOOK_LOG_RETENTION_DAYS", "30").strip()
+    if raw.lower() in ("", "none", "forever"):
+        return None
+    try:
+        days = float(raw)
+    except ValueError:
+        days = -1.0
+    if not days > 0:
+        raise ValueError(
+            f"environment variable FLOWBOOK_LOG_RETENTION_DAYS={raw!r} is not valid; use a "
+            "number of days > 0, or 'forever'"
+        )
+    return days
+
+
 def _from_env() -> Settings:
-    return Settings(
-        logging_level=_read("FLOWBOOK_LOGGING_LEVEL", "INFO", _LEVELS, upper=True),
-        console=_read("FLOWBOOK_CONSOLE", "auto", _CONSOLE, upper=False),
-    )
+    home = _path("FLOWBOOK_HOME", "~/.flowbook")
+    assert home is not None
+    options: dict[str, Any] = {
+        "home": home,
+        "database_url": os.environ.get("FLOWBOOK_DATABASE_URL", "").strip() or None,
+        "results_dir": _path("FLOWBOOK_RESULTS_DIR", None),
+        "store": _choice("FLOWBOOK_STORE", "on", _SWITCH),
+        "log_retention_days": _retention(),
+        "logging_level": _choice("FLOWBOOK_LOGGING_LEVEL", "INFO", _LEVELS, upper=True),
+        "console": _choice("FLOWBOOK_CONSOLE", "auto", _CONSOLE),
+    }
+    return Settings(**options)
 
 
 _current: Settings | None = None
@@ -64,10 +134,10 @@ def get_settings() -> Settings:
 
 
 def reload_settings() -> Settings:
-    """Read the environment again and apply the result to logging and the console."""
+    """Read the environment again and apply the result to logging, the console and the store."""
     global _current
     _current = _from_env()
-    from flowbook import logging as fb_logging
+    from flowbook._setup import apply_settings
 
-    fb_logging.apply_settings(_current)
+    apply_settings(_current)
     return _current

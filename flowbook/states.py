@@ -105,6 +105,7 @@ class State:
             "message": self.message,
             "data": self.data,
             "run_id": self.run_id,
+            "timestamp_s": None,
         }
         fields.update(changes)
         return State(**fields)

@@ -102,6 +102,7 @@ class Task(Generic[P, R]):
         # Calls with exactly this many positional arguments and no keywords need no binding
         # to be known valid: the common case in a tight loop or a large map stays cheap.
         self._plain_arity = _plain_arity(self.signature)
+        self._param_names = tuple(self.signature.parameters)
         self.task_run_name = task_run_name
         if isinstance(task_run_name, str):
             check_template("task", "task_run_name", task_run_name, *_param_names(self.signature))

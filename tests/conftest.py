@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,9 +24,23 @@ from flowbook.settings import reload_settings
 ALL_EVENTS = (FlowRunCreated, FlowRunFinished, LogEmitted, StateChanged, TaskRunCreated)
 
 
+@pytest.fixture(scope="session")
+def flowbook_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The store of the test session (tests that need their own set FLOWBOOK_HOME)."""
+    return tmp_path_factory.mktemp("flowbook-home")
+
+
 @pytest.fixture(autouse=True)
-def _clean_flowbook(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv("FLOWBOOK_LOGGING_LEVEL", raising=False)
+def _clean_flowbook(monkeypatch: pytest.MonkeyPatch, flowbook_home: Path) -> Iterator[None]:
+    for name in (
+        "FLOWBOOK_LOGGING_LEVEL",
+        "FLOWBOOK_DATABASE_URL",
+        "FLOWBOOK_RESULTS_DIR",
+        "FLOWBOOK_STORE",
+        "FLOWBOOK_LOG_RETENTION_DAYS",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FLOWBOOK_HOME", str(flowbook_home))
     monkeypatch.setenv("FLOWBOOK_CONSOLE", "on")
     reload_settings()
     get_cache_backend().clear()
@@ -93,3 +108,34 @@ def venv_kernel_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     spec = (jupyter_path / "kernels" / "python3" / "kernel.json").read_text()
     assert sys.executable in spec
     return {"JUPYTER_PATH": str(jupyter_path), "IPYTHONDIR": str(home / "ipython")}
+
+
+# --- PostgreSQL: one throwaway cluster per session, one fresh database per test ---------
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """A running ``postgres_server.PostgresServer``, stopped at the end of the session.
+
+    Without PostgreSQL installed this fails under CI and skips elsewhere; see
+    scripts/install-test-services.
+    """
+    from postgres_server import PostgresServer, require_bin_dir
+
+    server = PostgresServer(require_bin_dir())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: Any, request: pytest.FixtureRequest) -> Iterator[str]:
+    """SQLAlchemy URL (``postgresql+psycopg://``) of a new empty database, dropped afterwards."""
+    import re
+    import uuid
+
+    stem = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:40]
+    name = f"t_{stem}_{uuid.uuid4().hex[:8]}"
+    url: str = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)

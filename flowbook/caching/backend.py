@@ -34,8 +34,13 @@ class CacheBackend(Protocol):
     def get(self, task_key: str, key: str) -> CacheEntry | None:
         """The live (unexpired) entry for ``key`` of that task, counting a hit; else None."""
 
-    def put(self, task_key: str, key: str, value: Any, expires_s: float | None) -> None:
-        """Store (or replace, which also resets the expiration) an entry."""
+    def put(
+        self, task_key: str, key: str, value: Any, expires_s: float | None, **info: Any
+    ) -> None:
+        """Store (or replace, which also resets the expiration) an entry.
+
+        ``info`` may carry ``task_name``, ``flow_name`` and ``input_preview`` for listings.
+        """
 
     def clear(self, task_key: str | None = None) -> int:
         """Remove the entries of one task, or all; returns how many were removed."""
@@ -59,7 +64,9 @@ class MemoryCache:
             entry.hits += 1
             return entry
 
-    def put(self, task_key: str, key: str, value: Any, expires_s: float | None) -> None:
+    def put(
+        self, task_key: str, key: str, value: Any, expires_s: float | None, **info: Any
+    ) -> None:
         entry = CacheEntry(task_key, key, value, time.time(), expires_s)
         with self._lock:
             self._entries[(task_key, key)] = entry

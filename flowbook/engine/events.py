@@ -102,6 +102,7 @@ class EventBus:
         self._lock = threading.Lock()
         # Copy-on-write tuples: emit() reads without a lock.
         self._subscribers: dict[type[Event], tuple[Subscriber, ...]] = {}
+        self._barriers: tuple[Callable[[Any], None], ...] = ()
         self._warned: set[int] = set()
 
     def subscribe(self, kinds: tuple[type[Event], ...], fn: Callable[[Any], None]) -> None:
@@ -120,6 +121,32 @@ class EventBus:
                     self._subscribers[kind] = kept
                 else:
                     del self._subscribers[kind]
+
+    def add_barrier(self, fn: Callable[[Any], None]) -> None:
+        """Call ``fn(flow_run)`` when a flow run ends, before its caller gets the result.
+
+        For subscribers that must finish something for the run first (the store commits the
+        run's rows). ``fn`` should return promptly once its work for that run is done.
+        """
+        with self._lock:
+            if fn not in self._barriers:
+                self._barriers = (*self._barriers, fn)
+
+    def remove_barrier(self, fn: Callable[[Any], None]) -> None:
+        with self._lock:
+            self._barriers = tuple(b for b in self._barriers if b != fn)
+
+    def barrier(self, flow_run: Any) -> None:
+        """Wait for every barrier subscriber to be done with ``flow_run``."""
+        for fn in self._barriers:
+            try:
+                fn(flow_run)
+            except Exception as exc:  # a subscriber must never fail a run
+                warnings.warn(
+                    f"flowbook barrier {fn!r} raised {exc!r}; the run's result is unaffected",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
 
     def wants(self, kind: type[Event]) -> bool:
         """True when at least one subscriber listens to ``kind``."""

@@ -27,6 +27,7 @@ import time
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
+from flowbook._setup import ensure_configured
 from flowbook.engine.env import acquire_env, release_env
 from flowbook.engine.events import (
     FlowRunCreated,
@@ -40,7 +41,6 @@ from flowbook.engine.task_engine import _resolve, collect_futures, root_cause
 from flowbook.engine.timeouts import await_with_timeout, call_with_timeout
 from flowbook.exceptions import RunCancelledError, RunFailedError, RunTimeoutError
 from flowbook.futures import TaskRunFuture
-from flowbook.logging import ensure_configured as ensure_logging_configured
 from flowbook.states import (
     AwaitingRetry,
     Cancelled,
@@ -71,6 +71,9 @@ class FlowRunEngine:
         self.kwargs = kwargs
         self.parent_record: TaskRun | None = None
         self.env_held = False
+        # set by Flow.resume: the run resumed and the results of its completed task calls
+        self.resumed_from: str | None = None
+        self.reusable: dict[tuple[str, int, str], State] = {}
         # task runs before this index belong to earlier attempts (flow retries)
         self.attempt_start = 0
         self.run: FlowRun
@@ -97,7 +100,7 @@ class FlowRunEngine:
         flow = self.flow
         parent = current_flow_run.get()
         if parent is None:
-            ensure_logging_configured()
+            ensure_configured()
         upstream: list[TaskRunFuture[Any]] = []
         collect_futures(self.args, upstream)
         collect_futures(self.kwargs.values(), upstream)
@@ -113,6 +116,8 @@ class FlowRunEngine:
             record.upstream_ids = tuple(dict.fromkeys(f.task_run.id for f in upstream))
             self.parent_record = record
         run = FlowRun(flow, parameters, record, flow.tags)
+        run.resumed_from = self.resumed_from
+        run.memo.update(self.reusable)
         self.run = run
         if record is not None:
             record.subflow_run = run
@@ -317,6 +322,8 @@ class FlowRunEngine:
             self._set_record_state(state)
         if bus.wants(FlowRunFinished):
             bus.emit(FlowRunFinished(run, state))
+        if record is None:
+            bus.barrier(run)
         return state
 
     # -- drivers -------------------------------------------------------------------------------

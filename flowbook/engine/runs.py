@@ -49,6 +49,7 @@ class FlowRun:
         "_counters",
         "_lock",
         "cancel_event",
+        "created_s",
         "end_s",
         "flow",
         "id",
@@ -57,6 +58,7 @@ class FlowRun:
         "name",
         "parameters",
         "parent_task_run",
+        "resumed_from",
         "run_count",
         "start_s",
         "state",
@@ -73,6 +75,7 @@ class FlowRun:
         tags: tuple[str, ...],
     ) -> None:
         self.id = new_id()
+        self.created_s = time.time()
         self.flow = flow
         self.name = ""
         self.parameters = parameters
@@ -86,6 +89,7 @@ class FlowRun:
         self.log_prints = bool(flow.log_prints)
         self.cancel_event = threading.Event()
         self.memo: dict[tuple[str, int, str], State] = {}
+        self.resumed_from: str | None = None
         self.start_s: float | None = None
         self.end_s: float | None = None
         self._counters: dict[str, int] = {}
@@ -119,6 +123,7 @@ class TaskRun:
         "_parameters",
         "args",
         "cache_key",
+        "created_s",
         "dynamic_key",
         "end_s",
         "flow_run",
@@ -146,6 +151,7 @@ class TaskRun:
         dynamic_key: int,
     ) -> None:
         self.id = new_id()
+        self.created_s = time.time()
         self.task = task
         self.flow_run = flow_run
         self.args = args
@@ -176,10 +182,13 @@ class TaskRun:
     def parameters(self) -> dict[str, Any]:
         params = self._parameters
         if params is None:
-            if self.task is None:
+            task = self.task
+            if task is None:
                 params = {}
+            elif not self.kwargs and len(self.args) == task._plain_arity:
+                params = dict(zip(task._param_names, self.args, strict=True))
             else:
-                bound = self.task.signature.bind(*self.args, **self.kwargs)
+                bound = task.signature.bind(*self.args, **self.kwargs)
                 bound.apply_defaults()
                 params = dict(bound.arguments)
             self._parameters = params

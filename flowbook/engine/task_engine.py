@@ -22,12 +22,12 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from flowbook._setup import ensure_configured
 from flowbook.engine.events import StateChanged, TaskRunCreated, bus
 from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run
 from flowbook.engine.timeouts import await_with_timeout, call_with_timeout
 from flowbook.exceptions import RunCancelledError, RunTimeoutError, UpstreamTaskError
 from flowbook.futures import FutureList, TaskRunFuture
-from flowbook.logging import ensure_configured as ensure_logging_configured
 from flowbook.states import (
     AwaitingRetry,
     Cached,
@@ -100,7 +100,7 @@ class TaskRunEngine(SubmittedCall):
         flow_run = current_flow_run.get()
         self.flow_run = flow_run
         if flow_run is None:
-            ensure_logging_configured()
+            ensure_configured()
         key = task.task_key
         dynamic_key = flow_run.next_dynamic_key(key) if flow_run else task._next_dynamic_key()
         run = TaskRun(task, flow_run, args, kwargs, dynamic_key)
@@ -175,15 +175,17 @@ class TaskRunEngine(SubmittedCall):
         return None
 
     def check_cache(self) -> State | None:
-        """A final state without running the body: a cache hit, or a flow-retry reuse."""
+        """A final state without running the body: a cache hit, or a reused earlier result.
+
+        Earlier results are those of completed calls in a failed attempt of this flow run
+        (flow retries) or in the failed run this one resumes.
+        """
         flow_run = self.flow_run
-        if flow_run is not None and flow_run.run_count > 1 and flow_run.flow.retries:
-            reused = flow_run.memo.get(self._memo_key() or ("", 0, ""))
+        if flow_run is not None and flow_run.memo:
+            key = self._memo_key()
+            reused = flow_run.memo.get(key) if key is not None else None
             if reused is not None:
-                return Completed(
-                    f"Reused the result of attempt {flow_run.run_count - 1} of this flow run.",
-                    reused.data,
-                )
+                return reused.copy()
         task = self.task
         if task.cache_key_fn is None:
             return None
@@ -194,10 +196,11 @@ class TaskRunEngine(SubmittedCall):
         raw_key = task.cache_key_fn(CacheKeyContext(task, run, flow_run), run.parameters)
         if raw_key is None:
             return None
-        run.cache_key = key = raw_key if isinstance(raw_key, str) else str(raw_key)
+        cache_key = raw_key if isinstance(raw_key, str) else str(raw_key)
+        run.cache_key = cache_key
         if task.refresh_cache:
             return None
-        entry = get_cache_backend().get(task.task_key, key)
+        entry = get_cache_backend().get(task.task_key, cache_key)
         if entry is None:
             return None
         return Cached(data=entry.value)
@@ -235,7 +238,18 @@ class TaskRunEngine(SubmittedCall):
             expires = None
             if task.cache_expiration is not None:
                 expires = time.time() + task.cache_expiration.total_seconds()
-            get_cache_backend().put(task.task_key, run.cache_key, value, expires)
+            from flowbook._preview import parameters_preview
+
+            flow_run = self.flow_run
+            get_cache_backend().put(
+                task.task_key,
+                run.cache_key,
+                value,
+                expires,
+                task_name=task.name,
+                flow_name=flow_run.flow.name if flow_run is not None else None,
+                input_preview=parameters_preview(run.parameters),
+            )
         return Completed(data=value)
 
     def handle_exception(self, exc: BaseException) -> tuple[State, float | None]:
@@ -281,7 +295,10 @@ class TaskRunEngine(SubmittedCall):
         ):
             key = self._memo_key()
             if key is not None:
-                flow_run.memo[key] = state
+                flow_run.memo[key] = Completed(
+                    f"Reused the result of attempt {flow_run.run_count} of this flow run.",
+                    state.data,
+                )
         if future is not None:
             future._set_final(state)
         return state

@@ -1,0 +1,39 @@
+"""Short, safe previews of values for records and displays.
+
+A preview never calls an arbitrary ``__repr__`` (a large DataFrame's takes long): built-in
+values are shown with ``reprlib``'s limits, other objects by their type and shape.
+"""
+
+from __future__ import annotations
+
+import json
+import reprlib
+from typing import Any
+
+__all__ = ["parameters_preview", "preview"]
+
+_repr = reprlib.Repr()
+_repr.maxstring = 80
+_repr.maxother = 80
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 8
+_PLAIN = (int, float, bool, str, bytes, type(None), list, tuple, dict, set, frozenset)
+
+
+def preview(value: Any) -> str:
+    """A short text for a value, without calling an arbitrary (maybe slow) ``__repr__``."""
+    if isinstance(value, _PLAIN):
+        return _repr.repr(value)
+    kind = type(value)
+    shape = getattr(value, "shape", None)
+    suffix = f" shape={tuple(shape)}" if isinstance(shape, tuple) else ""
+    return f"<{kind.__module__}.{kind.__qualname__}{suffix}>"
+
+
+_SCALARS = (int, float, bool, type(None))
+
+
+def parameters_preview(params: dict[str, Any]) -> str:
+    """Parameters as a JSON object of previews (numbers and short strings as they are)."""
+    if all(type(v) in _SCALARS or (type(v) is str and len(v) <= 80) for v in params.values()):
+        return json.dumps({k: repr(v) for k, v in params.items()})
+    return json.dumps({k: preview(v) for k, v in params.items()})

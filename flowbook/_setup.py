@@ -1,0 +1,36 @@
+"""Applying the settings: logging, the console printer and the run store.
+
+Done once, lazily, when the first run starts (so ``import flowbook`` stays cheap and touches
+no file), and again by ``flowbook.settings.reload_settings()``. If the store cannot be opened
+(an unwritable ``FLOWBOOK_HOME``), the error reaches the caller and the next run tries again.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from flowbook.settings import Settings, get_settings
+
+__all__ = ["apply_settings", "ensure_configured"]
+
+_configured = False
+_lock = threading.Lock()
+
+
+def ensure_configured() -> None:
+    if _configured:
+        return
+    with _lock:
+        if not _configured:
+            apply_settings(get_settings())
+
+
+def apply_settings(settings: Settings) -> None:
+    global _configured
+    from flowbook import console, store
+    from flowbook import logging as fb_logging
+
+    fb_logging.install(settings)
+    console.configure(settings)
+    store.configure(settings)
+    _configured = True

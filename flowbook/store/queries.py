@@ -1,0 +1,410 @@
+"""Reading and pruning the store: runs, their details, cache entries.
+
+Used by ``flowbook.runs``, ``flowbook.cache``, the command line and ``Flow.resume``. Every
+function first waits for the writer to commit what this process has queued, so a run that
+just finished is listed. Runs are named by id, by a unique id prefix, or by run name (the
+newest run of that name).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select
+
+from flowbook.store import results
+from flowbook.store.schema import (
+    cache_entries,
+    flow_runs,
+    logs,
+    states,
+    task_run_edges,
+    task_runs,
+)
+from flowbook.store.store import Store
+
+__all__ = [
+    "CacheEntryInfo",
+    "FlowRunDetail",
+    "FlowRunInfo",
+    "cache_entries_info",
+    "clear_cache",
+    "delete_run",
+    "find_run_id",
+    "get_run",
+    "list_runs",
+]
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, tz=datetime.timezone.utc).isoformat()
+
+
+@dataclass
+class FlowRunInfo:
+    """One flow run as listed by ``flowbook runs``."""
+
+    id: str
+    name: str
+    flow_name: str
+    state: str | None
+    state_type: str | None
+    message: str | None
+    start_time: str | None
+    end_time: str | None
+    duration_s: float | None
+    task_runs: int
+    project: str | None
+    parent_task_run_id: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FlowRunDetail(FlowRunInfo):
+    """A flow run with its parameters, state history, task runs and logs."""
+
+    parameters: dict[str, str] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    version: str | None = None
+    resumed_from: str | None = None
+    states: list[dict[str, Any]] = field(default_factory=list)
+    task_run_list: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class CacheEntryInfo:
+    """One cache entry as listed by ``flowbook cache ls``."""
+
+    key: str
+    task_name: str
+    flow_name: str | None
+    created: str | None
+    expires: str | None
+    expired: bool
+    size: int
+    hits: int
+    input_preview: str | None
+    task_key: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _flow_row_info(row: Any, count: int) -> FlowRunInfo:
+    duration = None
+    if row.start_time is not None and row.end_time is not None:
+        duration = round(row.end_time - row.start_time, 6)
+    return FlowRunInfo(
+        id=row.id,
+        name=row.name,
+        flow_name=row.flow_name,
+        state=row.state_name,
+        state_type=row.state_type,
+        message=row.state_message,
+        start_time=iso(row.start_time),
+        end_time=iso(row.end_time),
+        duration_s=duration,
+        task_runs=count,
+        project=row.project,
+        parent_task_run_id=row.parent_task_run_id,
+    )
+
+
+def list_runs(
+    store: Store, flow: str | None = None, state: str | None = None, limit: int | None = 50
+) -> list[FlowRunInfo]:
+    """Flow runs, newest first."""
+    store.flush()
+    counts = (
+        select(task_runs.c.flow_run_id, func.count().label("n"))
+        .group_by(task_runs.c.flow_run_id)
+        .subquery()
+    )
+    query = (
+        select(flow_runs, func.coalesce(counts.c.n, 0).label("task_run_count"))
+        .outerjoin(counts, counts.c.flow_run_id == flow_runs.c.id)
+        .order_by(flow_runs.c.created_at.desc())
+    )
+    if flow is not None:
+        query = query.where(flow_runs.c.flow_name == flow)
+    if state is not None:
+        query = query.where(
+            or_(
+                func.lower(flow_runs.c.state_name) == state.lower(),
+                func.lower(flow_runs.c.state_type) == state.lower(),
+            )
+        )
+    if limit is not None:
+        query = query.limit(limit)
+    with store.engine.connect() as conn:
+        return [_flow_row_info(row, row.task_run_count) for row in conn.execute(query)]
+
+
+def find_run_id(store: Store, ref: str) -> str:
+    """The id of the flow run ``ref`` names (id, unique id prefix, or run name)."""
+    store.flush()
+    with store.engine.connect() as conn:
+        exact = conn.execute(select(flow_runs.c.id).where(flow_runs.c.id == ref)).first()
+        if exact:
+            return str(exact[0])
+        by_prefix = (
+            conn.execute(
+                select(flow_runs.c.id)
+                .where(flow_runs.c.id.startswith(ref, autoescape=True))
+                .limit(3)
+            )
+            .scalars()
+            .all()
+        )
+        if len(by_prefix) == 1 and len(ref) >= 4:
+            return str(by_prefix[0])
+        by_name = (
+            conn.execute(
+                select(flow_runs.c.id)
+                .where(flow_runs.c.name == ref)
+                .order_by(flow_runs.c.created_at.desc())
+            )
+            .scalars()
+            .first()
+        )
+        if by_name:
+            return str(by_name)
+    if len(by_prefix) > 1:
+        raise LookupError(
+            f"run {ref!r} is ambiguous: {len(by_prefix)} or more flow run ids start with it; "
+            "give more characters of the id"
+        )
+    raise LookupError(
+        f"no flow run {ref!r} in the store at {store.url!r}; list runs with `flowbook runs`"
+    )
+
+
+def get_run(store: Store, ref: str) -> FlowRunDetail:
+    run_id = find_run_id(store, ref)
+    with store.engine.connect() as conn:
+        row = conn.execute(select(flow_runs).where(flow_runs.c.id == run_id)).one()
+        tasks = conn.execute(
+            select(task_runs)
+            .where(task_runs.c.flow_run_id == run_id)
+            .order_by(task_runs.c.created_at)
+        ).all()
+        task_ids = [t.id for t in tasks]
+        history = conn.execute(
+            select(states).where(states.c.run_id.in_([run_id, *task_ids])).order_by(states.c.id)
+        ).all()
+        edges = (
+            conn.execute(
+                select(task_run_edges).where(task_run_edges.c.downstream_id.in_(task_ids))
+            ).all()
+            if task_ids
+            else []
+        )
+        lines = conn.execute(
+            select(logs).where(logs.c.flow_run_id == run_id).order_by(logs.c.timestamp, logs.c.id)
+        ).all()
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for s in history:
+        by_run.setdefault(s.run_id, []).append(
+            {"name": s.name, "type": s.type, "message": s.message, "timestamp": iso(s.timestamp)}
+        )
+    upstream: dict[str, list[str]] = {}
+    for e in edges:
+        upstream.setdefault(e.downstream_id, []).append(e.upstream_id)
+    info = _flow_row_info(row, len(tasks))
+    return FlowRunDetail(
+        **asdict(info),
+        parameters=json.loads(row.parameters_preview or "{}"),
+        tags=json.loads(row.tags or "[]"),
+        version=row.flow_version,
+        resumed_from=row.resumed_from,
+        states=by_run.get(run_id, []),
+        task_run_list=[
+            {
+                "id": t.id,
+                "name": t.name,
+                "task_name": t.task_name,
+                "state": t.state_name,
+                "state_type": t.state_type,
+                "message": t.state_message,
+                "run_count": t.run_count,
+                "start_time": iso(t.start_time),
+                "end_time": iso(t.end_time),
+                "cache_key": t.cache_key,
+                "subflow_run_id": t.subflow_run_id,
+                "upstream": upstream.get(t.id, []),
+                "states": by_run.get(t.id, []),
+            }
+            for t in tasks
+        ],
+        logs=[
+            {
+                "timestamp": iso(line.timestamp),
+                "level": line.level,
+                "logger": line.logger,
+                "task_run_id": line.task_run_id,
+                "message": line.message,
+            }
+            for line in lines
+        ],
+    )
+
+
+def delete_run(store: Store, ref: str) -> int:
+    """Delete a flow run with its subflow runs, task runs, states, logs and result files."""
+    run_id = find_run_id(store, ref)
+    doomed_flows = [run_id]
+    removed_files: list[str] = []
+    with store.engine.begin() as conn:
+        frontier = [run_id]
+        while frontier:
+            children = (
+                conn.execute(
+                    select(task_runs.c.subflow_run_id).where(
+                        task_runs.c.flow_run_id.in_(frontier),
+                        task_runs.c.subflow_run_id.is_not(None),
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            frontier = [c for c in children if c not in doomed_flows]
+            doomed_flows.extend(frontier)
+        task_rows = conn.execute(
+            select(task_runs.c.id, task_runs.c.result_file).where(
+                task_runs.c.flow_run_id.in_(doomed_flows)
+            )
+        ).all()
+        task_ids = [t.id for t in task_rows]
+        removed_files = [t.result_file for t in task_rows if t.result_file]
+        conn.execute(states.delete().where(states.c.run_id.in_([*doomed_flows, *task_ids])))
+        conn.execute(logs.delete().where(logs.c.flow_run_id.in_(doomed_flows)))
+        if task_ids:
+            conn.execute(
+                task_run_edges.delete().where(
+                    or_(
+                        task_run_edges.c.downstream_id.in_(task_ids),
+                        task_run_edges.c.upstream_id.in_(task_ids),
+                    )
+                )
+            )
+        conn.execute(task_runs.delete().where(task_runs.c.flow_run_id.in_(doomed_flows)))
+        conn.execute(flow_runs.delete().where(flow_runs.c.id.in_(doomed_flows)))
+    for name in removed_files:
+        _unlink(store.results_dir / name)
+    return len(doomed_flows)
+
+
+def cache_entries_info(
+    store: Store, task: str | None = None, flow: str | None = None
+) -> list[CacheEntryInfo]:
+    store.flush()
+    query = select(cache_entries).order_by(cache_entries.c.created.desc())
+    if task is not None:
+        query = query.where(cache_entries.c.task_name == task)
+    if flow is not None:
+        query = query.where(cache_entries.c.flow_name == flow)
+    now = time.time()
+    with store.engine.connect() as conn:
+        return [
+            CacheEntryInfo(
+                key=r.key,
+                task_name=r.task_name,
+                flow_name=r.flow_name,
+                created=iso(r.created),
+                expires=iso(r.expires),
+                expired=r.expires is not None and r.expires <= now,
+                size=r.size,
+                hits=r.hits,
+                input_preview=r.input_preview,
+                task_key=r.task_key,
+            )
+            for r in conn.execute(query)
+        ]
+
+
+def clear_cache(
+    store: Store,
+    *,
+    task: str | None = None,
+    flow: str | None = None,
+    task_key: str | None = None,
+    expired: bool = False,
+    all: bool = False,
+) -> int:
+    """Delete cache entries (rows and files); returns how many."""
+    if not (all or expired or task or flow or task_key):
+        raise ValueError(
+            "say which cache entries to clear: task=..., flow=..., expired=True, or all=True"
+        )
+    store.flush()
+    conditions = []
+    if task is not None:
+        conditions.append(cache_entries.c.task_name == task)
+    if flow is not None:
+        conditions.append(cache_entries.c.flow_name == flow)
+    if task_key is not None:
+        conditions.append(cache_entries.c.task_key == task_key)
+    if expired:
+        conditions.append(
+            and_(cache_entries.c.expires.is_not(None), cache_entries.c.expires <= time.time())
+        )
+    where = and_(*conditions) if conditions else None
+    with store.engine.begin() as conn:
+        query = select(cache_entries.c.task_key, cache_entries.c.key, cache_entries.c.result_file)
+        rows = conn.execute(query if where is None else query.where(where)).all()
+        stmt = delete(cache_entries)
+        conn.execute(stmt if where is None else stmt.where(where))
+    for row in rows:
+        _unlink(store.results_dir / row.result_file)
+    store.cache.forget_all()
+    return len(rows)
+
+
+def load_for_resume(store: Store, ref: str) -> tuple[str, str, str, dict[str, Any], list[Any]]:
+    """(run id, flow name, state type, parameters, completed task rows) of a past run."""
+    run_id = find_run_id(store, ref)
+    with store.engine.connect() as conn:
+        row = conn.execute(select(flow_runs).where(flow_runs.c.id == run_id)).one()
+        done = conn.execute(
+            select(
+                task_runs.c.task_key,
+                task_runs.c.dynamic_key,
+                task_runs.c.input_hash,
+                task_runs.c.result,
+                task_runs.c.result_file,
+            ).where(
+                task_runs.c.flow_run_id == run_id,
+                task_runs.c.state_type == "COMPLETED",
+                task_runs.c.input_hash.is_not(None),
+            )
+        ).all()
+    if row.parameters is None:
+        raise ValueError(
+            f"flow run {row.name!r} cannot be resumed: its parameters could not be stored "
+            "(they were not picklable)"
+        )
+    parameters = results.loads(row.parameters)
+    return run_id, row.flow_name, row.state_type or "", parameters, list(done)
+
+
+def load_result(store: Store, row: Any) -> Any:
+    if row.result is not None:
+        return results.loads(row.result)
+    return results.read_file(store.results_dir / row.result_file)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass

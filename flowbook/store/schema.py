@@ -1,0 +1,162 @@
+"""The store's tables (SQLAlchemy Core) and its schema versions.
+
+Times are stored as UNIX epoch seconds (floats): the same on SQLite and PostgreSQL, cheap to
+write, and exact enough (microseconds). Run states are denormalised onto the run rows (the
+latest state) and kept in full in ``states`` (the history).
+
+``SCHEMA_VERSION`` is written in ``flowbook_meta``. Opening a store runs the migrations from
+its version up to this one, in one transaction; a store written by a newer flowbook is refused
+with an error rather than misread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "metadata"]
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+meta = Table(
+    "flowbook_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+processes = Table(
+    "processes",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    # the kernel's start time of the process, to tell a live pid from a reused one
+    Column("pid_start", String(64)),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+)
+
+flow_runs = Table(
+    "flow_runs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("flow_name", String(255), nullable=False),
+    Column("flow_version", String(255)),
+    Column("project", String(255)),
+    Column("process_id", String(36)),
+    Column("parent_task_run_id", String(36)),
+    Column("resumed_from", String(36)),
+    Column("tags", Text),
+    Column("parameters", LargeBinary),
+    Column("parameters_preview", Text),
+    Column("state_type", String(16)),
+    Column("state_name", String(32)),
+    Column("state_message", Text),
+    Column("run_count", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("start_time", Float),
+    Column("end_time", Float),
+    Index("ix_flow_runs_flow_name", "flow_name"),
+    Index("ix_flow_runs_created_at", "created_at"),
+    Index("ix_flow_runs_state_type", "state_type"),
+)
+
+task_runs = Table(
+    "task_runs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("flow_run_id", String(36)),
+    Column("name", String(255), nullable=False),
+    Column("task_name", String(255), nullable=False),
+    Column("task_key", Text),
+    Column("dynamic_key", Integer, nullable=False),
+    Column("subflow_run_id", String(36)),
+    Column("tags", Text),
+    Column("parameters_preview", Text),
+    Column("input_hash", String(64)),
+    Column("cache_key", Text),
+    Column("state_type", String(16)),
+    Column("state_name", String(32)),
+    Column("state_message", Text),
+    Column("run_count", Integer, nullable=False, default=0),
+    # the return value: pickled inline when small, else the name of a file in the results dir
+    Column("result", LargeBinary),
+    Column("result_file", String(255)),
+    Column("created_at", Float, nullable=False),
+    Column("start_time", Float),
+    Column("end_time", Float),
+    Index("ix_task_runs_flow_run_id", "flow_run_id"),
+)
+
+task_run_edges = Table(
+    "task_run_edges",
+    metadata,
+    Column("upstream_id", String(36), primary_key=True),
+    Column("downstream_id", String(36), primary_key=True),
+    Index("ix_task_run_edges_downstream", "downstream_id"),
+)
+
+states = Table(
+    "states",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(36), nullable=False),
+    Column("run_kind", String(4), nullable=False),  # "flow" or "task"
+    Column("type", String(16), nullable=False),
+    Column("name", String(32), nullable=False),
+    Column("message", Text),
+    Column("timestamp", Float, nullable=False),
+    Index("ix_states_run_id", "run_id"),
+)
+
+logs = Table(
+    "logs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("flow_run_id", String(36)),
+    Column("task_run_id", String(36)),
+    Column("level", Integer, nullable=False),
+    Column("logger", String(255), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("timestamp", Float, nullable=False),
+    Index("ix_logs_flow_run_id", "flow_run_id"),
+    Index("ix_logs_timestamp", "timestamp"),
+)
+
+cache_entries = Table(
+    "cache_entries",
+    metadata,
+    Column("task_key", String(512), primary_key=True),
+    Column("key", String(512), primary_key=True),
+    Column("task_name", String(255), nullable=False),
+    Column("flow_name", String(255)),
+    Column("result_file", String(255), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("created", Float, nullable=False),
+    Column("expires", Float),
+    Column("hits", Integer, nullable=False, default=0),
+    Column("input_preview", Text),
+    Index("ix_cache_entries_task_name", "task_name"),
+)
+
+Migration = Callable[[Connection], None]
+
+# MIGRATIONS[n] upgrades an existing store from version n to n + 1 (a new store is created at
+# SCHEMA_VERSION directly). Each step must keep every row it finds.
+MIGRATIONS: dict[int, Migration] = {}

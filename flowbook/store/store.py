@@ -1,0 +1,84 @@
+"""The run store of this process: database engine, writer thread, persistent cache."""
+
+from __future__ import annotations
+
+import atexit
+from typing import Any
+
+from flowbook.engine.events import (
+    FlowRunCreated,
+    FlowRunFinished,
+    LogEmitted,
+    StateChanged,
+    TaskRunCreated,
+    bus,
+)
+from flowbook.engine.runs import FlowRun, new_id
+from flowbook.settings import Settings
+from flowbook.store.database import (
+    connect,
+    prune_logs,
+    recover_crashed,
+    register_process,
+    unregister_process,
+)
+from flowbook.store.writer import StoreWriter
+
+__all__ = ["Store"]
+
+_EVENTS = (FlowRunCreated, TaskRunCreated, StateChanged, LogEmitted, FlowRunFinished)
+
+
+class Store:
+    """One process's connection to a run store (SQLite file or database server)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from flowbook.store.cache import StoreCache
+
+        self.url = settings.store_url
+        self.results_dir = settings.results_dir
+        self.engine = connect(self.url, settings.home, settings.results_dir)
+        self.process_id = new_id()
+        register_process(self.engine, self.process_id)
+        self.crashed_on_open = recover_crashed(self.engine, self.process_id)
+        prune_logs(self.engine, settings.log_retention_days)
+        self.writer = StoreWriter(self.engine, self.process_id, self.results_dir)
+        self.cache = StoreCache(self)
+        self._closed = False
+        atexit.register(self.close)
+
+    def attach(self) -> None:
+        """Start receiving events: every run from now on is recorded."""
+        bus.subscribe(_EVENTS, self.writer.on_event)
+        bus.add_barrier(self._barrier)
+
+    def _barrier(self, flow_run: FlowRun) -> None:
+        self.writer.barrier(flow_run)
+
+    def flush(self) -> None:
+        """Block until every event so far is in the database."""
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Write what is queued, detach, and mark this process as cleanly gone."""
+        if self._closed:
+            return
+        self._closed = True
+        bus.unsubscribe(self.writer.on_event)
+        bus.remove_barrier(self._barrier)
+        self.writer.stop()
+        try:
+            unregister_process(self.engine, self.process_id)
+        except Exception:  # closing at interpreter exit: the database may be gone already
+            pass
+        self.engine.dispose()
+        atexit.unregister(self.close)
+
+    def __repr__(self) -> str:
+        return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

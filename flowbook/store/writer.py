@@ -1,0 +1,491 @@
+"""The store writer: an event subscriber that writes runs to the database on its own thread.
+
+The engine's threads only put events on a queue (a few hundred nanoseconds); this thread
+takes them off in batches and writes each batch in one transaction, with ``executemany``
+statements. Within a batch, a run created and finished in the same batch is inserted once
+with its final state instead of inserted and then updated.
+
+A flow run's end waits for its own rows: ``barrier(flow_run)`` blocks until the batch holding
+its ``FlowRunFinished`` event is committed. Work that is not needed for the run's progress is
+done here, not on the engine's threads: previews of parameters, pickling results, hashing
+inputs for ``resume``.
+
+A batch that cannot be written (a full disk, a database that went away) is retried a few
+times, then reported as a warning and dropped: runs never stop because the store cannot
+keep up.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, and_, bindparam, delete, update
+from sqlalchemy.exc import OperationalError
+
+from flowbook._preview import parameters_preview
+from flowbook.engine.events import (
+    FlowRunCreated,
+    FlowRunFinished,
+    LogEmitted,
+    StateChanged,
+    TaskRunCreated,
+)
+from flowbook.engine.runs import FlowRun, TaskRun
+from flowbook.store import results
+from flowbook.store.database import HEARTBEAT_EVERY_S, heartbeat
+from flowbook.store.schema import (
+    cache_entries,
+    flow_runs,
+    logs,
+    states,
+    task_run_edges,
+    task_runs,
+)
+
+if TYPE_CHECKING:
+    from flowbook.states import State
+
+__all__ = ["StoreWriter"]
+
+# results up to this size (pickled) live in the database row; larger ones in a file
+INLINE_RESULT_BYTES = 64 * 1024
+_BATCH_MAX = 20_000
+_GATHER_S = 0.002
+_STOP = object()
+
+
+def _urgent(item: Any) -> bool:
+    """Somebody waits for this item: write it without gathering more first."""
+    return item is _STOP or isinstance(item, threading.Event) or type(item) is FlowRunFinished
+
+
+class StoreWriter:
+    """Writes events to the database from a thread of its own."""
+
+    def __init__(self, engine: Engine, process_id: str, results_dir: Path) -> None:
+        self.engine = engine
+        self.process_id = process_id
+        self.results_dir = results_dir
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._finished: dict[str, threading.Event] = {}
+        # states of task runs not final yet, by run id (kept here across batches)
+        self.histories: dict[str, list[tuple[Any, ...]]] = {}
+        self._warned: set[str] = set()
+        self._thread = threading.Thread(target=self._loop, name="flowbook-store", daemon=True)
+        self._thread.start()
+
+    # -- called on engine threads ---------------------------------------------------------------
+    def on_event(self, event: Any) -> None:
+        if type(event) is FlowRunFinished:
+            self._finished[event.flow_run.id] = threading.Event()
+        self._queue.put(event)
+
+    def put(self, item: tuple[Any, ...]) -> None:
+        """Queue one of the store's own writes: ``("cache_put", row)``, ``("cache_hit", ...)``."""
+        self._queue.put(item)
+
+    def barrier(self, flow_run: FlowRun, timeout: float = 60.0) -> None:
+        """Block until the flow run's final rows are committed (or ``timeout`` seconds)."""
+        done = self._finished.get(flow_run.id)
+        if done is None:
+            return
+        if not done.wait(timeout):
+            self._warn(
+                "barrier",
+                f"the run store did not confirm flow run {flow_run.name!r} within {timeout:g} s; "
+                "its last rows may be written later",
+            )
+        self._finished.pop(flow_run.id, None)
+
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Block until everything queued so far is committed."""
+        marker = threading.Event()
+        self._queue.put(marker)
+        return marker.wait(timeout)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    # -- the writer thread ----------------------------------------------------------------------
+    def _loop(self) -> None:
+        last_beat = time.monotonic()
+        while True:
+            try:
+                first = self._queue.get(timeout=HEARTBEAT_EVERY_S)
+            except queue.Empty:
+                first = None
+            batch: list[Any] = [] if first is None else [first]
+            if first is not None and not _urgent(first):
+                # let a burst of events arrive, so that they share one transaction
+                time.sleep(_GATHER_S)
+            while len(batch) < _BATCH_MAX:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(item is _STOP for item in batch)
+            if batch:
+                self._write_batch([i for i in batch if i is not _STOP])
+            if time.monotonic() - last_beat >= HEARTBEAT_EVERY_S:
+                last_beat = time.monotonic()
+                self._safely("heartbeat", lambda: heartbeat(self.engine, self.process_id))
+            if stop:
+                return
+
+    def _write_batch(self, batch: list[Any]) -> None:
+        markers = [item for item in batch if isinstance(item, threading.Event)]
+        finished = [item.flow_run.id for item in batch if type(item) is FlowRunFinished]
+        try:
+            rows = _Rows(self)
+            for item in batch:
+                rows.add(item)
+            for attempt in range(5):
+                try:
+                    with self.engine.begin() as conn:
+                        rows.write(conn)
+                    break
+                except OperationalError as exc:
+                    if attempt == 4:
+                        raise
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    time.sleep(0.05 * 2**attempt)
+        except Exception as exc:  # the store must never stop a run; report and go on
+            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+            self._warn(
+                type(exc).__name__,
+                f"the run store could not write {len(batch)} events "
+                f"({type(exc).__name__}: {detail}); the runs go on without these records",
+            )
+        finally:
+            for run_id in finished:
+                event = self._finished.get(run_id)
+                if event is not None:
+                    event.set()
+            for marker in markers:
+                marker.set()
+
+    def _safely(self, what: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # a missed heartbeat only delays crash detection elsewhere
+            self._warn(what, f"the run store's {what} failed: {exc!r}")
+
+    def _warn(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+
+
+class _Rows:
+    """One batch of events turned into rows, ready for ``executemany``."""
+
+    def __init__(self, writer: StoreWriter) -> None:
+        self.writer = writer
+        self.flow_inserts: dict[str, dict[str, Any]] = {}
+        self.task_inserts: dict[str, dict[str, Any]] = {}
+        self.flow_updates: dict[str, dict[str, Any]] = {}
+        self.task_updates: dict[str, dict[str, Any]] = {}
+        self.edges: list[tuple[str, str]] = []
+        self.states: list[tuple[Any, ...]] = []
+        self.logs: list[tuple[Any, ...]] = []
+        self.cache_puts: dict[tuple[str, str], dict[str, Any]] = {}
+        self.cache_hits: dict[tuple[str, str], int] = {}
+        self.cache_deletes: list[tuple[str, str]] = []
+        self.latest_task: dict[str, tuple[FlowRun | TaskRun, State]] = {}
+        self.latest_flow: dict[str, tuple[FlowRun | TaskRun, State]] = {}
+
+    def add(self, item: Any) -> None:
+        kind = type(item)
+        if kind is StateChanged:
+            self._state(item.run, item.state)
+        elif kind is TaskRunCreated:
+            self._task_created(item.task_run, item.upstream)
+        elif kind is FlowRunCreated:
+            self._flow_created(item.flow_run)
+        elif kind is LogEmitted:
+            self._log(item)
+        elif kind is tuple:
+            self._store_item(item)
+
+    # -- events ---------------------------------------------------------------------------------
+    def _flow_created(self, run: FlowRun) -> None:
+        flow = run.flow
+        try:
+            params: bytes | None = results.dumps(run.parameters)
+        except results.ResultError:
+            params = None
+        parent = run.parent_task_run
+        self.flow_inserts[run.id] = {
+            "id": run.id,
+            "name": run.name,
+            "flow_name": flow.name,
+            "flow_version": flow.version,
+            "project": flow.project,
+            "process_id": self.writer.process_id,
+            "parent_task_run_id": parent.id if parent is not None else None,
+            "resumed_from": run.resumed_from,
+            "tags": json.dumps(list(run.tags)),
+            "parameters": params,
+            "parameters_preview": parameters_preview(run.parameters),
+            "created_at": run.created_s,
+            **_state_columns(run, None),
+        }
+
+    def _task_created(self, run: TaskRun, upstream: tuple[str, ...]) -> None:
+        task = run.task
+        self.task_inserts[run.id] = {
+            "id": run.id,
+            "flow_run_id": run.flow_run.id if run.flow_run is not None else None,
+            "name": run.name,
+            "task_name": run.task_name,
+            "task_key": task.task_key if task is not None else None,
+            "dynamic_key": run.dynamic_key,
+            "subflow_run_id": run.subflow_run.id if run.subflow_run is not None else None,
+            "tags": json.dumps(list(run.tags)) if run.tags else "[]",
+            "parameters_preview": _safe_preview(run),
+            "created_at": run.created_s,
+            **_state_columns(run, None),
+        }
+        for upstream_id in upstream:
+            self.edges.append((upstream_id, run.id))
+
+    def _state(self, run: FlowRun | TaskRun, state: State) -> None:
+        row = (run.id, state.type.value, state.name, state.message, state.timestamp_s)
+        # only the latest state of each run in the batch goes onto its row
+        if isinstance(run, TaskRun):
+            self.latest_task[run.id] = (run, state)
+            histories = self.writer.histories
+            history = histories.get(run.id)
+            if history is None:
+                history = histories[run.id] = []
+            history.append(row)
+            if state.type.value in _FINAL:
+                del histories[run.id]
+                if not _implied(history):
+                    self.states.extend((r[0], "task", *r[1:]) for r in history)
+        else:
+            self.latest_flow[run.id] = (run, state)
+            self.states.append((row[0], "flow", *row[1:]))
+            if state.type.value in _FINAL and not state.is_completed():
+                self._hash_inputs(run)
+
+    def _hash_inputs(self, flow_run: FlowRun) -> None:
+        """Key the completed task calls of a run that did not complete, for ``resume``."""
+        for task_run in list(flow_run.task_runs):
+            state = task_run.state
+            if task_run.task is None or state is None or not state.is_completed():
+                continue
+            digest = _input_hash(task_run)
+            if digest is None:
+                continue
+            target = self.task_inserts.get(task_run.id)
+            if target is None:
+                target = self.task_updates.setdefault(task_run.id, {"_id": task_run.id})
+            target["input_hash"] = digest
+
+    def _apply_latest_states(self) -> None:
+        for run_id, (task_run, state) in self.latest_task.items():
+            columns = _state_columns(task_run, state)
+            if state.is_final():
+                assert isinstance(task_run, TaskRun)
+                columns.update(self._task_result(task_run, state))
+            target = self.task_inserts.get(run_id)
+            if target is None:
+                target = self.task_updates.setdefault(run_id, {"_id": run_id})
+            target.update(columns)
+        for run_id, (flow_run, state) in self.latest_flow.items():
+            target = self.flow_inserts.get(run_id)
+            if target is None:
+                target = self.flow_updates.setdefault(run_id, {"_id": run_id})
+            target.update(_state_columns(flow_run, state))
+
+    def _task_result(self, run: TaskRun, state: State) -> dict[str, Any]:
+        out: dict[str, Any] = {"cache_key": run.cache_key}
+        task = run.task
+        if task is None or not state.is_completed() or state.name == "Cached" or not _persists(run):
+            return out
+        try:
+            data = results.dumps(state.data)
+        except results.ResultError:
+            return out  # an unpicklable result is simply not kept; the run is unaffected
+        if len(data) <= INLINE_RESULT_BYTES:
+            out["result"] = data
+        else:
+            name = f"runs/{run.id}.pkl"
+            results.write_file(self.writer.results_dir / name, data)
+            out["result_file"] = name
+        if run.flow_run is None:
+            out["input_hash"] = _input_hash(run)
+        return out
+
+    def _log(self, event: LogEmitted) -> None:
+        record = event.record
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[0] is not None:
+            message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        self.logs.append(
+            (
+                event.flow_run_id,
+                event.task_run_id,
+                record.levelno,
+                getattr(record, "flowbook_run", None) or record.name,
+                message,
+                record.created,
+            )
+        )
+
+    def _store_item(self, item: tuple[Any, ...]) -> None:
+        what = item[0]
+        if what == "cache_put":
+            row = item[1]
+            self.cache_puts[(row["task_key"], row["key"])] = row
+        elif what == "cache_hit":
+            key = (item[1], item[2])
+            self.cache_hits[key] = self.cache_hits.get(key, 0) + 1
+        elif what == "cache_delete":
+            self.cache_deletes.append((item[1], item[2]))
+
+    # -- SQL ------------------------------------------------------------------------------------
+    def write(self, conn: Any) -> None:
+        if self.latest_task or self.latest_flow:
+            self._apply_latest_states()
+            self.latest_task.clear()
+            self.latest_flow.clear()
+        if self.flow_inserts:
+            _insert(conn, flow_runs, _FLOW_COLUMNS, _tuples(self.flow_inserts, _FLOW_COLUMNS))
+        if self.task_inserts:
+            _insert(conn, task_runs, _TASK_COLUMNS, _tuples(self.task_inserts, _TASK_COLUMNS))
+        if self.edges:
+            _insert(conn, task_run_edges, ("upstream_id", "downstream_id"), self.edges)
+        for table, updates in ((flow_runs, self.flow_updates), (task_runs, self.task_updates)):
+            for keys, group in _by_keys(updates.values()).items():
+                stmt = (
+                    update(table)
+                    .where(table.c.id == bindparam("_id"))
+                    .values({k: bindparam(k) for k in keys if k != "_id"})
+                )
+                conn.execute(stmt, group)
+        if self.states:
+            _insert(conn, states, _STATE_COLUMNS, self.states)
+        if self.logs:
+            _insert(conn, logs, _LOG_COLUMNS, self.logs)
+        doomed = set(self.cache_deletes) | set(self.cache_puts)
+        for task_key, key in doomed:
+            conn.execute(
+                delete(cache_entries).where(
+                    and_(cache_entries.c.task_key == task_key, cache_entries.c.key == key)
+                )
+            )
+        if self.cache_puts:
+            conn.execute(cache_entries.insert(), list(self.cache_puts.values()))
+        if self.cache_hits:
+            stmt = (
+                update(cache_entries)
+                .where(
+                    and_(
+                        cache_entries.c.task_key == bindparam("_task_key"),
+                        cache_entries.c.key == bindparam("_key"),
+                    )
+                )
+                .values(hits=cache_entries.c.hits + bindparam("_n"))
+            )
+            conn.execute(
+                stmt,
+                [{"_task_key": t, "_key": k, "_n": n} for (t, k), n in self.cache_hits.items()],
+            )
+
+
+_FLOW_COLUMNS = tuple(c.name for c in flow_runs.columns)
+_TASK_COLUMNS = tuple(c.name for c in task_runs.columns)
+
+
+_STATE_COLUMNS = ("run_id", "run_kind", "type", "name", "message", "timestamp")
+_FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+# histories the task run's own row already tells (created_at, start_time, end_time, message)
+_IMPLIED = {("Pending", "Running", "Completed"), ("Pending", "Cached"), ("Pending", "Completed")}
+
+
+def _implied(history: list[tuple[Any, ...]]) -> bool:
+    """True when a task run's history is the plain one, told by its row's times alone."""
+    return tuple(r[2] for r in history) in _IMPLIED and all(r[3] is None for r in history[:-1])
+
+
+_LOG_COLUMNS = ("flow_run_id", "task_run_id", "level", "logger", "message", "timestamp")
+_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+def _tuples(rows: dict[str, dict[str, Any]], columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
+    """Rows as tuples with every column (``executemany`` needs one shape for all rows)."""
+    return [tuple(row.get(c) for c in columns) for row in rows.values()]
+
+
+def _insert(conn: Any, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """INSERT many rows through the driver's own ``executemany``.
+
+    The bulk of a batch (task runs, states, logs) goes this way: SQLAlchemy's per-row
+    parameter processing would cost more than the database's work.
+    """
+    mark = _PLACEHOLDERS.get(conn.dialect.paramstyle)
+    if mark is None:  # a driver with named parameters: let SQLAlchemy translate
+        conn.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "
+        f"VALUES ({', '.join([mark] * len(columns))})"
+    )
+    conn.exec_driver_sql(sql, rows)
+
+
+def _by_keys(rows: Any) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    return groups
+
+
+def _state_columns(run: FlowRun | TaskRun, state: State | None) -> dict[str, Any]:
+    state = state or run.state
+    return {
+        "state_type": state.type.value if state else None,
+        "state_name": state.name if state else None,
+        "state_message": state.message if state else None,
+        "run_count": run.run_count,
+        "start_time": run.start_s,
+        "end_time": run.end_s if state is not None and state.is_final() else None,
+    }
+
+
+def _persists(run: TaskRun) -> bool:
+    task = run.task
+    if task is not None and task.persist_result is not None:
+        return bool(task.persist_result)
+    flow_run = run.flow_run
+    if flow_run is not None and flow_run.flow.persist_result is not None:
+        return bool(flow_run.flow.persist_result)
+    return True
+
+
+def _safe_preview(run: TaskRun) -> str | None:
+    try:
+        return parameters_preview(run.parameters)
+    except Exception:  # arguments that do not bind are reported by the engine, not here
+        return None
+
+
+def _input_hash(run: TaskRun) -> str | None:
+    from flowbook.caching.hashing import UnhashableInputError, stable_hash
+
+    try:
+        return stable_hash(run.parameters)
+    except (UnhashableInputError, Exception):
+        return None
