@@ -22,7 +22,7 @@ def _main_identity() -> str:
     if isinstance(session, str) and session:
         return f"notebook:{session}"
     path = getattr(main, "__file__", None)
-    if isinstance(path, str) and path:
+    if isinstance(path, str) and path and os.path.isfile(path):  # not "<stdin>"
         return f"script:{os.path.abspath(path)}"
     return "__main__"
 
