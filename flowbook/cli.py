@@ -99,8 +99,15 @@ def _runs(store: Any, args: argparse.Namespace) -> int:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return 0
     table = [
-        (r.id[:8], r.name, r.flow_name, r.state or "-", _when(r.start_time), _secs(r.duration_s),
-         str(r.task_runs))
+        (
+            r.id[:8],
+            r.name,
+            r.flow_name,
+            r.state or "-",
+            _when(r.start_time),
+            _secs(r.duration_s),
+            str(r.task_runs),
+        )
         for r in rows
     ]
     _print_table(("ID", "NAME", "FLOW", "STATE", "STARTED", "DURATION", "TASKS"), table)
@@ -128,8 +135,15 @@ def _cache(store: Any, args: argparse.Namespace) -> int:
         print(json.dumps([r.as_dict() for r in rows], indent=2))
         return 0
     table = [
-        (r.key[:16], r.task_name, r.flow_name or "-", _when(r.created),
-         "expired" if r.expired else _when(r.expires) or "never", _size(r.size), str(r.hits))
+        (
+            r.key[:16],
+            r.task_name,
+            r.flow_name or "-",
+            _when(r.created),
+            "expired" if r.expired else _when(r.expires) or "never",
+            _size(r.size),
+            str(r.hits),
+        )
         for r in rows
     ]
     _print_table(("KEY", "TASK", "FLOW", "CREATED", "EXPIRES", "SIZE", "HITS"), table)
@@ -154,7 +168,7 @@ def _print_detail(detail: Any) -> None:
             print(f"    {_when(line['timestamp'])} | {line['logger']} - {line['message']}")
 
 
-def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     if not rows:
         print("(none)")
         return

@@ -1,16 +1,19 @@
-"""The persistent cache: result files in ``<results dir>/cache/``, the index in the database.
+"""The persistent cache: the index in the database, values in the row or in result files.
 
-Reading is the hot part (a warm cache serves a whole flow). The first look-up for a task
-loads that task's index rows in one query; later look-ups find their entry in memory and only
-read the file. The in-memory index is trusted only for hits: a key it lacks, an entry it
-thinks expired, or a file that is gone is checked against the database, so entries written,
-refreshed or cleared by other processes are seen.
+A value is pickled once, when it is put. Up to ``INLINE_RESULT_BYTES`` it is kept in the index
+row itself; a larger one goes to a file in ``<results dir>/cache/``, written under a temporary
+name and renamed into place before the index row that points at it is written. Small values
+live in the row because a warm cache serves a whole flow from it: opening one file per hit
+costs more than the rest of the task run (measured in benchmarks/RESULTS.md).
 
-Writing pickles the value and writes the file on the calling thread (a cache entry must be
-complete before anyone can find it), then queues the index row for the store writer.
+Reading: the first look-up for a task loads that task's index (and its inline values, up to a
+total of ``BULK_LOAD_BYTES``) in one query; later look-ups are served from memory. The
+in-memory index is trusted only for hits: a key it lacks (when it is older than
+``REFRESH_AFTER_S``), an entry it thinks expired, or a value that cannot be read is checked
+against the database, so entries written, refreshed or cleared by other processes are seen.
 
-A file that is missing, truncated or corrupt while its index row exists is a miss with a
-``CacheKeyWarning`` naming the task and the file; the entry is removed and the task runs.
+An entry whose value is missing, truncated or corrupt is a miss with a ``CacheKeyWarning``
+naming the task; the entry is removed and the task runs.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 
 from flowbook.caching.backend import CacheEntry
 from flowbook.caching.keys import CacheKeyWarning
@@ -31,14 +34,31 @@ from flowbook.store.schema import cache_entries
 if TYPE_CHECKING:
     from flowbook.store.store import Store
 
-__all__ = ["StoreCache"]
+__all__ = ["INLINE_RESULT_BYTES", "StoreCache"]
+
+INLINE_RESULT_BYTES = 64 * 1024
+BULK_LOAD_BYTES = 32 * 1024 * 1024
+REFRESH_AFTER_S = 2.0
 
 
 class _Indexed:
-    __slots__ = ("created", "expires", "file", "hits")
+    """What this process knows of one entry. ``data`` is None when not loaded (or in a file)."""
 
-    def __init__(self, file: str, created: float, expires: float | None, hits: int) -> None:
-        self.file, self.created, self.expires, self.hits = file, created, expires, hits
+    __slots__ = ("created", "data", "expires", "file", "hits")
+
+    def __init__(
+        self, file: str | None, data: bytes | None, created: float, expires: float | None, hits: int
+    ) -> None:
+        self.file, self.data = file, data
+        self.created, self.expires, self.hits = created, expires, hits
+
+
+class _TaskIndex:
+    __slots__ = ("entries", "loaded_at")
+
+    def __init__(self, entries: dict[str, _Indexed]) -> None:
+        self.entries = entries
+        self.loaded_at = time.monotonic()
 
 
 class StoreCache:
@@ -47,24 +67,24 @@ class StoreCache:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._lock = threading.Lock()
-        self._index: dict[str, dict[str, _Indexed]] = {}
+        self._index: dict[str, _TaskIndex] = {}
 
     # -- CacheBackend ----------------------------------------------------------------------------
     def get(self, task_key: str, key: str) -> CacheEntry | None:
-        entry = self._indexed(task_key, key)
         now = time.time()
+        entry = self._indexed(task_key, key)
         if entry is None or (entry.expires is not None and now >= entry.expires):
             entry = self._fetch(task_key, key)
             if entry is None or (entry.expires is not None and now >= entry.expires):
                 return None
         try:
-            value = results.read_file(self.store.results_dir / entry.file)
+            value = self._value(task_key, key, entry)
         except results.ResultError as exc:
             fresh = self._fetch(task_key, key)
             if fresh is None:
                 return None  # cleared meanwhile by someone else: an ordinary miss
-            if fresh.file != entry.file:
-                return self.get(task_key, key)  # replaced meanwhile: read the new file
+            if fresh.file != entry.file or fresh.created != entry.created:
+                return self.get(task_key, key)  # replaced meanwhile: read the new value
             warnings.warn(
                 f"the cached result of task {task_key.rsplit(':', 1)[-1]!r} is unusable "
                 f"({exc}); the entry is removed and the task runs again",
@@ -72,7 +92,7 @@ class StoreCache:
                 stacklevel=3,
             )
             self._forget(task_key, key)
-            self.store.writer.put(("cache_delete", task_key, key))
+            self.store.writer.put(("cache_delete", task_key, key, entry.file))
             return None
         entry.hits += 1
         self.store.writer.put(("cache_hit", task_key, key))
@@ -90,11 +110,18 @@ class StoreCache:
                 stacklevel=3,
             )
             return
-        name = "cache/" + hashlib.sha256(f"{task_key}\0{key}".encode()).hexdigest() + ".pkl"
-        results.write_file(self.store.results_dir / name, data)
+        name: str | None = None
+        inline: bytes | None = data
+        if len(data) > INLINE_RESULT_BYTES:
+            digest = hashlib.sha256(f"{task_key}\0{key}".encode()).hexdigest()
+            name = f"cache/{digest}.pkl"
+            results.write_file(self.store.results_dir / name, data)
+            inline = None
         now = time.time()
         with self._lock:
-            self._index.setdefault(task_key, {})[key] = _Indexed(name, now, expires_s, 0)
+            index = self._index.get(task_key)
+            if index is not None:
+                index.entries[key] = _Indexed(name, inline, now, expires_s, 0)
         self.store.writer.put(
             (
                 "cache_put",
@@ -103,6 +130,7 @@ class StoreCache:
                     "key": key,
                     "task_name": info.get("task_name") or task_key.rsplit(":", 1)[-1],
                     "flow_name": info.get("flow_name"),
+                    "value": inline,
                     "result_file": name,
                     "size": len(data),
                     "created": now,
@@ -116,8 +144,7 @@ class StoreCache:
     def clear(self, task_key: str | None = None) -> int:
         from flowbook.store.queries import clear_cache
 
-        with self._lock:
-            self._index.clear()
+        self.forget_all()
         return clear_cache(self.store, task_key=task_key, all=task_key is None)
 
     def forget_all(self) -> None:
@@ -125,46 +152,78 @@ class StoreCache:
         with self._lock:
             self._index.clear()
 
+    # -- values ----------------------------------------------------------------------------------
+    def _value(self, task_key: str, key: str, entry: _Indexed) -> Any:
+        if entry.file is not None:
+            return results.read_file(self.store.results_dir / entry.file)
+        data = entry.data
+        if data is None:
+            data = self._select_value(task_key, key)
+        return results.loads(data)
+
+    def _select_value(self, task_key: str, key: str) -> bytes:
+        with self.store.engine.connect() as conn:
+            data = conn.execute(
+                select(cache_entries.c.value).where(
+                    and_(cache_entries.c.task_key == task_key, cache_entries.c.key == key)
+                )
+            ).scalar()
+        if not data:
+            raise results.ResultError("the stored value is gone")
+        return bytes(data)
+
     # -- index -----------------------------------------------------------------------------------
     def _indexed(self, task_key: str, key: str) -> _Indexed | None:
-        by_key = self._index.get(task_key)
-        if by_key is None:
-            by_key = self._load(task_key)
-        return by_key.get(key)
+        index = self._index.get(task_key)
+        if index is None:
+            index = self._load(task_key)
+        entry = index.entries.get(key)
+        if entry is None and time.monotonic() - index.loaded_at > REFRESH_AFTER_S:
+            # another process may have added entries since: read the task's index again
+            entry = self._load(task_key).entries.get(key)
+        return entry
 
-    def _load(self, task_key: str) -> dict[str, _Indexed]:
-        columns = (
-            cache_entries.c.key,
-            cache_entries.c.result_file,
-            cache_entries.c.created,
-            cache_entries.c.expires,
-            cache_entries.c.hits,
-        )
+    def _load(self, task_key: str) -> _TaskIndex:
+        c = cache_entries.c
+        mine = c.task_key == task_key
         with self.store.engine.connect() as conn:
-            rows = conn.execute(select(*columns).where(cache_entries.c.task_key == task_key)).all()
-        by_key = {r.key: _Indexed(r.result_file, r.created, r.expires, r.hits) for r in rows}
+            inline_total = conn.execute(
+                select(func.coalesce(func.sum(c.size), 0)).where(mine, c.result_file.is_(None))
+            ).scalar()
+            with_values = int(inline_total or 0) <= BULK_LOAD_BYTES
+            value_column = c.value if with_values else c.size
+            rows = conn.execute(
+                select(c.key, c.result_file, value_column, c.created, c.expires, c.hits).where(mine)
+            ).all()
+        entries = {
+            r[0]: _Indexed(r[1], bytes(r[2]) if with_values and r[2] else None, r[3], r[4], r[5])
+            for r in rows
+        }
+        index = _TaskIndex(entries)
         with self._lock:
-            self._index[task_key] = by_key
-        return by_key
+            self._index[task_key] = index
+        return index
 
     def _fetch(self, task_key: str, key: str) -> _Indexed | None:
+        c = cache_entries.c
         with self.store.engine.connect() as conn:
             row = conn.execute(
-                select(
-                    cache_entries.c.result_file,
-                    cache_entries.c.created,
-                    cache_entries.c.expires,
-                    cache_entries.c.hits,
-                ).where(and_(cache_entries.c.task_key == task_key, cache_entries.c.key == key))
+                select(c.result_file, c.value, c.created, c.expires, c.hits).where(
+                    and_(c.task_key == task_key, c.key == key)
+                )
             ).first()
         if row is None:
             self._forget(task_key, key)
             return None
-        entry = _Indexed(row.result_file, row.created, row.expires, row.hits)
+        entry = _Indexed(row[0], bytes(row[1]) if row[1] else None, row[2], row[3], row[4])
         with self._lock:
-            self._index.setdefault(task_key, {})[key] = entry
+            index = self._index.get(task_key)
+            if index is not None:
+                index.entries[key] = entry
         return entry
 
     def _forget(self, task_key: str, key: str) -> None:
         with self._lock:
-            self._index.get(task_key, {}).pop(key, None)
+            index = self._index.get(task_key)
+            if index is not None:
+                index.entries.pop(key, None)

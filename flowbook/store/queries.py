@@ -242,7 +242,7 @@ def get_run(store: Store, ref: str) -> FlowRunDetail:
                 "cache_key": t.cache_key,
                 "subflow_run_id": t.subflow_run_id,
                 "upstream": upstream.get(t.id, []),
-                "states": by_run.get(t.id, []),
+                "states": by_run.get(t.id) or _implied_history(t),
             }
             for t in tasks
         ],
@@ -257,6 +257,35 @@ def get_run(store: Store, ref: str) -> FlowRunDetail:
             for line in lines
         ],
     )
+
+
+def _implied_history(row: Any) -> list[dict[str, Any]]:
+    """The history of a task run stored without state rows (the plain path; see writer.py)."""
+    history = [
+        {"name": "Pending", "type": "PENDING", "message": None, "timestamp": iso(row.created_at)}
+    ]
+    if row.state_name in (None, "Pending"):
+        return history
+    ran = row.state_name != "Cached" and row.start_time is not None
+    if ran:
+        history.append(
+            {
+                "name": "Running",
+                "type": "RUNNING",
+                "message": None,
+                "timestamp": iso(row.start_time),
+            }
+        )
+    if row.state_name != "Running":
+        history.append(
+            {
+                "name": row.state_name,
+                "type": row.state_type,
+                "message": row.state_message,
+                "timestamp": iso(row.end_time),
+            }
+        )
+    return history
 
 
 def delete_run(store: Store, ref: str) -> int:
@@ -365,7 +394,8 @@ def clear_cache(
         stmt = delete(cache_entries)
         conn.execute(stmt if where is None else stmt.where(where))
     for row in rows:
-        _unlink(store.results_dir / row.result_file)
+        if row.result_file:
+            _unlink(store.results_dir / row.result_file)
     store.cache.forget_all()
     return len(rows)
 

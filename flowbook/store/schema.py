@@ -146,7 +146,9 @@ cache_entries = Table(
     Column("key", String(512), primary_key=True),
     Column("task_name", String(255), nullable=False),
     Column("flow_name", String(255)),
-    Column("result_file", String(255), nullable=False),
+    # the pickled value when small, else the name of its file in the results dir
+    Column("value", LargeBinary),
+    Column("result_file", String(255)),
     Column("size", Integer, nullable=False),
     Column("created", Float, nullable=False),
     Column("expires", Float),

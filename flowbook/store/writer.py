@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, and_, bindparam, delete, update
+from sqlalchemy import Engine, bindparam, text, update
 from sqlalchemy.exc import OperationalError
 
 from flowbook._preview import parameters_preview
@@ -40,6 +40,7 @@ from flowbook.engine.events import (
 )
 from flowbook.engine.runs import FlowRun, TaskRun
 from flowbook.store import results
+from flowbook.store.cache import INLINE_RESULT_BYTES
 from flowbook.store.database import HEARTBEAT_EVERY_S, heartbeat
 from flowbook.store.schema import (
     cache_entries,
@@ -55,8 +56,6 @@ if TYPE_CHECKING:
 
 __all__ = ["StoreWriter"]
 
-# results up to this size (pickled) live in the database row; larger ones in a file
-INLINE_RESULT_BYTES = 64 * 1024
 _BATCH_MAX = 20_000
 _GATHER_S = 0.002
 _STOP = object()
@@ -152,6 +151,7 @@ class StoreWriter:
                 try:
                     with self.engine.begin() as conn:
                         rows.write(conn)
+                    rows.remove_files()
                     break
                 except OperationalError as exc:
                     if attempt == 4:
@@ -201,6 +201,7 @@ class _Rows:
         self.cache_puts: dict[tuple[str, str], dict[str, Any]] = {}
         self.cache_hits: dict[tuple[str, str], int] = {}
         self.cache_deletes: list[tuple[str, str]] = []
+        self.doomed_files: list[str] = []
         self.latest_task: dict[str, tuple[FlowRun | TaskRun, State]] = {}
         self.latest_flow: dict[str, tuple[FlowRun | TaskRun, State]] = {}
 
@@ -354,6 +355,15 @@ class _Rows:
             self.cache_hits[key] = self.cache_hits.get(key, 0) + 1
         elif what == "cache_delete":
             self.cache_deletes.append((item[1], item[2]))
+            if item[3]:
+                self.doomed_files.append(item[3])
+
+    def remove_files(self) -> None:
+        for name in self.doomed_files:
+            try:
+                (self.writer.results_dir / name).unlink()
+            except OSError:
+                pass  # already gone: that is what was wanted
 
     # -- SQL ------------------------------------------------------------------------------------
     def write(self, conn: Any) -> None:
@@ -380,28 +390,17 @@ class _Rows:
         if self.logs:
             _insert(conn, logs, _LOG_COLUMNS, self.logs)
         doomed = set(self.cache_deletes) | set(self.cache_puts)
-        for task_key, key in doomed:
-            conn.execute(
-                delete(cache_entries).where(
-                    and_(cache_entries.c.task_key == task_key, cache_entries.c.key == key)
-                )
+        if doomed:
+            _execute_many(
+                conn, "DELETE FROM cache_entries WHERE task_key = {0} AND key = {0}", list(doomed)
             )
         if self.cache_puts:
-            conn.execute(cache_entries.insert(), list(self.cache_puts.values()))
+            _insert(conn, cache_entries, _CACHE_COLUMNS, _tuples(self.cache_puts, _CACHE_COLUMNS))
         if self.cache_hits:
-            stmt = (
-                update(cache_entries)
-                .where(
-                    and_(
-                        cache_entries.c.task_key == bindparam("_task_key"),
-                        cache_entries.c.key == bindparam("_key"),
-                    )
-                )
-                .values(hits=cache_entries.c.hits + bindparam("_n"))
-            )
-            conn.execute(
-                stmt,
-                [{"_task_key": t, "_key": k, "_n": n} for (t, k), n in self.cache_hits.items()],
+            _execute_many(
+                conn,
+                "UPDATE cache_entries SET hits = hits + {0} WHERE task_key = {0} AND key = {0}",
+                [(n, t, k) for (t, k), n in self.cache_hits.items()],
             )
 
 
@@ -424,7 +423,23 @@ _LOG_COLUMNS = ("flow_run_id", "task_run_id", "level", "logger", "message", "tim
 _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
-def _tuples(rows: dict[str, dict[str, Any]], columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
+_CACHE_COLUMNS = tuple(c.name for c in cache_entries.columns)
+
+
+def _execute_many(conn: Any, template: str, rows: list[tuple[Any, ...]]) -> None:
+    """Run ``template`` (with ``{0}`` for each placeholder) once per row, in the driver."""
+    mark = _PLACEHOLDERS.get(conn.dialect.paramstyle)
+    if mark is None:
+        names = iter(range(1000))
+        sql = template.replace("{0}", "?")
+        while "?" in sql:
+            sql = sql.replace("?", f":p{next(names)}", 1)
+        conn.execute(text(sql), [{f"p{i}": v for i, v in enumerate(row)} for row in rows])
+        return
+    conn.exec_driver_sql(template.format(mark), rows)
+
+
+def _tuples(rows: Any, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
     """Rows as tuples with every column (``executemany`` needs one shape for all rows)."""
     return [tuple(row.get(c) for c in columns) for row in rows.values()]
 
