@@ -1,0 +1,1007 @@
+"""The run store: rows written by runs, results, the persistent cache, the query API, the
+command line, sharing one PostgreSQL store between processes, schema versions and an
+unusable ``FLOWBOOK_HOME``.
+
+Every test reads what flowbook wrote through a separate SQLAlchemy engine (and, for SQLite,
+the file itself), or through other processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import flowbook.cache
+import flowbook.runs
+from flowbook import flow, get_run_logger, task
+from flowbook.settings import reload_settings
+from flowbook.store import StoreError, close_store, get_store, schema
+from flowbook.tasks import task_input_hash
+
+PLAIN_HISTORY = ["Pending", "Running", "Completed"]
+FLOW_CODE = "from flowbook import flow\n\n@flow\ndef f():\n    return 1\n\nf()\n"
+
+
+@dataclass
+class StoreUnderTest:
+    backend: str
+    home: Path
+    url: str
+    env: dict[str, str]
+    engine: sa.Engine
+
+    def rows(self, sql: str, **params: Any) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.text(sql), params))
+
+    def one(self, sql: str, **params: Any) -> Any:
+        rows = self.rows(sql, **params)
+        assert len(rows) == 1, rows
+        return rows[0]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[StoreUnderTest]:
+    home = tmp_path / "home"
+    env = {"FLOWBOOK_HOME": str(home), "FLOWBOOK_CONSOLE": "off"}
+    if request.param == "postgresql":
+        env["FLOWBOOK_DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    reload_settings()
+    opened = get_store()
+    assert opened is not None
+    engine = sa.create_engine(opened.url)
+    yield StoreUnderTest(request.param, home, opened.url, env, engine)
+    close_store()
+    engine.dispose()
+
+
+def _env(flowbook_env: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWBOOK_")}
+    env.update(flowbook_env)
+    return env
+
+
+def run_python(
+    flowbook_env: dict[str, str], *args: str, cwd: Path | str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        env=_env(flowbook_env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def run_ok(flowbook_env: dict[str, str], *args: str, cwd: Path | str) -> str:
+    done = run_python(flowbook_env, *args, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def cli_many(
+    flowbook_env: dict[str, str], commands: Sequence[Sequence[str]], cwd: Path
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run several ``python -m flowbook.cli`` commands at once; their results in order."""
+    started = [
+        (
+            list(cmd),
+            subprocess.Popen(
+                [sys.executable, "-m", "flowbook.cli", *cmd],
+                env=_env(flowbook_env),
+                cwd=cwd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ),
+        )
+        for cmd in commands
+    ]
+    results = []
+    for cmd, proc in started:
+        out, err = proc.communicate(timeout=60)
+        results.append(subprocess.CompletedProcess(cmd, proc.returncode, out, err))
+    return results
+
+
+def cli(flowbook_env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run_python(flowbook_env, "-m", "flowbook.cli", *args, cwd=cwd)
+
+
+def by_call(stdout: str) -> dict[str, str]:
+    """The output of a cache script, split by the ``-- <call>`` line printed after each call."""
+    out: dict[str, str] = {}
+    current: list[str] = []
+    for line in stdout.splitlines(keepends=True):
+        if line.startswith("-- "):
+            out[line[3:].strip()] = "".join(current)
+            current = []
+        else:
+            current.append(line)
+    return out
+
+
+# the seed 002 caching examples, driven by the script's arguments
+CACHE_SCRIPT = """\
+import sys
+import time
+from datetime import timedelta
+
+from flowbook import flow, task
+from flowbook.tasks import task_input_hash
+
+
+@task(cache_key_fn=task_input_hash, cache_expiration=timedelta(minutes=1))
+def hello_task(name_input):
+    # Doing some work
+    print(f"Saying hello {name_input}")
+    return "hello " + name_input
+
+
+@flow
+def hello_flow(name_input):
+    hello_task(name_input)
+
+
+def cache_key_from_sum(context, parameters):
+    print(parameters)
+    return sum(parameters["nums"])
+
+
+@task(cache_key_fn=cache_key_from_sum, cache_expiration=timedelta(minutes=1))
+def cached_task(nums):
+    print('running an expensive operation')
+    time.sleep(0)
+    return sum(nums)
+
+
+@flow
+def test_caching(nums):
+    cached_task(nums)
+
+
+for arg in sys.argv[1:]:
+    what, _, value = arg.partition("=")
+    if what == "hello":
+        hello_flow(value)
+    else:
+        test_caching([int(n) for n in value.split(",")])
+    print(f"-- {arg}", flush=True)
+"""
+
+EXPIRING_SCRIPT = """\
+import sys
+from datetime import timedelta
+
+from flowbook import flow, task
+from flowbook.tasks import task_input_hash
+
+
+@task(cache_key_fn=task_input_hash, cache_expiration=timedelta(seconds=1))
+def hello_task(name_input):
+    print(f"Saying hello {name_input}")
+    return "hello " + name_input
+
+
+@flow
+def hello_flow(name_input):
+    hello_task(name_input)
+
+
+for arg in sys.argv[1:]:
+    hello_flow(arg)
+    print(f"-- {arg}", flush=True)
+"""
+
+
+# -- 1. rows of a run --------------------------------------------------------------------------
+
+
+def test_a_finished_flow_run_has_all_its_rows(store: StoreUnderTest) -> None:
+    @task
+    def double(x: int) -> int:
+        get_run_logger().info("doubling %s", x)
+        return 2 * x
+
+    @task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @task
+    def shout() -> str:
+        return "done"
+
+    @flow(flow_run_name="rows-{n}")
+    def my_flow(n: int) -> str:
+        get_run_logger().info("flow starts")
+        a = double.submit(n)
+        b = add.submit(a, 1)
+        c = shout.submit(wait_for=[b])
+        return c.result()
+
+    assert my_flow(3) == "done"
+
+    # read at once, through another connection: the flow's end waited for these rows
+    run = store.one("SELECT * FROM flow_runs")
+    assert (run.name, run.flow_name) == ("rows-3", "my-flow")
+    assert (run.state_type, run.state_name) == ("COMPLETED", "Completed")
+    assert run.state_message == "All states completed."
+    assert run.start_time is not None and run.end_time is not None
+    assert run.created_at <= run.start_time <= run.end_time
+
+    tasks = {
+        t.name: t
+        for t in store.rows("SELECT * FROM task_runs WHERE flow_run_id = :id", id=run.id)
+    }
+    assert sorted(tasks) == ["add-0", "double-0", "shout-0"]
+    for t in tasks.values():
+        assert (t.state_type, t.state_name) == ("COMPLETED", "Completed"), t.name
+        assert t.created_at <= t.start_time <= t.end_time <= run.end_time, t.name
+        assert t.run_count == 1
+
+    edges = {(e.upstream_id, e.downstream_id) for e in store.rows("SELECT * FROM task_run_edges")}
+    assert edges == {
+        (tasks["double-0"].id, tasks["add-0"].id),  # data dependency
+        (tasks["add-0"].id, tasks["shout-0"].id),  # wait_for
+    }
+
+    logs = {
+        (line.message, line.flow_run_id, line.task_run_id)
+        for line in store.rows("SELECT * FROM logs")
+    }
+    assert ("flow starts", run.id, None) in logs
+    assert ("doubling 3", run.id, tasks["double-0"].id) in logs
+
+    flow_states = store.rows(
+        "SELECT name FROM states WHERE run_id = :id ORDER BY id", id=run.id
+    )
+    assert [s.name for s in flow_states] == PLAIN_HISTORY
+    # plain task histories are told by the task rows' times, not by state rows
+    assert store.rows("SELECT * FROM states WHERE run_kind = 'task'") == []
+
+    detail = flowbook.runs.get(run.id)
+    assert [s["name"] for s in detail.states] == PLAIN_HISTORY
+    for item in detail.task_run_list:
+        row = tasks[item["name"]]
+        assert [s["name"] for s in item["states"]] == PLAIN_HISTORY, item["name"]
+        times = [s["timestamp"] for s in item["states"]]
+        assert times == [
+            _iso(row.created_at),
+            _iso(row.start_time),
+            _iso(row.end_time),
+        ], item["name"]
+    assert sorted(item["name"] for item in detail.task_run_list) == sorted(tasks)
+
+    if store.backend == "sqlite":
+        db = sqlite3.connect(store.home / "flowbook.db")
+        try:
+            assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            names = db.execute("SELECT name, state_name FROM task_runs ORDER BY name").fetchall()
+            assert names == [
+                ("add-0", "Completed"),
+                ("double-0", "Completed"),
+                ("shout-0", "Completed"),
+            ]
+        finally:
+            db.close()
+
+
+def _iso(ts: float) -> str:
+    from flowbook.store.queries import iso
+
+    result = iso(ts)
+    assert result is not None
+    return result
+
+
+def test_a_retried_task_keeps_its_whole_history(store: StoreUnderTest) -> None:
+    @task(retries=2)
+    def flaky() -> None:
+        raise ValueError("boom")
+
+    @flow
+    def retry_flow() -> str:
+        try:
+            flaky()
+        except ValueError:
+            return "handled"
+        return "not raised"
+
+    assert retry_flow() == "handled"
+
+    expected = [
+        "Pending",
+        "Running",
+        "AwaitingRetry",
+        "Retrying",
+        "Running",
+        "AwaitingRetry",
+        "Retrying",
+        "Running",
+        "Failed",
+    ]
+    row = store.one("SELECT * FROM task_runs WHERE name = 'flaky-0'")
+    assert (row.state_name, row.run_count) == ("Failed", 3)
+    history = store.rows(
+        "SELECT name, message FROM states WHERE run_id = :id ORDER BY id", id=row.id
+    )
+    assert [s.name for s in history] == expected
+    assert history[-1].message == "Task run encountered an exception ValueError: boom"
+
+    detail = flowbook.runs.get(row.flow_run_id)
+    (item,) = detail.task_run_list
+    assert [s["name"] for s in item["states"]] == expected
+
+
+# -- 2. results --------------------------------------------------------------------------------
+
+
+def test_results_inline_in_a_file_or_not_at_all(store: StoreUnderTest) -> None:
+    big_value = b"x" * 200_000
+
+    @task
+    def small() -> dict[str, int]:
+        return {"a": 1}
+
+    @task
+    def big() -> bytes:
+        return big_value
+
+    @task(persist_result=False)
+    def unkept() -> int:
+        return 5
+
+    @flow
+    def results_flow() -> None:
+        small()
+        big()
+        unkept()
+
+    results_flow()
+
+    rows = {r.name: r for r in store.rows("SELECT * FROM task_runs")}
+    assert rows["small-0"].result_file is None
+    assert pickle.loads(rows["small-0"].result) == {"a": 1}
+
+    assert rows["big-0"].result is None
+    assert rows["big-0"].result_file == f"runs/{rows['big-0'].id}.pkl"
+    path = store.home / "results" / rows["big-0"].result_file
+    assert pickle.loads(path.read_bytes()) == big_value
+
+    assert (rows["unkept-0"].result, rows["unkept-0"].result_file) == (None, None)
+    assert sorted(p.name for p in (store.home / "results" / "runs").iterdir()) == [path.name]
+
+
+# -- 3, 4. the cache across processes ---------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_seed_caching_sequences_across_processes(store: StoreUnderTest, tmp_path: Path) -> None:
+    script = tmp_path / "caching.py"
+    script.write_text(CACHE_SCRIPT)
+
+    first = by_call(run_ok(store.env, str(script), "hello=Marvin", "sum=2,2", cwd=tmp_path))
+    assert first == {
+        "hello=Marvin": "Saying hello Marvin\n",
+        "sum=2,2": "{'nums': [2, 2]}\nrunning an expensive operation\n",
+    }
+    second = by_call(
+        run_ok(store.env, str(script), "hello=Marvin", "hello=Trillian", "sum=2,2", cwd=tmp_path)
+    )
+    assert second == {
+        "hello=Marvin": "",
+        "hello=Trillian": "Saying hello Trillian\n",
+        "sum=2,2": "{'nums': [2, 2]}\n",
+    }
+    third = by_call(run_ok(store.env, str(script), "sum=1,3", "sum=2,3", cwd=tmp_path))
+    assert third == {
+        "sum=1,3": "{'nums': [1, 3]}\n",
+        "sum=2,3": "{'nums': [2, 3]}\nrunning an expensive operation\n",
+    }
+
+    entries = store.rows("SELECT * FROM cache_entries ORDER BY task_name, hits")
+    assert [(e.task_name, e.flow_name, e.hits) for e in entries] == [
+        ("cached_task", "test-caching", 0),  # sum 5
+        ("cached_task", "test-caching", 2),  # sum 4: [2, 2] again and [1, 3]
+        ("hello_task", "hello-flow", 0),  # Trillian
+        ("hello_task", "hello-flow", 1),  # Marvin
+    ]
+    files = sorted((store.home / "results" / "cache").glob("*.pkl"))
+    assert sorted(store.home / "results" / e.result_file for e in entries) == files
+    values = sorted(str(pickle.loads(f.read_bytes())) for f in files)
+    assert values == ["4", "5", "hello Marvin", "hello Trillian"]
+
+
+@pytest.mark.slow
+def test_an_expired_entry_runs_again_in_another_process(
+    store: StoreUnderTest, tmp_path: Path
+) -> None:
+    script = tmp_path / "expiring.py"
+    script.write_text(EXPIRING_SCRIPT)
+
+    out = run_ok(store.env, str(script), "Marvin", "Marvin", cwd=tmp_path)
+    assert out == "Saying hello Marvin\n-- Marvin\n-- Marvin\n"
+    before = store.one("SELECT * FROM cache_entries")
+    assert before.expires == pytest.approx(before.created, abs=1.0)
+    assert before.hits == 1
+
+    time.sleep(1.2)
+    out = run_ok(store.env, str(script), "Marvin", cwd=tmp_path)
+    assert out == "Saying hello Marvin\n-- Marvin\n"
+    after = store.one("SELECT * FROM cache_entries")
+    assert after.created > before.expires
+    assert after.expires > before.expires
+
+
+def test_refresh_cache_runs_again_and_resets_the_expiration(store: StoreUnderTest) -> None:
+    calls: list[str] = []
+
+    @task(cache_key_fn=task_input_hash, cache_expiration=timedelta(minutes=1))
+    def hello_task(name_input: str) -> str:
+        calls.append(name_input)
+        return f"hello {name_input} #{len(calls)}"
+
+    refreshing = hello_task.with_options(refresh_cache=True)
+
+    @flow
+    def hello_flow(name_input: str, refresh: bool = False) -> str:
+        return (refreshing if refresh else hello_task)(name_input)
+
+    assert hello_flow("Marvin") == "hello Marvin #1"
+    (first,) = flowbook.cache.entries()
+    time.sleep(0.05)
+    assert hello_flow("Marvin", refresh=True) == "hello Marvin #2"
+    assert calls == ["Marvin", "Marvin"]
+    (second,) = flowbook.cache.entries()
+    assert second.key == first.key
+    assert second.expires is not None and first.expires is not None
+    assert second.expires > first.expires
+    row = store.one("SELECT expires, created FROM cache_entries")
+    assert row.expires == pytest.approx(row.created + 60, abs=1.0)
+
+    # the refreshed entry serves the next plain call
+    assert hello_flow("Marvin") == "hello Marvin #2"
+    assert calls == ["Marvin", "Marvin"]
+
+
+def test_cache_hits_are_counted(store: StoreUnderTest) -> None:
+    calls: list[str] = []
+
+    @task(cache_key_fn=task_input_hash, cache_expiration=timedelta(minutes=1))
+    def hello_task(name_input: str) -> str:
+        calls.append(name_input)
+        return "hello " + name_input
+
+    @flow
+    def hello_flow(name_input: str) -> str:
+        return hello_task(name_input)
+
+    for _ in range(3):
+        assert hello_flow("Marvin") == "hello Marvin"
+    assert calls == ["Marvin"]
+    assert [e.hits for e in flowbook.cache.entries()] == [2]
+    assert store.one("SELECT hits FROM cache_entries").hits == 2
+
+
+# -- 5. flowbook.runs and flowbook.cache -------------------------------------------------------
+
+
+def test_runs_list_get_and_delete(store: StoreUnderTest) -> None:
+    @task
+    def big() -> bytes:
+        return b"y" * 100_000
+
+    @flow(flow_run_name="child-run")
+    def child() -> bytes:
+        get_run_logger().info("child log")
+        return big()
+
+    @flow(flow_run_name="parent-run")
+    def parent() -> int:
+        get_run_logger().info("parent log")
+        big()
+        child()
+        return 1
+
+    @flow(flow_run_name="alpha-{i}")
+    def alpha(i: int) -> int:
+        return i
+
+    @flow(flow_run_name="beta-run")
+    def beta() -> None:
+        raise ValueError("beta fails")
+
+    alpha(1)
+    alpha(2)
+    with pytest.raises(ValueError, match="beta fails"):
+        beta()
+    parent()
+
+    everything = flowbook.runs.list()
+    assert {r.name for r in everything} == {
+        "alpha-1",
+        "alpha-2",
+        "beta-run",
+        "parent-run",
+        "child-run",
+    }
+    assert [r.name for r in flowbook.runs.list(flow="alpha")] == ["alpha-2", "alpha-1"]
+    assert [r.name for r in flowbook.runs.list(flow="alpha", limit=1)] == ["alpha-2"]
+    failed = flowbook.runs.list(state="Failed")
+    assert [(r.name, r.state, r.state_type) for r in failed] == [("beta-run", "Failed", "FAILED")]
+    assert [r.name for r in flowbook.runs.list(limit=2)] == ["parent-run", "child-run"]
+
+    alpha_1 = flowbook.runs.list(flow="alpha")[1]
+    assert flowbook.runs.get(alpha_1.id).name == "alpha-1"
+    assert flowbook.runs.get(alpha_1.id[:8]).id == alpha_1.id
+    assert flowbook.runs.get("alpha-1").id == alpha_1.id
+
+    parent_id = flowbook.runs.get("parent-run").id
+    child_id = flowbook.runs.get("child-run").id
+    ids = {"p": parent_id, "c": child_id}
+    task_ids = [
+        t.id for t in store.rows("SELECT id FROM task_runs WHERE flow_run_id IN (:p, :c)", **ids)
+    ]
+    assert len(task_ids) == 3  # big-0 of each, and the parent's record of the subflow
+    files = [
+        store.home / "results" / t.result_file
+        for t in store.rows(
+            "SELECT result_file FROM task_runs WHERE result_file IS NOT NULL "
+            "AND flow_run_id IN (:p, :c)",
+            **ids,
+        )
+    ]
+    assert len(files) == 2
+    assert all(f.is_file() for f in files)
+    assert len(store.rows("SELECT * FROM logs WHERE flow_run_id IN (:p, :c)", **ids)) == 2
+
+    assert flowbook.runs.delete("parent-run") == 2
+
+    assert store.rows("SELECT id FROM flow_runs WHERE id IN (:p, :c)", **ids) == []
+    assert store.rows("SELECT id FROM task_runs WHERE flow_run_id IN (:p, :c)", **ids) == []
+    assert store.rows("SELECT id FROM logs WHERE flow_run_id IN (:p, :c)", **ids) == []
+    doomed = [parent_id, child_id, *task_ids]
+    for run_id in doomed:
+        assert store.rows("SELECT id FROM states WHERE run_id = :r", r=run_id) == []
+        assert (
+            store.rows(
+                "SELECT * FROM task_run_edges WHERE upstream_id = :r OR downstream_id = :r",
+                r=run_id,
+            )
+            == []
+        )
+    assert [f for f in files if f.exists()] == []
+    assert {r.name for r in flowbook.runs.list()} == {"alpha-1", "alpha-2", "beta-run"}
+
+    with pytest.raises(LookupError, match="'nope'"):
+        flowbook.runs.get("nope")
+    with pytest.raises(ValueError, match="limit=0"):
+        flowbook.runs.list(limit=0)
+
+
+def test_cache_entries_and_clear(store: StoreUnderTest) -> None:
+    @task(cache_key_fn=task_input_hash)
+    def t_a(x: int) -> int:
+        return x
+
+    @task(cache_key_fn=task_input_hash, cache_expiration=timedelta(milliseconds=100))
+    def t_b(x: int) -> int:
+        return x
+
+    @task(cache_key_fn=task_input_hash)
+    def t_c(x: int) -> int:
+        return x
+
+    @flow
+    def flow_a() -> None:
+        t_a(1)
+        t_a(2)
+        t_c(1)
+
+    @flow
+    def flow_b() -> None:
+        t_b(1)
+
+    flow_a()
+    flow_b()
+
+    cache_dir = store.home / "results" / "cache"
+
+    def files_of(task_name: str) -> list[Path]:
+        return [
+            cache_dir / Path(r.result_file).name
+            for r in store.rows(
+                "SELECT result_file FROM cache_entries WHERE task_name = :t", t=task_name
+            )
+        ]
+
+    assert len(flowbook.cache.entries()) == 4
+    assert sorted((e.task_name, e.flow_name) for e in flowbook.cache.entries(task="t_a")) == [
+        ("t_a", "flow-a"),
+        ("t_a", "flow-a"),
+    ]
+    assert [(e.task_name, e.flow_name) for e in flowbook.cache.entries(flow="flow-b")] == [
+        ("t_b", "flow-b")
+    ]
+    assert [e.task_name for e in flowbook.cache.entries(task="t_c", flow="flow-a")] == ["t_c"]
+    assert flowbook.cache.entries(task="t_c", flow="flow-b") == []
+
+    a_files, b_files, c_files = files_of("t_a"), files_of("t_b"), files_of("t_c")
+    assert all(f.is_file() for f in [*a_files, *b_files, *c_files])
+    assert len(list(cache_dir.glob("*.pkl"))) == 4
+
+    time.sleep(0.15)
+    assert [e.expired for e in flowbook.cache.entries(task="t_b")] == [True]
+    assert flowbook.cache.clear(expired=True) == 1
+    assert [f for f in b_files if f.exists()] == []
+    assert flowbook.cache.clear(task="t_a") == 2
+    assert [f for f in a_files if f.exists()] == []
+    assert [e.task_name for e in flowbook.cache.entries()] == ["t_c"]
+    assert flowbook.cache.clear(all=True) == 1
+    assert [f for f in c_files if f.exists()] == []
+    assert flowbook.cache.entries() == []
+    assert store.rows("SELECT * FROM cache_entries") == []
+    assert list(cache_dir.glob("*.pkl")) == []
+
+    with pytest.raises(ValueError, match="say which cache entries to clear"):
+        flowbook.cache.clear()
+
+
+# -- 6. the command line -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_command_line(store: StoreUnderTest, tmp_path: Path) -> None:
+    @task
+    def plain(x: int) -> int:
+        return x
+
+    @task(cache_key_fn=task_input_hash)
+    def cli_cached(x: int) -> int:
+        return x
+
+    @task(cache_key_fn=task_input_hash)
+    def other_cached(x: int) -> int:
+        return x
+
+    @task(cache_key_fn=task_input_hash, cache_expiration=timedelta(milliseconds=100))
+    def short_lived(x: int) -> int:
+        return x
+
+    @flow(flow_run_name="cli-ok-run")
+    def cli_ok() -> None:
+        get_run_logger().info("hello from cli-ok")
+        plain(1)
+        cli_cached(1)
+        cli_cached(2)
+
+    @flow(flow_run_name="cli-bad-run")
+    def cli_bad() -> None:
+        raise RuntimeError("cli-bad fails")
+
+    @flow(flow_run_name="cli-ok-run-2")
+    def cli_ok_again() -> None:
+        other_cached(1)
+        short_lived(1)
+
+    cli_ok()
+    with pytest.raises(RuntimeError, match="cli-bad fails"):
+        cli_bad()
+    cli_ok_again()
+    time.sleep(0.15)  # short_lived's entry expires
+
+    ok_id = flowbook.runs.get("cli-ok-run").id
+    (
+        runs_json,
+        flow_limited,
+        show,
+        show_nope,
+        cache_ls,
+        limit_zero,
+        clear_alone,
+    ) = cli_many(
+        store.env,
+        [
+            ["runs", "--json"],
+            ["runs", "--flow", "cli-ok", "--limit", "1", "--json"],
+            ["runs", "show", ok_id[:8], "--json"],
+            ["runs", "show", "nope"],
+            ["cache", "ls", "--json"],
+            ["runs", "--limit", "0"],
+            ["cache", "clear"],
+        ],
+        tmp_path,
+    )
+
+    assert runs_json.returncode == 0, runs_json.stderr
+    listed = json.loads(runs_json.stdout)
+    assert isinstance(listed, list)
+    keys = {"id", "name", "flow_name", "state", "start_time", "end_time", "task_runs"}
+    for item in listed:
+        assert keys <= set(item), item
+    summary = {(r["name"], r["flow_name"], r["state"], r["task_runs"]) for r in listed}
+    assert summary == {
+        ("cli-ok-run", "cli-ok", "Completed", 3),
+        ("cli-bad-run", "cli-bad", "Failed", 0),
+        ("cli-ok-run-2", "cli-ok-again", "Completed", 2),
+    }
+    ok = next(r for r in listed if r["name"] == "cli-ok-run")
+    assert ok["id"] == ok_id
+    assert ok["start_time"] <= ok["end_time"]
+
+    assert flow_limited.returncode == 0, flow_limited.stderr
+    assert [r["name"] for r in json.loads(flow_limited.stdout)] == ["cli-ok-run"]
+
+    assert show.returncode == 0, show.stderr
+    detail = json.loads(show.stdout)
+    assert detail["id"] == ok_id
+    assert [s["name"] for s in detail["states"]] == PLAIN_HISTORY
+    assert sorted(t["name"] for t in detail["task_run_list"]) == [
+        "cli_cached-0",
+        "cli_cached-1",
+        "plain-0",
+    ]
+    for t in detail["task_run_list"]:
+        assert [s["name"] for s in t["states"]] == PLAIN_HISTORY, t["name"]
+    assert [line["message"] for line in detail["logs"]] == ["hello from cli-ok"]
+
+    assert show_nope.returncode == 1
+    assert show_nope.stdout == ""
+    assert show_nope.stderr.startswith("flowbook: ")
+    assert "'nope'" in show_nope.stderr
+
+    assert cache_ls.returncode == 0, cache_ls.stderr
+    entries = json.loads(cache_ls.stdout)
+    for item in entries:
+        assert {"key", "task_name", "created", "expires", "size", "hits"} <= set(item), item
+        assert isinstance(item["size"], int) and item["size"] > 0
+        assert item["hits"] == 0
+    assert sorted(e["task_name"] for e in entries) == [
+        "cli_cached",
+        "cli_cached",
+        "other_cached",
+        "short_lived",
+    ]
+    assert [e["expires"] is None for e in entries if e["task_name"] != "short_lived"] == [
+        True,
+        True,
+        True,
+    ]
+
+    assert limit_zero.returncode == 2
+    assert limit_zero.stdout == ""
+    assert "usage: flowbook runs" in limit_zero.stderr
+    assert "'0' is not a positive whole number" in limit_zero.stderr
+
+    assert clear_alone.returncode == 2
+    assert clear_alone.stdout == ""
+    for option in ("--task", "--flow", "--expired", "--all"):
+        assert option in clear_alone.stderr
+    assert len(store.rows("SELECT * FROM cache_entries")) == 4
+
+    cleared = cli(store.env, "cache", "clear", "--expired", cwd=tmp_path)
+    assert (cleared.returncode, cleared.stdout) == (0, "cleared 1 cache entry\n"), cleared.stderr
+    assert sorted(r.task_name for r in store.rows("SELECT task_name FROM cache_entries")) == [
+        "cli_cached",
+        "cli_cached",
+        "other_cached",
+    ]
+    cleared = cli(store.env, "cache", "clear", "--task", "cli_cached", cwd=tmp_path)
+    assert (cleared.returncode, cleared.stdout) == (0, "cleared 2 cache entries\n"), cleared.stderr
+    assert [r.task_name for r in store.rows("SELECT task_name FROM cache_entries")] == [
+        "other_cached"
+    ]
+    cleared = cli(store.env, "cache", "clear", "--all", cwd=tmp_path)
+    assert (cleared.returncode, cleared.stdout) == (0, "cleared 1 cache entry\n"), cleared.stderr
+    assert store.rows("SELECT * FROM cache_entries") == []
+    assert list((store.home / "results" / "cache").glob("*.pkl")) == []
+
+
+# -- 7. one PostgreSQL store, two processes ----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_two_processes_share_one_postgres_store(postgres_url: str, tmp_path: Path) -> None:
+    script = tmp_path / "caching.py"
+    script.write_text(CACHE_SCRIPT)
+    results_dir = tmp_path / "shared-results"
+    common = {
+        "FLOWBOOK_DATABASE_URL": postgres_url,
+        "FLOWBOOK_RESULTS_DIR": str(results_dir),
+        "FLOWBOOK_CONSOLE": "off",
+    }
+    env_a = {**common, "FLOWBOOK_HOME": str(tmp_path / "home-a")}
+    env_b = {**common, "FLOWBOOK_HOME": str(tmp_path / "home-b")}
+
+    out_a = run_ok(env_a, str(script), "hello=Marvin", cwd=tmp_path)
+    assert out_a == "Saying hello Marvin\n-- hello=Marvin\n"
+
+    listed = json.loads(run_ok(env_b, "-m", "flowbook.cli", "runs", "--json", cwd=tmp_path))
+    assert [(r["flow_name"], r["state"], r["task_runs"]) for r in listed] == [
+        ("hello-flow", "Completed", 1)
+    ]
+
+    out_b = run_ok(env_b, str(script), "hello=Marvin", cwd=tmp_path)
+    assert out_b == "-- hello=Marvin\n"
+
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.connect() as conn:
+            entries = conn.execute(sa.text("SELECT task_name, hits FROM cache_entries")).all()
+            flows = conn.execute(sa.text("SELECT flow_name FROM flow_runs")).scalars().all()
+    finally:
+        engine.dispose()
+    assert [tuple(e) for e in entries] == [("hello_task", 1)]
+    assert flows == ["hello-flow", "hello-flow"]
+    assert len(list((results_dir / "cache").glob("*.pkl"))) == 1
+    assert not (tmp_path / "home-a" / "results").exists()
+    assert not (tmp_path / "home-b" / "results").exists()
+
+
+# -- 8. schema versions ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_a_new_store_has_the_current_schema_version(store: StoreUnderTest) -> None:
+    row = store.one("SELECT value FROM flowbook_meta WHERE key = 'schema_version'")
+    assert row.value == str(schema.SCHEMA_VERSION)
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_a_store_of_a_newer_flowbook_is_refused(store: StoreUnderTest) -> None:
+    close_store()
+    newer = schema.SCHEMA_VERSION + 1
+    db = sqlite3.connect(store.home / "flowbook.db")
+    with db:
+        db.execute(
+            "UPDATE flowbook_meta SET value = ? WHERE key = 'schema_version'", (str(newer),)
+        )
+    db.close()
+
+    with pytest.raises(StoreError) as refused:
+        get_store()
+    message = str(refused.value)
+    assert "newer flowbook" in message
+    assert f"schema version {newer}" in message
+    assert store.one("SELECT value FROM flowbook_meta").value == str(newer)
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_opening_an_old_store_migrates_it_and_keeps_its_runs(
+    store: StoreUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @flow(flow_run_name="old-run")
+    def old_flow() -> int:
+        return 1
+
+    old_flow()
+    close_store()
+
+    old = schema.SCHEMA_VERSION
+
+    def add_note(conn: sa.Connection) -> None:
+        conn.execute(sa.text("ALTER TABLE flow_runs ADD COLUMN note TEXT"))
+
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", old + 1)
+    monkeypatch.setitem(schema.MIGRATIONS, old, add_note)
+
+    assert get_store() is not None
+    db = sqlite3.connect(store.home / "flowbook.db")
+    try:
+        version = db.execute("SELECT value FROM flowbook_meta WHERE key = 'schema_version'")
+        assert version.fetchall() == [(str(old + 1),)]
+        columns = [c[1] for c in db.execute("PRAGMA table_info(flow_runs)")]
+        assert "note" in columns
+    finally:
+        db.close()
+    assert [r.name for r in flowbook.runs.list()] == ["old-run"]
+
+    # the migrated store goes on recording runs
+    old_flow()
+    assert [r.name for r in flowbook.runs.list()] == ["old-run", "old-run"]
+
+
+# -- 9. an unusable FLOWBOOK_HOME --------------------------------------------------------------
+
+
+def test_a_home_that_cannot_be_created_is_an_error(
+    store: StoreUnderTest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    bad_home = blocker / "home"
+    monkeypatch.setenv("FLOWBOOK_HOME", str(bad_home))
+
+    @flow
+    def my_flow() -> int:
+        return 1
+
+    # reload_settings opens the store at once and reports the error to its caller
+    with pytest.raises(StoreError) as at_reload:
+        reload_settings()
+    assert "FLOWBOOK_HOME" in str(at_reload.value)
+    assert repr(str(bad_home)) in str(at_reload.value)
+
+    # and a run started after that tries again rather than running unrecorded
+    with pytest.raises(StoreError) as at_run:
+        my_flow()
+    assert "FLOWBOOK_HOME" in str(at_run.value)
+    assert repr(str(bad_home)) in str(at_run.value)
+
+
+def test_a_home_that_cannot_be_created_fails_the_first_flow_of_a_process(
+    store: StoreUnderTest, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    bad_home = blocker / "home"
+    code = FLOW_CODE
+    done = run_python({**store.env, "FLOWBOOK_HOME": str(bad_home)}, "-c", code, cwd=tmp_path)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("flowbook.store.database.StoreError: FLOWBOOK_HOME=")
+    assert repr(str(bad_home)) in last
+
+
+def _as_nobody(args: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "nobody", "--", *args]
+    return args
+
+
+def test_a_read_only_home_is_an_error_naming_it(store: StoreUnderTest) -> None:
+    probe = subprocess.run(
+        _as_nobody([sys.executable, "-c", "import flowbook.store"]),
+        cwd="/",
+        env=_env({}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if probe.returncode != 0:
+        detail = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(
+            f"user nobody cannot run {sys.executable} and import flowbook ({detail}); "
+            "the interpreter and /work/main must be readable by every user"
+        )
+    base = Path(tempfile.mkdtemp(prefix="flowbook-ro-"))
+    try:
+        base.chmod(0o755)
+        home = base / "home"
+        home.mkdir()
+        home.chmod(0o555)
+        code = FLOW_CODE
+        done = subprocess.run(
+            _as_nobody([sys.executable, "-c", code]),
+            cwd="/",
+            env=_env({**store.env, "FLOWBOOK_HOME": str(home)}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode != 0
+        assert "FLOWBOOK_HOME" in done.stderr
+        assert repr(str(home)) in done.stderr
+        assert list(home.iterdir()) == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
