@@ -29,11 +29,17 @@ def preview(value: Any) -> str:
     return f"<{kind.__module__}.{kind.__qualname__}{suffix}>"
 
 
-_SCALARS = (int, float, bool, type(None))
+_SCALARS = frozenset({int, float, bool, type(None)})
+_encode = json.JSONEncoder().encode
 
 
 def parameters_preview(params: dict[str, Any]) -> str:
-    """Parameters as a JSON object of previews (numbers and short strings as they are)."""
-    if all(type(v) in _SCALARS or (type(v) is str and len(v) <= 80) for v in params.values()):
-        return json.dumps({k: repr(v) for k, v in params.items()})
-    return json.dumps({k: preview(v) for k, v in params.items()})
+    """Parameters as a JSON object of their previews."""
+    shown = {}
+    for name, value in params.items():
+        kind = type(value)
+        if kind in _SCALARS or (kind is str and len(value) <= 80):
+            shown[name] = repr(value)
+        else:
+            shown[name] = preview(value)
+    return _encode(shown)

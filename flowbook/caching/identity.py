@@ -2,8 +2,12 @@
 
 A task's identity is its module and qualified name. For functions defined in ``__main__``
 (a script, or a notebook cell) the module part is the script's path or the notebook's path
-as the kernel reports it, never the cell's temporary file, so re-running a cell keeps the
-identity and two notebooks with a function of the same name do not share entries.
+as the kernel reports it (Jupyter servers and VS Code set ``JPY_SESSION_NAME``, which the
+kernel exposes as ``__session__``), never the cell's temporary file, so re-running a cell keeps
+the identity and two notebooks with a function of the same name do not share entries. A kernel
+that is not told its notebook (nbclient, ``jupyter execute``) falls back to its working
+directory: notebooks in different folders stay apart; give such kernels ``JPY_SESSION_NAME``
+to keep notebooks of one folder apart too.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ def _main_identity() -> str:
     path = getattr(main, "__file__", None)
     if isinstance(path, str) and path and os.path.isfile(path):  # not "<stdin>"
         return f"script:{os.path.abspath(path)}"
-    return "__main__"
+    # A kernel not told its notebook (nbclient, `jupyter execute`): the working directory,
+    # which such tools set to the notebook's folder, keeps other folders' notebooks apart.
+    return f"__main__:{os.getcwd()}"
 
 
 def task_identity(fn: Callable[..., Any]) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -46,14 +45,20 @@ class Event:
     __slots__ = ()
 
 
-@dataclass(frozen=True, slots=True)
+# Events are built on the hot path (four per task run), so they are plain slotted classes with
+# a bare __init__: a frozen dataclass costs several times more to create. Treat them as
+# read-only.
+
+
 class FlowRunCreated(Event):
     """A flow run was created (before it starts running)."""
 
-    flow_run: FlowRun
+    __slots__ = ("flow_run",)
+
+    def __init__(self, flow_run: FlowRun) -> None:
+        self.flow_run = flow_run
 
 
-@dataclass(frozen=True, slots=True)
 class TaskRunCreated(Event):
     """A task run was created inside a flow run (or alone, for a task called outside flows).
 
@@ -61,34 +66,45 @@ class TaskRunCreated(Event):
     passed as arguments) and ``wait_for``.
     """
 
-    task_run: TaskRun
-    upstream: tuple[str, ...] = ()
+    __slots__ = ("task_run", "upstream")
+
+    def __init__(self, task_run: TaskRun, upstream: tuple[str, ...] = ()) -> None:
+        self.task_run = task_run
+        self.upstream = upstream
 
 
-@dataclass(frozen=True, slots=True)
 class StateChanged(Event):
     """A run entered a new state. ``run`` is a FlowRun or a TaskRun."""
 
-    run: FlowRun | TaskRun
-    state: State
-    previous: State | None
+    __slots__ = ("previous", "run", "state")
+
+    def __init__(self, run: FlowRun | TaskRun, state: State, previous: State | None) -> None:
+        self.run = run
+        self.state = state
+        self.previous = previous
 
 
-@dataclass(frozen=True, slots=True)
 class FlowRunFinished(Event):
     """A flow run reached its final state and its task runner has shut down."""
 
-    flow_run: FlowRun
-    state: State
+    __slots__ = ("flow_run", "state")
+
+    def __init__(self, flow_run: FlowRun, state: State) -> None:
+        self.flow_run = flow_run
+        self.state = state
 
 
-@dataclass(frozen=True, slots=True)
 class LogEmitted(Event):
     """A log line (from a run logger, a captured print, or the engine)."""
 
-    record: logging.LogRecord
-    flow_run_id: str | None
-    task_run_id: str | None
+    __slots__ = ("flow_run_id", "record", "task_run_id")
+
+    def __init__(
+        self, record: logging.LogRecord, flow_run_id: str | None, task_run_id: str | None
+    ) -> None:
+        self.record = record
+        self.flow_run_id = flow_run_id
+        self.task_run_id = task_run_id
 
 
 E = TypeVar("E", bound=Event)

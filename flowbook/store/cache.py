@@ -92,7 +92,10 @@ class StoreCache:
                 stacklevel=3,
             )
             self._forget(task_key, key)
-            self.store.writer.put(("cache_delete", task_key, key, entry.file))
+            if entry.file is not None:
+                # now, not later: the run about to happen writes a file of the same name
+                results.remove_file(self.store.results_dir / entry.file)
+            self.store.writer.put(("cache_delete", task_key, key))
             return None
         entry.hits += 1
         self.store.writer.put(("cache_hit", task_key, key))

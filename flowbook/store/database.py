@@ -96,13 +96,33 @@ def connect(url: str, home: Path, results_dir: Path) -> Engine:
         ) from None
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
-    try:
-        _migrate(engine, url)
-    except StoreError:
-        raise
-    except Exception as exc:
-        raise StoreError(f"the store at {_safe(url)!r} cannot be opened: {exc}") from exc
+    for attempt in range(20):
+        try:
+            _migrate(engine, url)
+            break
+        except StoreError:
+            raise
+        except _Racing:
+            time.sleep(0.05 * (attempt + 1))  # another process is creating the store
+        except Exception as exc:
+            if attempt < 19 and _created_meanwhile(exc):
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            raise StoreError(f"the store at {_safe(url)!r} cannot be opened: {exc}") from exc
+    else:
+        raise StoreError(
+            f"the store at {_safe(url)!r} cannot be opened: another process kept creating it"
+        )
     return engine
+
+
+class _Racing(Exception):
+    """The store's tables exist but its version row is not written yet."""
+
+
+def _created_meanwhile(exc: Exception) -> bool:
+    text_ = str(exc).lower()
+    return "already exists" in text_ or "duplicate" in text_ or "unique" in text_
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -126,7 +146,9 @@ def _migrate(engine: Engine, url: str) -> None:
             )
             return
         row = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
-        version = int(row[0]) if row else 0
+        if row is None:
+            raise _Racing()
+        version = int(row[0])
         if version > schema.SCHEMA_VERSION:
             raise StoreError(
                 f"the store at {_safe(url)!r} was written by a newer flowbook (schema version "

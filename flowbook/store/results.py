@@ -62,6 +62,14 @@ def write_file(path: Path, data: bytes) -> None:
         raise
 
 
+def remove_file(path: Path) -> None:
+    """Delete ``path`` if it exists."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
 def read_file(path: Path) -> Any:
     """The value stored in ``path``; ``ResultError`` if it is missing, truncated or corrupt."""
     try:

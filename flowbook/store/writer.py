@@ -39,6 +39,7 @@ from flowbook.engine.events import (
     TaskRunCreated,
 )
 from flowbook.engine.runs import FlowRun, TaskRun
+from flowbook.states import StateType
 from flowbook.store import results
 from flowbook.store.cache import INLINE_RESULT_BYTES
 from flowbook.store.database import HEARTBEAT_EVERY_S, heartbeat
@@ -151,7 +152,6 @@ class StoreWriter:
                 try:
                     with self.engine.begin() as conn:
                         rows.write(conn)
-                    rows.remove_files()
                     break
                 except OperationalError as exc:
                     if attempt == 4:
@@ -201,7 +201,6 @@ class _Rows:
         self.cache_puts: dict[tuple[str, str], dict[str, Any]] = {}
         self.cache_hits: dict[tuple[str, str], int] = {}
         self.cache_deletes: list[tuple[str, str]] = []
-        self.doomed_files: list[str] = []
         self.latest_task: dict[str, tuple[FlowRun | TaskRun, State]] = {}
         self.latest_flow: dict[str, tuple[FlowRun | TaskRun, State]] = {}
 
@@ -261,7 +260,7 @@ class _Rows:
             self.edges.append((upstream_id, run.id))
 
     def _state(self, run: FlowRun | TaskRun, state: State) -> None:
-        row = (run.id, state.type.value, state.name, state.message, state.timestamp_s)
+        row = (run.id, _TYPE_VALUE[state.type], state.name, state.message, state.timestamp_s)
         # only the latest state of each run in the batch goes onto its row
         if isinstance(run, TaskRun):
             self.latest_task[run.id] = (run, state)
@@ -270,14 +269,14 @@ class _Rows:
             if history is None:
                 history = histories[run.id] = []
             history.append(row)
-            if state.type.value in _FINAL:
+            if _TYPE_VALUE[state.type] in _FINAL:
                 del histories[run.id]
                 if not _implied(history):
                     self.states.extend((r[0], "task", *r[1:]) for r in history)
         else:
             self.latest_flow[run.id] = (run, state)
             self.states.append((row[0], "flow", *row[1:]))
-            if state.type.value in _FINAL and not state.is_completed():
+            if _TYPE_VALUE[state.type] in _FINAL and not state.is_completed():
                 self._hash_inputs(run)
 
     def _hash_inputs(self, flow_run: FlowRun) -> None:
@@ -355,15 +354,6 @@ class _Rows:
             self.cache_hits[key] = self.cache_hits.get(key, 0) + 1
         elif what == "cache_delete":
             self.cache_deletes.append((item[1], item[2]))
-            if item[3]:
-                self.doomed_files.append(item[3])
-
-    def remove_files(self) -> None:
-        for name in self.doomed_files:
-            try:
-                (self.writer.results_dir / name).unlink()
-            except OSError:
-                pass  # already gone: that is what was wanted
 
     # -- SQL ------------------------------------------------------------------------------------
     def write(self, conn: Any) -> None:
@@ -410,6 +400,8 @@ _TASK_COLUMNS = tuple(c.name for c in task_runs.columns)
 
 _STATE_COLUMNS = ("run_id", "run_kind", "type", "name", "message", "timestamp")
 _FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+# enum ``.value`` is a Python-level property: look the strings up instead, once per state
+_TYPE_VALUE = {t: t.value for t in StateType}
 # histories the task run's own row already tells (created_at, start_time, end_time, message)
 _IMPLIED = {("Pending", "Running", "Completed"), ("Pending", "Cached"), ("Pending", "Completed")}
 
@@ -441,7 +433,7 @@ def _execute_many(conn: Any, template: str, rows: list[tuple[Any, ...]]) -> None
 
 def _tuples(rows: Any, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
     """Rows as tuples with every column (``executemany`` needs one shape for all rows)."""
-    return [tuple(row.get(c) for c in columns) for row in rows.values()]
+    return [tuple(map(row.get, columns)) for row in rows.values()]
 
 
 def _insert(conn: Any, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
@@ -471,7 +463,7 @@ def _by_keys(rows: Any) -> dict[tuple[str, ...], list[dict[str, Any]]]:
 def _state_columns(run: FlowRun | TaskRun, state: State | None) -> dict[str, Any]:
     state = state or run.state
     return {
-        "state_type": state.type.value if state else None,
+        "state_type": _TYPE_VALUE[state.type] if state else None,
         "state_name": state.name if state else None,
         "state_message": state.message if state else None,
         "run_count": run.run_count,
