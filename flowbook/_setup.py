@@ -30,6 +30,7 @@ def apply_settings(settings: Settings) -> None:
     from flowbook import console, store
     from flowbook import logging as fb_logging
 
+    _configured = False  # until the store is open: a failure is retried by the next run
     fb_logging.install(settings)
     console.configure(settings)
     store.configure(settings)

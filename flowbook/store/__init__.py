@@ -31,6 +31,7 @@ def configure(settings: Settings) -> Store | None:
                 return _store
             _store.close()
             _store = None
+            set_cache_backend(MemoryCache())
         if settings.store == "off":
             set_cache_backend(MemoryCache())
             return None

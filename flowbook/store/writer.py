@@ -107,6 +107,8 @@ class StoreWriter:
 
     def flush(self, timeout: float = 60.0) -> bool:
         """Block until everything queued so far is committed."""
+        if not self._thread.is_alive():
+            return True  # stopped: everything it was given is written
         marker = threading.Event()
         self._queue.put(marker)
         return marker.wait(timeout)

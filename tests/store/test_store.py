@@ -8,6 +8,7 @@ the file itself), or through other processes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -138,6 +139,8 @@ def by_call(stdout: str) -> dict[str, str]:
             current = []
         else:
             current.append(line)
+    if current:
+        out["(after the last call)"] = "".join(current)
     return out
 
 
@@ -214,7 +217,30 @@ for arg in sys.argv[1:]:
 """
 
 
-# -- 1. rows of a run --------------------------------------------------------------------------
+# one task with a value too large for the index row, so it is kept as a file
+SHARED_SCRIPT = """\
+import sys
+
+from flowbook import flow, task
+from flowbook.tasks import task_input_hash
+
+
+@task(cache_key_fn=task_input_hash)
+def big_task(n):
+    print(f"computing {n}")
+    return b"z" * n
+
+
+@flow
+def shared_flow(n):
+    return len(big_task(n))
+
+
+print(shared_flow(100_000))
+"""
+
+
+# -- the rows of a run -----------------------------------------------------------------------------
 
 
 def test_a_finished_flow_run_has_all_its_rows(store: StoreUnderTest) -> None:
@@ -246,12 +272,12 @@ def test_a_finished_flow_run_has_all_its_rows(store: StoreUnderTest) -> None:
     assert (run.name, run.flow_name) == ("rows-3", "my-flow")
     assert (run.state_type, run.state_name) == ("COMPLETED", "Completed")
     assert run.state_message == "All states completed."
-    assert run.start_time is not None and run.end_time is not None
+    assert run.start_time is not None
+    assert run.end_time is not None
     assert run.created_at <= run.start_time <= run.end_time
 
     tasks = {
-        t.name: t
-        for t in store.rows("SELECT * FROM task_runs WHERE flow_run_id = :id", id=run.id)
+        t.name: t for t in store.rows("SELECT * FROM task_runs WHERE flow_run_id = :id", id=run.id)
     }
     assert sorted(tasks) == ["add-0", "double-0", "shout-0"]
     for t in tasks.values():
@@ -272,9 +298,7 @@ def test_a_finished_flow_run_has_all_its_rows(store: StoreUnderTest) -> None:
     assert ("flow starts", run.id, None) in logs
     assert ("doubling 3", run.id, tasks["double-0"].id) in logs
 
-    flow_states = store.rows(
-        "SELECT name FROM states WHERE run_id = :id ORDER BY id", id=run.id
-    )
+    flow_states = store.rows("SELECT name FROM states WHERE run_id = :id ORDER BY id", id=run.id)
     assert [s.name for s in flow_states] == PLAIN_HISTORY
     # plain task histories are told by the task rows' times, not by state rows
     assert store.rows("SELECT * FROM states WHERE run_kind = 'task'") == []
@@ -353,7 +377,7 @@ def test_a_retried_task_keeps_its_whole_history(store: StoreUnderTest) -> None:
     assert [s["name"] for s in item["states"]] == expected
 
 
-# -- 2. results --------------------------------------------------------------------------------
+# -- results ---------------------------------------------------------------------------------------
 
 
 def test_results_inline_in_a_file_or_not_at_all(store: StoreUnderTest) -> None:
@@ -377,9 +401,23 @@ def test_results_inline_in_a_file_or_not_at_all(store: StoreUnderTest) -> None:
         big()
         unkept()
 
-    results_flow()
+    @flow(persist_result=False)
+    def unkept_flow() -> None:
+        small()
+        big()
 
-    rows = {r.name: r for r in store.rows("SELECT * FROM task_runs")}
+    results_flow()
+    unkept_flow()
+    unkept_id = flowbook.runs.list(flow="unkept-flow")[0].id
+    unkept_rows = store.rows(
+        "SELECT name, result, result_file FROM task_runs WHERE flow_run_id = :id", id=unkept_id
+    )
+    assert sorted(tuple(r) for r in unkept_rows) == [("big-0", None, None), ("small-0", None, None)]
+
+    rows = {
+        r.name: r
+        for r in store.rows("SELECT * FROM task_runs WHERE flow_run_id <> :id", id=unkept_id)
+    }
     assert rows["small-0"].result_file is None
     assert pickle.loads(rows["small-0"].result) == {"a": 1}
 
@@ -392,7 +430,7 @@ def test_results_inline_in_a_file_or_not_at_all(store: StoreUnderTest) -> None:
     assert sorted(p.name for p in (store.home / "results" / "runs").iterdir()) == [path.name]
 
 
-# -- 3, 4. the cache across processes ---------------------------------------------------------
+# -- the cache across processes --------------------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -426,10 +464,12 @@ def test_seed_caching_sequences_across_processes(store: StoreUnderTest, tmp_path
         ("hello_task", "hello-flow", 0),  # Trillian
         ("hello_task", "hello-flow", 1),  # Marvin
     ]
-    files = sorted((store.home / "results" / "cache").glob("*.pkl"))
-    assert sorted(store.home / "results" / e.result_file for e in entries) == files
-    values = sorted(str(pickle.loads(f.read_bytes())) for f in files)
+    # values this small are kept in the index rows, not in files under results/cache
+    assert [e.result_file for e in entries] == [None] * 4
+    values = sorted(str(pickle.loads(e.value)) for e in entries)
     assert values == ["4", "5", "hello Marvin", "hello Trillian"]
+    assert [e.size for e in entries] == [len(e.value) for e in entries]
+    assert list((store.home / "results").glob("cache/*")) == []
 
 
 @pytest.mark.slow
@@ -442,7 +482,7 @@ def test_an_expired_entry_runs_again_in_another_process(
     out = run_ok(store.env, str(script), "Marvin", "Marvin", cwd=tmp_path)
     assert out == "Saying hello Marvin\n-- Marvin\n-- Marvin\n"
     before = store.one("SELECT * FROM cache_entries")
-    assert before.expires == pytest.approx(before.created, abs=1.0)
+    assert before.expires - before.created == pytest.approx(1.0, abs=0.1)
     assert before.hits == 1
 
     time.sleep(1.2)
@@ -474,7 +514,8 @@ def test_refresh_cache_runs_again_and_resets_the_expiration(store: StoreUnderTes
     assert calls == ["Marvin", "Marvin"]
     (second,) = flowbook.cache.entries()
     assert second.key == first.key
-    assert second.expires is not None and first.expires is not None
+    assert second.expires is not None
+    assert first.expires is not None
     assert second.expires > first.expires
     row = store.one("SELECT expires, created FROM cache_entries")
     assert row.expires == pytest.approx(row.created + 60, abs=1.0)
@@ -503,7 +544,7 @@ def test_cache_hits_are_counted(store: StoreUnderTest) -> None:
     assert store.one("SELECT hits FROM cache_entries").hits == 2
 
 
-# -- 5. flowbook.runs and flowbook.cache -------------------------------------------------------
+# -- flowbook.runs and flowbook.cache --------------------------------------------------------------
 
 
 def test_runs_list_get_and_delete(store: StoreUnderTest) -> None:
@@ -549,7 +590,7 @@ def test_runs_list_get_and_delete(store: StoreUnderTest) -> None:
     assert [r.name for r in flowbook.runs.list(flow="alpha", limit=1)] == ["alpha-2"]
     failed = flowbook.runs.list(state="Failed")
     assert [(r.name, r.state, r.state_type) for r in failed] == [("beta-run", "Failed", "FAILED")]
-    assert [r.name for r in flowbook.runs.list(limit=2)] == ["parent-run", "child-run"]
+    assert [r.name for r in flowbook.runs.list(limit=2)] == ["child-run", "parent-run"]
 
     alpha_1 = flowbook.runs.list(flow="alpha")[1]
     assert flowbook.runs.get(alpha_1.id).name == "alpha-1"
@@ -601,12 +642,12 @@ def test_runs_list_get_and_delete(store: StoreUnderTest) -> None:
 
 def test_cache_entries_and_clear(store: StoreUnderTest) -> None:
     @task(cache_key_fn=task_input_hash)
-    def t_a(x: int) -> int:
-        return x
+    def t_a(x: int) -> bytes:
+        return bytes([x]) * 100_000
 
     @task(cache_key_fn=task_input_hash, cache_expiration=timedelta(milliseconds=100))
-    def t_b(x: int) -> int:
-        return x
+    def t_b(x: int) -> bytes:
+        return bytes([x]) * 100_000
 
     @task(cache_key_fn=task_input_hash)
     def t_c(x: int) -> int:
@@ -629,7 +670,7 @@ def test_cache_entries_and_clear(store: StoreUnderTest) -> None:
 
     def files_of(task_name: str) -> list[Path]:
         return [
-            cache_dir / Path(r.result_file).name
+            store.home / "results" / r.result_file
             for r in store.rows(
                 "SELECT result_file FROM cache_entries WHERE task_name = :t", t=task_name
             )
@@ -646,28 +687,34 @@ def test_cache_entries_and_clear(store: StoreUnderTest) -> None:
     assert [e.task_name for e in flowbook.cache.entries(task="t_c", flow="flow-a")] == ["t_c"]
     assert flowbook.cache.entries(task="t_c", flow="flow-b") == []
 
-    a_files, b_files, c_files = files_of("t_a"), files_of("t_b"), files_of("t_c")
-    assert all(f.is_file() for f in [*a_files, *b_files, *c_files])
-    assert len(list(cache_dir.glob("*.pkl"))) == 4
+    # values over 64 KiB are files under results/cache, smaller ones stay in the row
+    a_files, b_files = files_of("t_a"), files_of("t_b")
+    assert sorted([*a_files, *b_files]) == sorted(cache_dir.glob("*.pkl"))
+    assert len(a_files) == 2
+    assert len(b_files) == 1
+    assert {pickle.loads(f.read_bytes())[:1] for f in a_files} == {b"\x01", b"\x02"}
+    small = store.one("SELECT value, result_file FROM cache_entries WHERE task_name = 't_c'")
+    assert (pickle.loads(small.value), small.result_file) == (1, None)
 
     time.sleep(0.15)
     assert [e.expired for e in flowbook.cache.entries(task="t_b")] == [True]
+    assert [e.expired for e in flowbook.cache.entries(task="t_a")] == [False, False]
     assert flowbook.cache.clear(expired=True) == 1
     assert [f for f in b_files if f.exists()] == []
+    assert all(f.is_file() for f in a_files)
     assert flowbook.cache.clear(task="t_a") == 2
     assert [f for f in a_files if f.exists()] == []
     assert [e.task_name for e in flowbook.cache.entries()] == ["t_c"]
     assert flowbook.cache.clear(all=True) == 1
-    assert [f for f in c_files if f.exists()] == []
     assert flowbook.cache.entries() == []
     assert store.rows("SELECT * FROM cache_entries") == []
-    assert list(cache_dir.glob("*.pkl")) == []
+    assert list(cache_dir.iterdir()) == []
 
     with pytest.raises(ValueError, match="say which cache entries to clear"):
         flowbook.cache.clear()
 
 
-# -- 6. the command line -----------------------------------------------------------------------
+# -- the command line ------------------------------------------------------------------------------
 
 
 @pytest.mark.slow
@@ -774,7 +821,8 @@ def test_command_line(store: StoreUnderTest, tmp_path: Path) -> None:
     entries = json.loads(cache_ls.stdout)
     for item in entries:
         assert {"key", "task_name", "created", "expires", "size", "hits"} <= set(item), item
-        assert isinstance(item["size"], int) and item["size"] > 0
+        assert isinstance(item["size"], int)
+        assert item["size"] > 0
         assert item["hits"] == 0
     assert sorted(e["task_name"] for e in entries) == [
         "cli_cached",
@@ -817,13 +865,13 @@ def test_command_line(store: StoreUnderTest, tmp_path: Path) -> None:
     assert list((store.home / "results" / "cache").glob("*.pkl")) == []
 
 
-# -- 7. one PostgreSQL store, two processes ----------------------------------------------------
+# -- one PostgreSQL store, two processes -----------------------------------------------------------
 
 
 @pytest.mark.slow
 def test_two_processes_share_one_postgres_store(postgres_url: str, tmp_path: Path) -> None:
-    script = tmp_path / "caching.py"
-    script.write_text(CACHE_SCRIPT)
+    script = tmp_path / "shared.py"
+    script.write_text(SHARED_SCRIPT)
     results_dir = tmp_path / "shared-results"
     common = {
         "FLOWBOOK_DATABASE_URL": postgres_url,
@@ -833,32 +881,33 @@ def test_two_processes_share_one_postgres_store(postgres_url: str, tmp_path: Pat
     env_a = {**common, "FLOWBOOK_HOME": str(tmp_path / "home-a")}
     env_b = {**common, "FLOWBOOK_HOME": str(tmp_path / "home-b")}
 
-    out_a = run_ok(env_a, str(script), "hello=Marvin", cwd=tmp_path)
-    assert out_a == "Saying hello Marvin\n-- hello=Marvin\n"
+    assert run_ok(env_a, str(script), cwd=tmp_path) == "computing 100000\n100000\n"
 
     listed = json.loads(run_ok(env_b, "-m", "flowbook.cli", "runs", "--json", cwd=tmp_path))
     assert [(r["flow_name"], r["state"], r["task_runs"]) for r in listed] == [
-        ("hello-flow", "Completed", 1)
+        ("shared-flow", "Completed", 1)
     ]
 
-    out_b = run_ok(env_b, str(script), "hello=Marvin", cwd=tmp_path)
-    assert out_b == "-- hello=Marvin\n"
+    # B finds A's entry, and reads its value from the shared results directory
+    assert run_ok(env_b, str(script), cwd=tmp_path) == "100000\n"
 
     engine = sa.create_engine(postgres_url)
     try:
         with engine.connect() as conn:
-            entries = conn.execute(sa.text("SELECT task_name, hits FROM cache_entries")).all()
+            entries = conn.execute(
+                sa.text("SELECT task_name, hits, result_file FROM cache_entries")
+            ).all()
             flows = conn.execute(sa.text("SELECT flow_name FROM flow_runs")).scalars().all()
     finally:
         engine.dispose()
-    assert [tuple(e) for e in entries] == [("hello_task", 1)]
-    assert flows == ["hello-flow", "hello-flow"]
-    assert len(list((results_dir / "cache").glob("*.pkl"))) == 1
+    assert [(e.task_name, e.hits) for e in entries] == [("big_task", 1)]
+    assert sorted((results_dir / "cache").glob("*.pkl")) == [results_dir / entries[0].result_file]
+    assert flows == ["shared-flow", "shared-flow"]
     assert not (tmp_path / "home-a" / "results").exists()
     assert not (tmp_path / "home-b" / "results").exists()
 
 
-# -- 8. schema versions ------------------------------------------------------------------------
+# -- schema versions -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)
@@ -873,9 +922,7 @@ def test_a_store_of_a_newer_flowbook_is_refused(store: StoreUnderTest) -> None:
     newer = schema.SCHEMA_VERSION + 1
     db = sqlite3.connect(store.home / "flowbook.db")
     with db:
-        db.execute(
-            "UPDATE flowbook_meta SET value = ? WHERE key = 'schema_version'", (str(newer),)
-        )
+        db.execute("UPDATE flowbook_meta SET value = ? WHERE key = 'schema_version'", (str(newer),))
     db.close()
 
     with pytest.raises(StoreError) as refused:
@@ -921,7 +968,7 @@ def test_opening_an_old_store_migrates_it_and_keeps_its_runs(
     assert [r.name for r in flowbook.runs.list()] == ["old-run", "old-run"]
 
 
-# -- 9. an unusable FLOWBOOK_HOME --------------------------------------------------------------
+# -- an unusable FLOWBOOK_HOME ---------------------------------------------------------------------
 
 
 def test_a_home_that_cannot_be_created_is_an_error(
@@ -936,17 +983,21 @@ def test_a_home_that_cannot_be_created_is_an_error(
     def my_flow() -> int:
         return 1
 
-    # reload_settings opens the store at once and reports the error to its caller
-    with pytest.raises(StoreError) as at_reload:
-        reload_settings()
-    assert "FLOWBOOK_HOME" in str(at_reload.value)
-    assert repr(str(bad_home)) in str(at_reload.value)
+    try:
+        # reload_settings opens the store at once and reports the error to its caller
+        with pytest.raises(StoreError) as at_reload:
+            reload_settings()
+        assert "FLOWBOOK_HOME" in str(at_reload.value)
+        assert repr(str(bad_home)) in str(at_reload.value)
 
-    # and a run started after that tries again rather than running unrecorded
-    with pytest.raises(StoreError) as at_run:
-        my_flow()
-    assert "FLOWBOOK_HOME" in str(at_run.value)
-    assert repr(str(bad_home)) in str(at_run.value)
+        # and a run started after that tries again rather than running unrecorded
+        with pytest.raises(StoreError) as at_run:
+            my_flow()
+        assert "FLOWBOOK_HOME" in str(at_run.value)
+        assert repr(str(bad_home)) in str(at_run.value)
+    finally:
+        monkeypatch.setenv("FLOWBOOK_HOME", str(store.home))
+        reload_settings()
 
 
 def test_a_home_that_cannot_be_created_fails_the_first_flow_of_a_process(
@@ -959,49 +1010,46 @@ def test_a_home_that_cannot_be_created_fails_the_first_flow_of_a_process(
     done = run_python({**store.env, "FLOWBOOK_HOME": str(bad_home)}, "-c", code, cwd=tmp_path)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("flowbook.store.database.StoreError: FLOWBOOK_HOME=")
+    assert "StoreError: FLOWBOOK_HOME=" in last
     assert repr(str(bad_home)) in last
 
 
-def _as_nobody(args: list[str]) -> list[str]:
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "nobody", "--", *args]
-    return args
+@contextlib.contextmanager
+def _read_only_dir(path: Path) -> Iterator[None]:
+    """Make ``path`` unwritable, also for root: a read-only bind mount (root ignores modes)."""
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        try:
+            yield
+        finally:
+            path.chmod(0o755)
+        return
+    subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], check=True)
+        yield
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
 
 
 def test_a_read_only_home_is_an_error_naming_it(store: StoreUnderTest) -> None:
-    probe = subprocess.run(
-        _as_nobody([sys.executable, "-c", "import flowbook.store"]),
-        cwd="/",
-        env=_env({}),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if probe.returncode != 0:
-        detail = (probe.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(
-            f"user nobody cannot run {sys.executable} and import flowbook ({detail}); "
-            "the interpreter and /work/main must be readable by every user"
-        )
     base = Path(tempfile.mkdtemp(prefix="flowbook-ro-"))
     try:
-        base.chmod(0o755)
         home = base / "home"
         home.mkdir()
-        home.chmod(0o555)
-        code = FLOW_CODE
-        done = subprocess.run(
-            _as_nobody([sys.executable, "-c", code]),
-            cwd="/",
-            env=_env({**store.env, "FLOWBOOK_HOME": str(home)}),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        with _read_only_dir(home):
+            done = subprocess.run(
+                [sys.executable, "-c", FLOW_CODE],
+                cwd="/",
+                env=_env({**store.env, "FLOWBOOK_HOME": str(home)}),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert list(home.iterdir()) == []
         assert done.returncode != 0
         assert "FLOWBOOK_HOME" in done.stderr
         assert repr(str(home)) in done.stderr
-        assert list(home.iterdir()) == []
+        assert "is not writable" in done.stderr
     finally:
         shutil.rmtree(base, ignore_errors=True)
