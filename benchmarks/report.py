@@ -307,6 +307,21 @@ def build(a):
         out.append("| " + " | ".join(row) + " |")
     out.append("")
 
+    if a.memory and os.path.exists(a.memory):
+        with open(a.memory) as f:
+            mem = json.load(f)
+        rss = mem["rss_mb"]
+        out.append("## Memory over repeated runs")
+        out.append("")
+        out.append(
+            f"{mem['runs']} runs of a flow mapping a task over {mem['tasks_per_run']:,} inputs "
+            f"in one process, run store on ({mem['task_runs']:,} task runs): resident memory "
+            f"after each run {', '.join(f'{x:.0f}' for x in rss)} MB; growth from the third "
+            f"run to the last {mem['growth_after_run_3_mb']:+.1f} MB "
+            f"(SPEC: bounded, no growth across repeated runs)."
+        )
+        out.append("")
+
     notes = old_notes(a.out)
     out.append("## Notes")
     out.append("")
@@ -335,6 +350,7 @@ def main(argv=None):
     p.add_argument("--started", default=None)
     p.add_argument("--title", default="flowbook benchmarks")
     p.add_argument("--workloads", default=None, help="only these workloads (space-separated)")
+    p.add_argument("--memory", default=None, help="memory.py's JSON, for the memory section")
     a = p.parse_args(argv)
     text = build(a)
     with open(a.out, "w") as f:

@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,13 +79,20 @@ class StoreWriter:
         # states of task runs not final yet, by run id (kept here across batches)
         self.histories: dict[str, list[tuple[Any, ...]]] = {}
         self._warned: set[str] = set()
+        self._hurry = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="flowbook-store", daemon=True)
         self._thread.start()
 
     # -- called on engine threads ---------------------------------------------------------------
     def on_event(self, event: Any) -> None:
-        if type(event) is FlowRunFinished:
+        kind = type(event)
+        if kind is StateChanged and event.previous is None and type(event.run) is TaskRun:
+            return  # a task run's first state, Pending, is told by its TaskRunCreated event
+        if kind is FlowRunFinished:
             self._finished[event.flow_run.id] = threading.Event()
+            self._queue.put(event)
+            self._hurry.set()  # somebody is about to wait for this: stop gathering
+            return
         self._queue.put(event)
 
     def put(self, item: tuple[Any, ...]) -> None:
@@ -111,10 +118,12 @@ class StoreWriter:
             return True  # stopped: everything it was given is written
         marker = threading.Event()
         self._queue.put(marker)
+        self._hurry.set()
         return marker.wait(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         self._queue.put(_STOP)
+        self._hurry.set()
         self._thread.join(timeout)
 
     # -- the writer thread ----------------------------------------------------------------------
@@ -127,8 +136,10 @@ class StoreWriter:
                 first = None
             batch: list[Any] = [] if first is None else [first]
             if first is not None and not _urgent(first):
-                # let a burst of events arrive, so that they share one transaction
-                time.sleep(_GATHER_S)
+                # let a burst of events arrive, so that they share one transaction, unless
+                # somebody waits for the store meanwhile
+                self._hurry.wait(_GATHER_S)
+            self._hurry.clear()
             while len(batch) < _BATCH_MAX:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -194,7 +205,7 @@ class _Rows:
     def __init__(self, writer: StoreWriter) -> None:
         self.writer = writer
         self.flow_inserts: dict[str, dict[str, Any]] = {}
-        self.task_inserts: dict[str, dict[str, Any]] = {}
+        self.task_inserts: dict[str, list[Any]] = {}
         self.flow_updates: dict[str, dict[str, Any]] = {}
         self.task_updates: dict[str, dict[str, Any]] = {}
         self.edges: list[tuple[str, str]] = []
@@ -244,20 +255,24 @@ class _Rows:
         }
 
     def _task_created(self, run: TaskRun, upstream: tuple[str, ...]) -> None:
+        # a list in _TASK_COLUMNS order: a large map creates thousands of these per batch
         task = run.task
-        self.task_inserts[run.id] = {
-            "id": run.id,
-            "flow_run_id": run.flow_run.id if run.flow_run is not None else None,
-            "name": run.name,
-            "task_name": run.task_name,
-            "task_key": task.task_key if task is not None else None,
-            "dynamic_key": run.dynamic_key,
-            "subflow_run_id": run.subflow_run.id if run.subflow_run is not None else None,
-            "tags": json.dumps(list(run.tags)) if run.tags else "[]",
-            "parameters_preview": _safe_preview(run),
-            "created_at": run.created_s,
-            **_state_columns(run, None),
-        }
+        row: list[Any] = [None] * len(_TASK_COLUMNS)
+        row[_T_ID] = run.id
+        row[_T_FLOW_RUN_ID] = run.flow_run.id if run.flow_run is not None else None
+        row[_T_NAME] = run.name
+        row[_T_TASK_NAME] = run.task_name
+        row[_T_TASK_KEY] = task.task_key if task is not None else None
+        row[_T_DYNAMIC_KEY] = run.dynamic_key
+        row[_T_SUBFLOW] = run.subflow_run.id if run.subflow_run is not None else None
+        row[_T_TAGS] = json.dumps(list(run.tags)) if run.tags else "[]"
+        row[_T_PREVIEW] = _safe_preview(run)
+        row[_T_CREATED] = run.created_s
+        row[_T_RUN_COUNT] = run.run_count
+        row[_T_STATE_TYPE], row[_T_STATE_NAME] = "PENDING", "Pending"
+        self.task_inserts[run.id] = row
+        # the Pending state is not sent to the store as an event of its own (see on_event)
+        self.writer.histories[run.id] = [(run.id, "PENDING", "Pending", None, run.created_s)]
         for upstream_id in upstream:
             self.edges.append((upstream_id, run.id))
 
@@ -290,10 +305,15 @@ class _Rows:
             digest = _input_hash(task_run)
             if digest is None:
                 continue
-            target = self.task_inserts.get(task_run.id)
-            if target is None:
-                target = self.task_updates.setdefault(task_run.id, {"_id": task_run.id})
-            target["input_hash"] = digest
+            self._set_task_columns(task_run.id, {"input_hash": digest})
+
+    def _set_task_columns(self, run_id: str, columns: dict[str, Any]) -> None:
+        row = self.task_inserts.get(run_id)
+        if row is None:
+            self.task_updates.setdefault(run_id, {"_id": run_id}).update(columns)
+            return
+        for name, value in columns.items():
+            row[_TASK_INDEX[name]] = value
 
     def _apply_latest_states(self) -> None:
         for run_id, (task_run, state) in self.latest_task.items():
@@ -301,10 +321,7 @@ class _Rows:
             if state.is_final():
                 assert isinstance(task_run, TaskRun)
                 columns.update(self._task_result(task_run, state))
-            target = self.task_inserts.get(run_id)
-            if target is None:
-                target = self.task_updates.setdefault(run_id, {"_id": run_id})
-            target.update(columns)
+            self._set_task_columns(run_id, columns)
         for run_id, (flow_run, state) in self.latest_flow.items():
             target = self.flow_inserts.get(run_id)
             if target is None:
@@ -366,7 +383,7 @@ class _Rows:
         if self.flow_inserts:
             _insert(conn, flow_runs, _FLOW_COLUMNS, _tuples(self.flow_inserts, _FLOW_COLUMNS))
         if self.task_inserts:
-            _insert(conn, task_runs, _TASK_COLUMNS, _tuples(self.task_inserts, _TASK_COLUMNS))
+            _insert(conn, task_runs, _TASK_COLUMNS, list(map(tuple, self.task_inserts.values())))
         if self.edges:
             _insert(conn, task_run_edges, ("upstream_id", "downstream_id"), self.edges)
         for table, updates in ((flow_runs, self.flow_updates), (task_runs, self.task_updates)):
@@ -418,6 +435,22 @@ _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
 _CACHE_COLUMNS = tuple(c.name for c in cache_entries.columns)
+_TASK_INDEX = {name: i for i, name in enumerate(_TASK_COLUMNS)}
+_T_ID, _T_FLOW_RUN_ID, _T_NAME, _T_TASK_NAME, _T_TASK_KEY = (
+    _TASK_INDEX[c] for c in ("id", "flow_run_id", "name", "task_name", "task_key")
+)
+_T_STATE_TYPE, _T_STATE_NAME = _TASK_INDEX["state_type"], _TASK_INDEX["state_name"]
+_T_DYNAMIC_KEY, _T_SUBFLOW, _T_TAGS, _T_PREVIEW, _T_CREATED, _T_RUN_COUNT = (
+    _TASK_INDEX[c]
+    for c in (
+        "dynamic_key",
+        "subflow_run_id",
+        "tags",
+        "parameters_preview",
+        "created_at",
+        "run_count",
+    )
+)
 
 
 def _execute_many(conn: Any, template: str, rows: list[tuple[Any, ...]]) -> None:
@@ -438,7 +471,7 @@ def _tuples(rows: Any, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
     return [tuple(map(row.get, columns)) for row in rows.values()]
 
 
-def _insert(conn: Any, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+def _insert(conn: Any, table: Any, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> None:
     """INSERT many rows through the driver's own ``executemany``.
 
     The bulk of a batch (task runs, states, logs) goes this way: SQLAlchemy's per-row
@@ -452,7 +485,7 @@ def _insert(conn: Any, table: Any, columns: tuple[str, ...], rows: list[tuple[An
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
         f"VALUES ({', '.join([mark] * len(columns))})"
     )
-    conn.exec_driver_sql(sql, rows)
+    conn.exec_driver_sql(sql, list(rows))
 
 
 def _by_keys(rows: Any) -> dict[tuple[str, ...], list[dict[str, Any]]]:
