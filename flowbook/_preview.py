@@ -30,16 +30,17 @@ def preview(value: Any) -> str:
 
 
 _SCALARS = frozenset({int, float, bool, type(None)})
-_encode = json.JSONEncoder().encode
+_quote = json.encoder.encode_basestring_ascii
 
 
 def parameters_preview(params: dict[str, Any]) -> str:
-    """Parameters as a JSON object of their previews."""
-    shown = {}
+    """Parameters as a JSON object of their previews (built by hand: it runs per task run)."""
+    parts = []
     for name, value in params.items():
         kind = type(value)
         if kind in _SCALARS or (kind is str and len(value) <= 80):
-            shown[name] = repr(value)
+            shown = repr(value)
         else:
-            shown[name] = preview(value)
-    return _encode(shown)
+            shown = preview(value)
+        parts.append(f"{_quote(name)}: {_quote(shown)}")
+    return "{" + ", ".join(parts) + "}"

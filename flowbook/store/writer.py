@@ -58,7 +58,11 @@ if TYPE_CHECKING:
 __all__ = ["StoreWriter"]
 
 _BATCH_MAX = 20_000
-_GATHER_S = 0.002
+# How long the writer lets events gather before writing them, unless somebody waits for the
+# store (a flow run ending, a flush). Writing while a busy flow runs makes both compete for
+# the GIL; a run shorter than this is written once, when it ends. Longer runs are written
+# every _GATHER_S seconds.
+_GATHER_S = 0.5
 _STOP = object()
 
 
@@ -80,6 +84,8 @@ class StoreWriter:
         self.histories: dict[str, list[tuple[Any, ...]]] = {}
         self._warned: set[str] = set()
         self._hurry = threading.Event()
+        self._waiting = 0  # urgent items queued and not yet written
+        self._waiting_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="flowbook-store", daemon=True)
         self._thread.start()
 
@@ -90,10 +96,16 @@ class StoreWriter:
             return  # a task run's first state, Pending, is told by its TaskRunCreated event
         if kind is FlowRunFinished:
             self._finished[event.flow_run.id] = threading.Event()
-            self._queue.put(event)
-            self._hurry.set()  # somebody is about to wait for this: stop gathering
+            self._call_for(event)
             return
         self._queue.put(event)
+
+    def _call_for(self, item: Any) -> None:
+        """Queue an item somebody will wait for, and make the writer stop gathering."""
+        with self._waiting_lock:
+            self._waiting += 1
+        self._queue.put(item)
+        self._hurry.set()
 
     def put(self, item: tuple[Any, ...]) -> None:
         """Queue one of the store's own writes: ``("cache_put", row)``, ``("cache_hit", ...)``."""
@@ -117,13 +129,11 @@ class StoreWriter:
         if not self._thread.is_alive():
             return True  # stopped: everything it was given is written
         marker = threading.Event()
-        self._queue.put(marker)
-        self._hurry.set()
+        self._call_for(marker)
         return marker.wait(timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._queue.put(_STOP)
-        self._hurry.set()
+        self._call_for(_STOP)
         self._thread.join(timeout)
 
     # -- the writer thread ----------------------------------------------------------------------
@@ -135,11 +145,8 @@ class StoreWriter:
             except queue.Empty:
                 first = None
             batch: list[Any] = [] if first is None else [first]
-            if first is not None and not _urgent(first):
-                # let a burst of events arrive, so that they share one transaction, unless
-                # somebody waits for the store meanwhile
+            if first is not None and not self._waiting:
                 self._hurry.wait(_GATHER_S)
-            self._hurry.clear()
             while len(batch) < _BATCH_MAX:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -148,6 +155,12 @@ class StoreWriter:
             stop = any(item is _STOP for item in batch)
             if batch:
                 self._write_batch([i for i in batch if i is not _STOP])
+            urgent = sum(1 for item in batch if _urgent(item))
+            if urgent:
+                with self._waiting_lock:
+                    self._waiting -= urgent
+                    if not self._waiting:
+                        self._hurry.clear()
             if time.monotonic() - last_beat >= HEARTBEAT_EVERY_S:
                 last_beat = time.monotonic()
                 self._safely("heartbeat", lambda: heartbeat(self.engine, self.process_id))
@@ -155,12 +168,19 @@ class StoreWriter:
                 return
 
     def _write_batch(self, batch: list[Any]) -> None:
-        markers = [item for item in batch if isinstance(item, threading.Event)]
-        finished = [item.flow_run.id for item in batch if type(item) is FlowRunFinished]
+        markers: list[threading.Event] = []
+        finished: list[str] = []
         try:
             rows = _Rows(self)
+            add = rows.add
             for item in batch:
-                rows.add(item)
+                kind = type(item)
+                if kind is threading.Event:
+                    markers.append(item)
+                elif kind is FlowRunFinished:
+                    finished.append(item.flow_run.id)
+                else:
+                    add(item)
             for attempt in range(5):
                 try:
                     with self.engine.begin() as conn:
@@ -421,13 +441,16 @@ _STATE_COLUMNS = ("run_id", "run_kind", "type", "name", "message", "timestamp")
 _FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 # enum ``.value`` is a Python-level property: look the strings up instead, once per state
 _TYPE_VALUE = {t: t.value for t in StateType}
-# histories the task run's own row already tells (created_at, start_time, end_time, message)
-_IMPLIED = {("Pending", "Running", "Completed"), ("Pending", "Cached"), ("Pending", "Completed")}
 
 
 def _implied(history: list[tuple[Any, ...]]) -> bool:
     """True when a task run's history is the plain one, told by its row's times alone."""
-    return tuple(r[2] for r in history) in _IMPLIED and all(r[3] is None for r in history[:-1])
+    if len(history) == 3:
+        _, running, final = history
+        return running[2] == "Running" and final[2] == "Completed" and running[3] is None
+    if len(history) == 2:
+        return history[1][2] in ("Cached", "Completed")
+    return False
 
 
 _LOG_COLUMNS = ("flow_run_id", "task_run_id", "level", "logger", "message", "timestamp")
