@@ -27,11 +27,17 @@ def ensure_configured() -> None:
 
 def apply_settings(settings: Settings) -> None:
     global _configured
-    from flowbook import console, store
+    import sys
+
+    from flowbook import console
     from flowbook import logging as fb_logging
 
     _configured = False  # until the store is open: a failure is retried by the next run
     fb_logging.install(settings)
     console.configure(settings)
-    store.configure(settings)
+    if settings.store == "on" or "flowbook.store" in sys.modules:
+        # only a store that is (or was) on costs the import of SQLAlchemy
+        from flowbook import store
+
+        store.configure(settings)
     _configured = True

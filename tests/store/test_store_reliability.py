@@ -4,12 +4,15 @@
   ``Crashed``, while runs of live or cleanly finished processes are left alone;
 - a cached value (file or index row) that is truncated, overwritten or deleted is a miss
   with a ``CacheKeyWarning``, and the entry made by the re-run is a hit;
-- two processes write 2,000 task runs each to one SQLite file (also while a third lists);
+- two processes write 2,000 task runs each to one store (also while a third lists);
 - ``Flow.resume`` reuses completed task calls and runs the rest, in one process or across two;
 - task identity in notebooks: re-running a cell hits, editing the body misses, two notebooks
   never share entries, and a kernel restart keeps the entries.
 
-Everything is observed in real files, real processes, real kernels and the SQLite file itself.
+Every test runs on both backends: SQLite in ``FLOWBOOK_HOME``, and a fresh database of a real
+PostgreSQL server (``FLOWBOOK_DATABASE_URL``, given to every process and kernel a test starts).
+Everything is observed in real files, real processes, real kernels and the database itself,
+read through a separate SQLAlchemy engine.
 """
 
 from __future__ import annotations
@@ -18,53 +21,118 @@ import json
 import os
 import pickle
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 import flowbook.cache
 import flowbook.runs
 from flowbook import flow, task
 from flowbook.caching.keys import CacheKeyWarning
 from flowbook.settings import reload_settings
-from flowbook.store import close_store
+from flowbook.store import close_store, get_store
 from flowbook.tasks import task_input_hash
 
 pytestmark = pytest.mark.slow
 
 
 # -- helpers ------------------------------------------------------------------------------------
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+@dataclass
+class StoreUnderTest:
+    """A store of this test's own: its backend, home, URL and the ``FLOWBOOK_*`` variables
+    that point a process at it; ``rows`` reads it through an engine of the test's own."""
+
+    backend: str
+    home: Path
+    url: str
+    env: dict[str, str]
+    engine: sa.Engine
+
+    def rows(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        with self.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.text(sql), params)]
+
+
+def store_env(home: Path, url: str | None) -> dict[str, str]:
+    env = {"FLOWBOOK_HOME": str(home), "FLOWBOOK_CONSOLE": "off"}
+    if url is not None:
+        env["FLOWBOOK_DATABASE_URL"] = url
+    return env
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[StoreUnderTest]:
     """A store of this test's own, opened by the test process."""
-    path = tmp_path / "home"
-    monkeypatch.setenv("FLOWBOOK_HOME", str(path))
-    monkeypatch.setenv("FLOWBOOK_CONSOLE", "off")
+    home = tmp_path / "home"
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    env = store_env(home, url)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
     reload_settings()
-    yield path
+    opened = get_store()
+    assert opened is not None
+    engine = sa.create_engine(opened.url)
+    yield StoreUnderTest(request.param, home, opened.url, env, engine)
     close_store()
+    engine.dispose()
+    check_no_sqlite_fallback(request.param, home)
 
 
-def reopen(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
-    """Open the store at ``path`` afresh in this process (as any new process would)."""
+@pytest.fixture
+def untouched_store(
+    store: StoreUnderTest, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[StoreUnderTest]:
+    """A second store of the same backend that no process has opened yet."""
+    home = tmp_path / "fresh-home"
+    server: Any = None
+    name = f"t_fresh_{uuid.uuid4().hex[:12]}"
+    if store.backend == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+        url = server.create_database(name)
+    else:
+        url = f"sqlite:///{home / 'flowbook.db'}"  # what FLOWBOOK_HOME alone means
+    env = store_env(home, url if server is not None else None)
+    engine = sa.create_engine(url)
+    yield StoreUnderTest(store.backend, home, url, env, engine)
+    close_store()  # the test may have opened it in this process: close before dropping it
+    engine.dispose()
+    if server is not None:
+        server.drop_database(name)
+    check_no_sqlite_fallback(store.backend, home)
+
+
+def check_no_sqlite_fallback(backend: str, home: Path) -> None:
+    # a process or kernel that missed FLOWBOOK_DATABASE_URL would have written SQLite here
+    if backend == "postgresql":
+        assert not (home / "flowbook.db").exists(), "a process used SQLite, not PostgreSQL"
+
+
+def reopen(monkeypatch: pytest.MonkeyPatch, store: StoreUnderTest) -> None:
+    """Open ``store`` afresh in this process (as any new process would)."""
     close_store()
-    monkeypatch.setenv("FLOWBOOK_HOME", str(path))
+    monkeypatch.delenv("FLOWBOOK_DATABASE_URL", raising=False)
+    for name, value in store.env.items():
+        monkeypatch.setenv(name, value)
     reload_settings()
 
 
-def child_env(path: Path) -> dict[str, str]:
+def child_env(store: StoreUnderTest) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWBOOK_")}
     env.pop("JPY_SESSION_NAME", None)
-    env.update(FLOWBOOK_HOME=str(path), FLOWBOOK_CONSOLE="off")
+    env.update(store.env)
     return env
 
 
@@ -74,11 +142,11 @@ def write_script(path: Path, code: str) -> Path:
 
 
 def run_script(
-    script: Path, *args: str, home: Path, timeout: float = 60
+    script: Path, *args: str, store: StoreUnderTest, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(script), *args],
-        env=child_env(home),
+        env=child_env(store),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -88,15 +156,6 @@ def run_script(
 def last_json(proc: subprocess.CompletedProcess[str]) -> Any:
     assert proc.stdout.strip(), f"no output; exit {proc.returncode}, stderr:\n{proc.stderr}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def query(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """Rows read from the SQLite file directly, read-only."""
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return con.execute(sql, params).fetchall()
-    finally:
-        con.close()
 
 
 def lines(path: Path) -> list[str]:
@@ -130,35 +189,34 @@ CRASHING_FLOW = """\
 """
 
 
-def wait_for_task_state(db: Path, task_name: str, state: str, proc: subprocess.Popen[Any]) -> None:
+def wait_for_task_state(
+    store: StoreUnderTest, task_name: str, state: str, proc: subprocess.Popen[Any]
+) -> None:
+    # the tables exist: the store fixture opened the store before the child started
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"the child exited early with {proc.returncode}"
-        try:
-            rows = query(db, "SELECT state_type FROM task_runs WHERE task_name = ?", task_name)
-        except sqlite3.OperationalError:  # no file or no tables yet
-            rows = []
+        rows = store.rows("SELECT state_type FROM task_runs WHERE task_name = :n", n=task_name)
         if rows and rows[0][0] == state:
             return
         time.sleep(0.05)
-    pytest.fail(f"task run of {task_name!r} never reached {state} in {db}")
+    pytest.fail(f"task run of {task_name!r} never reached {state} in {store.backend}")
 
 
 def test_killed_process_runs_are_crashed_at_next_open(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: StoreUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db = home / "flowbook.db"
     script = write_script(tmp_path / "doomed.py", CRASHING_FLOW)
     err = (tmp_path / "doomed.err").open("w")
     proc = subprocess.Popen(
-        [sys.executable, str(script)], env=child_env(home), stdout=err, stderr=err
+        [sys.executable, str(script)], env=child_env(store), stdout=err, stderr=err
     )
     try:
-        wait_for_task_state(db, "second", "RUNNING", proc)
-        (run_id,) = next(iter(query(db, "SELECT id FROM flow_runs WHERE flow_name = 'doomed'")))
+        wait_for_task_state(store, "second", "RUNNING", proc)
+        ((run_id,),) = store.rows("SELECT id FROM flow_runs WHERE flow_name = 'doomed'")
 
         # the process is alive: opening the store must leave its run alone
-        reopen(monkeypatch, home)
+        reopen(monkeypatch, store)
         assert flowbook.runs.get(run_id).state == "Running"
         assert flowbook.runs.list(state="Crashed") == []
 
@@ -171,9 +229,10 @@ def test_killed_process_runs_are_crashed_at_next_open(
         err.close()
 
     # still what the killed process left behind: nobody opened the store since
-    assert query(db, "SELECT state_type FROM flow_runs WHERE id = ?", run_id) == [("RUNNING",)]
+    still = store.rows("SELECT state_type FROM flow_runs WHERE id = :id", id=run_id)
+    assert still == [("RUNNING",)]
 
-    reopen(monkeypatch, home)
+    reopen(monkeypatch, store)
     detail = flowbook.runs.get(run_id)
     assert detail.state == "Crashed"
     assert detail.state_type == "CRASHED"
@@ -187,16 +246,16 @@ def test_killed_process_runs_are_crashed_at_next_open(
     assert tasks["second"]["state"] == "Crashed"
     assert "ended" in (tasks["second"]["message"] or "")
     assert tasks["second"]["states"][-1]["name"] == "Crashed"
-    ((blob,),) = query(db, "SELECT result FROM task_runs WHERE task_name = 'first'")
-    assert pickle.loads(blob) == {"answer": 42}
+    ((blob,),) = store.rows("SELECT result FROM task_runs WHERE task_name = 'first'")
+    assert pickle.loads(bytes(blob)) == {"answer": 42}
 
     crashed = flowbook.runs.list(state="Crashed")
     assert [r.id for r in crashed] == [run_id]
     assert crashed[0].flow_name == "doomed"
-    assert query(db, "SELECT count(*) FROM processes WHERE pid = ?", proc.pid) == [(0,)]
+    assert store.rows("SELECT count(*) FROM processes WHERE pid = :pid", pid=proc.pid) == [(0,)]
 
     # a later open changes nothing more
-    reopen(monkeypatch, home)
+    reopen(monkeypatch, store)
     assert [r.id for r in flowbook.runs.list(state="Crashed")] == [run_id]
     assert flowbook.runs.get(run_id).task_run_list[0]["state"] == "Completed"
 
@@ -224,25 +283,24 @@ FINISHING_FLOWS = """\
 
 
 def test_cleanly_finished_processes_are_never_crashed(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: StoreUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db = home / "flowbook.db"
     script = write_script(tmp_path / "tidy.py", FINISHING_FLOWS)
-    ok = run_script(script, "3", home=home)
+    ok = run_script(script, "3", store=store)
     assert ok.returncode == 0, ok.stderr
-    failing = run_script(script, "-1", home=home)
+    failing = run_script(script, "-1", store=store)
     assert failing.returncode == 1, failing.stderr
     assert "ValueError: negative" in failing.stderr
 
     for _ in range(2):
-        reopen(monkeypatch, home)
+        reopen(monkeypatch, store)
         runs = flowbook.runs.list(flow="tidy")
         assert sorted(r.state for r in runs) == ["Completed", "Failed"]
         assert flowbook.runs.list(state="Crashed") == []
         for run in runs:
             states = [s["name"] for s in flowbook.runs.get(run.id).states]
             assert "Crashed" not in states
-    pids = [row[0] for row in query(db, "SELECT pid FROM processes")]
+    pids = [row[0] for row in store.rows("SELECT pid FROM processes")]
     assert pids == [os.getpid()]
 
 
@@ -273,28 +331,25 @@ def damage_file(file: Path, how: str) -> None:
         file.unlink()
 
 
-def damage_row(db: Path, how: str) -> None:
-    con = sqlite3.connect(db, timeout=30)
-    try:
-        with con:
-            ((data,),) = con.execute("SELECT value FROM cache_entries").fetchall()
-            assert data, "the small value is not kept in the index row"
-            damaged = {"truncated": data[: len(data) // 2], "garbage": b"\x80garbage"}
-            con.execute("UPDATE cache_entries SET value = ?", (damaged.get(how),))
-    finally:
-        con.close()
+def damage_row(store: StoreUnderTest, how: str) -> None:
+    with store.engine.begin() as conn:
+        ((data,),) = conn.execute(sa.text("SELECT value FROM cache_entries")).all()
+        assert data, "the small value is not kept in the index row"
+        data = bytes(data)
+        damaged = {"truncated": data[: len(data) // 2], "garbage": b"\x80garbage"}
+        conn.execute(sa.text("UPDATE cache_entries SET value = :v"), {"v": damaged.get(how)})
 
 
 def cache_files(home: Path) -> list[Path]:
     return list((home / "results" / "cache").glob("*.pkl"))
 
 
-def test_corrupt_cache_files_are_misses_with_a_warning_in_process(home: Path) -> None:
+def test_corrupt_cache_files_are_misses_with_a_warning_in_process(store: StoreUnderTest) -> None:
     SQUARE_CALLS.clear()
     assert squares(7) == 49
     assert squares(7) == 49
     assert SQUARE_CALLS == [7]
-    files = cache_files(home)
+    files = cache_files(store.home)
     assert len(files) == 1, files
 
     for n, how in enumerate(("truncated", "garbage", "deleted"), start=2):
@@ -346,7 +401,7 @@ CACHED_SCRIPT = """\
 
 @pytest.mark.parametrize("kept_in", ["file", "row"])
 def test_corrupt_cache_entries_are_misses_with_a_warning_across_processes(
-    home: Path, tmp_path: Path, kept_in: str
+    store: StoreUnderTest, tmp_path: Path, kept_in: str
 ) -> None:
     # a large value is kept in a file of <results>/cache/, a small one in the index row
     script = write_script(tmp_path / "cached.py", CACHED_SCRIPT)
@@ -354,21 +409,21 @@ def test_corrupt_cache_entries_are_misses_with_a_warning_across_processes(
     pad = "100000" if kept_in == "file" else "10"
 
     def call() -> list[list[str]]:
-        out = last_json(run_script(script, str(log), pad, home=home))
+        out = last_json(run_script(script, str(log), pad, store=store))
         assert out["value"] == 49
         return list(out["warnings"])
 
     assert call() == []
     assert call() == []
     assert len(lines(log)) == 1
-    files = cache_files(home)
+    files = cache_files(store.home)
     assert len(files) == (1 if kept_in == "file" else 0), files
 
     for n, how in enumerate(("truncated", "garbage", "deleted"), start=2):
         if kept_in == "file":
             damage_file(files[0], how)
         else:
-            damage_row(home / "flowbook.db", how)
+            damage_row(store, how)
         warned = call()
         assert [w[0] for w in warned] == ["CacheKeyWarning"], (how, warned)
         assert "square_cached" in warned[0][1]
@@ -427,7 +482,7 @@ MANY_TASKS = """\
 
 
 def start_together(
-    script: Path, tmp_path: Path, store_home: Path, roles: list[tuple[str, ...]]
+    script: Path, tmp_path: Path, store: StoreUnderTest, roles: list[tuple[str, ...]]
 ) -> list[subprocess.CompletedProcess[str]]:
     """Start one process per role, release them at the same moment, wait for all."""
     go = tmp_path / "go"
@@ -440,7 +495,7 @@ def start_together(
                 ready,
                 subprocess.Popen(
                     [sys.executable, str(script), *args],
-                    env=child_env(store_home),
+                    env=child_env(store),
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     text=True,
@@ -465,10 +520,10 @@ def check_clean(results: list[subprocess.CompletedProcess[str]]) -> None:
         assert "could not write" not in r.stderr
 
 
-def check_many_runs(db: Path, expected_runs: int) -> None:
-    counts = query(
-        db,
-        "SELECT f.state_type, count(t.id), sum(t.state_type = 'COMPLETED') FROM flow_runs f "
+def check_many_runs(store: StoreUnderTest, expected_runs: int) -> None:
+    counts = store.rows(
+        "SELECT f.state_type, count(t.id), "
+        "sum(CASE WHEN t.state_type = 'COMPLETED' THEN 1 ELSE 0 END) FROM flow_runs f "
         "JOIN task_runs t ON t.flow_run_id = f.id WHERE f.flow_name = 'many' GROUP BY f.id",
     )
     assert counts == [("COMPLETED", 2000, 2000)] * expected_runs
@@ -477,29 +532,34 @@ def check_many_runs(db: Path, expected_runs: int) -> None:
 
 
 @pytest.mark.parametrize("store_state", ["fresh", "existing"])
-def test_two_processes_write_2000_task_runs_each_to_one_sqlite_file(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_state: str
+def test_two_processes_write_2000_task_runs_each_to_one_store(
+    store: StoreUnderTest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    store_state: str,
 ) -> None:
-    # "fresh": both processes create the store at the same moment; "existing": it exists
-    shared = tmp_path / "fresh-home" if store_state == "fresh" else home
+    # "fresh": both processes create the store (the SQLite file, or the tables in an empty
+    # PostgreSQL database) at the same moment; "existing": it exists
+    shared = request.getfixturevalue("untouched_store") if store_state == "fresh" else store
     script = write_script(tmp_path / "many.py", MANY_TASKS)
     results = start_together(script, tmp_path, shared, [("write", "0", "0"), ("write", "1", "0")])
     check_clean(results)
     assert [last_json(r)["value"] for r in results] == [2001000, 2001000]
     reopen(monkeypatch, shared)
-    check_many_runs(shared / "flowbook.db", 2)
+    check_many_runs(shared, 2)
 
 
 def test_listing_runs_while_another_process_writes(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: StoreUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     script = write_script(tmp_path / "many.py", MANY_TASKS)
-    results = start_together(script, tmp_path, home, [("write", "w", "0.0005"), ("list", "w")])
+    results = start_together(script, tmp_path, store, [("write", "w", "0.0005"), ("list", "w")])
     check_clean(results)
     assert last_json(results[0])["value"] == 2001000
     assert last_json(results[1])["lists"] >= 1
-    reopen(monkeypatch, home)
-    check_many_runs(home / "flowbook.db", 1)
+    reopen(monkeypatch, store)
+    check_many_runs(store, 1)
 
 
 # -- 4. resume ----------------------------------------------------------------------------------
@@ -567,7 +627,7 @@ def failed_run(the_flow: Any, src: Path, flag: Path, log: Path) -> flowbook.runs
 
 
 def test_resume_runs_only_what_did_not_complete(
-    home: Path, abc_files: tuple[Path, Path, Path]
+    store: StoreUnderTest, abc_files: tuple[Path, Path, Path]
 ) -> None:
     src, flag, log = abc_files
     old = failed_run(abc_by_path, src, flag, log)
@@ -599,7 +659,7 @@ def test_resume_runs_only_what_did_not_complete(
 
 
 def test_resume_reuses_a_call_whose_arguments_are_unchanged(
-    home: Path, abc_files: tuple[Path, Path, Path]
+    store: StoreUnderTest, abc_files: tuple[Path, Path, Path]
 ) -> None:
     src, flag, log = abc_files
     old = failed_run(abc_by_path, src, flag, log)
@@ -613,7 +673,7 @@ def test_resume_reuses_a_call_whose_arguments_are_unchanged(
 
 
 def test_resume_runs_again_calls_whose_arguments_changed(
-    home: Path, abc_files: tuple[Path, Path, Path]
+    store: StoreUnderTest, abc_files: tuple[Path, Path, Path]
 ) -> None:
     src, flag, log = abc_files
     old = failed_run(abc_by_value, src, flag, log)
@@ -629,7 +689,7 @@ def test_resume_runs_again_calls_whose_arguments_changed(
 
 
 def test_resume_refuses_what_it_cannot_resume(
-    home: Path, abc_files: tuple[Path, Path, Path]
+    store: StoreUnderTest, abc_files: tuple[Path, Path, Path]
 ) -> None:
     src, flag, log = abc_files
     old = failed_run(abc_by_path, src, flag, log)
@@ -703,24 +763,23 @@ RESUMABLE_SCRIPT = """\
 
 
 def test_resume_in_another_process(
-    home: Path, tmp_path: Path, abc_files: tuple[Path, Path, Path]
+    store: StoreUnderTest, tmp_path: Path, abc_files: tuple[Path, Path, Path]
 ) -> None:
     src, flag, log = abc_files
     script = write_script(tmp_path / "pipeline.py", RESUMABLE_SCRIPT)
-    first = last_json(run_script(script, "run", str(src), str(flag), str(log), home=home))
+    first = last_json(run_script(script, "run", str(src), str(flag), str(log), store=store))
     assert first["state"] == "Failed"
     assert lines(log) == ["a", "b", "c"]
     # the large result of padded lives in a file of the results directory
-    ((result_file,),) = query(
-        home / "flowbook.db",
-        "SELECT result_file FROM task_runs WHERE task_name = 'padded' AND flow_run_id = ?",
-        first["id"],
+    ((result_file,),) = store.rows(
+        "SELECT result_file FROM task_runs WHERE task_name = 'padded' AND flow_run_id = :id",
+        id=first["id"],
     )
     assert result_file is not None
-    assert (home / "results" / result_file).is_file()
+    assert (store.home / "results" / result_file).is_file()
 
     flag.write_text("ok")
-    second = last_json(run_script(script, "resume", first["id"], home=home))
+    second = last_json(run_script(script, "resume", first["id"], store=store))
     assert second["value"] == 41
     assert second["resumed_from"] == first["id"]
     assert second["id"] != first["id"]
@@ -763,15 +822,20 @@ def write_notebook(path: Path, cells: list[str]) -> Path:
 
 def execute_notebook(
     path: Path,
+    store: StoreUnderTest,
     monkeypatch: pytest.MonkeyPatch,
     kernel_env: dict[str, str],
     session: str | None,
 ) -> list[tuple[str | None, str]]:
-    """Run the notebook in a new kernel; (result line, body prints) of each call cell."""
+    """Run the notebook in a new kernel; (result line, body prints) of each call cell.
+
+    The kernel inherits this process's environment: the store's ``FLOWBOOK_*`` variables,
+    the Jupyter paths of ``kernel_env`` and the session name.
+    """
     import nbformat
     from nbclient import NotebookClient
 
-    for name, value in kernel_env.items():
+    for name, value in {**store.env, **kernel_env}.items():
         monkeypatch.setenv(name, value)
     if session is None:
         monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
@@ -793,11 +857,14 @@ def execute_notebook(
 
 
 def test_notebook_cell_rerun_hits_edit_misses_and_restore_hits(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, venv_kernel_env: dict[str, str]
+    store: StoreUnderTest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    venv_kernel_env: dict[str, str],
 ) -> None:
     cells = [SETUP_CELL, DEFINE_A, CALL_CELL, DEFINE_A, CALL_CELL, DEFINE_B, CALL_CELL]
     path = write_notebook(tmp_path / "edits.ipynb", [*cells, DEFINE_A, CALL_CELL])
-    calls = execute_notebook(path, monkeypatch, venv_kernel_env, session=str(path))
+    calls = execute_notebook(path, store, monkeypatch, venv_kernel_env, session=str(path))
     key = f"notebook:{path}:shout"
     assert calls == [
         (f"RESULT 42 {key}", "BODY-A ran"),
@@ -805,11 +872,12 @@ def test_notebook_cell_rerun_hits_edit_misses_and_restore_hits(
         (f"RESULT 63 {key}", "BODY-B ran"),
         (f"RESULT 42 {key}", ""),
     ]
+    assert store.rows("SELECT count(*) FROM flow_runs WHERE flow_name = 'nb-flow'") == [(4,)]
 
 
 @pytest.mark.parametrize("with_session_name", [True, False], ids=["JPY_SESSION_NAME", "none"])
 def test_two_notebooks_never_share_cache_entries(
-    home: Path,
+    store: StoreUnderTest,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     venv_kernel_env: dict[str, str],
@@ -824,10 +892,10 @@ def test_two_notebooks_never_share_cache_entries(
     one = write_notebook(tmp_path / folders[0] / "one.ipynb", [SETUP_CELL, DEFINE_A, CALL_CELL])
     two = write_notebook(tmp_path / folders[1] / "two.ipynb", [SETUP_CELL, DEFINE_A, CALL_CELL])
     first = execute_notebook(
-        one, monkeypatch, venv_kernel_env, str(one) if with_session_name else None
+        one, store, monkeypatch, venv_kernel_env, str(one) if with_session_name else None
     )
     second = execute_notebook(
-        two, monkeypatch, venv_kernel_env, str(two) if with_session_name else None
+        two, store, monkeypatch, venv_kernel_env, str(two) if with_session_name else None
     )
     assert first[0][1] == "BODY-A ran"
     keys = [call[0] for call in first + second]
@@ -839,11 +907,14 @@ def test_two_notebooks_never_share_cache_entries(
 
 
 def test_notebook_cache_survives_a_kernel_restart(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, venv_kernel_env: dict[str, str]
+    store: StoreUnderTest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    venv_kernel_env: dict[str, str],
 ) -> None:
     path = write_notebook(tmp_path / "restart.ipynb", [SETUP_CELL, DEFINE_A, CALL_CELL])
-    before = execute_notebook(path, monkeypatch, venv_kernel_env, session=str(path))
-    after = execute_notebook(path, monkeypatch, venv_kernel_env, session=str(path))
+    before = execute_notebook(path, store, monkeypatch, venv_kernel_env, session=str(path))
+    after = execute_notebook(path, store, monkeypatch, venv_kernel_env, session=str(path))
     key = f"notebook:{path}:shout"
     assert before == [(f"RESULT 42 {key}", "BODY-A ran")]
     assert after == [(f"RESULT 42 {key}", "")]
