@@ -8,8 +8,10 @@ no file), and again by ``flowbook.settings.reload_settings()``. If the store can
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
-from flowbook.settings import Settings, get_settings
+if TYPE_CHECKING:
+    from flowbook.settings import Settings
 
 __all__ = ["apply_settings", "ensure_configured"]
 
@@ -22,6 +24,8 @@ def ensure_configured() -> None:
         return
     with _lock:
         if not _configured:
+            from flowbook.settings import get_settings
+
             apply_settings(get_settings())
 
 

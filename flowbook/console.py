@@ -18,13 +18,15 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowbook.engine.events import FlowRunCreated, LogEmitted, StateChanged, TaskRunCreated, bus
 from flowbook.engine.runs import FlowRun, TaskRun
 from flowbook.exceptions import UpstreamTaskError
-from flowbook.settings import Settings
 from flowbook.states import StateType
+
+if TYPE_CHECKING:
+    from flowbook.settings import Settings
 
 __all__ = ["configure", "set_frontend_active"]
 

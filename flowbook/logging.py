@@ -16,12 +16,14 @@ import builtins
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowbook.engine.events import LogEmitted, bus
 from flowbook.engine.runs import FlowRun, TaskRun, current_flow_run, current_task_run
 from flowbook.exceptions import MissingContextError
-from flowbook.settings import Settings
+
+if TYPE_CHECKING:
+    from flowbook.settings import Settings
 
 __all__ = ["RunLogger", "get_run_logger"]
 

@@ -20,7 +20,9 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, PositiveFloat
 
 __all__ = ["Settings", "get_settings", "reload_settings"]
 
@@ -29,37 +31,21 @@ _SWITCH = ("on", "off")
 _CONSOLE = ("auto", "on", "off")
 
 
-class Settings:
-    """flowbook's settings (see the module docstring for the variables)."""
+class Settings(BaseModel):
+    """flowbook's settings (see the module docstring for the variables), validated by pydantic.
 
-    __slots__ = (
-        "console",
-        "database_url",
-        "home",
-        "log_retention_days",
-        "logging_level",
-        "results_dir",
-        "store",
-    )
+    This module is imported when the first run starts, not by ``import flowbook``.
+    """
 
-    def __init__(
-        self,
-        *,
-        home: Path,
-        database_url: str | None = None,
-        results_dir: Path | None = None,
-        store: str = "on",
-        log_retention_days: float | None = 30.0,
-        logging_level: str = "INFO",
-        console: str = "auto",
-    ) -> None:
-        self.home = home
-        self.database_url = database_url
-        self.results_dir = results_dir or home / "results"
-        self.store = store
-        self.log_retention_days = log_retention_days
-        self.logging_level = logging_level
-        self.console = console
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    home: Path
+    database_url: str | None = None
+    results_dir: Path
+    store: Literal["on", "off"] = "on"
+    log_retention_days: PositiveFloat | None = 30.0
+    logging_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    console: Literal["auto", "on", "off"] = "auto"
 
     @property
     def logging_level_no(self) -> int:
@@ -69,10 +55,6 @@ class Settings:
     def store_url(self) -> str:
         """The database URL: ``FLOWBOOK_DATABASE_URL``, or SQLite in the home."""
         return self.database_url or f"sqlite:///{self.home / 'flowbook.db'}"
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"Settings({fields})"
 
 
 def _choice(name: str, default: str, allowed: tuple[str, ...], *, upper: bool = False) -> str:
@@ -114,7 +96,7 @@ def _from_env() -> Settings:
     options: dict[str, Any] = {
         "home": home,
         "database_url": os.environ.get("FLOWBOOK_DATABASE_URL", "").strip() or None,
-        "results_dir": _path("FLOWBOOK_RESULTS_DIR", None),
+        "results_dir": _path("FLOWBOOK_RESULTS_DIR", None) or home / "results",
         "store": _choice("FLOWBOOK_STORE", "on", _SWITCH),
         "log_retention_days": _retention(),
         "logging_level": _choice("FLOWBOOK_LOGGING_LEVEL", "INFO", _LEVELS, upper=True),
