@@ -52,7 +52,10 @@ class StateType(str, enum.Enum):
 FINAL_TYPES = frozenset(
     {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 )
-_DEFAULT_NAMES = {t: t.value.capitalize() for t in StateType}
+# Keyed by the plain string: hashing an enum member calls a Python-level method, and states
+# are created several times per task run.
+_DEFAULT_NAMES = {t._value_: t._value_.capitalize() for t in StateType}
+_FINAL_VALUES = frozenset(t._value_ for t in FINAL_TYPES)
 
 _NO_DATA: Any = object()
 
@@ -85,7 +88,7 @@ class State:
             )
         setattr_ = object.__setattr__
         setattr_(self, "type", type)
-        setattr_(self, "name", name or _DEFAULT_NAMES[type])
+        setattr_(self, "name", name or _DEFAULT_NAMES[type._value_])
         setattr_(self, "message", message)
         setattr_(self, "data", None if data is _NO_DATA else data)
         setattr_(self, "run_id", run_id)
@@ -139,7 +142,7 @@ class State:
         return self.type is StateType.CANCELLED
 
     def is_final(self) -> bool:
-        return self.type in FINAL_TYPES
+        return self.type._value_ in _FINAL_VALUES
 
     # -- value -------------------------------------------------------------------------------
     def result(self, raise_on_failure: bool = True) -> Any:
@@ -150,7 +153,7 @@ class State:
         """
         if self.type is StateType.COMPLETED:
             return self.data
-        if self.type in FINAL_TYPES:
+        if self.type._value_ in _FINAL_VALUES:
             exc = self.data if isinstance(self.data, BaseException) else None
             if exc is None:
                 from flowbook.exceptions import RunFailedError
@@ -169,7 +172,7 @@ class State:
     def short(self) -> str:
         """The form used in log lines: ``Completed()``, ``Failed('1/3 states failed.')``."""
         parts = [repr(self.message)] if self.message else []
-        if self.name != _DEFAULT_NAMES[self.type]:
+        if self.name != _DEFAULT_NAMES[self.type._value_]:
             parts.append(f"type={self.type.value}")
         return f"{self.name}({', '.join(parts)})"
 
@@ -177,7 +180,7 @@ class State:
         parts = [f"message={self.message!r}", f"type={self.type.value}"]
         if self.type is StateType.COMPLETED:
             parts.append(f"result={_preview(self.data)}")
-        elif self.type in FINAL_TYPES and isinstance(self.data, BaseException):
+        elif self.type._value_ in _FINAL_VALUES and isinstance(self.data, BaseException):
             parts.append(f"result={type(self.data).__name__}({_preview_exc(self.data)})")
         return f"{self.name}({', '.join(parts)})"
 

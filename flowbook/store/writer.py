@@ -39,7 +39,6 @@ from flowbook.engine.events import (
     TaskRunCreated,
 )
 from flowbook.engine.runs import FlowRun, TaskRun
-from flowbook.states import StateType
 from flowbook.store import results
 from flowbook.store.cache import INLINE_RESULT_BYTES
 from flowbook.store.database import HEARTBEAT_EVERY_S, heartbeat
@@ -297,7 +296,8 @@ class _Rows:
             self.edges.append((upstream_id, run.id))
 
     def _state(self, run: FlowRun | TaskRun, state: State) -> None:
-        row = (run.id, _TYPE_VALUE[state.type], state.name, state.message, state.timestamp_s)
+        type_value = state.type._value_
+        row = (run.id, type_value, state.name, state.message, state.timestamp_s)
         # only the latest state of each run in the batch goes onto its row
         if isinstance(run, TaskRun):
             self.latest_task[run.id] = (run, state)
@@ -306,14 +306,14 @@ class _Rows:
             if history is None:
                 history = histories[run.id] = []
             history.append(row)
-            if _TYPE_VALUE[state.type] in _FINAL:
+            if type_value in _FINAL:
                 del histories[run.id]
                 if not _implied(history):
                     self.states.extend((r[0], "task", *r[1:]) for r in history)
         else:
             self.latest_flow[run.id] = (run, state)
             self.states.append((row[0], "flow", *row[1:]))
-            if _TYPE_VALUE[state.type] in _FINAL and not state.is_completed():
+            if type_value in _FINAL and type_value != "COMPLETED":
                 self._hash_inputs(run)
 
     def _hash_inputs(self, flow_run: FlowRun) -> None:
@@ -338,7 +338,7 @@ class _Rows:
     def _apply_latest_states(self) -> None:
         for run_id, (task_run, state) in self.latest_task.items():
             columns = _state_columns(task_run, state)
-            if state.is_final():
+            if state.type._value_ in _FINAL:
                 assert isinstance(task_run, TaskRun)
                 columns.update(self._task_result(task_run, state))
             self._set_task_columns(run_id, columns)
@@ -351,7 +351,12 @@ class _Rows:
     def _task_result(self, run: TaskRun, state: State) -> dict[str, Any]:
         out: dict[str, Any] = {"cache_key": run.cache_key}
         task = run.task
-        if task is None or not state.is_completed() or state.name == "Cached" or not _persists(run):
+        if (
+            task is None
+            or state.type._value_ != "COMPLETED"
+            or state.name == "Cached"
+            or not _persists(run)
+        ):
             return out
         try:
             data = results.dumps(state.data)
@@ -439,8 +444,8 @@ _TASK_COLUMNS = tuple(c.name for c in task_runs.columns)
 
 _STATE_COLUMNS = ("run_id", "run_kind", "type", "name", "message", "timestamp")
 _FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
-# enum ``.value`` is a Python-level property: look the strings up instead, once per state
-_TYPE_VALUE = {t: t.value for t in StateType}
+# Enum ``.value`` is a Python-level property and enum hashing a Python-level method: the
+# writer reads ``state.type._value_`` and compares strings instead (it runs per state).
 
 
 def _implied(history: list[tuple[Any, ...]]) -> bool:
@@ -521,12 +526,12 @@ def _by_keys(rows: Any) -> dict[tuple[str, ...], list[dict[str, Any]]]:
 def _state_columns(run: FlowRun | TaskRun, state: State | None) -> dict[str, Any]:
     state = state or run.state
     return {
-        "state_type": _TYPE_VALUE[state.type] if state else None,
+        "state_type": state.type._value_ if state else None,
         "state_name": state.name if state else None,
         "state_message": state.message if state else None,
         "run_count": run.run_count,
         "start_time": run.start_s,
-        "end_time": run.end_s if state is not None and state.is_final() else None,
+        "end_time": run.end_s if state is not None and state.type._value_ in _FINAL else None,
     }
 
 
