@@ -316,8 +316,9 @@ def build(a):
         out.append(
             f"{mem['runs']} runs of a flow mapping a task over {mem['tasks_per_run']:,} inputs "
             f"in one process, run store on ({mem['task_runs']:,} task runs): resident memory "
-            f"after each run {', '.join(f'{x:.0f}' for x in rss)} MB; growth from the third "
-            f"run to the last {mem['growth_after_run_3_mb']:+.1f} MB "
+            f"after each run {', '.join(f'{x:.0f}' for x in rss)} MB; peak of the middle "
+            f"third of the runs {mem['peak_middle_third_mb']:.1f} MB, of the last third "
+            f"{mem['peak_last_third_mb']:.1f} MB ({mem['growth_mb']:+.1f} MB) "
             f"(SPEC: bounded, no growth across repeated runs)."
         )
         out.append("")

@@ -155,6 +155,10 @@ class StoreWriter:
             if batch:
                 self._write_batch([i for i in batch if i is not _STOP])
             urgent = sum(1 for item in batch if _urgent(item))
+            # drop the references now: the batch holds whole runs (and their results) that
+            # would otherwise stay alive until the next event arrives
+            first = None
+            batch = []
             if urgent:
                 with self._waiting_lock:
                     self._waiting -= urgent
