@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import logging
@@ -107,7 +107,6 @@ class LogEmitted(Event):
         self.task_run_id = task_run_id
 
 
-E = TypeVar("E", bound=Event)
 Subscriber = Callable[[Any], None]
 
 

@@ -201,12 +201,6 @@ class TaskRun:
         """Parameters already bound by the caller (saves binding them again)."""
         self._parameters = parameters
 
-    @property
-    def duration_s(self) -> float | None:
-        if self.start_s is None:
-            return None
-        return (self.end_s or time.time()) - self.start_s
-
     def __repr__(self) -> str:
         state = self.state.short() if self.state else "new"
         return f"<TaskRun {self.name!r} of task {self.task_name!r}: {state}>"
