@@ -4,6 +4,8 @@
 validated with pydantic when a flow or task is first decorated.
 """
 
+from typing import Any
+
 from flowbook import context
 from flowbook.flows import Flow, flow
 from flowbook.futures import FutureList, TaskRunFuture, as_completed, wait
@@ -12,6 +14,20 @@ from flowbook.states import State, StateType
 from flowbook.tasks import Task, task, unmapped
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext flowbook``: run widgets, output routing, ``%%flow`` and ``%flowbook``."""
+    from flowbook.jupyter.extension import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from flowbook.jupyter.extension import unload
+
+    unload(ipython)
+
 
 __all__ = [
     "Flow",
@@ -25,7 +41,9 @@ __all__ = [
     "context",
     "flow",
     "get_run_logger",
+    "load_ipython_extension",
     "task",
+    "unload_ipython_extension",
     "unmapped",
     "wait",
 ]

@@ -5,6 +5,7 @@
     flowbook runs delete RUN
     flowbook cache ls [--task NAME] [--flow NAME] [--json]
     flowbook cache clear [--task NAME] [--flow NAME] [--expired] [--all]
+    flowbook cache why TASK [--json]
 
 It reads the store the ``FLOWBOOK_*`` variables point at (``~/.flowbook`` by default).
 Exit status: 0 on success, 1 when the store cannot be used or a run is not found, 2 for bad
@@ -50,8 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     remove = runs_sub.add_parser("delete", help="delete a run and everything recorded for it")
     remove.add_argument("run", help="run id, id prefix or run name")
 
-    cache = sub.add_parser("cache", help="list or clear cache entries")
-    cache_sub = cache.add_subparsers(dest="action", required=True, metavar="{ls,clear}")
+    cache = sub.add_parser("cache", help="list or clear cache entries, explain misses")
+    cache_sub = cache.add_subparsers(dest="action", required=True, metavar="{ls,clear,why}")
     ls = cache_sub.add_parser("ls", help="list cache entries")
     ls.add_argument("--task", help="only entries of this task")
     ls.add_argument("--flow", help="only entries written in runs of this flow")
@@ -61,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     clear.add_argument("--flow", help="entries written in runs of this flow")
     clear.add_argument("--expired", action="store_true", help="expired entries")
     clear.add_argument("--all", action="store_true", help="every entry")
+    why = cache_sub.add_parser("why", help="why the latest cached call of a task missed")
+    why.add_argument("task", help="the task's name, or its task key (as `cache ls --json` shows)")
+    why.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -117,6 +121,13 @@ def _runs(store: Any, args: argparse.Namespace) -> int:
 def _cache(store: Any, args: argparse.Namespace) -> int:
     from flowbook.store import queries
 
+    if args.action == "why":
+        explanation = queries.why_missed(store, args.task)
+        if args.json:
+            print(json.dumps(explanation.as_dict(), indent=2))
+        else:
+            _print_miss(explanation)
+        return 0
     if args.action == "clear":
         if not (args.task or args.flow or args.expired or args.all):
             print(
@@ -148,6 +159,21 @@ def _cache(store: Any, args: argparse.Namespace) -> int:
     ]
     _print_table(("KEY", "TASK", "FLOW", "CREATED", "EXPIRES", "SIZE", "HITS"), table)
     return 0
+
+
+def _print_miss(miss: Any) -> None:
+    print(f"{miss.task_name}: {miss.reason}")
+    run = f" (task run {miss.task_run!r})" if miss.task_run else ""
+    flow = f" in flow {miss.flow_name!r}" if miss.flow_name else ""
+    print(f"  missed at:  {_when(miss.missed_at)}{run}{flow}")
+    print(f"  key:        {miss.key[:16]}")
+    if miss.input_preview:
+        print(f"  inputs:     {miss.input_preview}")
+    if miss.compared_key:
+        print(f"  compared:   {miss.compared_key[:16]} (stored {_when(miss.compared_created)})")
+    if miss.hits_since:
+        print(f"  since then: {miss.hits_since} call(s) served from the cache")
+    print(f"  task key:   {miss.task_key}")
 
 
 def _print_detail(detail: Any) -> None:

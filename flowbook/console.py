@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flowbook.engine.events import FlowRunCreated, LogEmitted, StateChanged, TaskRunCreated, bus
@@ -28,12 +29,13 @@ from flowbook.states import StateType
 if TYPE_CHECKING:
     from flowbook.settings import Settings
 
-__all__ = ["configure", "set_frontend_active"]
+__all__ = ["configure", "set_shown_elsewhere"]
 
 _lock = threading.Lock()
 _level = logging.INFO
-_frontend_active = False
-_last_settings: Settings | None = None
+# With console=auto: a predicate telling events of runs that a notebook widget shows
+_shown_elsewhere: Callable[[Any], bool] | None = None
+_console_mode = "auto"
 
 
 def _stamp(ts: float) -> str:
@@ -149,26 +151,30 @@ _HANDLERS: dict[type[Any], Any] = {
 
 
 def _dispatch(event: Any) -> None:
+    skip = _shown_elsewhere
+    if skip is not None and _console_mode == "auto" and skip(event):
+        return
     _HANDLERS[type(event)](event)
 
 
 def configure(settings: Settings) -> None:
     """Subscribe or unsubscribe the printer according to ``settings``."""
-    global _level, _last_settings
-    _last_settings = settings
+    global _level, _console_mode
     _level = settings.logging_level_no
-    on = settings.console == "on" or (settings.console == "auto" and not _frontend_active)
+    _console_mode = settings.console
     bus.unsubscribe(_dispatch)
-    if on:
+    if settings.console != "off":
         kinds: tuple[type[Any], ...] = (FlowRunCreated, StateChanged, LogEmitted)
         if _level <= logging.DEBUG:
             kinds += (TaskRunCreated,)
         bus.subscribe(kinds, _dispatch)
 
 
-def set_frontend_active(active: bool) -> None:
-    """A notebook front end shows runs itself: with ``console=auto`` the printer stays quiet."""
-    global _frontend_active
-    _frontend_active = active
-    if _last_settings is not None:
-        configure(_last_settings)
+def set_shown_elsewhere(predicate: Callable[[Any], bool] | None) -> None:
+    """With ``console=auto``, skip the events for which ``predicate(event)`` is true.
+
+    A notebook front end that shows a run itself passes a predicate recognising that run's
+    events, so the run is not printed a second time under its widget.
+    """
+    global _shown_elsewhere
+    _shown_elsewhere = predicate

@@ -8,6 +8,7 @@ __all__ = [
     "MissingContextError",
     "RunCancelledError",
     "RunFailedError",
+    "RunInterrupted",
     "RunTimeoutError",
     "UnfinishedRunError",
     "UpstreamTaskError",
@@ -48,3 +49,11 @@ class RunCancelledError(FlowbookError, RuntimeError):
 
 class EnvConflictError(FlowbookError, ValueError):
     """Two runs in one process asked for different values of one environment variable."""
+
+
+class RunInterrupted(BaseException):
+    """Raised inside a run's thread to stop it: its flow run was interrupted or cancelled.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``) so that ``except Exception`` in user code
+    does not swallow it; the run ends ``Cancelled``.
+    """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
@@ -20,6 +20,9 @@ from flowbook.engine.flow_engine import FlowRunEngine
 from flowbook.engine.runs import FlowRun, current_flow_run, current_task_run, is_async_run
 from flowbook.engine.timeouts import run_coro_sync
 from flowbook.task_runners.base import TaskRunner
+
+if TYPE_CHECKING:
+    from flowbook.background import BackgroundRun
 from flowbook.task_runners.concurrent import ConcurrentTaskRunner
 
 __all__ = ["Flow", "flow"]
@@ -116,6 +119,17 @@ class Flow(Generic[P, R]):
                 lambda: self._run_async(engine, return_state)
             )
         return engine.outcome(engine.run_sync(), return_state)  # type: ignore[no-any-return]
+
+    def run_background(self, *args: P.args, **kwargs: P.kwargs) -> BackgroundRun[R]:
+        """Start a run of this flow on its own thread; returns a handle at once.
+
+        The handle has ``state``, ``result(timeout=None)``, ``wait()``, ``done()`` and
+        ``cancel()``. In a notebook the run's widget shows in the calling cell and stays live
+        while other cells run.
+        """
+        from flowbook.background import BackgroundRun
+
+        return BackgroundRun(FlowRunEngine(self, args, kwargs))
 
     def resume(self, run: str, return_state: bool = False) -> Any:
         """Run a failed (or crashed, or cancelled) run of this flow again, as a new flow run.

@@ -20,7 +20,13 @@ from typing import Any, Generic, TypeVar, overload
 from typing_extensions import ParamSpec
 
 from flowbook._options import call_name_fn, check_template, check_unknown, validate_options
-from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run, is_async_run
+from flowbook.engine.runs import (
+    TaskRun,
+    current_flow_run,
+    current_task_run,
+    is_async_run,
+    new_id,
+)
 from flowbook.engine.task_engine import TaskRunEngine, jittered
 from flowbook.engine.timeouts import run_coro_sync
 from flowbook.futures import FutureList, TaskRunFuture
@@ -152,7 +158,16 @@ class Task(Generic[P, R]):
     def submit(self, *args: Any, **kwargs: Any) -> TaskRunFuture[Any]:
         """Hand the task to the flow run's task runner; returns a future at once."""
         wait_for: Any = kwargs.pop("wait_for", None)
-        engine = TaskRunEngine(self, args, kwargs, wait_for, with_future=True)
+        return self._submit(args, kwargs, wait_for, None)
+
+    def _submit(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait_for: Any,
+        map_group: tuple[str, int] | None,
+    ) -> TaskRunFuture[Any]:
+        engine = TaskRunEngine(self, args, kwargs, wait_for, with_future=True, map_group=map_group)
         flow_run = engine.flow_run
         runner = flow_run.task_runner if flow_run is not None else None
         if runner is None:
@@ -210,6 +225,7 @@ class Task(Generic[P, R]):
         n = next(iter(lengths.values()))
         extra_wait = list(wait_for or ()) + futures_used
         result: FutureList[Any] = FutureList()
+        group = new_id()
         for j in range(n):
             call_args = list(static_args)
             for i, seq in mapped_pos.items():
@@ -217,9 +233,9 @@ class Task(Generic[P, R]):
             call_kwargs = dict(static_kwargs)
             for key, seq in mapped_kw.items():
                 call_kwargs[key] = seq[j]
-            if extra_wait:
-                call_kwargs["wait_for"] = extra_wait
-            result.append(self.submit(*call_args, **call_kwargs))
+            result.append(
+                self._submit(tuple(call_args), call_kwargs, extra_wait or None, (group, n))
+            )
         return result
 
     @staticmethod

@@ -1,8 +1,10 @@
 """Where cached task results live: the interface, and the in-process implementation.
 
 The engine asks a ``CacheBackend`` for a key before running a cached task and gives it the
-result after. ``MemoryCache`` keeps entries for the life of the process; a persistent
-backend (the run store) implements the same three methods. Keys are namespaced by task
+result after; when the look-up misses (or ``refresh_cache`` skips it) it tells the backend
+with ``missed``, so a persistent backend can keep what the missed key was made of and explain
+the miss later. ``MemoryCache`` keeps entries for the life of the process; a persistent
+backend (the run store) implements the same four methods. Keys are namespaced by task
 identity, so a custom ``cache_key_fn`` returning ``"4"`` for two different tasks never hands
 one task the other's result.
 """
@@ -12,7 +14,10 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from flowbook.caching.keys import CacheKeyContext, KeyParts
 
 __all__ = ["CacheBackend", "CacheEntry", "MemoryCache", "get_cache_backend", "set_cache_backend"]
 
@@ -39,8 +44,13 @@ class CacheBackend(Protocol):
     ) -> None:
         """Store (or replace, which also resets the expiration) an entry.
 
-        ``info`` may carry ``task_name``, ``flow_name`` and ``input_preview`` for listings.
+        ``info`` may carry ``task_name``, ``flow_name`` and ``input_preview`` for listings,
+        and ``key_parts`` (``KeyParts`` or None): what the key is made of.
         """
+
+    def missed(self, context: CacheKeyContext, key: str, key_parts: KeyParts | None) -> None:
+        """A call of ``context.task`` looked up ``key`` and missed, or skipped the look-up
+        (``refresh_cache``). Called on the engine's thread: no I/O here."""
 
     def clear(self, task_key: str | None = None) -> int:
         """Remove the entries of one task, or all; returns how many were removed."""
@@ -70,6 +80,10 @@ class MemoryCache:
         entry = CacheEntry(task_key, key, value, time.time(), expires_s)
         with self._lock:
             self._entries[(task_key, key)] = entry
+
+    def missed(self, context: CacheKeyContext, key: str, key_parts: KeyParts | None) -> None:
+        """Nothing to keep: misses are explained from the run store, which this cache is not
+        (it serves ``FLOWBOOK_STORE=off``, where ``flowbook.cache`` has nothing to read)."""
 
     def clear(self, task_key: str | None = None) -> int:
         with self._lock:

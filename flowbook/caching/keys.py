@@ -3,14 +3,20 @@
 ``task_input_hash`` keys on the task's identity (see ``identity.py``), the task's normalised
 source (editing the body invalidates; comments and blank lines do not) and the content hash
 of every argument.
+
+It also leaves what the key is made of on the context, as ``KeyParts`` (the source's hash and
+one hash per argument): the hashes it computes for the key anyway, kept rather than computed
+again. The engine hands them to the cache when a look-up misses, so the entry written next
+records them and a later miss can be explained part by part ("input 'x' changed").
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from flowbook.caching.hashing import UnhashableInputError, stable_hash
 from flowbook.caching.source import source_hash
@@ -19,11 +25,44 @@ if TYPE_CHECKING:
     from flowbook.engine.runs import FlowRun, TaskRun
     from flowbook.tasks import Task
 
-__all__ = ["CacheKeyContext", "CacheKeyWarning", "task_input_hash"]
+__all__ = ["CacheKeyContext", "CacheKeyWarning", "KeyParts", "task_input_hash"]
 
 
 class CacheKeyWarning(UserWarning):
     """A call could not be keyed for the cache and runs uncached."""
+
+
+_quote = json.encoder.encode_basestring_ascii
+
+
+class KeyParts(NamedTuple):
+    """What a ``task_input_hash`` key is made of, besides the task's identity."""
+
+    key: str
+    """The key these parts make (a custom ``cache_key_fn`` may return another one)."""
+    source: str
+    """Hash of the task's normalised source."""
+    inputs: tuple[tuple[str, str], ...]
+    """``(argument name, content hash)`` pairs, by name."""
+
+    def to_json(self) -> str:
+        # built by hand with json's own string encoder: written once per new cache entry
+        inputs = ", ".join(f"{_quote(name)}: {_quote(value)}" for name, value in self.inputs)
+        return f'{{"source": {_quote(self.source)}, "inputs": {{{inputs}}}}}'
+
+    @classmethod
+    def from_json(cls, key: str, text: str | None) -> KeyParts | None:
+        """The parts stored with an entry or a miss; None when absent or not readable."""
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            source, inputs = data["source"], data["inputs"]
+        except (ValueError, TypeError, KeyError):
+            return None
+        if not isinstance(source, str) or not isinstance(inputs, dict):
+            return None
+        return cls(key, source, tuple(sorted((str(k), str(v)) for k, v in inputs.items())))
 
 
 @dataclass(frozen=True)
@@ -33,10 +72,26 @@ class CacheKeyContext:
     task: Task[..., Any]
     task_run: TaskRun
     flow_run: FlowRun | None
+    # Left on the instance by task_input_hash: (key, source hash, [(name, hash), ...]). Not a
+    # field: it is set after creation, on every cached call, so it stays as cheap as a plain
+    # tuple; KeyParts is built from it only when a look-up misses.
+    _made: ClassVar[tuple[str, str, list[tuple[str, str]]] | None] = None
 
     @property
     def parameters(self) -> dict[str, Any]:
         return self.task_run.parameters
+
+    @property
+    def key_parts(self) -> KeyParts | None:
+        """What the key ``task_input_hash`` made with this context is made of, if it did."""
+        made = self._made
+        return None if made is None else KeyParts(made[0], made[1], tuple(made[2]))
+
+    def parts_for(self, key: str) -> KeyParts | None:
+        """The parts of ``key`` if ``task_input_hash`` made it (also inside a custom key
+        function that returns its key unchanged); None for any other key."""
+        made = self._made
+        return None if made is None or made[0] != key else self.key_parts
 
 
 def task_input_hash(context: CacheKeyContext, arguments: dict[str, Any]) -> str | None:
@@ -49,7 +104,9 @@ def task_input_hash(context: CacheKeyContext, arguments: dict[str, Any]) -> str 
     digest = hashlib.sha256()
     digest.update(task.task_key.encode())
     digest.update(b"\0")
-    digest.update(source_hash(task.fn).encode())
+    source = source_hash(task.fn)
+    digest.update(source.encode())
+    inputs: list[tuple[str, str]] = []
     for name in sorted(arguments):
         try:
             value_hash = stable_hash(arguments[name])
@@ -62,5 +119,9 @@ def task_input_hash(context: CacheKeyContext, arguments: dict[str, Any]) -> str 
                 stacklevel=2,
             )
             return None
+        inputs.append((name, value_hash))
         digest.update(b"\0" + name.encode() + b"=" + value_hash.encode())
-    return digest.hexdigest()
+    key = digest.hexdigest()
+    if isinstance(context, CacheKeyContext):
+        object.__setattr__(context, "_made", (key, source, inputs))  # frozen for key functions
+    return key

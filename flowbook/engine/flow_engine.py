@@ -23,6 +23,7 @@ call order within the attempt, and by the content hash of their arguments.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
@@ -37,9 +38,14 @@ from flowbook.engine.events import (
     bus,
 )
 from flowbook.engine.runs import FlowRun, TaskRun, current_flow_run, current_task_run
-from flowbook.engine.task_engine import _resolve, collect_futures, root_cause
-from flowbook.engine.timeouts import await_with_timeout, call_with_timeout
-from flowbook.exceptions import RunCancelledError, RunFailedError, RunTimeoutError
+from flowbook.engine.task_engine import THREADS_LOCK, _resolve, collect_futures, root_cause
+from flowbook.engine.timeouts import await_with_timeout, call_with_timeout, raise_in_thread
+from flowbook.exceptions import (
+    RunCancelledError,
+    RunFailedError,
+    RunInterrupted,
+    RunTimeoutError,
+)
 from flowbook.futures import TaskRunFuture
 from flowbook.states import (
     AwaitingRetry,
@@ -76,6 +82,10 @@ class FlowRunEngine:
         self.reusable: dict[tuple[str, int, str], State] = {}
         # task runs before this index belong to earlier attempts (flow retries)
         self.attempt_start = 0
+        # why the run is being cancelled, when somebody asked (a background run's cancel())
+        self.cancel_reason: str | None = None
+        # the thread running a sync body, while it runs
+        self.body_thread: int | None = None
         self.run: FlowRun
 
     # -- state ---------------------------------------------------------------------------------
@@ -164,12 +174,30 @@ class FlowRunEngine:
 
     def call_sync(self) -> Any:
         flow = self.flow
-        if flow.timeout_seconds is None:
-            return flow.fn(*self.args, **self.kwargs)
-        run = self.run
-        return call_with_timeout(
-            flow.fn, self.args, self.kwargs, flow.timeout_seconds, f"Flow run {run.name!r}", run.id
-        )
+        with THREADS_LOCK:
+            self.body_thread = threading.get_ident()
+        try:
+            if flow.timeout_seconds is None:
+                return flow.fn(*self.args, **self.kwargs)
+            run = self.run
+            return call_with_timeout(
+                flow.fn,
+                self.args,
+                self.kwargs,
+                flow.timeout_seconds,
+                f"Flow run {run.name!r}",
+                run.id,
+            )
+        finally:
+            with THREADS_LOCK:
+                self.body_thread = None
+
+    def interrupt_body(self) -> None:
+        """Stop a sync flow body running on another thread (``RunInterrupted`` in it)."""
+        with THREADS_LOCK:
+            ident = self.body_thread
+            if ident is not None and ident != threading.get_ident():
+                raise_in_thread(ident, RunInterrupted)
 
     async def call_async(self) -> Any:
         flow, run = self.flow, self.run
@@ -261,9 +289,14 @@ class FlowRunEngine:
     def handle_exception(self, exc: BaseException) -> tuple[State, float | None]:
         """The state after the body raised ``exc``, and a retry delay (None: no retry)."""
         run, flow = self.run, self.flow
-        if not isinstance(exc, Exception):
-            self.cancel(f"The flow run was interrupted ({type(exc).__name__}).")
-            return Cancelled(f"Flow run was interrupted ({type(exc).__name__}).", exc), None
+        if not isinstance(exc, Exception) or self.cancel_reason is not None:
+            reason = self.cancel_reason
+            if reason is None:
+                self.cancel(f"The flow run was interrupted ({type(exc).__name__}).")
+                return Cancelled(f"Flow run was interrupted ({type(exc).__name__}).", exc), None
+            self.cancel(reason)
+            error = RunCancelledError(f"flow run {run.name!r} of flow {flow.name!r}: {reason}")
+            return Cancelled(reason, error), None
         if isinstance(exc, RunTimeoutError) and exc.run_id == run.id:
             run.cancel_event.set()
             self.cancel("The flow run timed out before this task run started.")
@@ -288,11 +321,17 @@ class FlowRunEngine:
         ), delay
 
     def cancel(self, reason: str) -> None:
-        """Cancel every task run of this flow run that has not started (or not finished)."""
+        """Cancel every task run of this flow run that has not finished.
+
+        Pending runs never start; running ones end ``Cancelled`` at once, and the worker
+        threads running them get ``RunInterrupted``, which stops their bodies at the next
+        Python instruction. Safe to call from any thread, more than once.
+        """
         run = self.run
         run.cancel_event.set()
         if run.task_runner is not None:
             run.task_runner.shutdown(cancel_pending=True)
+        me = threading.get_ident()
         for record in list(run.task_runs):
             previous = record.state
             if previous is None or previous.is_final() or record.subflow_run is not None:
@@ -304,6 +343,10 @@ class FlowRunEngine:
                 record.end_s = time.time()
                 if bus.wants(StateChanged):
                     bus.emit(StateChanged(record, state, previous))
+                with THREADS_LOCK:
+                    ident = record.thread_id
+                    if ident is not None and ident != me:
+                        raise_in_thread(ident, RunInterrupted)
 
     def finish(self, state: State) -> State:
         run = self.run
@@ -328,8 +371,13 @@ class FlowRunEngine:
 
     # -- drivers -------------------------------------------------------------------------------
     def _enter(self) -> tuple[Token[FlowRun | None], Token[TaskRun | None]]:
-        """Create the run, make it current and begin it; the tokens undo the context."""
-        self.create()
+        """Create the run (unless done already), make it current and begin it.
+
+        The tokens undo the context. A background run is created on the caller's thread (so
+        that a notebook shows it in the calling cell) and entered on its own thread.
+        """
+        if not hasattr(self, "run"):
+            self.create()
         tokens = (current_flow_run.set(self.run), current_task_run.set(None))
         try:
             self.begin_run()

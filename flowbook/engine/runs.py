@@ -48,6 +48,7 @@ class FlowRun:
     __slots__ = (
         "_counters",
         "_lock",
+        "background",
         "cancel_event",
         "created_s",
         "end_s",
@@ -88,6 +89,8 @@ class FlowRun:
         self.task_runs: list[TaskRun] = []
         self.log_prints = bool(flow.log_prints)
         self.cancel_event = threading.Event()
+        # the BackgroundRun handle of a run started with Flow.run_background
+        self.background: Any = None
         self.memo: dict[tuple[str, int, str], State] = {}
         self.resumed_from: str | None = None
         self.start_s: float | None = None
@@ -131,6 +134,7 @@ class TaskRun:
         "id",
         "kwargs",
         "log_prints",
+        "map_group",
         "name",
         "observed",
         "run_count",
@@ -139,6 +143,7 @@ class TaskRun:
         "subflow_run",
         "tags",
         "task",
+        "thread_id",
         "upstream_ids",
     )
 
@@ -166,6 +171,10 @@ class TaskRun:
         self.future: TaskRunFuture[Any] | None = None
         self.subflow_run: FlowRun | None = None
         self.log_prints = False
+        # (id of the .map() call, number of runs it made) for mapped runs
+        self.map_group: tuple[str, int] | None = None
+        # the thread running the body, while it runs on a task runner's worker thread
+        self.thread_id: int | None = None
         # True once the run's failure was raised into user code (so the flow need not re-raise)
         self.observed = False
         self.start_s: float | None = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import random
+import threading
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -45,7 +46,10 @@ from flowbook.task_runners.base import SubmittedCall
 if TYPE_CHECKING:
     from flowbook.tasks import Task
 
-__all__ = ["TaskRunEngine", "collect_futures"]
+__all__ = ["THREADS_LOCK", "TaskRunEngine", "collect_futures"]
+
+# Guards ``TaskRun.thread_id`` between a worker thread and a flow run interrupting it.
+THREADS_LOCK = threading.Lock()
 
 _COLLECTIONS = (list, tuple, set, frozenset, dict)
 
@@ -84,7 +88,8 @@ def root_cause(error: Any) -> BaseException | None:
 class TaskRunEngine(SubmittedCall):
     """Runs one task run through its lifecycle."""
 
-    __slots__ = ("_context", "flow_run", "future", "task", "task_run", "upstream")
+    # _key_parts: set by check_cache on a cache miss only (read when run.cache_key is set)
+    __slots__ = ("_context", "_key_parts", "flow_run", "future", "task", "task_run", "upstream")
 
     def __init__(
         self,
@@ -94,6 +99,7 @@ class TaskRunEngine(SubmittedCall):
         wait_for: Iterable[Any] | None,
         *,
         with_future: bool,
+        map_group: tuple[str, int] | None = None,
     ) -> None:
         self.task = task
         parameters = task.bind_arguments(args, kwargs)
@@ -107,6 +113,7 @@ class TaskRunEngine(SubmittedCall):
         if parameters is not None:
             run.set_parameters(parameters)
         run.tags = task.tags
+        run.map_group = map_group
         run.log_prints = (
             task.log_prints
             if task.log_prints is not None
@@ -193,17 +200,22 @@ class TaskRunEngine(SubmittedCall):
         from flowbook.caching.keys import CacheKeyContext
 
         run = self.task_run
-        raw_key = task.cache_key_fn(CacheKeyContext(task, run, flow_run), run.parameters)
+        context = CacheKeyContext(task, run, flow_run)
+        raw_key = task.cache_key_fn(context, run.parameters)
         if raw_key is None:
             return None
         cache_key = raw_key if isinstance(raw_key, str) else str(raw_key)
         run.cache_key = cache_key
-        if task.refresh_cache:
-            return None
-        entry = get_cache_backend().get(task.task_key, cache_key)
-        if entry is None:
-            return None
-        return Cached(data=entry.value)
+        backend = get_cache_backend()
+        if not task.refresh_cache:
+            entry = backend.get(task.task_key, cache_key)
+            if entry is not None:
+                return Cached(data=entry.value)
+        # a miss: what the key is made of (task_input_hash only) goes with the new entry, and
+        # explains the miss (flowbook.cache.why_missed)
+        self._key_parts = parts = context.parts_for(cache_key)
+        backend.missed(context, cache_key, parts)
+        return None
 
     def begin_run(self) -> None:
         run = self.task_run
@@ -249,6 +261,7 @@ class TaskRunEngine(SubmittedCall):
                 task_name=task.name,
                 flow_name=flow_run.flow.name if flow_run is not None else None,
                 input_preview=parameters_preview(run.parameters),
+                key_parts=self._key_parts,
             )
         return Completed(data=value)
 
@@ -364,7 +377,10 @@ class TaskRunEngine(SubmittedCall):
         context.run(self._run_here)
 
     def _run_here(self) -> None:
-        token = current_task_run.set(self.task_run)
+        run = self.task_run
+        token = current_task_run.set(run)
+        with THREADS_LOCK:
+            run.thread_id = threading.get_ident()
         try:
             if self.task.is_async:
                 asyncio.run(self.run_async())
@@ -374,6 +390,10 @@ class TaskRunEngine(SubmittedCall):
             if self.future is not None and not self.future.done():
                 self.finish(Cancelled(f"Task run was interrupted ({type(exc).__name__}).", exc))
         finally:
+            # An interrupt is only sent while this is set (under the lock), so none can arrive
+            # once the thread has gone back to its pool.
+            with THREADS_LOCK:
+                run.thread_id = None
             current_task_run.reset(token)
 
     def cancel(self, reason: str) -> None:

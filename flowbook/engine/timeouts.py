@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from flowbook.exceptions import RunTimeoutError
 
-__all__ = ["await_with_timeout", "call_with_timeout", "run_coro_sync"]
+__all__ = ["await_with_timeout", "call_with_timeout", "raise_in_thread", "run_coro_sync"]
 
 T = TypeVar("T")
 
@@ -31,6 +31,14 @@ def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) ->
     ident = thread.ident
     if ident is None or not thread.is_alive():
         return
+    raise_in_thread(ident, exc_type)
+
+
+def raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
+    """Make the thread ``ident`` raise ``exc_type`` at its next Python instruction.
+
+    A thread blocked in a C call (``time.sleep``, a socket read) raises once the call returns.
+    """
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
 
 

@@ -14,6 +14,11 @@ against the database, so entries written, refreshed or cleared by other processe
 
 An entry whose value is missing, truncated or corrupt is a miss with a ``CacheKeyWarning``
 naming the task; the entry is removed and the task runs.
+
+Misses: the engine reports each one (``missed``) with what the key is made of. Whether the
+look-up found an expired entry is read from the in-memory index (``get`` just fetched it); the
+rest is queued for the writer, which keeps the latest miss of each task in ``cache_misses``.
+The parts of the key are also written with the entry that the call then stores.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from flowbook.store import results
 from flowbook.store.schema import cache_entries
 
 if TYPE_CHECKING:
+    from flowbook.caching.keys import CacheKeyContext, KeyParts
     from flowbook.store.store import Store
 
 __all__ = ["INLINE_RESULT_BYTES", "StoreCache"]
@@ -140,6 +146,39 @@ class StoreCache:
                     "expires": expires_s,
                     "hits": 0,
                     "input_preview": info.get("input_preview"),
+                    # KeyParts or None; the writer turns it into JSON on its own thread
+                    "key_parts": info.get("key_parts"),
+                },
+            )
+        )
+
+    def missed(self, context: CacheKeyContext, key: str, key_parts: KeyParts | None) -> None:
+        task = context.task
+        task_key = task.task_key
+        now = time.time()
+        cause: str | None = None
+        expired_at: float | None = None
+        if task.refresh_cache:
+            cause = "refresh"
+        else:
+            index = self._index.get(task_key)
+            seen = index.entries.get(key) if index is not None else None
+            if seen is not None and seen.expires is not None and now >= seen.expires:
+                cause, expired_at = "expired", seen.expires
+        flow_run = context.flow_run
+        self.store.writer.put(
+            (
+                "cache_miss",
+                {
+                    "task_key": task_key,
+                    "key": key,
+                    "task_name": task.name,
+                    "flow_name": flow_run.flow.name if flow_run is not None else None,
+                    "task_run_id": context.task_run.id,
+                    "missed_at": now,
+                    "cause": cause,
+                    "expired_at": expired_at,
+                    "key_parts": key_parts,
                 },
             )
         )

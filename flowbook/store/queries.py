@@ -1,4 +1,4 @@
-"""Reading and pruning the store: runs, their details, cache entries.
+"""Reading and pruning the store: runs, their details, cache entries and cache misses.
 
 Used by ``flowbook.runs``, ``flowbook.cache``, the command line and ``Flow.resume``. Every
 function first waits for the writer to commit what this process has queued, so a run that
@@ -11,15 +11,38 @@ from __future__ import annotations
 import datetime
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    String,
+    and_,
+    case,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+    union_all,
+)
 
+from flowbook.caching.keys import KeyParts
+from flowbook.caching.misses import (
+    MissExplanation,
+    MissHistory,
+    MissRecord,
+    StoredEntry,
+    explain,
+)
 from flowbook.store import results
 from flowbook.store.schema import (
     cache_entries,
+    cache_misses,
     flow_runs,
     logs,
     states,
@@ -33,11 +56,14 @@ __all__ = [
     "FlowRunDetail",
     "FlowRunInfo",
     "cache_entries_info",
+    "cache_miss_explanations",
     "clear_cache",
     "delete_run",
     "find_run_id",
     "get_run",
+    "invalidate_cache",
     "list_runs",
+    "why_missed",
 ]
 
 
@@ -95,6 +121,10 @@ class CacheEntryInfo:
     hits: int
     input_preview: str | None
     task_key: str
+    source_hash: str | None = None
+    """What the key is made of (keys made by task_input_hash, in stores of schema version 2 or
+    later): the hash of the task's source, and one content hash per argument."""
+    input_hashes: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -344,7 +374,11 @@ def cache_entries_info(
         query = query.where(cache_entries.c.flow_name == flow)
     now = time.time()
     with store.engine.connect() as conn:
-        return [
+        rows = conn.execute(query).all()
+    out = []
+    for r in rows:
+        parts = KeyParts.from_json(r.key, r.key_parts)
+        out.append(
             CacheEntryInfo(
                 key=r.key,
                 task_name=r.task_name,
@@ -356,9 +390,11 @@ def cache_entries_info(
                 hits=r.hits,
                 input_preview=r.input_preview,
                 task_key=r.task_key,
+                source_hash=parts.source if parts is not None else None,
+                input_hashes=dict(parts.inputs) if parts is not None else None,
             )
-            for r in conn.execute(query)
-        ]
+        )
+    return out
 
 
 def clear_cache(
@@ -387,17 +423,168 @@ def clear_cache(
         conditions.append(
             and_(cache_entries.c.expires.is_not(None), cache_entries.c.expires <= time.time())
         )
-    where = and_(*conditions) if conditions else None
+    return _delete_entries(store, [and_(*conditions) if conditions else None])
+
+
+def invalidate_cache(store: Store, entries: Iterable[tuple[str, str]]) -> int:
+    """Delete the entries named by ``(task_key, key)`` pairs; returns how many existed."""
+    pairs = list(dict.fromkeys((str(t), str(k)) for t, k in entries))
+    if not pairs:
+        return 0
+    store.flush()
+    c = cache_entries.c
+    return _delete_entries(
+        store,
+        [tuple_(c.task_key, c.key).in_(pairs[i : i + 200]) for i in range(0, len(pairs), 200)],
+    )
+
+
+def _delete_entries(store: Store, wheres: list[ColumnElement[bool] | None]) -> int:
+    """Delete the rows matching each condition (None: all rows), then their value files."""
+    files: list[str] = []
+    count = 0
+    c = cache_entries.c
     with store.engine.begin() as conn:
-        query = select(cache_entries.c.task_key, cache_entries.c.key, cache_entries.c.result_file)
-        rows = conn.execute(query if where is None else query.where(where)).all()
-        stmt = delete(cache_entries)
-        conn.execute(stmt if where is None else stmt.where(where))
-    for row in rows:
-        if row.result_file:
-            _unlink(store.results_dir / row.result_file)
+        for where in wheres:
+            query = select(c.task_key, c.key, c.result_file)
+            rows = conn.execute(query if where is None else query.where(where)).all()
+            stmt = delete(cache_entries)
+            conn.execute(stmt if where is None else stmt.where(where))
+            count += len(rows)
+            files.extend(row.result_file for row in rows if row.result_file)
+    for name in files:
+        _unlink(store.results_dir / name)
     store.cache.forget_all()
-    return len(rows)
+    return count
+
+
+# -- cache misses ----------------------------------------------------------------------------------
+
+
+def why_missed(store: Store, ref: str) -> MissExplanation:
+    """Why the latest cached call of the task ``ref`` (task key, or task name) missed."""
+    store.flush()
+    m = cache_misses.c
+    with store.engine.connect() as conn:
+        task_key = conn.execute(select(m.task_key).where(m.task_key == ref)).scalar()
+        if task_key is None:
+            task_key = conn.execute(
+                select(m.task_key).where(m.task_name == ref).order_by(m.missed_at.desc()).limit(1)
+            ).scalar()
+    if task_key is None:
+        raise LookupError(
+            f"no cache miss of task {ref!r} is recorded in the store at {store.url!r}; give a "
+            "task's name or its task key as flowbook.cache.entries() lists them (misses are "
+            "recorded for tasks with a cache_key_fn)"
+        )
+    (explanation,) = _explanations(store, m.task_key == task_key)
+    return explanation
+
+
+def cache_miss_explanations(
+    store: Store, task: str | None = None, flow: str | None = None
+) -> list[MissExplanation]:
+    """The latest miss of every task (optionally of one task name, or one flow), explained;
+    newest first."""
+    store.flush()
+    m = cache_misses.c
+    conditions = []
+    if task is not None:
+        conditions.append(m.task_name == task)
+    if flow is not None:
+        conditions.append(m.flow_name == flow)
+    return _explanations(store, and_(*conditions) if conditions else None)
+
+
+def _explanations(store: Store, where: ColumnElement[bool] | None) -> list[MissExplanation]:
+    m, tr, c = cache_misses.c, task_runs.c, cache_entries.c
+    query = (
+        select(cache_misses, tr.name.label("run_name"), tr.parameters_preview)
+        .outerjoin(task_runs, tr.id == m.task_run_id)
+        .order_by(m.missed_at.desc())
+    )
+    with store.engine.connect() as conn:
+        rows = list(conn.execute(query if where is None else query.where(where)))
+        if not rows:
+            return []
+        task_keys = [r.task_key for r in rows]
+        entry_rows: list[Any] = []
+        for i in range(0, len(task_keys), 200):
+            entry_rows.extend(
+                conn.execute(
+                    select(c.task_key, c.key, c.created, c.key_parts, c.input_preview).where(
+                        c.task_key.in_(task_keys[i : i + 200])
+                    )
+                ).all()
+            )
+        histories: dict[str, MissHistory] = {}
+        for i in range(0, len(rows), 200):
+            histories.update(_histories(conn, rows[i : i + 200]))
+    entries: dict[str, list[StoredEntry]] = {}
+    for e in entry_rows:
+        entries.setdefault(e.task_key, []).append(
+            StoredEntry(e.key, e.created, KeyParts.from_json(e.key, e.key_parts), e.input_preview)
+        )
+    out = []
+    for r in rows:
+        record = MissRecord(
+            task_key=r.task_key,
+            key=r.key,
+            task_name=r.task_name,
+            flow_name=r.flow_name,
+            missed_at=r.missed_at,
+            cause=r.cause,
+            expired_at=r.expired_at,
+            key_parts=KeyParts.from_json(r.key, r.key_parts),
+            task_run_id=r.task_run_id,
+            task_run_name=r.run_name,
+            input_preview=r.parameters_preview,
+        )
+        history = histories.get(r.task_key, MissHistory())
+        out.append(explain(record, entries.get(r.task_key, []), history))
+    return out
+
+
+def _histories(conn: Any, rows: list[Any]) -> dict[str, MissHistory]:
+    """What the task runs say about each miss, in one query: the task runs of each missed task
+    that stored or were served a cache entry, before and after its miss."""
+    # the misses as a table to join (a UNION ALL of literal rows: SQLite has no column names
+    # for a VALUES list)
+    selects = [
+        select(
+            literal(r.task_key, String).label("tk"),
+            literal(r.key, String).label("k"),
+            literal(r.missed_at, Float).label("t"),
+            literal(r.task_run_id or "", String).label("rid"),
+        )
+        for r in rows
+    ]
+    m = (union_all(*selects) if len(selects) > 1 else selects[0]).subquery("m")
+    tr = task_runs.c
+    before = and_(tr.end_time < m.c.t, tr.id != m.c.rid)
+    query = (
+        select(
+            m.c.tk,
+            func.max(case((and_(before, tr.cache_key == m.c.k), tr.end_time))),
+            func.sum(case((before, 1), else_=0)),
+            func.sum(case((and_(tr.state_name == "Cached", tr.created_at > m.c.t), 1), else_=0)),
+        )
+        .select_from(
+            m.join(
+                task_runs,
+                and_(
+                    tr.task_key == m.c.tk,
+                    tr.state_type == "COMPLETED",
+                    tr.cache_key.is_not(None),
+                ),
+            )
+        )
+        .group_by(m.c.tk)
+    )
+    return {
+        tk: MissHistory(same_key_at, int(stored or 0), int(hits or 0))
+        for tk, same_key_at, stored, hits in conn.execute(query)
+    }
 
 
 def load_for_resume(store: Store, ref: str) -> tuple[str, str, str, dict[str, Any], list[Any]]:

@@ -7,6 +7,10 @@ latest state) and kept in full in ``states`` (the history).
 ``SCHEMA_VERSION`` is written in ``flowbook_meta``. Opening a store runs the migrations from
 its version up to this one, in one transaction; a store written by a newer flowbook is refused
 with an error rather than misread.
+
+Versions: 1, the first; 2 adds ``cache_entries.key_parts`` and the ``cache_misses`` table,
+which explain cache misses (rows of version 1 keep NULL ``key_parts``: their misses are
+explained with less detail).
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "metadata"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -154,11 +159,40 @@ cache_entries = Table(
     Column("expires", Float),
     Column("hits", Integer, nullable=False, default=0),
     Column("input_preview", Text),
+    # what the key is made of (task_input_hash only), as JSON: {"source": hash of the task's
+    # source, "inputs": {argument name: content hash}}; NULL for other keys (schema >= 2)
+    Column("key_parts", Text),
     Index("ix_cache_entries_task_name", "task_name"),
+)
+
+# The latest cache miss of each task (schema >= 2): compared with the task's entries, it says
+# which part of the key changed. One row per task, replaced at each miss.
+cache_misses = Table(
+    "cache_misses",
+    metadata,
+    Column("task_key", String(512), primary_key=True),
+    Column("key", String(512), nullable=False),
+    Column("task_name", String(255), nullable=False),
+    Column("flow_name", String(255)),
+    Column("task_run_id", String(36)),
+    Column("missed_at", Float, nullable=False),
+    # what the process saw: "refresh" (refresh_cache=True, no look-up), "expired" (an entry
+    # under this key had expired at expired_at), or NULL (no entry under this key)
+    Column("cause", String(16)),
+    Column("expired_at", Float),
+    Column("key_parts", Text),
 )
 
 Migration = Callable[[Connection], None]
 
+
+def _v1_to_v2(conn: Connection) -> None:
+    """Record what cache keys are made of: a nullable column and a new table."""
+    column_type = cache_entries.c.key_parts.type.compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE cache_entries ADD COLUMN key_parts {column_type}"))
+    cache_misses.create(conn)
+
+
 # MIGRATIONS[n] upgrades an existing store from version n to n + 1 (a new store is created at
 # SCHEMA_VERSION directly). Each step must keep every row it finds.
-MIGRATIONS: dict[int, Migration] = {}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}

@@ -44,6 +44,7 @@ from flowbook.store.cache import INLINE_RESULT_BYTES
 from flowbook.store.database import HEARTBEAT_EVERY_S, heartbeat
 from flowbook.store.schema import (
     cache_entries,
+    cache_misses,
     flow_runs,
     logs,
     states,
@@ -107,7 +108,8 @@ class StoreWriter:
         self._hurry.set()
 
     def put(self, item: tuple[Any, ...]) -> None:
-        """Queue one of the store's own writes: ``("cache_put", row)``, ``("cache_hit", ...)``."""
+        """Queue one of the store's own writes: ``("cache_put", row)``, ``("cache_hit", ...)``,
+        ``("cache_miss", row)``."""
         self._queue.put(item)
 
     def barrier(self, flow_run: FlowRun, timeout: float = 60.0) -> None:
@@ -237,6 +239,7 @@ class _Rows:
         self.cache_puts: dict[tuple[str, str], dict[str, Any]] = {}
         self.cache_hits: dict[tuple[str, str], int] = {}
         self.cache_deletes: list[tuple[str, str]] = []
+        self.cache_misses: dict[str, dict[str, Any]] = {}  # the latest miss of each task
         self.latest_task: dict[str, tuple[FlowRun | TaskRun, State]] = {}
         self.latest_flow: dict[str, tuple[FlowRun | TaskRun, State]] = {}
 
@@ -396,12 +399,18 @@ class _Rows:
         what = item[0]
         if what == "cache_put":
             row = item[1]
+            row["key_parts"] = _parts_json(row.get("key_parts"))
             self.cache_puts[(row["task_key"], row["key"])] = row
         elif what == "cache_hit":
             key = (item[1], item[2])
             self.cache_hits[key] = self.cache_hits.get(key, 0) + 1
         elif what == "cache_delete":
             self.cache_deletes.append((item[1], item[2]))
+        elif what == "cache_miss":
+            row = item[1]
+            kept = self.cache_misses.get(row["task_key"])
+            if kept is None or row["missed_at"] >= kept["missed_at"]:
+                self.cache_misses[row["task_key"]] = row
 
     # -- SQL ------------------------------------------------------------------------------------
     def write(self, conn: Any) -> None:
@@ -440,6 +449,8 @@ class _Rows:
                 "UPDATE cache_entries SET hits = hits + {0} WHERE task_key = {0} AND key = {0}",
                 [(n, t, k) for (t, k), n in self.cache_hits.items()],
             )
+        if self.cache_misses:
+            _upsert_misses(conn, self.cache_misses.values())
 
 
 _FLOW_COLUMNS = tuple(c.name for c in flow_runs.columns)
@@ -467,6 +478,9 @@ _PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
 _CACHE_COLUMNS = tuple(c.name for c in cache_entries.columns)
+_MISS_COLUMNS = tuple(c.name for c in cache_misses.columns)
+
+
 _TASK_INDEX = {name: i for i, name in enumerate(_TASK_COLUMNS)}
 _T_ID, _T_FLOW_RUN_ID, _T_NAME, _T_TASK_NAME, _T_TASK_KEY = (
     _TASK_INDEX[c] for c in ("id", "flow_run_id", "name", "task_name", "task_key")
@@ -518,6 +532,39 @@ def _insert(conn: Any, table: Any, columns: tuple[str, ...], rows: Sequence[Sequ
         f"VALUES ({', '.join([mark] * len(columns))})"
     )
     conn.exec_driver_sql(sql, list(rows))
+
+
+def _parts_json(parts: Any) -> str | None:
+    """A ``KeyParts`` (or None) as stored: JSON text."""
+    if parts is None or isinstance(parts, str):
+        return parts
+    return str(parts.to_json())
+
+
+def _upsert_misses(conn: Any, rows: Any) -> None:
+    """Keep each task's latest miss: one row per task, the newer miss wins.
+
+    An upsert, not DELETE + INSERT: two processes recording a miss of one task at once must
+    not make each other's batch fail on the primary key.
+    """
+    tuples = [
+        tuple(_parts_json(row[c]) if c == "key_parts" else row[c] for c in _MISS_COLUMNS)
+        for row in rows
+    ]
+    mark = _PLACEHOLDERS.get(conn.dialect.paramstyle)
+    if mark is None or conn.dialect.name not in ("sqlite", "postgresql"):
+        keys = [(t[0],) for t in tuples]
+        _execute_many(conn, "DELETE FROM cache_misses WHERE task_key = {0}", keys)
+        _insert(conn, cache_misses, _MISS_COLUMNS, tuples)
+        return
+    updates = ", ".join(f"{c} = excluded.{c}" for c in _MISS_COLUMNS[1:])
+    sql = (
+        f"INSERT INTO cache_misses ({', '.join(_MISS_COLUMNS)}) "
+        f"VALUES ({', '.join([mark] * len(_MISS_COLUMNS))}) "
+        f"ON CONFLICT (task_key) DO UPDATE SET {updates} "
+        "WHERE excluded.missed_at >= cache_misses.missed_at"
+    )
+    conn.exec_driver_sql(sql, tuples)
 
 
 def _by_keys(rows: Any) -> dict[tuple[str, ...], list[dict[str, Any]]]:

@@ -1,0 +1,677 @@
+"""What a run widget shows, as plain data: the snapshot of one flow run and its task runs.
+
+``RunModel`` is fed by the notebook subscriber (``flowbook.jupyter.extension``): engine events
+mark task runs as changed, and ``snapshot()`` turns the changes into the widget's traits (see
+docs/widget-protocol.md). It is incremental: a snapshot looks only at the task runs that
+changed since the last one, so a 10,000-task map costs a few hundred node updates per second,
+not 10,000 per update. The graph layout is recomputed only when nodes appear.
+
+``StoredRun`` gives the same snapshot for a finished run read back from the store.
+
+Nodes: a ``.map()`` call is one node; a subflow call is a box around its own nodes; other task
+runs are one node each, until one task has more than ``FOLD`` such runs in one flow run: then
+they fold into one group node (a loop of ``.submit()`` calls reads like a map).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from flowbook._preview import parameters_preview, preview
+from flowbook.engine.runs import FlowRun, TaskRun
+from flowbook.jupyter.layout import LayoutNode, layout
+from flowbook.states import State
+
+__all__ = ["FOLD", "MAX_BARS", "MAX_LOGS", "RunModel", "StoredRun"]
+
+FOLD = 12
+MAX_LOGS = 2000
+MAX_BARS = 2000
+MAX_DETAIL_RUNS = 20
+MAX_TRACEBACK = 6000
+
+_FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+_BAD = ("FAILED", "CRASHED")
+# which state a node with a mix of states shows: the first type present in this order
+_SHOWN_FIRST = ("FAILED", "CRASHED", "CANCELLED", "RUNNING", "PENDING", "SCHEDULED", "PAUSED")
+
+
+class _Rec:
+    """What the model remembers of one task run."""
+
+    __slots__ = ("node", "run", "started", "state", "state_type")
+
+    def __init__(self, run: TaskRun, node: str) -> None:
+        self.run = run
+        self.node = node
+        self.state = ""
+        self.state_type = ""
+        self.started = False
+
+
+class _Node:
+    __slots__ = ("counts", "failed", "key", "kind", "label", "order", "parent", "recs", "types")
+
+    def __init__(self, key: str, kind: str, label: str, parent: str | None, order: int) -> None:
+        self.key = key
+        self.kind = kind
+        self.label = label
+        self.parent = parent
+        self.order = order
+        self.recs: list[_Rec] = []
+        self.counts: dict[str, int] = {}
+        self.types: dict[str, int] = {}
+        self.failed: list[_Rec] = []
+
+
+def _state_type(state: State | None) -> str:
+    return state.type._value_ if state is not None else "PENDING"
+
+
+def _shown_state(types: Mapping[str, int], counts: Mapping[str, int]) -> tuple[str, str]:
+    for kind in _SHOWN_FIRST:
+        if types.get(kind):
+            return _name_for(kind, counts), kind
+    if counts.get("Cached") and counts["Cached"] == sum(counts.values()):
+        return "Cached", "COMPLETED"
+    if types.get("COMPLETED"):
+        return "Completed", "COMPLETED"
+    return "Pending", "PENDING"
+
+
+_TYPE_NAMES = {
+    "FAILED": ("Failed", "TimedOut"),
+    "CRASHED": ("Crashed",),
+    "CANCELLED": ("Cancelled",),
+    "RUNNING": ("Running", "Retrying"),
+    "PENDING": ("Pending",),
+    "SCHEDULED": ("AwaitingRetry", "Scheduled"),
+    "PAUSED": ("Paused",),
+}
+
+
+def _name_for(kind: str, counts: Mapping[str, int]) -> str:
+    for name in _TYPE_NAMES.get(kind, ()):
+        if counts.get(name):
+            return name
+    return kind.capitalize()
+
+
+def _format_traceback(exc: BaseException) -> str:
+    from flowbook.console import format_user_traceback
+
+    text = format_user_traceback(exc)
+    if len(text) > MAX_TRACEBACK:
+        text = "...\n" + text[-MAX_TRACEBACK:]
+    return text
+
+
+def run_detail(run: TaskRun) -> dict[str, Any]:
+    """The detail of one task run (or subflow record) for the node panel."""
+    state = run.state
+    task = run.task
+    data = state.data if state is not None else None
+    tb = None
+    if isinstance(data, BaseException) and state is not None and not state.is_completed():
+        tb = _format_traceback(data)
+    result = None
+    if state is not None and state.is_completed():
+        result = preview(data)
+    if run.cache_key is None:
+        cache = "off"
+    else:
+        cache = "hit" if state is not None and state.name == "Cached" else "miss"
+    start, end = run.start_s, run.end_s
+    try:
+        inputs = parameters_preview(run.parameters)
+    except TypeError:
+        inputs = "{}"
+    return {
+        "id": run.id,
+        "name": run.name,
+        "task": run.task_name,
+        "state": state.name if state is not None else "Pending",
+        "state_type": _state_type(state),
+        "message": state.message if state is not None else None,
+        "states": [],
+        "start": start,
+        "end": end,
+        "duration": (end - start) if start is not None and end is not None else None,
+        "run_count": run.run_count,
+        "retries": task.retries if task is not None else 0,
+        "cache_key": run.cache_key,
+        "cache": cache,
+        "inputs": inputs,
+        "result": result,
+        "traceback": tb,
+    }
+
+
+class RunModel:
+    """The live snapshot of one top-level flow run (its subflows included)."""
+
+    def __init__(self, flow_run: FlowRun) -> None:
+        self.flow_run = flow_run
+        self._lock = threading.Lock()
+        # task runs changed since the last snapshot; a deque: appends from many threads are safe
+        self._dirty: collections.deque[TaskRun] = collections.deque()
+        self._header_dirty = True
+        self._logs: collections.deque[list[Any]] = collections.deque(maxlen=MAX_LOGS)
+        self._logs_total = 0
+        self._logs_dirty = False
+        self._partial: dict[tuple[str, str], str] = {}
+        # state history per task run id, kept for runs shown in node details
+        self._history: dict[str, list[list[Any]]] = {}
+        self._recs: dict[str, _Rec] = {}
+        self._nodes: dict[str, _Node] = {}
+        self._loose: dict[tuple[str | None, str], list[_Rec]] = {}
+        self._edges: set[tuple[str, str, str]] = set()
+        self._structure_dirty = True
+        self._graph: dict[str, Any] = {"width": 0, "height": 0, "nodes": [], "edges": []}
+        self._node_cache: dict[str, dict[str, Any]] = {}
+        self._started: list[_Rec] = []
+        # single-run nodes folded into a group node: old key -> group key
+        self._moved: dict[str, str] = {}
+        # edges whose upstream run has not been seen yet: upstream id -> downstream node keys
+        self._waiting_edges: dict[str, list[str]] = {}
+        self._order = 0
+        self.cancel_requested = False
+
+    # -- fed from the event subscriber (any thread; must be quick) ---------------------------
+    def task_run_changed(self, run: TaskRun) -> None:
+        self._dirty.append(run)
+
+    def flow_run_changed(self) -> None:
+        self._header_dirty = True
+
+    def state_entered(self, run: TaskRun, state: State) -> None:
+        """Remember a state beyond the common Pending -> Running -> Completed path.
+
+        The common states' times are on the run itself (created, started, ended), so the
+        history shown in a node's detail is built from those plus what is recorded here.
+        """
+        if state.name in ("Pending", "Running", "Completed"):
+            return
+        history = self._history.get(run.id)
+        if history is None:
+            history = self._history[run.id] = []
+        if len(history) < 50:
+            history.append([state.name, state.timestamp_s, state.message])
+
+    def add_log(self, ts: float, level: str, who: str, message: str, task: str) -> None:
+        with self._lock:
+            self._logs.append([ts, level, who, message, task])
+            self._logs_total += 1
+            self._logs_dirty = True
+
+    def add_output(self, stream: str, text: str, who: str, task: str, key: str) -> None:
+        """Printed text: whole lines become log lines; a partial line waits for its end."""
+        level = "PRINT" if stream == "stdout" else "STDERR"
+        with self._lock:
+            buffered = self._partial.pop((key, stream), "") + text
+            *lines, rest = buffered.split("\n")
+            if rest:
+                self._partial[(key, stream)] = rest
+            now = time.time()
+            for line in lines:
+                self._logs.append([now, level, who, line.rstrip("\r"), task])
+                self._logs_total += 1
+            if lines:
+                self._logs_dirty = True
+
+    def flush_output(self) -> None:
+        """End the partial printed lines (the run ended)."""
+        with self._lock:
+            partial, self._partial = self._partial, {}
+        for (key, stream), rest in partial.items():
+            run = self._recs.get(key)
+            who = run.run.name if run is not None else self.flow_run.name
+            task = run.run.task_name if run is not None else ""
+            self.add_output(stream, rest + "\n", who, task, key)
+
+    # -- snapshot (the updater thread) --------------------------------------------------------
+    def pending(self) -> bool:
+        return bool(self._dirty) or self._header_dirty or self._logs_dirty
+
+    def snapshot(self, *, timeline: bool) -> dict[str, Any]:
+        """The traits that changed since the last snapshot (all of them on the first one)."""
+        queue = self._dirty
+        dirty: dict[str, TaskRun] = {}
+        while queue:
+            run = queue.popleft()
+            dirty[run.id] = run
+        changed_nodes = self._apply(dirty.values())
+        out: dict[str, Any] = {}
+        if changed_nodes or self._structure_dirty or self._header_dirty:
+            self._header_dirty = False
+            out["header"] = self.header()
+        if changed_nodes or self._structure_dirty:
+            out["graph"] = self._graph_snapshot(changed_nodes)
+        if self._logs_dirty:
+            with self._lock:
+                self._logs_dirty = False
+                out["logs"] = list(self._logs)
+                out["logs_total"] = self._logs_total
+        if timeline:
+            out["timeline"] = self.timeline()
+        return out
+
+    def _apply(self, dirty: Iterable[TaskRun]) -> set[str]:
+        """Count each changed run's new state on its node (runs arrive in creation order)."""
+        changed: set[str] = set()
+        recs, nodes, started = self._recs, self._nodes, self._started
+        for run in dirty:
+            rec = recs.get(run.id)
+            if rec is None:
+                rec = self._add(run)
+            state = run.state
+            if state is None:
+                name, kind = "Pending", "PENDING"
+            else:
+                name, kind = state.name, state.type._value_
+            old, old_kind = rec.state, rec.state_type
+            if name == old and kind == old_kind:
+                continue
+            node = nodes[rec.node]
+            counts, types = node.counts, node.types
+            if old:
+                counts[old] -= 1
+                types[old_kind] -= 1
+            counts[name] = counts.get(name, 0) + 1
+            types[kind] = types.get(kind, 0) + 1
+            if kind in _BAD and old_kind not in _BAD:
+                node.failed.append(rec)
+            if not rec.started and run.start_s is not None and run.subflow_run is None:
+                rec.started = True
+                started.append(rec)
+            rec.state, rec.state_type = name, kind
+            changed.add(node.key)
+        return changed
+
+    def _parent_key(self, run: TaskRun) -> str | None:
+        fr = run.flow_run
+        if fr is None or fr is self.flow_run:
+            return None
+        return f"flow:{fr.id}"
+
+    def _add(self, run: TaskRun) -> _Rec:
+        parent = self._parent_key(run)
+        if run.subflow_run is not None:
+            key, kind, label = f"flow:{run.subflow_run.id}", "flow", run.name
+        elif run.map_group is not None:
+            key, kind, label = f"map:{run.map_group[0]}", "map", f"{run.task_name}.map"
+        else:
+            loose = self._loose.setdefault((parent, run.task_name), [])
+            group = f"group:{parent}:{run.task_name}"
+            if group in self._nodes:
+                key, kind, label = group, "group", run.task_name
+            elif len(loose) >= FOLD:
+                key, kind, label = group, "group", run.task_name
+                self._fold(loose, group, kind, label, parent)
+            else:
+                key, kind, label = f"task:{run.id}", "task", run.name
+        node = self._nodes.get(key)
+        if node is None:
+            self._order += 1
+            node = self._nodes[key] = _Node(key, kind, label, parent, self._order)
+            self._structure_dirty = True
+        rec = _Rec(run, key)
+        self._recs[run.id] = rec
+        node.recs.append(rec)
+        if kind == "task":
+            self._loose[(parent, run.task_name)].append(rec)
+        for up in run.upstream_ids:
+            up_rec = self._recs.get(up)
+            if up_rec is None:
+                self._waiting_edges.setdefault(up, []).append(key)
+            else:
+                self._add_edge(up_rec.node, key)
+        for down in self._waiting_edges.pop(run.id, ()):
+            self._add_edge(key, down)
+        return rec
+
+    def _add_edge(self, a: str, b: str) -> None:
+        moved = self._moved
+        a, b = moved.get(a, a), moved.get(b, b)
+        if a != b and (a, b, "data") not in self._edges:
+            self._edges.add((a, b, "data"))
+            self._structure_dirty = True
+
+    def _fold(
+        self, loose: list[_Rec], group: str, kind: str, label: str, parent: str | None
+    ) -> None:
+        """Move a task's single-run nodes into one group node."""
+        self._order += 1
+        node = self._nodes[group] = _Node(group, kind, label, parent, self._order)
+        moved = {}
+        for rec in loose:
+            old = self._nodes.pop(rec.node, None)
+            moved[rec.node] = group
+            node.order = min(node.order, old.order) if old is not None else node.order
+            rec.node = group
+            node.recs.append(rec)
+            if rec.state:
+                node.counts[rec.state] = node.counts.get(rec.state, 0) + 1
+                node.types[rec.state_type] = node.types.get(rec.state_type, 0) + 1
+                if rec.state_type in ("FAILED", "CRASHED"):
+                    node.failed.append(rec)
+        loose.clear()
+        self._moved.update(moved)
+        self._edges = {
+            (moved.get(a, a), moved.get(b, b), k)
+            for a, b, k in self._edges
+            if moved.get(a, a) != moved.get(b, b)
+        }
+        self._structure_dirty = True
+
+    def header(self) -> dict[str, Any]:
+        run = self.flow_run
+        state = run.state
+        counts: collections.Counter[str] = collections.Counter()
+        done = total = 0
+        for node in self._nodes.values():
+            if node.kind == "flow":
+                continue
+            for name, n in node.counts.items():
+                if n:
+                    counts[name] += n
+            total += len(node.recs)
+            done += sum(n for k, n in node.types.items() if k in _FINAL)
+        background = run.background
+        final = state is not None and state.is_final()
+        return {
+            "flow": run.flow.name,
+            "run_name": run.name,
+            "run_id": run.id,
+            "state": state.name if state is not None else "Pending",
+            "state_type": _state_type(state),
+            "message": state.message if state is not None else None,
+            "start": run.start_s,
+            "end": run.end_s if final else None,
+            "now": time.time(),
+            "counts": dict(sorted(counts.items())),
+            "total": total,
+            "done": done,
+            "background": background is not None,
+            "cancellable": background is not None and not final,
+            "cancel_requested": self.cancel_requested,
+            "source": "live",
+        }
+
+    def _graph_snapshot(self, changed: set[str]) -> dict[str, Any]:
+        if self._structure_dirty:
+            self._structure_dirty = False
+            items = [
+                LayoutNode(n.key, n.parent, n.order, is_container=n.kind == "flow")
+                for n in self._nodes.values()
+            ]
+            width, height = layout(items, [(a, b) for a, b, _ in self._edges])
+            self._graph = {
+                "width": width,
+                "height": height,
+                "nodes": [{"key": i.key, "x": i.x, "y": i.y, "w": i.w, "h": i.h} for i in items],
+                "edges": [{"from": a, "to": b, "kind": k} for a, b, k in sorted(self._edges)],
+            }
+            changed = set(self._nodes)
+        cache = self._node_cache
+        nodes = []
+        for placed in self._graph["nodes"]:
+            key = placed["key"]
+            node = self._nodes.get(key)
+            if node is None:
+                continue
+            data = cache.get(key)
+            if data is None or key in changed:
+                data = cache[key] = self._node_data(node)
+            nodes.append({**placed, **data})
+        self._graph = {**self._graph, "nodes": nodes}
+        return self._graph
+
+    def _node_data(self, node: _Node) -> dict[str, Any]:
+        state, kind = _shown_state(node.types, node.counts)
+        if node.kind == "flow" and node.recs:
+            record = node.recs[0].run
+            if record.state is not None:
+                state, kind = record.state.name, _state_type(record.state)
+        shown = [r for r in node.failed if r.state_type in ("FAILED", "CRASHED")][:MAX_DETAIL_RUNS]
+        if len(shown) < MAX_DETAIL_RUNS:
+            rest = MAX_DETAIL_RUNS - len(shown)
+            seen = {id(r) for r in shown}
+            shown += [r for r in node.recs[-rest:] if id(r) not in seen]
+        runs = []
+        for rec in shown:
+            detail = run_detail(rec.run)
+            detail["states"] = self._states_of(rec.run)
+            runs.append(detail)
+        return {
+            "label": node.label,
+            "kind": node.kind,
+            "parent": node.parent,
+            "state": state,
+            "state_type": kind,
+            "counts": {k: v for k, v in sorted(node.counts.items()) if v},
+            "total": len(node.recs),
+            "done": sum(n for k, n in node.types.items() if k in _FINAL),
+            "detail": {"runs": runs, "runs_total": len(node.recs)},
+        }
+
+    def _states_of(self, run: TaskRun) -> list[list[Any]]:
+        extra = self._history.get(run.id, [])
+        states: list[list[Any]] = [["Pending", run.created_s, None]]
+        if run.start_s is not None and run.subflow_run is None:
+            states.append(["Running", run.start_s, None])
+        states += extra
+        state = run.state
+        if state is not None and state.is_final() and (not extra or extra[-1][0] != state.name):
+            states.append([state.name, state.timestamp_s, state.message])
+        return states
+
+    def timeline(self) -> dict[str, Any]:
+        # runs in the order they started: the first MAX_BARS are drawn
+        started = self._started
+        shown = (
+            (r.run.start_s, r.run.end_s, r.state, r.state_type, r.node, r.run.name)
+            for r in itertools.islice(started, MAX_BARS)
+        )
+        tl = build_timeline(shown, self.flow_run.start_s, self.flow_run.end_s)
+        tl["total"] = len(started)
+        return tl
+
+
+def build_timeline(
+    runs: Iterable[tuple[float | None, float | None, str, str, str, str]],
+    start: float | None,
+    end: float | None,
+) -> dict[str, Any]:
+    """Bars in lanes: a bar takes the lowest lane free at its start."""
+    import heapq
+
+    started = sorted((r for r in runs if r[0] is not None), key=lambda r: r[0] or 0.0)
+    total = len(started)
+    shown = started[:MAX_BARS]
+    now = time.time()
+    free: list[int] = []
+    busy: list[tuple[float, int]] = []
+    lanes = 0
+    bars = []
+    for t0, t1, name, kind, node, run_name in shown:
+        assert t0 is not None
+        while busy and busy[0][0] <= t0:
+            heapq.heappush(free, heapq.heappop(busy)[1])
+        if free:
+            lane = heapq.heappop(free)
+        else:
+            lane, lanes = lanes, lanes + 1
+        heapq.heappush(busy, ((t1 if t1 is not None else now), lane))
+        bars.append([lane, t0, t1, name, kind, node, run_name])
+    return {"start": start, "end": end, "lanes": lanes, "total": total, "bars": bars}
+
+
+# -- a finished run, from the store -----------------------------------------------------------
+
+
+class StoredRun:
+    """The snapshot of a run read back from the store (``%flowbook show RUN``)."""
+
+    def __init__(self, detail: Any, subflows: dict[str, Any] | None = None) -> None:
+        self.detail = detail
+        self.subflows = subflows or {}
+
+    def snapshot(self) -> dict[str, Any]:
+        from datetime import datetime
+
+        def ts(text: str | None) -> float | None:
+            return datetime.fromisoformat(text).timestamp() if text else None
+
+        d = self.detail
+        nodes: dict[str, dict[str, Any]] = {}
+        order: list[LayoutNode] = []
+        node_of: dict[str, str] = {}
+        edges: set[tuple[str, str, str]] = set()
+        per_task: collections.Counter[tuple[str | None, str]] = collections.Counter()
+        bars = []
+
+        def add_runs(task_runs: list[dict[str, Any]], parent: str | None) -> None:
+            for t in task_runs:
+                per_task[(parent, t["task_name"])] += 1
+            for t in task_runs:
+                if t.get("subflow_run_id"):
+                    key, kind, label = f"flow:{t['subflow_run_id']}", "flow", t["name"]
+                elif per_task[(parent, t["task_name"])] > FOLD:
+                    key, kind, label = f"group:{parent}:{t['task_name']}", "group", t["task_name"]
+                else:
+                    key, kind, label = f"task:{t['id']}", "task", t["name"]
+                node_of[t["id"]] = key
+                node = nodes.get(key)
+                if node is None:
+                    node = nodes[key] = {
+                        "key": key,
+                        "label": label,
+                        "kind": kind,
+                        "parent": parent,
+                        "counts": collections.Counter(),
+                        "types": collections.Counter(),
+                        "runs": [],
+                    }
+                    order.append(LayoutNode(key, parent, len(order), is_container=kind == "flow"))
+                node["counts"][t["state"] or "Pending"] += 1
+                node["types"][t["state_type"] or "PENDING"] += 1
+                start, end = ts(t["start_time"]), ts(t["end_time"])
+                node["runs"].append(
+                    {
+                        "id": t["id"],
+                        "name": t["name"],
+                        "task": t["task_name"],
+                        "state": t["state"] or "Pending",
+                        "state_type": t["state_type"] or "PENDING",
+                        "message": t["message"],
+                        "states": [
+                            [s["name"], ts(s["timestamp"]), s["message"]] for s in t["states"]
+                        ],
+                        "start": start,
+                        "end": end,
+                        "duration": end - start if start is not None and end is not None else None,
+                        "run_count": t["run_count"],
+                        "retries": None,
+                        "cache_key": t["cache_key"],
+                        "cache": "off"
+                        if not t["cache_key"]
+                        else ("hit" if t["state"] == "Cached" else "miss"),
+                        "inputs": "",
+                        "result": None,
+                        "traceback": t["message"]
+                        if t["state_type"] in ("FAILED", "CRASHED")
+                        else None,
+                    }
+                )
+                if not t.get("subflow_run_id"):
+                    bars.append(
+                        (start, end, t["state"] or "", t["state_type"] or "", key, t["name"])
+                    )
+                for up in t["upstream"]:
+                    edges.add((up, t["id"], "data"))
+                sub = self.subflows.get(t.get("subflow_run_id") or "")
+                if sub is not None:
+                    add_runs(sub.task_run_list, key)
+
+        add_runs(d.task_run_list, None)
+        edge_keys = {
+            (node_of[a], node_of[b], k)
+            for a, b, k in edges
+            if a in node_of and b in node_of and node_of[a] != node_of[b]
+        }
+        width, height = layout(order, [(a, b) for a, b, _ in edge_keys])
+        graph_nodes = []
+        counts: collections.Counter[str] = collections.Counter()
+        total = done = 0
+        for item in order:
+            n = nodes[item.key]
+            state, kind = _shown_state(n["types"], n["counts"])
+            runs = sorted(n["runs"], key=lambda r: r["state_type"] not in ("FAILED", "CRASHED"))
+            n_done = sum(v for k, v in n["types"].items() if k in _FINAL)
+            if n["kind"] != "flow":
+                counts.update(n["counts"])
+                total += len(n["runs"])
+                done += n_done
+            else:
+                state, kind = n["runs"][0]["state"], n["runs"][0]["state_type"]
+            graph_nodes.append(
+                {
+                    "key": item.key,
+                    "x": item.x,
+                    "y": item.y,
+                    "w": item.w,
+                    "h": item.h,
+                    "label": n["label"],
+                    "kind": n["kind"],
+                    "parent": n["parent"],
+                    "state": state,
+                    "state_type": kind,
+                    "counts": dict(sorted(n["counts"].items())),
+                    "total": len(n["runs"]),
+                    "done": n_done,
+                    "detail": {"runs": runs[:MAX_DETAIL_RUNS], "runs_total": len(runs)},
+                }
+            )
+        names = {t["id"]: (t["name"], t["task_name"]) for t in d.task_run_list}
+        logs = []
+        for line in d.logs[-MAX_LOGS:]:
+            who, task = names.get(line["task_run_id"] or "", (d.name, ""))
+            level = logging.getLevelName(line["level"])
+            logs.append([ts(line["timestamp"]), level, who, line["message"], task])
+        start, end = ts(d.start_time), ts(d.end_time)
+        return {
+            "header": {
+                "flow": d.flow_name,
+                "run_name": d.name,
+                "run_id": d.id,
+                "state": d.state or "Pending",
+                "state_type": d.state_type or "PENDING",
+                "message": d.message,
+                "start": start,
+                "end": end,
+                "now": time.time(),
+                "counts": dict(sorted(counts.items())),
+                "total": total,
+                "done": done,
+                "background": False,
+                "cancellable": False,
+                "cancel_requested": False,
+                "source": "store",
+            },
+            "graph": {
+                "width": width,
+                "height": height,
+                "nodes": graph_nodes,
+                "edges": [{"from": a, "to": b, "kind": k} for a, b, k in sorted(edge_keys)],
+            },
+            "logs": logs,
+            "logs_total": len(d.logs),
+            "timeline": build_timeline(bars, start, end),
+        }

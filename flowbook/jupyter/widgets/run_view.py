@@ -1,0 +1,101 @@
+"""The run widget: an anywidget whose traits are a run's snapshot (docs/widget-protocol.md).
+
+The kernel computes the snapshot (``flowbook.jupyter.model``); ``static/run_view.js`` draws
+it. Besides the live view, the widget's display bundle carries an HTML and a plain-text
+summary of the run, so nbconvert, GitHub and terminals show it too; when the run ends the
+display is updated so that a saved notebook keeps the final summary.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Callable
+from typing import Any
+
+import anywidget
+import traitlets
+
+from flowbook.jupyter.html import render_html, render_text
+
+__all__ = ["RunView"]
+
+_STATIC = pathlib.Path(__file__).parent / "static"
+_WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+class RunView(anywidget.AnyWidget):
+    """The live view of one flow run."""
+
+    _esm = _STATIC / "run_view.js"
+    _css = _STATIC / "run_view.css"
+
+    header = traitlets.Dict().tag(sync=True)
+    graph = traitlets.Dict().tag(sync=True)
+    logs: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    logs_total = traitlets.Int(0).tag(sync=True)
+    timeline = traitlets.Dict().tag(sync=True)
+
+    def __init__(
+        self, snapshot: dict[str, Any] | None = None, on_cancel: Callable[[], None] | None = None
+    ) -> None:
+        super().__init__()
+        self._on_cancel = on_cancel
+        if snapshot:
+            self.apply(snapshot)
+        self.on_msg(self._handle_msg)
+        self._hook_cancel()
+
+    def apply(self, snapshot: dict[str, Any]) -> None:
+        """Set the traits in ``snapshot`` (one message to the front end)."""
+        with self.hold_sync():
+            for name, value in snapshot.items():
+                setattr(self, name, value)
+
+    # -- Cancel ----------------------------------------------------------------------------------
+    def _handle_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
+        if isinstance(content, dict) and content.get("type") == "cancel":
+            self.cancel()
+
+    def cancel(self) -> None:
+        """What the Cancel button does: cancel the run (once)."""
+        on_cancel = self._on_cancel
+        if on_cancel is not None:
+            self._on_cancel = None
+            on_cancel()
+
+    def _hook_cancel(self) -> None:
+        """Let Cancel act while another cell keeps the kernel's main thread busy.
+
+        Messages from the front end to a widget are handled on the kernel's main thread, so a
+        click waits for the running cell. ipykernel 7 reads each comm message on its shell
+        channel thread first, to route it (``Comm._reply_subshell_for``); the hook below looks
+        there for this widget's Cancel and acts at once. Where that hook does not exist, the
+        click is handled when the main thread is free.
+        """
+        comm = getattr(self, "comm", None)
+        route = getattr(comm, "_reply_subshell_for", None)
+        if comm is None or route is None:
+            return
+
+        def reply_subshell_for(data: Any, default: Any) -> Any:
+            if isinstance(data, dict) and data.get("method") == "custom":
+                content = data.get("content")
+                if isinstance(content, dict) and content.get("type") == "cancel":
+                    self.cancel()
+            return route(data, default)
+
+        comm._reply_subshell_for = reply_subshell_for
+
+    # -- display ---------------------------------------------------------------------------------
+    def _repr_mimebundle_(self, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        data = {
+            "text/plain": repr(self),
+            "text/html": render_html(
+                self.header, self.graph, self.logs, self.logs_total, self.timeline
+            ),
+            _WIDGET_MIME: {"version_major": 2, "version_minor": 1, "model_id": self.model_id},
+        }
+        return data, {}
+
+    def __repr__(self) -> str:
+        return str(render_text(self.header, self.graph))

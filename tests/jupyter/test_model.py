@@ -1,0 +1,228 @@
+"""The run widget's snapshot, computed from real runs (no kernel needed)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from flowbook import flow, get_run_logger, task
+from flowbook.engine.events import FlowRunCreated, StateChanged, TaskRunCreated, bus
+from flowbook.engine.runs import FlowRun, TaskRun
+from flowbook.jupyter.layout import LayoutNode, layout
+from flowbook.jupyter.model import FOLD, MAX_BARS, RunModel, build_timeline
+from flowbook.task_runners import ConcurrentTaskRunner
+
+
+class Feeder:
+    """Feeds the models of top-level runs the way the notebook subscriber does."""
+
+    def __init__(self) -> None:
+        self.models: list[RunModel] = []
+        self.by_flow: dict[str, RunModel] = {}
+
+    def __call__(self, event: Any) -> None:
+        if isinstance(event, FlowRunCreated):
+            run = event.flow_run
+            parent = run.parent_task_run
+            if parent is None:
+                model = RunModel(run)
+                self.models.append(model)
+                self.by_flow[run.id] = model
+            elif parent.flow_run is not None and parent.flow_run.id in self.by_flow:
+                self.by_flow[run.id] = self.by_flow[parent.flow_run.id]
+            return
+        run = event.task_run if isinstance(event, TaskRunCreated) else event.run
+        if isinstance(run, TaskRun) and run.flow_run is not None:
+            model = self.by_flow.get(run.flow_run.id)
+            if model is not None:
+                model.task_run_changed(run)
+                if isinstance(event, StateChanged):
+                    model.state_entered(run, event.state)
+        elif isinstance(run, FlowRun) and run.id in self.by_flow:
+            self.by_flow[run.id].flow_run_changed()
+
+
+@pytest.fixture
+def feeder() -> Iterator[Feeder]:
+    f = Feeder()
+    bus.subscribe((FlowRunCreated, TaskRunCreated, StateChanged), f)
+    yield f
+    bus.unsubscribe(f)
+
+
+@task
+def inc(x: int) -> int:
+    return x + 1
+
+
+@task
+def total(xs: list[int]) -> int:
+    return sum(xs)
+
+
+@task
+def fail(x: int) -> int:
+    raise ValueError(f"bad input {x}")
+
+
+def nodes_by_label(graph: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {n["label"]: n for n in graph["nodes"]}
+
+
+def test_a_map_is_one_node_with_its_progress_and_a_downstream_edge(feeder: Feeder) -> None:
+    @flow
+    def pipeline(n: int) -> int:
+        get_run_logger().info("starting")
+        return total.submit(inc.map(range(n))).result()
+
+    assert pipeline(20) == sum(range(1, 21))
+    snap = feeder.models[0].snapshot(timeline=True)
+    nodes = nodes_by_label(snap["graph"])
+    mapped = nodes["inc.map"]
+    assert mapped["kind"] == "map"
+    assert (mapped["done"], mapped["total"]) == (20, 20)
+    assert mapped["counts"] == {"Completed": 20}
+    assert mapped["state"] == "Completed"
+    downstream = next(n for n in snap["graph"]["nodes"] if n["label"].startswith("total"))
+    assert {"from": mapped["key"], "to": downstream["key"], "kind": "data"} in snap["graph"][
+        "edges"
+    ]
+    # layered: the downstream node is right of the map node
+    assert downstream["x"] > mapped["x"] + mapped["w"]
+    header = snap["header"]
+    assert header["flow"] == "pipeline"
+    assert header["state"] == "Completed"
+    assert (header["done"], header["total"]) == (21, 21)
+    assert header["counts"] == {"Completed": 21}
+    assert header["end"] is not None
+    assert header["start"] is not None
+    assert snap["timeline"]["total"] == 21
+    assert len(snap["timeline"]["bars"]) == 21
+
+
+def test_a_failed_run_shows_first_with_its_traceback(feeder: Feeder) -> None:
+    @flow
+    def mixed() -> None:
+        futures = [inc.submit(1), fail.submit(7)]
+        for f in futures:
+            f.wait()
+
+    state = mixed(return_state=True)
+    assert state.is_failed()
+    snap = feeder.models[0].snapshot(timeline=False)
+    failed = next(n for n in snap["graph"]["nodes"] if n["label"].startswith("fail"))
+    assert failed["state"] == "Failed"
+    run = failed["detail"]["runs"][0]
+    assert run["traceback"] is not None
+    assert "bad input 7" in run["traceback"]
+    assert [s[0] for s in run["states"]] == ["Pending", "Running", "Failed"]
+    assert run["inputs"] == '{"x": "7"}'
+    ok = next(n for n in snap["graph"]["nodes"] if n["label"].startswith("inc"))
+    assert ok["detail"]["runs"][0]["result"] == "2"
+    assert snap["header"]["state"] == "Failed"
+
+
+def test_many_submits_of_one_task_fold_into_a_group(feeder: Feeder) -> None:
+    @flow(task_runner=ConcurrentTaskRunner(4))
+    def loop() -> None:
+        for i in range(FOLD + 5):
+            inc.submit(i)
+
+    loop()
+    snap = feeder.models[0].snapshot(timeline=False)
+    assert len(snap["graph"]["nodes"]) == 1
+    group = snap["graph"]["nodes"][0]
+    assert group["kind"] == "group"
+    assert group["total"] == FOLD + 5
+    assert group["label"] == "inc"
+
+
+def test_a_subflow_is_a_box_around_its_own_nodes(feeder: Feeder) -> None:
+    @flow
+    def child(x: int) -> int:
+        return inc(x)
+
+    @flow
+    def parent() -> int:
+        return child(inc(1))
+
+    assert parent() == 3
+    assert len(feeder.models) == 1
+    snap = feeder.models[0].snapshot(timeline=False)
+    nodes = snap["graph"]["nodes"]
+    box = next(n for n in nodes if n["kind"] == "flow")
+    inner = [n for n in nodes if n["parent"] == box["key"]]
+    assert len(inner) == 1
+    assert inner[0]["label"].startswith("inc")
+    i = inner[0]
+    assert box["x"] <= i["x"]
+    assert i["x"] + i["w"] <= box["x"] + box["w"]
+    assert box["y"] <= i["y"]
+    assert i["y"] + i["h"] <= box["y"] + box["h"]
+    assert box["state"] == "Completed"
+
+
+def test_snapshots_are_incremental(feeder: Feeder) -> None:
+    @flow
+    def one() -> int:
+        return inc(1)
+
+    one()
+    model = feeder.models[0]
+    first = model.snapshot(timeline=False)
+    assert set(first) >= {"header", "graph"}
+    assert not model.pending()
+    assert model.snapshot(timeline=False) == {}
+
+
+def test_printed_lines_are_whole_lines(feeder: Feeder) -> None:
+    @flow
+    def quiet() -> None:
+        pass
+
+    quiet()
+    model = feeder.models[0]
+    model.add_output("stdout", "hel", "r", "t", "k")
+    model.add_output("stdout", "lo\nwor", "r", "t", "k")
+    snap = model.snapshot(timeline=False)
+    assert [line[3] for line in snap["logs"]] == ["hello"]
+    model.flush_output()
+    snap = model.snapshot(timeline=False)
+    assert [line[3] for line in snap["logs"]] == ["hello", "wor"]
+    assert snap["logs_total"] == 2
+
+
+def test_timeline_lanes_show_parallelism() -> None:
+    t = time.time()
+    runs = [
+        (t, t + 1.0, "Completed", "COMPLETED", "n", "a"),
+        (t + 0.1, t + 0.5, "Completed", "COMPLETED", "n", "b"),
+        (t + 0.6, t + 0.9, "Completed", "COMPLETED", "n", "c"),
+        (t + 1.2, t + 1.5, "Completed", "COMPLETED", "n", "d"),
+    ]
+    tl = build_timeline(runs, t, t + 2)
+    lanes = {bar[6]: bar[0] for bar in tl["bars"]}
+    assert tl["lanes"] == 2
+    assert lanes == {"a": 0, "b": 1, "c": 1, "d": 0}
+    many = [(t + i, t + i + 0.5, "Completed", "COMPLETED", "n", str(i)) for i in range(2500)]
+    tl = build_timeline(many, t, None)
+    assert tl["total"] == 2500
+    assert len(tl["bars"]) == MAX_BARS
+    assert tl["lanes"] == 1
+
+
+def test_layout_puts_every_edge_left_to_right_without_overlaps() -> None:
+    nodes = [LayoutNode(str(i), None, i) for i in range(6)]
+    edges = [("0", "2"), ("1", "2"), ("2", "3"), ("0", "4"), ("4", "5"), ("3", "5")]
+    width, height = layout(nodes, edges)
+    pos = {n.key: n for n in nodes}
+    for a, b in edges:
+        assert pos[a].x + pos[a].w <= pos[b].x
+    boxes = [(n.x, n.y, n.x + n.w, n.y + n.h) for n in nodes]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+    assert all(n.x + n.w <= width and n.y + n.h <= height for n in nodes)
