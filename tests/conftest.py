@@ -139,3 +139,12 @@ def postgres_url(postgres_server: Any, request: pytest.FixtureRequest) -> Iterat
     url: str = postgres_server.create_database(name)
     yield url
     postgres_server.drop_database(name)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the browser tests last.
+
+    Playwright's sync API keeps an event loop running on the main thread while its browser
+    is open (one per session), and tests that call ``asyncio.run`` must not see it.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is not None)
