@@ -127,8 +127,23 @@ def _created_meanwhile(exc: Exception) -> bool:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # the busy timeout first: switching a new file to WAL needs a lock that another process
+    # creating the same store may hold for a moment
     cursor.execute("PRAGMA busy_timeout=60000")
+    # WAL is a property of the file: set once, it stays. Setting it can fail at once with
+    # "database is locked" (SQLite does not always wait for the busy timeout there) while
+    # another process creates the same store, so that case is retried for a while.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except Exception as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
