@@ -2,7 +2,8 @@
 
   python report.py --flowbook out/flowbook.jsonl --plain out/plain.jsonl \
       [--prefect out/prefect.jsonl [--prefect-meta out/prefect.meta.json] [--prefect-reused]] \
-      [--out RESULTS.md] [--repeat N] [--python PATH] [--started ISO] [--title TEXT]
+      [--out RESULTS.md] [--repeat N] [--python PATH] [--started ISO] [--title TEXT] \
+      [--runs out/runs.json] [--memory out/memory.json] [--workloads "a b"]
 
 Figures are medians of the wall times of fresh processes (run.py), loaded with
 summarize.load. Text after the line ``<!-- notes -->`` in an existing output file is
@@ -34,6 +35,7 @@ WORKLOADS = [
     "cache_hit_1000:cold",
     "cache_hit_1000:warm",
     "retries",
+    "dask_100_cold",
     "dask_100",
     "flow_call_100",
     "import_time",
@@ -50,7 +52,13 @@ TARGETS = {
     "cache_hit_1000:warm": ("ratio", 2),
     "flow_call_100": ("abs", 0.100),
     "retries": ("retry", 0.001),
+    "dask_100_cold": ("ratio", 1.2),
     "import_time": ("abs", 0.3),
+}
+NO_TARGET = {
+    # dask_100 runs after dask_1 in the same process: flowbook reuses the cluster dask_1
+    # started, the plain baseline starts (and closes) one per flow
+    "dask_100": "no target (flowbook: warm cluster; plain: a new cluster per flow)",
 }
 RETRY_FLOWS, RETRIES_PER_FLOW = 20, 2  # workloads.wl_retries: 20 flows, 2 retries each, delay 0
 
@@ -117,7 +125,7 @@ FAILED_LOG = ["out/flowbook.log"]  # where their tracebacks are, relative to ben
 def check(name, fb, plain, fb_extras):
     """-> text of the 'met?' cell."""
     if name not in TARGETS:
-        return "no target" if name != "dask_100" else "no target (not measured for flowbook yet)"
+        return NO_TARGET.get(name, "no target")
     if fb is None:
         return (
             f"**FAILED** (see {FAILED_LOG[0]})" if name.split(":")[0] in FAILED else "not measured"
@@ -174,6 +182,99 @@ def old_notes(path):
     return text.split(NOTES_MARK, 1)[1].strip("\n")
 
 
+def median_extra(extras, name, key):
+    values = [r[key] for r in extras.get(name, []) if isinstance(r.get(key), (int, float))]
+    return statistics.median(values) if values else None
+
+
+def dask_cold_text(fb_x, pl_x, pf_x):
+    """What wl_dask_100_cold records besides its wall time: to results, close, second run."""
+    name = "dask_100_cold"
+    if not fb_x.get(name) and not pl_x.get(name):
+        return []
+    lines = [
+        f"{name}: the first Dask use of a fresh process: import Dask, start a 2-worker × "
+        "1-thread LocalCluster, 100 × 50 ms CPU-bound tasks, results in hand, the cluster "
+        "closed. The plain baseline and Prefect close their cluster when the flow ends; "
+        "flowbook keeps it for later runs (closed at exit), so its close "
+        "(`dask_close()`, timed after the second run) is added to its first run."
+    ]
+    parts = []
+    f_res, p_res = (
+        median_extra(fb_x, name, "to_results_s"),
+        median_extra(pl_x, name, "to_results_s"),
+    )
+    if f_res is not None or p_res is not None:
+        parts.append(
+            f"Up to the results, no close: flowbook {fmt_s(f_res)} s, plain {fmt_s(p_res)} s "
+            f"({fmt_ratio(f_res, p_res)})."
+        )
+    f_close = median_extra(fb_x, name, "close_s")
+    p_first = median_extra(pl_x, name, "first_call_s")
+    p_after = p_first - p_res if p_first is not None and p_res is not None else None
+    parts.append(
+        f"Closing the cluster: flowbook {fmt_s(f_close)} s; plain {fmt_s(p_after)} s "
+        "(from the results to the end of its flow call)."
+    )
+    f_second = median_extra(fb_x, name, "second_run_s")
+    if f_second is not None:
+        same = [r.get("same_cluster") for r in fb_x.get(name, [])]
+        text = (
+            f"A second, identical flow run in the same process: flowbook {fmt_s(f_second)} s "
+            f"(ideal 2.5 s; same scheduler and workers as the first run in {sum(map(bool, same))} "
+            f"of {len(same)} processes)"
+        )
+        p_second = median_extra(pl_x, name, "second_run_s")
+        if p_second is not None:
+            text += f", plain {fmt_s(p_second)} s (a new cluster for each flow run)"
+        q_second = median_extra(pf_x, name, "second_run_s")
+        if q_second is not None:
+            text += f", Prefect {fmt_s(q_second)} s"
+        parts.append(text + ".")
+    return [lines[0] + " " + " ".join(parts), ""]
+
+
+def runs_lines(path, names):
+    """A line per run when the figures shown come from more than one run (runs.json)."""
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        runs = json.load(f)
+    groups = {}
+    for name in names:
+        run = runs.get(name.split(":")[0])
+        if run is None:
+            continue
+        key = json.dumps(run, sort_keys=True)
+        groups.setdefault(key, (run, []))
+        if name.split(":")[0] not in groups[key][1]:
+            groups[key][1].append(name.split(":")[0])
+    if len(groups) < 2:
+        return []
+    out = [
+        f"- These figures come from {len(groups)} runs; flowbook and plain Python of a "
+        "workload always come from the same run (every ratio compares one run's figures):"
+    ]
+    for run, members in groups.values():
+        when = f"run started {run['started']}" if run.get("started") else "an earlier run"
+        how = []
+        if run.get("repeat"):
+            how.append(f"{run['repeat']} repeat{'s' if run['repeat'] != 1 else ''}")
+        if "alternate" in run:
+            how.append("engines alternated" if run["alternate"] else "one engine after the other")
+        out.append(f"  - {when}{' (' + ', '.join(how) + ')' if how else ''}: {', '.join(members)}")
+    return out
+
+
+def repeats_text(a, fb, pl):
+    if a.repeat is not None:
+        return str(a.repeat)
+    counts = sorted({len(r["walls"]) for r in [*fb.values(), *pl.values()] if r["walls"]})
+    if not counts:
+        return "?"
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+
+
 def build(a):
     fb, fb_x = load(a.flowbook)
     FAILED.clear()
@@ -206,7 +307,8 @@ def build(a):
         + (f"; {engine_version(pf_x) or 'prefect'} (anchor, own venv)" if have_prefect else "")
     )
     out.append(
-        f"- Repeats: {a.repeat} fresh processes per workload for flowbook and plain Python"
+        f"- Repeats: {repeats_text(a, fb, pl)} fresh processes per workload for flowbook and "
+        "plain Python"
         + (
             f"; Prefect: {meta.get('repeat') or max(len(r['walls']) for r in pf.values())}"
             if have_prefect
@@ -218,6 +320,7 @@ def build(a):
         "(wall time of the workload only, after import and a warm-up flow; "
         'import_time is the whole `python -c "import ENGINE"` process).'
     )
+    runs_at = len(out)  # the runs lines go here once the workloads shown are known
     if have_prefect:
         if meta.get("started"):
             when = f"{meta['started']} to {meta.get('finished', '?')}"
@@ -251,6 +354,7 @@ def build(a):
         chosen = a.workloads.split()
         names = [n for n in names if n.split(":")[0] in chosen]
     targets = [n for n in names if n in TARGETS]
+    out[runs_at:runs_at] = runs_lines(a.runs, names)
     for name in names:
         f, p, q = median(fb, name), median(pl, name), median(pf, name)
         fb_cell = fmt_s(f)
@@ -286,6 +390,15 @@ def build(a):
         out.append(
             "retries: 20 flows, each with a task that fails twice (2 retries, delay 0); "
             "met if (flowbook wall − plain wall) / 40 retries ≤ 1 ms."
+        )
+        out.append("")
+    if "dask_100_cold" in names:
+        out += dask_cold_text(fb_x, pl_x, pf_x)
+    if "dask_100" in names and ("dask_100" in fb or "dask_100" in pl):
+        out.append(
+            "dask_100: the same 100 tasks in a flow run after a 1-task Dask flow run in the same "
+            "process: flowbook's cluster is already running (warm), the plain baseline starts "
+            "and closes a new one in each flow run."
         )
         out.append("")
 
@@ -346,12 +459,13 @@ def main(argv=None):
     p.add_argument("--prefect-meta", default=None)
     p.add_argument("--prefect-reused", action="store_true")
     p.add_argument("--out", default=os.path.join(here, "RESULTS.md"))
-    p.add_argument("--repeat", default="?")
+    p.add_argument("--repeat", default=None, help="default: from the figures")
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--started", default=None)
     p.add_argument("--title", default="flowbook benchmarks")
     p.add_argument("--workloads", default=None, help="only these workloads (space-separated)")
     p.add_argument("--memory", default=None, help="memory.py's JSON, for the memory section")
+    p.add_argument("--runs", default=None, help="runs.json (merge.py): which run measured what")
     a = p.parse_args(argv)
     text = build(a)
     with open(a.out, "w") as f:

@@ -10,6 +10,8 @@ import json
 import reprlib
 from typing import Any
 
+from flowbook.states import DeferredResult
+
 __all__ = ["parameters_preview", "preview"]
 
 _repr = reprlib.Repr()
@@ -23,6 +25,8 @@ def preview(value: Any) -> str:
     """A short text for a value, without calling an arbitrary (maybe slow) ``__repr__``."""
     if isinstance(value, _PLAIN):
         return _repr.repr(value)
+    if isinstance(value, DeferredResult):
+        return value.preview or "<result on the Dask cluster>"
     kind = type(value)
     shape = getattr(value, "shape", None)
     suffix = f" shape={tuple(shape)}" if isinstance(shape, tuple) else ""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from flowbook.settings import Settings
 
-__all__ = ["apply_settings", "ensure_configured"]
+__all__ = ["apply_settings", "ensure_configured", "mark_configured"]
 
 _configured = False
 _lock = threading.Lock()
@@ -44,4 +44,14 @@ def apply_settings(settings: Settings) -> None:
         from flowbook import store
 
         store.configure(settings)
+    _configured = True
+
+
+def mark_configured() -> None:
+    """Treat this process as configured without applying the settings.
+
+    For Dask worker processes: their task runs report to the kernel that submitted them, so
+    they must not open the store or print run logs themselves.
+    """
+    global _configured
     _configured = True

@@ -4,7 +4,9 @@ A state is a frozen value: its type (the coarse kind that orchestration logic lo
 its name (what a person reads: ``Cached`` is a ``COMPLETED`` state, ``AwaitingRetry`` a
 ``SCHEDULED`` one, ``TimedOut`` a ``FAILED`` one), an optional message, the time it was
 entered, and the data it carries: the return value for a completed state, the exception for
-a failed one. ``State.result()`` gives that value back or raises that exception.
+a failed one. ``State.result()`` gives that value back or raises that exception. A value
+kept elsewhere (a task's result on a Dask cluster) is a ``DeferredResult``, which
+``State.result()`` fetches when first asked for.
 
 The engine creates a new state object for every transition and emits it as an event; nothing
 ever mutates a state, so subscribers (console, store, widget) can keep references freely.
@@ -23,6 +25,7 @@ __all__ = [
     "Cancelled",
     "Completed",
     "Crashed",
+    "DeferredResult",
     "Failed",
     "Pending",
     "Retrying",
@@ -152,7 +155,8 @@ class State:
         A state that is not final has no result yet.
         """
         if self.type is StateType.COMPLETED:
-            return self.data
+            data = self.data
+            return data.get() if isinstance(data, DeferredResult) else data
         if self.type._value_ in _FINAL_VALUES:
             exc = self.data if isinstance(self.data, BaseException) else None
             if exc is None:
@@ -183,6 +187,29 @@ class State:
         elif self.type._value_ in _FINAL_VALUES and isinstance(self.data, BaseException):
             parts.append(f"result={type(self.data).__name__}({_preview_exc(self.data)})")
         return f"{self.name}({', '.join(parts)})"
+
+
+class DeferredResult:
+    """A completed run's value that lives elsewhere, fetched by ``get()`` when needed.
+
+    ``preview`` is a short text of the value made where it lives, for displays that must not
+    fetch it.
+    """
+
+    __slots__ = ()
+
+    preview: str = ""
+
+    def get(self) -> Any:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return self.preview or f"<{type(self).__name__}>"
+
+
+def resolve_data(data: Any) -> Any:
+    """``data`` itself, or the value of a ``DeferredResult``."""
+    return data.get() if isinstance(data, DeferredResult) else data
 
 
 def _preview(value: Any, limit: int = 80) -> str:

@@ -173,7 +173,16 @@ class Task(Generic[P, R]):
         if runner is None:
             runner = _background_runner()
         engine.prepare_submit()
-        runner.submit(engine)
+        try:
+            runner.submit(engine)
+        except BaseException as exc:
+            # the runner could not take it (a Dask cluster that does not start): the run
+            # ends Failed, so that nobody waits for it, and the caller gets the error
+            from flowbook.states import Failed
+
+            engine.finish(Failed(f"Task run could not be submitted: {exc}", exc))
+            engine.task_run.observed = True
+            raise
         future = engine.future
         assert future is not None
         return future

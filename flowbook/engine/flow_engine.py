@@ -58,6 +58,7 @@ from flowbook.states import (
     State,
     StateType,
     TimedOut,
+    resolve_data,
 )
 
 if TYPE_CHECKING:
@@ -275,7 +276,7 @@ class FlowRunEngine:
                 future.task_run.observed = True
                 if not future.state.is_completed():
                     return self._failure_state(future.state)
-                results.append(future.state.data)
+                results.append(resolve_data(future.state.data))
             return Completed(data=type(value)(results) if type(value) is tuple else results)
         return None
 
@@ -444,7 +445,7 @@ class FlowRunEngine:
         if return_state:
             return state
         if state.is_completed():
-            return state.data
+            return resolve_data(state.data)
         if self.parent_record is not None:
             self.parent_record.observed = True
         exc = state.data

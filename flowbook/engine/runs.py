@@ -102,6 +102,19 @@ class FlowRun:
     def flow_name(self) -> str:
         return self.flow.name
 
+    @property
+    def project(self) -> str | None:
+        return self.flow.project
+
+    @property
+    def version(self) -> str | None:
+        return self.flow.version
+
+    @property
+    def parent_flow_run_id(self) -> str | None:
+        parent = self.parent_task_run
+        return parent.flow_run.id if parent is not None and parent.flow_run is not None else None
+
     def next_dynamic_key(self, task_key: str) -> int:
         """The index of the next call of one task inside this flow run (0, 1, 2, ...)."""
         with self._lock:

@@ -34,6 +34,7 @@ from flowbook.states import (
     Cached,
     Cancelled,
     Completed,
+    Crashed,
     Failed,
     Pending,
     Retrying,
@@ -161,8 +162,21 @@ class TaskRunEngine(SubmittedCall):
             return None
         for future in self.upstream:
             future.wait()
+        failed = self.upstream_failure()
+        if failed is not None:
+            return failed
+        run = self.task_run
+        run.set_arguments(
+            tuple(_resolve(a) for a in run.args),
+            {k: _resolve(v) for k, v in run.kwargs.items()},
+        )
+        return None
+
+    def upstream_failure(self) -> State | None:
+        """``Failed`` if a final upstream run did not complete, else None."""
+        for future in self.upstream:
             state = future.state
-            if not state.is_completed():
+            if future.done() and not state.is_completed():
                 upstream = future.task_run
                 exc = UpstreamTaskError(
                     f"task run {self.task_run.name!r} did not start: upstream task run "
@@ -174,11 +188,6 @@ class TaskRunEngine(SubmittedCall):
                     f"({state.name}); not run.",
                     exc,
                 )
-        run = self.task_run
-        run.set_arguments(
-            tuple(_resolve(a) for a in run.args),
-            {k: _resolve(v) for k, v in run.kwargs.items()},
-        )
         return None
 
     def check_cache(self) -> State | None:
@@ -265,12 +274,20 @@ class TaskRunEngine(SubmittedCall):
             )
         return Completed(data=value)
 
-    def handle_exception(self, exc: BaseException) -> tuple[State, float | None]:
-        """The state after ``exc``, and the delay before a retry (None: no retry)."""
+    def handle_exception(
+        self, exc: BaseException, crashed: str | None = None
+    ) -> tuple[State, float | None]:
+        """The state after ``exc``, and the delay before a retry (None: no retry).
+
+        ``crashed`` is a message for runs whose process died (a Dask worker): they end
+        ``Crashed`` instead of ``Failed``, and are retried the same way.
+        """
         task, run = self.task, self.task_run
         if not isinstance(exc, Exception):
             return Cancelled(f"Task run was interrupted ({type(exc).__name__}).", exc), None
-        if isinstance(exc, RunTimeoutError) and exc.run_id == run.id:
+        if crashed is not None:
+            final = Crashed(crashed, exc)
+        elif isinstance(exc, RunTimeoutError) and exc.run_id == run.id:
             final = TimedOut(
                 f"Task run exceeded its timeout of {task.timeout_seconds:g} second(s).", exc
             )

@@ -328,6 +328,9 @@ class NotebookFrontend:
         # the display's HTML and text summary now show the final state
         with contextlib.suppress(Exception):
             live.display.update(live.view)
+        # The widget stays in the notebook for good; it must not keep the run's records (and
+        # through them every task's result, in the kernel or on a Dask cluster) alive.
+        live.view._on_cancel = None
 
     # -- output routing --------------------------------------------------------------------------
     def _patch_streams(self) -> None:

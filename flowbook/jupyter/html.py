@@ -203,6 +203,12 @@ def _header_html(header: Mapping[str, Any]) -> str:
     if counts:
         items.append(counts)
     items.append(f"<span>{done}/{total} done</span>")
+    link = header.get("dashboard_link")
+    if isinstance(link, str) and link.lower().startswith(("http://", "https://")):
+        items.append(
+            f'<a class="fb-static-dashboard" href="{_esc(link)}" target="_blank" '
+            f'rel="noopener" title="{_esc(link)}">Dask dashboard</a>'
+        )
     line = (
         '<div style="display:flex;flex-wrap:wrap;align-items:center;gap:4px 12px">'
         + "".join(items)

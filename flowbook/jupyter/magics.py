@@ -6,7 +6,8 @@ expression) is the flow's result and the cell's output. ``--param k=v`` values a
 Python literals (else kept as strings); each becomes a variable of the cell and a parameter of
 the run.
 
-``%flowbook runs | show RUN | rerun RUN | cache [clear ...] | widgets on|off``: see ``usage``.
+``%flowbook runs | show RUN | rerun RUN | cache [clear ...] | dask [close|restart] |
+widgets on|off``: see ``usage``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import argparse
 import ast
 import inspect
 import shlex
+import sys
 from typing import Any, NoReturn
 
 from IPython.core.error import UsageError
@@ -44,6 +46,9 @@ FLOWBOOK_USAGE = """\
 %flowbook rerun RUN         run that run's flow again with the same parameters
 %flowbook cache             the cache explorer
 %flowbook cache clear [--task T] [--flow F] [--expired] [--all]
+%flowbook dask              the kernel's Dask cluster: scheduler, dashboard link, workers
+%flowbook dask close        close the local Dask cluster
+%flowbook dask restart      restart its worker processes (clears their memory)
 %flowbook widgets on|off    show (default) or stop showing run widgets"""
 
 
@@ -208,7 +213,7 @@ class FlowbookMagics(Magics):
     # -- %flowbook -------------------------------------------------------------------------------
     @line_magic
     def flowbook(self, line: str) -> Any:
-        """Runs, cache and widgets: ``%flowbook`` alone shows the subcommands."""
+        """Runs, cache, Dask and widgets: ``%flowbook`` alone shows the subcommands."""
         words = _split(line, FLOWBOOK_USAGE)
         if not words or words[0] in ("help", "--help", "-h"):
             print(FLOWBOOK_USAGE)
@@ -219,6 +224,7 @@ class FlowbookMagics(Magics):
             "show": self._show,
             "rerun": self._rerun,
             "cache": self._cache,
+            "dask": self._dask,
             "widgets": self._widgets,
         }.get(command)
         if handler is None:
@@ -303,6 +309,48 @@ class FlowbookMagics(Magics):
             )
         n = flowbook.cache.clear(task=args.task, flow=args.flow, expired=args.expired, all=args.all)
         print(f"Cleared {n} cache entr{'y' if n == 1 else 'ies'}.")
+        return None
+
+    def _dask(self, rest: list[str]) -> Any:
+        # A Dask cluster exists only if the Dask task runner's module was loaded; until then
+        # this answers without importing it (or Dask).
+        module = sys.modules.get("flowbook.task_runners.dask")
+        if not rest:
+            clusters = module.connections() if module is not None else []
+            if not clusters:
+                print(
+                    "No Dask cluster is running in this kernel; the first flow run with "
+                    "DaskTaskRunner() (or %%flow --task-runner dask) starts one."
+                )
+                return None
+            from flowbook.jupyter.tables import DaskClusters
+
+            return DaskClusters(clusters)
+        command = rest[0]
+        if command not in ("close", "restart"):
+            raise UsageError(
+                f"%flowbook dask {command!r}: the dask subcommands are 'close' and 'restart'"
+                f"\n\nUsage:\n{FLOWBOOK_USAGE}"
+            )
+        if len(rest) > 1:
+            raise UsageError(
+                f"%flowbook dask {command} takes nothing after it; got {' '.join(rest[1:])!r}"
+                f"\n\nUsage:\n{FLOWBOOK_USAGE}"
+            )
+        if command == "close":
+            if module is not None and module.close_cluster():
+                print("Closed the local Dask cluster.")
+            else:
+                print("No local Dask cluster is running in this kernel; nothing to close.")
+            return None
+        try:
+            restarted = module is not None and module.restart_cluster()
+        except RuntimeError as exc:  # workers that cannot be restarted: say why, no traceback
+            raise UsageError(f"%flowbook dask restart: {exc}") from None
+        if restarted:
+            print("Restarted the workers of the local Dask cluster.")
+        else:
+            print("No local Dask cluster is running in this kernel; nothing to restart.")
         return None
 
     def _widgets(self, rest: list[str]) -> Any:

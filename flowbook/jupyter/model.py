@@ -36,6 +36,7 @@ MAX_BARS = 2000
 MAX_DETAIL_RUNS = 20
 MAX_TRACEBACK = 6000
 
+_NO_ATTRIBUTE: Any = object()
 _FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 _BAD = ("FAILED", "CRASHED")
 # which state a node with a mix of states shows: the first type present in this order
@@ -182,6 +183,10 @@ class RunModel:
         self._waiting_edges: dict[str, list[str]] = {}
         self._order = 0
         self.cancel_requested = False
+        # the task runner's dashboard (a Dask runner has one once it connects, at its first
+        # submitted task run); looked for until found or the runner turns out to have none
+        self._dashboard_link: str | None = None
+        self._look_for_dashboard = True
 
     # -- fed from the event subscriber (any thread; must be quick) ---------------------------
     def task_run_changed(self, run: TaskRun) -> None:
@@ -237,10 +242,32 @@ class RunModel:
 
     # -- snapshot (the updater thread) --------------------------------------------------------
     def pending(self) -> bool:
+        if self._look_for_dashboard:
+            self._find_dashboard_link()
         return bool(self._dirty) or self._header_dirty or self._logs_dirty
+
+    def _find_dashboard_link(self) -> None:
+        """Pick up the task runner's ``dashboard_link`` once it has one (the header shows it).
+
+        The runner is the flow run's own copy, made when the run begins; a Dask runner knows
+        its dashboard from its first submitted task run until the flow run ends, so the link is
+        kept once seen.
+        """
+        runner = self.flow_run.task_runner
+        if runner is None:
+            return
+        link = getattr(runner, "dashboard_link", _NO_ATTRIBUTE)
+        if link is _NO_ATTRIBUTE:
+            self._look_for_dashboard = False
+        elif link:
+            self._dashboard_link = str(link)
+            self._look_for_dashboard = False
+            self._header_dirty = True
 
     def snapshot(self, *, timeline: bool) -> dict[str, Any]:
         """The traits that changed since the last snapshot (all of them on the first one)."""
+        if self._look_for_dashboard:
+            self._find_dashboard_link()
         queue = self._dirty
         dirty: dict[str, TaskRun] = {}
         while queue:
@@ -402,6 +429,7 @@ class RunModel:
             "cancellable": background is not None and not final,
             "cancel_requested": self.cancel_requested,
             "source": "live",
+            "dashboard_link": self._dashboard_link,
         }
 
     def _graph_snapshot(self, changed: set[str]) -> dict[str, Any]:
@@ -664,6 +692,7 @@ class StoredRun:
                 "cancellable": False,
                 "cancel_requested": False,
                 "source": "store",
+                "dashboard_link": None,
             },
             "graph": {
                 "width": width,

@@ -40,16 +40,9 @@ def __getattr__(attr: str) -> Any:
         default = _DEFAULTS[attr]
         return dict(default) if isinstance(default, dict) else default
     if attr == "flow_name":
-        return run.flow.name
+        return run.flow_name
     if attr == "parameters":
         return dict(run.parameters)
-    if attr == "project":
-        return run.flow.project
-    if attr == "version":
-        return run.flow.version
-    if attr == "parent_flow_run_id":
-        parent = run.parent_task_run
-        return parent.flow_run.id if parent is not None and parent.flow_run else None
     if attr == "start_time":
         if run.start_s is None:
             return None

@@ -8,13 +8,13 @@ from flowbook.task_runners.base import TaskRunner
 from flowbook.task_runners.concurrent import ConcurrentTaskRunner
 from flowbook.task_runners.sequential import SequentialTaskRunner
 
-__all__ = ["ConcurrentTaskRunner", "SequentialTaskRunner", "TaskRunner"]
+__all__ = ["ConcurrentTaskRunner", "DaskTaskRunner", "SequentialTaskRunner", "TaskRunner"]
 
 
 def __getattr__(name: str) -> Any:
+    # DaskTaskRunner is loaded on first use; it imports Dask itself only when a run needs it
     if name == "DaskTaskRunner":
-        raise ImportError(
-            "flowbook.task_runners.DaskTaskRunner is not available in this version of flowbook; "
-            "use ConcurrentTaskRunner (threads) or SequentialTaskRunner for now"
-        )
+        from flowbook.task_runners.dask import DaskTaskRunner
+
+        return DaskTaskRunner
     raise AttributeError(f"module 'flowbook.task_runners' has no attribute {name!r}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Self
@@ -23,7 +23,28 @@ from typing_extensions import Self
 if TYPE_CHECKING:
     from flowbook.futures import TaskRunFuture
 
-__all__ = ["SubmittedCall", "TaskRunner"]
+__all__ = ["SubmittedCall", "TaskRunner", "when_final"]
+
+
+def when_final(futures: Sequence[TaskRunFuture[Any]], then: Callable[[], None]) -> None:
+    """Call ``then()`` once every future in ``futures`` is final: at once if they all are,
+    else on the thread that finishes the last one. Nothing blocks meanwhile."""
+    waiting = [f for f in futures if not f.done()]
+    if not waiting:
+        then()
+        return
+    remaining = [len(waiting)]
+    lock = threading.Lock()
+
+    def one_done(_: TaskRunFuture[Any]) -> None:
+        with lock:
+            remaining[0] -= 1
+            ready = remaining[0] == 0
+        if ready:
+            then()
+
+    for f in waiting:
+        f.add_done_callback(one_done)
 
 
 class SubmittedCall(abc.ABC):
@@ -70,22 +91,7 @@ class TaskRunner(abc.ABC):
 
     def submit(self, call: SubmittedCall) -> None:
         """Run ``call`` once its upstream futures are final."""
-        waiting = [f for f in call.upstream if not f.done()]
-        if not waiting:
-            self._execute(call)
-            return
-        remaining = [len(waiting)]
-        lock = threading.Lock()
-
-        def on_upstream_done(_: TaskRunFuture[Any]) -> None:
-            with lock:
-                remaining[0] -= 1
-                ready = remaining[0] == 0
-            if ready:
-                self._execute(call)
-
-        for f in waiting:
-            f.add_done_callback(on_upstream_done)
+        when_final(call.upstream, lambda: self._execute(call))
 
     @abc.abstractmethod
     def _execute(self, call: SubmittedCall) -> None:

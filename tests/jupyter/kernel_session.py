@@ -15,7 +15,9 @@ from typing import Any
 
 from jupyter_client.manager import KernelManager
 
-__all__ = ["KernelSession"]
+__all__ = ["WIDGET", "KernelSession", "widget_ids", "widget_state"]
+
+WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
 class KernelSession:
@@ -102,3 +104,25 @@ class KernelSession:
         self._reader.join(2)
         self.kc.stop_channels()
         self.km.shutdown_kernel(now=True)
+
+
+def widget_ids(messages: list[dict[str, Any]]) -> list[str]:
+    """The model ids of the widgets a cell displayed."""
+    return [
+        m["content"]["data"][WIDGET]["model_id"]
+        for m in messages
+        if m["msg_type"] == "display_data" and WIDGET in m["content"]["data"]
+    ]
+
+
+def widget_state(kernel: KernelSession, model_id: str) -> dict[str, Any]:
+    """The widget's state as the front end has it: the opening state plus every update."""
+    state: dict[str, Any] = {}
+    for m in kernel.comm_messages():
+        content = m["content"]
+        if content.get("comm_id") != model_id:
+            continue
+        data = content.get("data", {})
+        if m["msg_type"] == "comm_open" or data.get("method") == "update":
+            state.update(data.get("state", {}))
+    return state

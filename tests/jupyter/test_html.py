@@ -216,6 +216,35 @@ def test_html_running_run_measures_elapsed_up_to_now() -> None:
     assert "1.2 s" in " ".join(parse(html_for(header=header)).text)
 
 
+def test_html_header_links_the_dask_dashboard_when_there_is_one() -> None:
+    link = "http://127.0.0.1:8787/status"
+    page = parse(html_for(header=make_header(dashboard_link=link)))
+    anchors = [attrs for tag, attrs in page.starts if tag == "a"]
+    assert anchors == [
+        {
+            "class": "fb-static-dashboard",
+            "href": link,
+            "target": "_blank",
+            "rel": "noopener",
+            "title": link,
+        }
+    ]
+    assert "Dask dashboard" in page.text
+
+
+def test_html_header_has_no_dashboard_link_without_a_web_address() -> None:
+    for link in (None, "", "javascript:alert(1)", EVIL):
+        markup = html_for(header=make_header(dashboard_link=link))
+        assert "<a " not in markup, link
+        assert "Dask dashboard" not in markup, link
+        assert "<script" not in markup
+    odd = 'http://host/"><script>alert(1)</script>'
+    markup = html_for(header=make_header(dashboard_link=odd))
+    assert "<script" not in markup
+    anchors = [attrs for tag, attrs in parse(markup).starts if tag == "a"]
+    assert [a["href"] for a in anchors] == [odd]
+
+
 def test_html_has_a_row_per_node_with_kind_state_and_progress() -> None:
     page = parse(html_for())
     rows = [attrs for tag, attrs in page.starts if attrs.get("class") == "fb-static-node"]

@@ -14,11 +14,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kernel_session import KernelSession
+from kernel_session import WIDGET, KernelSession, widget_ids, widget_state
 
 pytestmark = pytest.mark.slow
 
-WIDGET = "application/vnd.jupyter.widget-view+json"
 
 DEFS = """
 import time, threading
@@ -78,27 +77,6 @@ def kernel(kernel_env: dict[str, str]) -> Iterator[KernelSession]:
 def run(kernel: KernelSession, code: str, timeout: float = 60) -> list[dict[str, Any]]:
     msgs = kernel.run(textwrap.dedent(code), timeout)
     return msgs
-
-
-def widget_ids(messages: list[dict[str, Any]]) -> list[str]:
-    return [
-        m["content"]["data"][WIDGET]["model_id"]
-        for m in messages
-        if m["msg_type"] == "display_data" and WIDGET in m["content"]["data"]
-    ]
-
-
-def widget_state(kernel: KernelSession, model_id: str) -> dict[str, Any]:
-    """The widget's state as the front end has it: the opening state plus every update."""
-    state: dict[str, Any] = {}
-    for m in kernel.comm_messages():
-        content = m["content"]
-        if content.get("comm_id") != model_id:
-            continue
-        data = content.get("data", {})
-        if m["msg_type"] == "comm_open" or data.get("method") == "update":
-            state.update(data.get("state", {}))
-    return state
 
 
 def updates(kernel: KernelSession, model_id: str) -> int:
@@ -386,3 +364,34 @@ def test_flowbook_usage_errors_name_the_bad_value(kernel: KernelSession) -> None
     err = kernel.error(run(kernel, "%flowbook show no-such-run-anywhere"))
     assert err is not None
     assert "no-such-run-anywhere" in err["evalue"]
+
+
+def test_a_finished_run_shown_in_a_widget_keeps_no_task_result_alive(
+    kernel: KernelSession,
+) -> None:
+    code = """
+    import gc, weakref
+
+    class Payload:
+        pass
+
+    payload_refs = []
+
+    @task
+    def make_payload(i):
+        p = Payload()
+        payload_refs.append(weakref.ref(p))
+        return p
+
+    @flow
+    def payloads():
+        return len(make_payload.map(range(3)).result())
+
+    payloads()
+    """
+    msgs = run(kernel, code)
+    assert kernel.error(msgs) is None
+    assert widget_ids(msgs)
+    # the widget stays displayed; the results of its run must be collectable
+    alive = kernel.value("(gc.collect(), [r() is not None for r in payload_refs])[1]")
+    assert alive == [False, False, False]

@@ -226,3 +226,91 @@ def test_layout_puts_every_edge_left_to_right_without_overlaps() -> None:
         for b in boxes[i + 1 :]:
             assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
     assert all(n.x + n.w <= width and n.y + n.h <= height for n in nodes)
+
+
+# -- the task runner's dashboard link -----------------------------------------------------------
+# A local Dask cluster with its worker as a thread of this process: it starts in about a second.
+IN_PROCESS = {
+    "n_workers": 1,
+    "threads_per_worker": 1,
+    "processes": False,
+    "dashboard_address": ":0",
+}
+
+
+@pytest.fixture
+def dask_module() -> Iterator[Any]:
+    """``flowbook.task_runners.dask``, with no local cluster before the test or after it."""
+    from flowbook.task_runners import dask as fb_dask
+
+    fb_dask.close_cluster()
+    try:
+        yield fb_dask
+    finally:
+        fb_dask.close_cluster()
+
+
+@task
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_the_header_gets_the_dask_dashboard_link_once_the_runner_connects(
+    feeder: Feeder, dask_module: Any
+) -> None:
+    import html
+
+    from flowbook.jupyter.html import render_html
+    from flowbook.task_runners import DaskTaskRunner
+
+    @flow(task_runner=DaskTaskRunner(cluster_kwargs=IN_PROCESS))
+    def on_dask() -> float:
+        return nap.submit(1.0).result()
+
+    handle = on_dask.run_background()
+    model = feeder.models[0]  # made when the run was created: no task runner yet
+    # what the widget updater does: a snapshot whenever something is pending
+    seen: list[Any] = []
+    deadline = time.monotonic() + 60
+    while not handle.done() and time.monotonic() < deadline:
+        if model.pending():
+            header = model.snapshot(timeline=False).get("header")
+            if header is not None:
+                seen.append(header["dashboard_link"])
+        time.sleep(0.02)
+    assert handle.wait(60)
+    assert handle.state.name == "Completed"
+    info = dask_module.cluster_info()
+    assert info is not None
+    link = info["dashboard_link"]
+    assert link
+    assert link.startswith("http")
+    assert link in seen  # picked up while the run was going
+
+    # the run's end: its runner has let go of the cluster, the header keeps the link
+    final = model.snapshot(timeline=True)
+    assert final["header"]["state"] == "Completed"
+    assert final["header"]["dashboard_link"] == link
+    markup = render_html(final["header"], final["graph"], [], 0, final["timeline"])
+    assert f'href="{html.escape(link)}" target="_blank" rel="noopener"' in markup
+    assert "Dask dashboard" in markup
+
+
+def test_the_header_has_no_dashboard_link_for_other_task_runners(feeder: Feeder) -> None:
+    from flowbook.jupyter.html import render_html
+
+    @flow(task_runner=ConcurrentTaskRunner())
+    def on_threads() -> int:
+        return inc.submit(1).result()
+
+    on_threads()
+    model = feeder.models[0]
+    snap = model.snapshot(timeline=True)
+    assert "dashboard_link" in snap["header"]
+    assert snap["header"]["dashboard_link"] is None
+    assert not model.pending()  # looking for a link marks nothing as changed
+    assert model.snapshot(timeline=False) == {}
+    markup = render_html(snap["header"], snap["graph"], [], 0, snap["timeline"])
+    assert "Dask dashboard" not in markup
+    assert "<a " not in markup

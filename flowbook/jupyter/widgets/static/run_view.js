@@ -379,6 +379,11 @@ class RunView {
       this.progressText,
       h("span", { class: "fb-progress-track", "aria-hidden": "true" }, [this.progressFill]),
     ]);
+    // The task runner's dashboard (a Dask runner's, once it has connected).
+    this.dashboardEl = h("a", {
+      class: "fb-dashboard", target: "_blank", rel: "noopener", text: "Dask dashboard",
+      hidden: true,
+    });
     this.cancelBtn = h("button", { class: "fb-cancel", type: "button", text: "Cancel" });
     this.cancelBtn.addEventListener("click", () => {
       if (this.cancelBtn.disabled) return;
@@ -388,7 +393,7 @@ class RunView {
     });
     this.headerEl = h("div", { class: "fb-header" }, [
       this.flowEl, this.runNameEl, this.stateEl, this.elapsedEl, this.tagsEl, this.countsEl,
-      this.progressEl,
+      this.progressEl, this.dashboardEl,
     ]);
     this.messageEl = h("div", { class: "fb-message", hidden: true });
 
@@ -543,6 +548,7 @@ class RunView {
     this.progressText.textContent = `${done}/${total}`;
     this.progressFill.style.width = `${total > 0 ? Math.min(100, (100 * done) / total) : 0}%`;
 
+    this.renderDashboard(hd);
     this.renderCancel(hd);
 
     const message = hd.message || "";
@@ -558,6 +564,20 @@ class RunView {
     }
     const end = typeof hd.end === "number" ? hd.end : this.now();
     this.elapsedEl.textContent = formatDuration(end - hd.start);
+  }
+
+  renderDashboard(hd) {
+    // only web addresses become links
+    const link = typeof hd.dashboard_link === "string" ? hd.dashboard_link : "";
+    const shown = /^https?:\/\//i.test(link);
+    if (shown) {
+      this.dashboardEl.setAttribute("href", link);
+      this.dashboardEl.title = link;
+    } else {
+      this.dashboardEl.removeAttribute("href");
+      this.dashboardEl.removeAttribute("title");
+    }
+    this.dashboardEl.hidden = !shown;
   }
 
   renderCancel(hd) {
