@@ -28,6 +28,7 @@ import time
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
+from flowbook._origin import run_origin
 from flowbook._setup import ensure_configured
 from flowbook.engine.env import acquire_env, release_env
 from flowbook.engine.events import (
@@ -127,6 +128,8 @@ class FlowRunEngine:
             record.upstream_ids = tuple(dict.fromkeys(f.task_run.id for f in upstream))
             self.parent_record = record
         run = FlowRun(flow, parameters, record, flow.tags)
+        if parent is None:
+            run.notebook, run.cell_id = run_origin()
         run.resumed_from = self.resumed_from
         run.memo.update(self.reusable)
         self.run = run

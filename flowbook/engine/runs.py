@@ -50,6 +50,7 @@ class FlowRun:
         "_lock",
         "background",
         "cancel_event",
+        "cell_id",
         "created_s",
         "end_s",
         "flow",
@@ -57,6 +58,7 @@ class FlowRun:
         "log_prints",
         "memo",
         "name",
+        "notebook",
         "parameters",
         "parent_task_run",
         "resumed_from",
@@ -93,6 +95,9 @@ class FlowRun:
         self.background: Any = None
         self.memo: dict[tuple[str, int, str], State] = {}
         self.resumed_from: str | None = None
+        # where a top-level run started in a Jupyter kernel came from (see flowbook._origin)
+        self.notebook: str | None = None
+        self.cell_id: str | None = None
         self.start_s: float | None = None
         self.end_s: float | None = None
         self._counters: dict[str, int] = {}

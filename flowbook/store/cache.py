@@ -7,10 +7,11 @@ live in the row because a warm cache serves a whole flow from it: opening one fi
 costs more than the rest of the task run (measured in benchmarks/RESULTS.md).
 
 Reading: the first look-up for a task loads that task's index (and its inline values, up to a
-total of ``BULK_LOAD_BYTES``) in one query; later look-ups are served from memory. The
-in-memory index is trusted only for hits: a key it lacks (when it is older than
-``REFRESH_AFTER_S``), an entry it thinks expired, or a value that cannot be read is checked
-against the database, so entries written, refreshed or cleared by other processes are seen.
+total of ``BULK_LOAD_BYTES``) in one query; later look-ups are served from memory. Once the
+index is older than ``REFRESH_AFTER_S`` it is checked again (keys and times only, one query)
+and loses what other processes cleared or replaced (the side panel, ``flowbook cache clear``).
+A key it lacks, an entry it thinks expired, or a value that cannot be read is checked against
+the database, so entries written, refreshed or cleared by other processes are seen.
 
 An entry whose value is missing, truncated or corrupt is a miss with a ``CacheKeyWarning``
 naming the task; the entry is removed and the task runs.
@@ -219,11 +220,25 @@ class StoreCache:
         index = self._index.get(task_key)
         if index is None:
             index = self._load(task_key)
-        entry = index.entries.get(key)
-        if entry is None and time.monotonic() - index.loaded_at > REFRESH_AFTER_S:
-            # another process may have added entries since: read the task's index again
-            entry = self._load(task_key).entries.get(key)
-        return entry
+        elif time.monotonic() - index.loaded_at > REFRESH_AFTER_S:
+            self._revalidate(task_key, index)
+        return index.entries.get(key)
+
+    def _revalidate(self, task_key: str, index: _TaskIndex) -> None:
+        """Drop what other processes removed or replaced since the index was read.
+
+        One query of keys and times (no values); entries added elsewhere are read one by one
+        when asked for (``get`` fetches a key the index lacks).
+        """
+        c = cache_entries.c
+        with self.store.engine.connect() as conn:
+            rows = conn.execute(select(c.key, c.created).where(c.task_key == task_key)).all()
+        current = {r[0]: r[1] for r in rows}
+        with self._lock:
+            gone = [k for k, e in index.entries.items() if current.get(k) != e.created]
+            for k in gone:
+                del index.entries[k]
+            index.loaded_at = time.monotonic()
 
     def _load(self, task_key: str) -> _TaskIndex:
         c = cache_entries.c

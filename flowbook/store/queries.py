@@ -60,6 +60,7 @@ __all__ = [
     "clear_cache",
     "delete_run",
     "find_run_id",
+    "flow_names",
     "get_run",
     "invalidate_cache",
     "list_runs",
@@ -89,6 +90,11 @@ class FlowRunInfo:
     task_runs: int
     project: str | None
     parent_task_run_id: str | None
+    notebook: str | None = None
+    """The notebook a top-level run started in a Jupyter kernel came from (its path as the
+    kernel was told it, ``JPY_SESSION_NAME``), and the id of the cell that started it (sent by
+    JupyterLab and Notebook 7); None elsewhere."""
+    cell_id: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -130,10 +136,14 @@ class CacheEntryInfo:
         return asdict(self)
 
 
+def _duration(row: Any) -> float | None:
+    if row.start_time is None or row.end_time is None:
+        return None
+    return round(row.end_time - row.start_time, 6)  # type: ignore[no-any-return]
+
+
 def _flow_row_info(row: Any, count: int) -> FlowRunInfo:
-    duration = None
-    if row.start_time is not None and row.end_time is not None:
-        duration = round(row.end_time - row.start_time, 6)
+    duration = _duration(row)
     return FlowRunInfo(
         id=row.id,
         name=row.name,
@@ -147,13 +157,20 @@ def _flow_row_info(row: Any, count: int) -> FlowRunInfo:
         task_runs=count,
         project=row.project,
         parent_task_run_id=row.parent_task_run_id,
+        notebook=row.notebook,
+        cell_id=row.cell_id,
     )
 
 
 def list_runs(
-    store: Store, flow: str | None = None, state: str | None = None, limit: int | None = 50
+    store: Store,
+    flow: str | None = None,
+    state: str | None = None,
+    limit: int | None = 50,
+    *,
+    top_level: bool = False,
 ) -> list[FlowRunInfo]:
-    """Flow runs, newest first."""
+    """Flow runs, newest first (``top_level``: leave out subflow runs)."""
     store.flush()
     counts = (
         select(task_runs.c.flow_run_id, func.count().label("n"))
@@ -167,6 +184,8 @@ def list_runs(
     )
     if flow is not None:
         query = query.where(flow_runs.c.flow_name == flow)
+    if top_level:
+        query = query.where(flow_runs.c.parent_task_run_id.is_(None))
     if state is not None:
         query = query.where(
             or_(
@@ -178,6 +197,17 @@ def list_runs(
         query = query.limit(limit)
     with store.engine.connect() as conn:
         return [_flow_row_info(row, row.task_run_count) for row in conn.execute(query)]
+
+
+def flow_names(store: Store, *, top_level: bool = False) -> list[str]:
+    """The distinct names of the flows with runs in the store, sorted (``top_level``: of
+    runs that are not subflow runs)."""
+    store.flush()
+    query = select(flow_runs.c.flow_name).distinct().order_by(flow_runs.c.flow_name)
+    if top_level:
+        query = query.where(flow_runs.c.parent_task_run_id.is_(None))
+    with store.engine.connect() as conn:
+        return [str(name) for name in conn.execute(query).scalars()]
 
 
 def find_run_id(store: Store, ref: str) -> str:
@@ -269,6 +299,7 @@ def get_run(store: Store, ref: str) -> FlowRunDetail:
                 "run_count": t.run_count,
                 "start_time": iso(t.start_time),
                 "end_time": iso(t.end_time),
+                "duration_s": _duration(t),
                 "cache_key": t.cache_key,
                 "subflow_run_id": t.subflow_run_id,
                 "upstream": upstream.get(t.id, []),

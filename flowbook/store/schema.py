@@ -10,7 +10,8 @@ with an error rather than misread.
 
 Versions: 1, the first; 2 adds ``cache_entries.key_parts`` and the ``cache_misses`` table,
 which explain cache misses (rows of version 1 keep NULL ``key_parts``: their misses are
-explained with less detail).
+explained with less detail); 3 adds ``flow_runs.notebook`` and ``flow_runs.cell_id``, where a
+top-level flow run started in a Jupyter kernel came from (NULL elsewhere, and for older rows).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from sqlalchemy import (
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "metadata"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -77,6 +78,10 @@ flow_runs = Table(
     Column("created_at", Float, nullable=False),
     Column("start_time", Float),
     Column("end_time", Float),
+    # where a top-level run started in a Jupyter kernel came from (schema >= 3): the notebook's
+    # path as the kernel was told it (JPY_SESSION_NAME) and the id of the cell that started it
+    Column("notebook", Text),
+    Column("cell_id", Text),
     Index("ix_flow_runs_flow_name", "flow_name"),
     Index("ix_flow_runs_created_at", "created_at"),
     Index("ix_flow_runs_state_type", "state_type"),
@@ -193,6 +198,13 @@ def _v1_to_v2(conn: Connection) -> None:
     cache_misses.create(conn)
 
 
+def _v2_to_v3(conn: Connection) -> None:
+    """Record where a flow run came from: two nullable columns."""
+    for column in (flow_runs.c.notebook, flow_runs.c.cell_id):
+        column_type = column.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE flow_runs ADD COLUMN {column.name} {column_type}"))
+
+
 # MIGRATIONS[n] upgrades an existing store from version n to n + 1 (a new store is created at
 # SCHEMA_VERSION directly). Each step must keep every row it finds.
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}

@@ -273,6 +273,8 @@ class _Rows:
             "process_id": self.writer.process_id,
             "parent_task_run_id": parent.id if parent is not None else None,
             "resumed_from": run.resumed_from,
+            "notebook": run.notebook,
+            "cell_id": run.cell_id,
             "tags": json.dumps(list(run.tags)),
             "parameters": params,
             "parameters_preview": parameters_preview(run.parameters),

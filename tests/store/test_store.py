@@ -714,6 +714,31 @@ def test_cache_entries_and_clear(store: StoreUnderTest) -> None:
         flowbook.cache.clear()
 
 
+def test_an_entry_cleared_by_another_process_is_a_miss_in_a_warm_kernel(
+    store: StoreUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+
+    @task(cache_key_fn=task_input_hash)
+    def remembered(x: int) -> int:
+        calls.append(x)
+        return x
+
+    @flow
+    def uses_it() -> int:
+        return remembered(1)
+
+    uses_it()
+    uses_it()
+    assert calls == [1]  # the second run was a hit, served from this process's memory
+    # another process (the side panel's server, the command line) clears the entry
+    script = "import flowbook.cache; print(flowbook.cache.clear(all=True))"
+    assert run_ok(store.env, "-c", script, cwd=tmp_path).strip() == "1"
+    monkeypatch.setattr("flowbook.store.cache.REFRESH_AFTER_S", 0.0)
+    uses_it()
+    assert calls == [1, 1]
+
+
 # -- the command line ------------------------------------------------------------------------------
 
 
@@ -966,6 +991,55 @@ def test_opening_an_old_store_migrates_it_and_keeps_its_runs(
     # the migrated store goes on recording runs
     old_flow()
     assert [r.name for r in flowbook.runs.list()] == ["old-run", "old-run"]
+
+
+def test_a_version_2_store_gains_the_run_origin_and_keeps_its_rows(
+    store: StoreUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @task(cache_key_fn=task_input_hash)
+    def double(x: int) -> int:
+        return 2 * x
+
+    @flow(flow_run_name="v2-run")
+    def v2_flow() -> int:
+        get_run_logger().info("written at version 2")
+        return double(1) + double(2)
+
+    v2_flow()
+    close_store()
+    # back to version 2: the flow_runs table without the columns version 3 added
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE flow_runs DROP COLUMN notebook"))
+        conn.execute(sa.text("ALTER TABLE flow_runs DROP COLUMN cell_id"))
+        conn.execute(sa.text("UPDATE flowbook_meta SET value = '2'"))
+    before = {
+        table: store.one(f"SELECT count(*) AS n FROM {table}").n
+        for table in ("flow_runs", "task_runs", "states", "logs", "cache_entries")
+    }
+    assert before["flow_runs"] == 1
+    assert before["task_runs"] == before["cache_entries"] == 2
+
+    assert get_store() is not None
+    assert store.one("SELECT value FROM flowbook_meta").value == "3" == str(schema.SCHEMA_VERSION)
+    columns = {c["name"] for c in sa.inspect(store.engine).get_columns("flow_runs")}
+    assert {"notebook", "cell_id"} <= columns
+    for table, count in before.items():
+        assert store.one(f"SELECT count(*) AS n FROM {table}").n == count, table
+    (old,) = flowbook.runs.list()
+    assert (old.name, old.state, old.task_runs) == ("v2-run", "Completed", 2)
+    assert (old.notebook, old.cell_id) == (None, None)
+    detail = flowbook.runs.get(old.id)
+    assert [line["message"] for line in detail.logs] == ["written at version 2"]
+    assert len(flowbook.cache.entries()) == 2
+
+    # the migrated store records where new runs came from
+    monkeypatch.setattr(
+        "flowbook.engine.flow_engine.run_origin", lambda: ("/nb/demo.ipynb", "cell-1")
+    )
+    assert v2_flow() == 6  # both calls served by the old entries
+    new, _ = flowbook.runs.list()
+    assert (new.notebook, new.cell_id) == ("/nb/demo.ipynb", "cell-1")
+    assert [t["state"] for t in flowbook.runs.get(new.id).task_run_list] == ["Cached", "Cached"]
 
 
 # -- an unusable FLOWBOOK_HOME ---------------------------------------------------------------------

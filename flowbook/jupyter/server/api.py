@@ -1,0 +1,285 @@
+"""The server API's work, without tornado: checking requests and reading the store.
+
+The handlers (``handlers.py``) check a request's parameters here on the event loop (cheap),
+then run the store work on a thread. A bad request is an ``ApiError`` with the HTTP status
+and a message that names the parameter, its value and what is allowed.
+
+Nothing here runs user code, imports user modules or unpickles anything: runs, task runs,
+logs and cache entries are read as the store keeps them, with parameters and inputs as the
+previews written when they were recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flowbook.store import Store
+
+__all__ = [
+    "DEFAULT_LIMIT",
+    "MAX_LIMIT",
+    "STATE_NAMES",
+    "ApiError",
+    "ClearRequest",
+    "cache_entries",
+    "clear_cache",
+    "parse_clear",
+    "parse_limit",
+    "parse_run_id",
+    "parse_state",
+    "relative_notebook",
+    "run_detail",
+    "run_list",
+]
+
+DEFAULT_LIMIT = 200
+MAX_LIMIT = 1000
+
+# Every state name flowbook gives a run (flowbook.states). A filter matches a run's state name
+# or its state type, as flowbook.runs.list does: "Failed" also lists runs that TimedOut,
+# "Running" also those Retrying.
+STATE_NAMES = (
+    "AwaitingRetry",
+    "Cached",
+    "Cancelled",
+    "Completed",
+    "Crashed",
+    "Failed",
+    "Pending",
+    "Retrying",
+    "Running",
+    "Scheduled",
+    "TimedOut",
+)
+_STATES_BY_LOWER = {name.lower(): name for name in STATE_NAMES}
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_DIGITS = re.compile(r"[0-9]{1,9}")
+
+
+class ApiError(Exception):
+    """A request the API answers with an error status and ``{"message": ...}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# -- checking requests -----------------------------------------------------------------------
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw is None:
+        return DEFAULT_LIMIT
+    if _DIGITS.fullmatch(raw) is None or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ApiError(
+            400, f"limit={raw!r} is not valid; give a whole number from 1 to {MAX_LIMIT}"
+        )
+    return int(raw)
+
+
+def parse_state(raw: str | None) -> str | None:
+    if raw is None or raw == "":
+        return None
+    name = _STATES_BY_LOWER.get(raw.lower())
+    if name is None:
+        raise ApiError(
+            400, f"state={raw!r} is not a state name; use one of {', '.join(STATE_NAMES)}"
+        )
+    return name
+
+
+def parse_run_id(raw: str) -> str:
+    if _UUID.fullmatch(raw) is None:
+        raise ApiError(
+            400,
+            f"run id {raw!r} is not valid; give a flow run's id, a UUID such as "
+            "'3f2a9c1e-5b7d-4e0f-9a1b-2c3d4e5f6a7b'",
+        )
+    return raw.lower()
+
+
+@dataclass(frozen=True)
+class ClearRequest:
+    """What ``POST cache/clear`` asked for: ``entries``, or the ``flowbook.cache.clear``
+    arguments."""
+
+    entries: tuple[tuple[str, str], ...] = ()
+    task: str | None = None
+    flow: str | None = None
+    expired: bool = False
+    all: bool = False
+
+
+_CLEAR_FIELDS = ("entries", "task", "flow", "expired", "all")
+
+
+def parse_clear(body: bytes) -> ClearRequest:
+    """The body of ``POST cache/clear``: ``{"entries": [{"task_key": ..., "key": ...}]}`` or
+    any of ``{"task": ..., "flow": ..., "expired": true, "all": true}``."""
+    allowed = "give {entries: [{task_key, key}, ...]} or any of {task, flow, expired, all}"
+    try:
+        data = json.loads(body or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the body is not JSON ({exc}); {allowed}") from None
+    if not isinstance(data, dict) or not data:
+        raise ApiError(
+            400, f"the body must be a non-empty JSON object, got {_short(data)}; {allowed}"
+        )
+    unknown = [name for name in data if name not in _CLEAR_FIELDS]
+    if unknown:
+        raise ApiError(
+            400,
+            f"unknown field {unknown[0]!r} in the body; the fields are {', '.join(_CLEAR_FIELDS)}",
+        )
+    if "entries" in data:
+        others = [name for name in data if name != "entries"]
+        if others:
+            raise ApiError(
+                400, f"entries cannot be combined with {', '.join(others)}; send one or the other"
+            )
+        return ClearRequest(entries=_parse_entries(data["entries"]))
+    for name in ("task", "flow"):
+        if name in data and not (isinstance(data[name], str) and data[name]):
+            raise ApiError(
+                400, f"{name}={_short(data[name])} is not valid; give a non-empty {name} name"
+            )
+    for name in ("expired", "all"):
+        if name in data and not isinstance(data[name], bool):
+            raise ApiError(400, f"{name}={_short(data[name])} is not valid; give true or false")
+    request = ClearRequest(
+        task=data.get("task"),
+        flow=data.get("flow"),
+        expired=data.get("expired", False),
+        all=data.get("all", False),
+    )
+    if not (request.task or request.flow or request.expired or request.all):
+        raise ApiError(400, f"the body selects no cache entries ({_short(data)}); {allowed}")
+    return request
+
+
+def _parse_entries(raw: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(
+            400,
+            f"entries={_short(raw)} is not valid; give a non-empty list of "
+            '{"task_key": ..., "key": ...} objects',
+        )
+    pairs = []
+    for i, item in enumerate(raw):
+        if (
+            not isinstance(item, dict)
+            or set(item) != {"task_key", "key"}
+            or not all(isinstance(item[k], str) and item[k] for k in ("task_key", "key"))
+        ):
+            raise ApiError(
+                400,
+                f"entries[{i}]={_short(item)} is not valid; give an object with exactly "
+                "task_key and key, both non-empty strings (as GET cache lists them)",
+            )
+        pairs.append((item["task_key"], item["key"]))
+    return tuple(pairs)
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- the store (called on a worker thread) ----------------------------------------------------
+
+
+def _store() -> Store:
+    """This process's store, opened from the FLOWBOOK_* settings as a kernel opens it."""
+    from flowbook.store import StoreError, get_store
+
+    try:
+        store = get_store()
+    except ValueError as exc:  # a bad FLOWBOOK_* environment variable
+        raise StoreError(str(exc)) from None
+    if store is None:
+        raise StoreError(
+            "the Jupyter server runs with FLOWBOOK_STORE=off, so it has no run store to show; "
+            "start it without FLOWBOOK_STORE=off"
+        )
+    return store
+
+
+def relative_notebook(path: str | None, root: str | None) -> str | None:
+    """A run's notebook path relative to the server's root (with ``/``), when it is inside
+    it; else as recorded."""
+    if not path or not root or not os.path.isabs(path):
+        return path
+    for base, target in (
+        (os.path.abspath(root), os.path.abspath(path)),
+        (os.path.realpath(root), os.path.realpath(path)),
+    ):
+        try:
+            rel = os.path.relpath(target, base)
+        except ValueError:  # another drive (Windows)
+            continue
+        if rel != os.curdir and rel != os.pardir and not rel.startswith(os.pardir + os.sep):
+            return rel.replace(os.sep, "/")
+    return path
+
+
+def run_list(flow: str | None, state: str | None, limit: int, root: str | None) -> dict[str, Any]:
+    from flowbook.store.queries import flow_names, list_runs
+
+    store = _store()
+    runs = list_runs(store, flow=flow, state=state, limit=limit, top_level=True)
+    out = []
+    for run in runs:
+        row = run.as_dict()
+        row["notebook"] = relative_notebook(run.notebook, root)
+        out.append(row)
+    return {"runs": out, "flows": flow_names(store, top_level=True)}
+
+
+def run_detail(run_id: str, root: str | None) -> dict[str, Any]:
+    from flowbook.store.queries import get_run
+
+    store = _store()
+    try:
+        detail = get_run(store, run_id)
+    except LookupError:
+        detail = None
+    if detail is None or detail.id != run_id:  # not a run named like this id
+        raise ApiError(404, f"no flow run with id {run_id!r} in the store")
+    body = detail.as_dict()
+    body["task_runs"] = body.pop("task_run_list")
+    body["notebook"] = relative_notebook(detail.notebook, root)
+    for line in body["logs"]:
+        line["level_name"] = logging.getLevelName(line["level"])
+    return body
+
+
+def cache_entries(task: str | None, flow: str | None) -> dict[str, Any]:
+    from flowbook.store.queries import cache_entries_info
+
+    entries = cache_entries_info(_store(), task=task, flow=flow)
+    return {"entries": [entry.as_dict() for entry in entries]}
+
+
+def clear_cache(request: ClearRequest) -> dict[str, Any]:
+    from flowbook.store import queries
+
+    store = _store()
+    if request.entries:
+        cleared = queries.invalidate_cache(store, request.entries)
+    else:
+        cleared = queries.clear_cache(
+            store,
+            task=request.task,
+            flow=request.flow,
+            expired=request.expired,
+            all=request.all,
+        )
+    return {"cleared": cleared}

@@ -1,0 +1,81 @@
+import { JupyterFrontEnd } from '@jupyterlab/application';
+import { ICommandPalette, Notification } from '@jupyterlab/apputils';
+import { ReadonlyPartialJSONObject } from '@lumino/coreutils';
+
+import { revealRunCell, RevealResult } from './notebookcell.js';
+import { FlowRunsPanel, PANEL_ID } from './panel.js';
+
+/** The extension's command ids. */
+export namespace CommandIDs {
+  /** Shows the panel; args `{view?: 'runs' | 'cache', run?: <run id>, flow?, state?}`. */
+  export const openRunsPanel = 'flowbook:open-runs-panel';
+  /** Goes to a run's cell; args `{notebook: <path>, cell_id: <cell id>}`. */
+  export const openRunCell = 'flowbook:open-run-cell';
+}
+
+function stringArg(args: ReadonlyPartialJSONObject, name: string): string | undefined {
+  const value = args[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+/** Adds the commands (and a palette entry for the panel). */
+export function registerCommands(
+  app: JupyterFrontEnd,
+  panel: FlowRunsPanel,
+  palette: ICommandPalette | null
+): void {
+  app.commands.addCommand(CommandIDs.openRunsPanel, {
+    label: 'Show Flow Runs',
+    caption: "Show flowbook's side panel of flow runs and cache entries",
+    icon: args => (args.isPalette ? undefined : panel.title.icon),
+    execute: async args => {
+      // before the layout is restored, the restorer would collapse the area again
+      await app.restored;
+      app.shell.activateById(PANEL_ID);
+      const run = stringArg(args, 'run');
+      const view = stringArg(args, 'view');
+      const flow = stringArg(args, 'flow');
+      const state = stringArg(args, 'state');
+      if (run) {
+        await panel.openRun(run);
+      } else if (view === 'cache' || view === 'runs') {
+        panel.showView(view);
+      }
+      if (flow !== undefined || state !== undefined) {
+        await panel.runList.setFilter({ flow, state });
+      }
+    }
+  });
+
+  app.commands.addCommand(CommandIDs.openRunCell, {
+    label: 'Go to the Cell of a Flow Run',
+    caption: 'Activate the notebook of a flow run and select the cell that ran it',
+    execute: async args => {
+      const notebook = stringArg(args, 'notebook') ?? '';
+      const cellId = stringArg(args, 'cell_id') ?? '';
+      if (notebook === '' || cellId === '') {
+        Notification.warning(
+          'flowbook: this run did not record its notebook and cell, so there is no cell to go to.',
+          { autoClose: 6000 }
+        );
+        return 'missing-args';
+      }
+      const result: RevealResult = await revealRunCell(app.shell, notebook, cellId);
+      if (result === 'notebook-not-open') {
+        Notification.warning(
+          `The notebook ${notebook} is not open. Open it, then click "Open cell" again.`,
+          { autoClose: 8000 }
+        );
+      } else if (result === 'cell-not-found') {
+        Notification.warning(
+          `The notebook ${notebook} has no cell with id ${cellId} any more ` +
+            '(it was deleted, or the notebook was not saved since the run).',
+          { autoClose: 8000 }
+        );
+      }
+      return result;
+    }
+  });
+
+  palette?.addItem({ command: CommandIDs.openRunsPanel, category: 'flowbook' });
+}

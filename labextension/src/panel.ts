@@ -1,0 +1,174 @@
+import { Message } from '@lumino/messaging';
+import { Panel, Widget } from '@lumino/widgets';
+
+import { CacheList } from './cachelist.js';
+import { FlowbookClient } from './client.js';
+import { button, el } from './dom.js';
+import { flowRunsIcon } from './icon.js';
+import { RunDetails } from './rundetails.js';
+import { RunList } from './runlist.js';
+
+/** The side panel's widget id (for `app.shell.activateById`). */
+export const PANEL_ID = 'flowbook-runs-panel';
+
+/** How often the visible view reloads, in milliseconds. */
+export const REFRESH_INTERVAL_MS = 3000;
+
+/** The panel's views; `data-view` on the panel node says which one is shown. */
+export type PanelView = 'runs' | 'details' | 'cache';
+
+/**
+ * The "Flow runs" side panel (`.fb-runs-panel`): a header with the Runs / Cache tabs and a
+ * refresh button, then the run list, one run's details, or the cache. While the panel is
+ * visible (and the browser tab too) the shown view reloads every `REFRESH_INTERVAL_MS`.
+ */
+export class FlowRunsPanel extends Panel {
+  constructor(options: {
+    client: FlowbookClient;
+    openCell: (notebook: string, cellId: string) => void;
+  }) {
+    super();
+    this.id = PANEL_ID;
+    this.addClass('fb-runs-panel');
+    this.title.icon = flowRunsIcon;
+    this.title.caption = 'Flow runs';
+    this.node.setAttribute('role', 'region');
+    this.node.setAttribute('aria-label', 'Flow runs');
+
+    const header = el('div', 'fb-runs-header');
+    const heading = el('h2', 'fb-runs-title', 'Flow runs');
+    const tabs = el('div', 'fb-tabs');
+    tabs.setAttribute('role', 'tablist');
+    this._runsTab = button('fb-tab fb-tab-runs', 'Runs', 'Past and running flow runs');
+    this._cacheTab = button('fb-tab fb-tab-cache', 'Cache', 'Cached task results');
+    for (const tab of [this._runsTab, this._cacheTab]) {
+      tab.setAttribute('role', 'tab');
+    }
+    tabs.append(this._runsTab, this._cacheTab);
+    const refresh = button('fb-runs-refresh', '⟳', 'Refresh');
+    refresh.setAttribute('aria-label', 'Refresh');
+    header.append(heading, tabs, refresh);
+    this.addWidget(new Widget({ node: header }));
+
+    this._list = new RunList({ client: options.client, onOpen: id => void this.openRun(id) });
+    this._details = new RunDetails({
+      client: options.client,
+      onBack: () => this.showView('runs'),
+      onOpenCell: options.openCell
+    });
+    this._cache = new CacheList({ client: options.client });
+    this.addWidget(this._list);
+    this.addWidget(this._details);
+    this.addWidget(this._cache);
+
+    this._runsTab.addEventListener('click', () => this.showView('runs'));
+    this._cacheTab.addEventListener('click', () => this.showView('cache'));
+    refresh.addEventListener('click', () => void this.refresh());
+    this._applyView();
+  }
+
+  /** The view shown. */
+  get view(): PanelView {
+    return this._view;
+  }
+
+  /** The run list (for its filters). */
+  get runList(): RunList {
+    return this._list;
+  }
+
+  /** Shows a view and reloads it. */
+  showView(view: PanelView): void {
+    if (view === 'details' && this._details.runId === null) {
+      view = 'runs';
+    }
+    this._view = view;
+    this._applyView();
+    void this.refresh();
+  }
+
+  /** Shows one run's details. */
+  openRun(runId: string): Promise<void> {
+    this._view = 'details';
+    this._applyView();
+    return this._details.load(runId);
+  }
+
+  /** Reloads the view shown now. */
+  refresh(ifIdle = false): Promise<void> {
+    switch (this._view) {
+      case 'runs':
+        return this._list.refresh(ifIdle);
+      case 'details':
+        return this._details.refresh(ifIdle);
+      case 'cache':
+        return this._cache.refresh(ifIdle);
+    }
+  }
+
+  protected onAfterAttach(msg: Message): void {
+    super.onAfterAttach(msg);
+    if (this.isVisible) {
+      this._startTimer();
+    }
+  }
+
+  protected onAfterShow(msg: Message): void {
+    super.onAfterShow(msg);
+    this._startTimer();
+  }
+
+  protected onAfterHide(msg: Message): void {
+    super.onAfterHide(msg);
+    this._stopTimer();
+  }
+
+  protected onBeforeDetach(msg: Message): void {
+    this._stopTimer();
+    super.onBeforeDetach(msg);
+  }
+
+  dispose(): void {
+    this._stopTimer();
+    super.dispose();
+  }
+
+  private _startTimer(): void {
+    void this.refresh(true);
+    if (this._timer !== null) {
+      return;
+    }
+    this._timer = window.setInterval(() => {
+      if (this.isVisible && !document.hidden) {
+        void this.refresh(true);
+      }
+    }, REFRESH_INTERVAL_MS);
+  }
+
+  private _stopTimer(): void {
+    if (this._timer !== null) {
+      window.clearInterval(this._timer);
+      this._timer = null;
+    }
+  }
+
+  private _applyView(): void {
+    this.node.dataset.view = this._view;
+    this._list.setHidden(this._view !== 'runs');
+    this._details.setHidden(this._view !== 'details');
+    this._cache.setHidden(this._view !== 'cache');
+    const runsSelected = this._view !== 'cache';
+    this._runsTab.setAttribute('aria-selected', String(runsSelected));
+    this._cacheTab.setAttribute('aria-selected', String(!runsSelected));
+    this._runsTab.classList.toggle('fb-mod-selected', runsSelected);
+    this._cacheTab.classList.toggle('fb-mod-selected', !runsSelected);
+  }
+
+  private readonly _list: RunList;
+  private readonly _details: RunDetails;
+  private readonly _cache: CacheList;
+  private readonly _runsTab: HTMLButtonElement;
+  private readonly _cacheTab: HTMLButtonElement;
+  private _view: PanelView = 'runs';
+  private _timer: number | null = null;
+}

@@ -1,0 +1,215 @@
+import { Widget } from '@lumino/widgets';
+
+import { FlowbookClient } from './client.js';
+import {
+  child,
+  el,
+  reconcile,
+  setAttr,
+  setText,
+  showError,
+  stateBadge,
+  updateStateBadge
+} from './dom.js';
+import { formatDuration, formatFullTime, formatLocalTime, runDuration } from './format.js';
+import { countTaskRuns, filterRuns, flowOptions, sortRuns, STATE_FILTERS } from './runs.js';
+import { ApiResult, IRunFilter, IRunList, IRunSummary } from './types.js';
+
+/** How many runs the list asks for. */
+export const RUN_LIST_LIMIT = 200;
+
+/**
+ * The list of runs from the store (all kernels, also past ones), newest first, with a flow
+ * and a state filter. Rows (`.fb-runs-row`, keyed by `data-run-id`) are updated in place on
+ * each refresh; clicking one calls `onOpen` with the run's id.
+ */
+export class RunList extends Widget {
+  constructor(options: { client: FlowbookClient; onOpen: (runId: string) => void }) {
+    super();
+    this._client = options.client;
+    this._onOpen = options.onOpen;
+    this.addClass('fb-runs-view');
+
+    const filters = el('div', 'fb-runs-filters');
+    this._flowSelect = el('select', 'fb-runs-filter-flow');
+    this._flowSelect.title = 'Show the runs of one flow';
+    this._flowSelect.setAttribute('aria-label', 'Flow');
+    this._flowSelect.append(new Option('All flows', ''));
+    this._stateSelect = el('select', 'fb-runs-filter-state');
+    this._stateSelect.title = 'Show the runs in one state';
+    this._stateSelect.setAttribute('aria-label', 'State');
+    for (const option of STATE_FILTERS) {
+      this._stateSelect.append(new Option(option.label, option.value));
+    }
+    filters.append(this._flowSelect, this._stateSelect);
+
+    this._error = el('div', 'fb-error');
+    this._error.setAttribute('role', 'alert');
+    this._error.hidden = true;
+    this._list = el('div', 'fb-runs-list');
+    this._list.setAttribute('role', 'list');
+    this._empty = el('div', 'fb-empty fb-runs-empty');
+    this._empty.hidden = true;
+    this.node.append(filters, this._error, this._list, this._empty);
+
+    const onFilter = (): void => {
+      void this.refresh();
+    };
+    this._flowSelect.addEventListener('change', onFilter);
+    this._stateSelect.addEventListener('change', onFilter);
+    this._list.addEventListener('click', event => this._openFrom(event));
+    this._list.addEventListener('keydown', event => {
+      if (event.key === 'Enter' || event.key === ' ') {
+        event.preventDefault();
+        this._openFrom(event);
+      }
+    });
+  }
+
+  /** The current filters. */
+  get filter(): IRunFilter {
+    return { flow: this._flowSelect.value, state: this._stateSelect.value };
+  }
+
+  /** Sets filters (e.g. from a command) and refreshes. */
+  setFilter(filter: Partial<IRunFilter>): Promise<void> {
+    if (filter.flow !== undefined) {
+      this._renderFlows(this._flows, filter.flow);
+      this._flowSelect.value = filter.flow;
+    }
+    if (filter.state !== undefined) {
+      this._stateSelect.value = filter.state;
+    }
+    return this.refresh();
+  }
+
+  /**
+   * Loads the runs and shows them. With `ifIdle`, does nothing while a request is still
+   * out (the auto-refresh must not pile requests up on a slow server).
+   */
+  async refresh(ifIdle = false): Promise<void> {
+    if (ifIdle && this._inFlight > 0) {
+      return;
+    }
+    const generation = ++this._generation;
+    const filter = this.filter;
+    this._inFlight += 1;
+    let result: ApiResult<IRunList>;
+    try {
+      result = await this._client.listRuns({
+        flow: filter.flow,
+        state: filter.state,
+        limit: RUN_LIST_LIMIT
+      });
+    } finally {
+      this._inFlight -= 1;
+    }
+    if (generation !== this._generation || this.isDisposed) {
+      return; // a newer refresh (e.g. a changed filter) owns the list
+    }
+    if (!result.ok) {
+      showError(this._error, `Could not load the runs: ${result.message}`);
+      return;
+    }
+    showError(this._error, null);
+    this._flows = result.value.flows ?? [];
+    this._renderFlows(this._flows, this._flowSelect.value);
+    const runs = sortRuns(filterRuns(result.value.runs ?? [], filter));
+    this._render(runs, filter);
+  }
+
+  private _renderFlows(flows: readonly string[], selected: string): void {
+    const options = flowOptions(flows, selected);
+    const signature = options.join('\u0000');
+    if (signature === this._flowSignature) {
+      return;
+    }
+    this._flowSignature = signature;
+    this._flowSelect.replaceChildren(
+      new Option('All flows', ''),
+      ...options.map(flow => new Option(flow, flow))
+    );
+    this._flowSelect.value = selected;
+  }
+
+  private _render(runs: readonly IRunSummary[], filter: IRunFilter): void {
+    const now = new Date();
+    reconcile(
+      this._list,
+      runs,
+      run => run.id,
+      () => this._createRow(),
+      (row, run) => this._updateRow(row, run, now)
+    );
+    const filtered = filter.flow !== '' || filter.state !== '';
+    setText(
+      this._empty,
+      filtered
+        ? 'No runs match the filters.'
+        : 'No flow runs yet. Runs of flows called in any kernel show up here.'
+    );
+    this._empty.hidden = runs.length > 0;
+  }
+
+  private _createRow(): HTMLElement {
+    const row = el('div', 'fb-runs-row');
+    row.setAttribute('role', 'listitem');
+    row.tabIndex = 0;
+    const main = el('div', 'fb-runs-row-main');
+    main.append(el('span', 'fb-runs-row-name'), stateBadge('fb-runs-row-state'));
+    const meta = el('div', 'fb-runs-row-meta');
+    meta.append(
+      el('span', 'fb-runs-row-flow'),
+      el('span', 'fb-runs-row-started'),
+      el('span', 'fb-runs-row-duration')
+    );
+    row.append(main, meta);
+    return row;
+  }
+
+  private _updateRow(row: HTMLElement, run: IRunSummary, now: Date): void {
+    setAttr(row, 'data-run-id', run.id);
+    setAttr(row, 'data-state', run.state ?? '');
+    setAttr(row, 'data-state-type', run.state_type ?? '');
+    const tasks = countTaskRuns(run.task_runs);
+    const tooltip = [
+      `${run.flow_name} / ${run.name}`,
+      run.message ? `${run.state ?? ''}: ${run.message}` : null,
+      `started ${formatFullTime(run.start_time)}`,
+      tasks !== null ? `${tasks} task run${tasks === 1 ? '' : 's'}` : null,
+      `id ${run.id}`
+    ];
+    setAttr(row, 'title', tooltip.filter(line => line !== null).join('\n'));
+    setText(child(row, '.fb-runs-row-name'), run.name);
+    updateStateBadge(
+      child(row, '.fb-runs-row-state'),
+      run.state,
+      run.state_type,
+      'fb-runs-row-state'
+    );
+    setText(child(row, '.fb-runs-row-flow'), run.flow_name);
+    setText(child(row, '.fb-runs-row-started'), formatLocalTime(run.start_time, now));
+    setText(child(row, '.fb-runs-row-duration'), formatDuration(runDuration(run, now)));
+  }
+
+  private _openFrom(event: Event): void {
+    const target = event.target as Element | null;
+    const row = target?.closest<HTMLElement>('.fb-runs-row');
+    const runId = row?.dataset.runId;
+    if (runId) {
+      this._onOpen(runId);
+    }
+  }
+
+  private readonly _client: FlowbookClient;
+  private readonly _onOpen: (runId: string) => void;
+  private readonly _flowSelect: HTMLSelectElement;
+  private readonly _stateSelect: HTMLSelectElement;
+  private readonly _error: HTMLElement;
+  private readonly _list: HTMLElement;
+  private readonly _empty: HTMLElement;
+  private _flows: string[] = [];
+  private _flowSignature = '';
+  private _generation = 0;
+  private _inFlight = 0;
+}
