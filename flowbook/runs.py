@@ -45,6 +45,12 @@ def get(run: str) -> FlowRunDetail:
     """One flow run with its state history, task runs and logs."""
     from flowbook.store.queries import get_run
 
+    if not isinstance(run, str) or not run:
+        raise TypeError(
+            f"flowbook.runs.get({run!r}): give a flow run's id or name as a string, e.g. "
+            "flowbook.runs.list()[0].id"
+        )
+
     return get_run(_store(), run)
 
 

@@ -330,6 +330,7 @@ def _param_names(sig: inspect.Signature) -> tuple[list[str], bool]:
 
 def _unwrap(run: TaskRun, state: State, return_state: bool) -> Any:
     if return_state:
+        run.observed = True  # the caller has the state: a failure in it is the caller's to handle
         return state
     if state.is_completed():
         return state.data

@@ -96,6 +96,21 @@ def test_caught_task_failure_is_handled_and_the_flow_completes() -> None:
     assert careful() == "recovered"
 
 
+def test_a_failed_state_returned_to_the_body_is_handled() -> None:
+    @task
+    def fails() -> None:
+        raise ValueError("bad")
+
+    @flow
+    def looks_at_states() -> list[str]:
+        return [fails(return_state=True).name]
+
+    state = looks_at_states(return_state=True)
+    assert state.is_completed()
+    assert state.result() == ["Failed"]
+    assert "1/1 failed task runs were handled" in (state.message or "")
+
+
 def test_flow_body_exception_fails_the_flow() -> None:
     @flow
     def explodes() -> None:

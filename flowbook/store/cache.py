@@ -49,15 +49,29 @@ REFRESH_AFTER_S = 2.0
 
 
 class _Indexed:
-    """What this process knows of one entry. ``data`` is None when not loaded (or in a file)."""
+    """What this process knows of one entry. ``data`` is None when not loaded (or in a file).
 
-    __slots__ = ("created", "data", "expires", "file", "hits")
+    ``written`` is False for an entry this process put until the store writer has committed
+    it: until then its absence from the database means nothing.
+    """
+
+    __slots__ = ("created", "data", "expires", "file", "hits", "written")
 
     def __init__(
-        self, file: str | None, data: bytes | None, created: float, expires: float | None, hits: int
+        self,
+        file: str | None,
+        data: bytes | None,
+        created: float,
+        expires: float | None,
+        hits: int,
+        written: bool = True,
     ) -> None:
         self.file, self.data = file, data
         self.created, self.expires, self.hits = created, expires, hits
+        self.written = written
+
+    def mark_written(self) -> None:
+        self.written = True
 
 
 class _TaskIndex:
@@ -128,10 +142,15 @@ class StoreCache:
             results.write_file(self.store.results_dir / name, data)
             inline = None
         now = time.time()
+        if task_key not in self._index:
+            # (a refresh_cache call puts without a look-up first) the index must exist, or the
+            # next look-up would load it from a database the writer has not updated yet
+            self._load(task_key)
+        entry = _Indexed(name, inline, now, expires_s, 0, written=False)
         with self._lock:
             index = self._index.get(task_key)
             if index is not None:
-                index.entries[key] = _Indexed(name, inline, now, expires_s, 0)
+                index.entries[key] = entry
         self.store.writer.put(
             (
                 "cache_put",
@@ -149,6 +168,8 @@ class StoreCache:
                     "input_preview": info.get("input_preview"),
                     # KeyParts or None; the writer turns it into JSON on its own thread
                     "key_parts": info.get("key_parts"),
+                    # not a column: marked written by the writer once committed
+                    "_entry": entry,
                 },
             )
         )
@@ -235,7 +256,12 @@ class StoreCache:
             rows = conn.execute(select(c.key, c.created).where(c.task_key == task_key)).all()
         current = {r[0]: r[1] for r in rows}
         with self._lock:
-            gone = [k for k, e in index.entries.items() if current.get(k) != e.created]
+            gone = [
+                k
+                for k, e in index.entries.items()
+                if (k in current and current[k] != e.created)  # replaced elsewhere
+                or (k not in current and e.written)  # removed elsewhere
+            ]
             for k in gone:
                 del index.entries[k]
             index.loaded_at = time.monotonic()
@@ -258,6 +284,12 @@ class StoreCache:
         }
         index = _TaskIndex(entries)
         with self._lock:
+            # entries this process put that the writer has not committed yet stay known
+            old = self._index.get(task_key)
+            if old is not None:
+                for k, e in old.entries.items():
+                    if k not in entries and not e.written:
+                        entries[k] = e
             self._index[task_key] = index
         return index
 

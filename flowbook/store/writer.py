@@ -190,6 +190,8 @@ class StoreWriter:
                 try:
                     with self.engine.begin() as conn:
                         rows.write(conn)
+                    for done in rows.committed:
+                        done()
                     break
                 except OperationalError as exc:
                     if attempt == 4:
@@ -237,6 +239,8 @@ class _Rows:
         self.states: list[tuple[Any, ...]] = []
         self.logs: list[tuple[Any, ...]] = []
         self.cache_puts: dict[tuple[str, str], dict[str, Any]] = {}
+        # called once the batch is committed
+        self.committed: list[Callable[[], None]] = []
         self.cache_hits: dict[tuple[str, str], int] = {}
         self.cache_deletes: list[tuple[str, str]] = []
         self.cache_misses: dict[str, dict[str, Any]] = {}  # the latest miss of each task
@@ -402,6 +406,9 @@ class _Rows:
         if what == "cache_put":
             row = item[1]
             row["key_parts"] = _parts_json(row.get("key_parts"))
+            entry = row.pop("_entry", None)
+            if entry is not None:
+                self.committed.append(entry.mark_written)
             self.cache_puts[(row["task_key"], row["key"])] = row
         elif what == "cache_hit":
             key = (item[1], item[2])

@@ -261,12 +261,18 @@ def _connect(runner: DaskTaskRunner, for_run: bool) -> _Connection:
     with _registry_lock:
         if runner.address is not None:
             conn = _remote.get(key)
+            if conn is not None and not conn.closed and _client_gone(conn.client):
+                # the scheduler went away for longer than the client waits to reconnect:
+                # Dask closed the client; connect again (the scheduler may be back)
+                conn.close()
             if conn is None or conn.closed:
                 client = distributed.Client(runner.address, **runner.client_kwargs)
                 conn = _remote[key] = _Connection(key, client, None)
             conn.runners += for_run
             return conn
         conn = _local
+        if conn is not None and not conn.closed and _client_gone(conn.client):
+            conn.close()
         if conn is not None and (conn.closed or conn.key != key):
             if not conn.closed and conn.runners > 0:
                 raise RuntimeError(
@@ -282,6 +288,11 @@ def _connect(runner: DaskTaskRunner, for_run: bool) -> _Connection:
             _local = conn = _start_local(runner, key, distributed)
         conn.runners += for_run
         return conn
+
+
+def _client_gone(client: Any) -> bool:
+    """Whether Dask has closed this client (its scheduler was unreachable for too long)."""
+    return str(getattr(client, "status", "running")) in ("closing", "closed")
 
 
 def _start_local(runner: DaskTaskRunner, key: tuple[Any, ...], distributed: Any) -> _Connection:

@@ -27,7 +27,8 @@ def bump(path: Path) -> int:
 
 
 class DaskProcesses:
-    def __init__(self, workdir: Path, workers: int = 1, nthreads: int = 2) -> None:
+    def __init__(self, workdir: Path, workers: int = 1, nthreads: int = 2, port: int = 0) -> None:
+        self.port = port
         self.workdir = workdir
         self.scheduler_file = workdir / "scheduler.json"
         self.scheduler: subprocess.Popen[bytes] | None = None
@@ -49,10 +50,12 @@ class DaskProcesses:
         )
 
     def start(self, timeout: float = 60) -> str:
+        self.scheduler_file.unlink(missing_ok=True)
+        self.workers = []
         self.scheduler = self._spawn(
             "scheduler",
             "--host", "127.0.0.1",
-            "--port", "0",
+            "--port", str(self.port),
             "--dashboard-address", "127.0.0.1:0",
             "--scheduler-file", str(self.scheduler_file),
             "--no-show",

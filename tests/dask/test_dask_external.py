@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,35 @@ def test_a_worker_that_dies_on_an_external_cluster_ends_the_run(
     state = deadly(return_state=True)
     assert state.is_failed() or state.is_crashed()
     assert external.scheduler_alive()
+
+
+def test_a_scheduler_that_comes_back_at_its_address_is_used_again(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = DaskProcesses(tmp_path, port=port)
+
+    @task
+    def pid() -> int:
+        return os.getpid()
+
+    # the client gives up reconnecting after 3 s (Dask's default is 30 s)
+    runner = DaskTaskRunner(address=f"tcp://127.0.0.1:{port}", client_kwargs={"timeout": 3})
+
+    @flow(task_runner=runner)
+    def where() -> int:
+        return pid.submit().result()
+
+    try:
+        procs.start()
+        first = where()
+        procs.stop()
+        time.sleep(6)  # Dask closes the client meanwhile
+        procs.start()
+        second = where()
+        assert first != second  # a new worker process served the second run
+    finally:
+        fb_dask._close_all()
+        procs.stop()

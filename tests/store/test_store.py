@@ -714,6 +714,25 @@ def test_cache_entries_and_clear(store: StoreUnderTest) -> None:
         flowbook.cache.clear()
 
 
+def test_a_refreshed_entry_is_a_hit_for_the_next_call(store: StoreUnderTest) -> None:
+    @task(cache_key_fn=task_input_hash)
+    def square(x: int) -> int:
+        return x * x
+
+    refreshing = square.with_options(refresh_cache=True)
+
+    @flow
+    def tour() -> list[str]:
+        # the refreshing call is the task's first use in this process: no look-up came first
+        return [
+            refreshing(4, return_state=True).name,
+            square(4, return_state=True).name,
+            square(4, return_state=True).name,
+        ]
+
+    assert tour() == ["Completed", "Cached", "Cached"]
+
+
 def test_an_entry_cleared_by_another_process_is_a_miss_in_a_warm_kernel(
     store: StoreUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
