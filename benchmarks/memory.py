@@ -28,6 +28,13 @@ def rss_mb():
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def thirds(rss):
+    """(peak of the middle third, peak of the last third, growth) of a list of RSS figures."""
+    third = max(1, len(rss) // 3)
+    middle, last = rss[third : 2 * third] or rss, rss[2 * third :] or rss
+    return max(middle), max(last), round(max(last) - max(middle), 1)
+
+
 def main():
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -52,8 +59,7 @@ def main():
         walls.append(round(time.perf_counter() - t0, 3))
         gc.collect()
         rss.append(round(rss_mb(), 1))
-    third = max(1, len(rss) // 3)
-    middle, last = rss[third : 2 * third] or rss, rss[2 * third :] or rss
+    middle, last, growth = thirds(rss)
     out = {
         "engine": e.VERSION,
         "runs": a.runs,
@@ -61,9 +67,9 @@ def main():
         "task_runs": a.runs * a.tasks,
         "rss_mb": rss,
         "wall_s": walls,
-        "peak_middle_third_mb": max(middle),
-        "peak_last_third_mb": max(last),
-        "growth_mb": round(max(last) - max(middle), 1),
+        "peak_middle_third_mb": middle,
+        "peak_last_third_mb": last,
+        "growth_mb": growth,
     }
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:

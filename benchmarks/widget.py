@@ -11,18 +11,14 @@ object with the medians and the ratio.
 """
 
 import argparse
+import datetime
 import json
 import os
-import queue
 import statistics
-import subprocess
-import sys
-import tempfile
-import textwrap
-import time
+
+from _kernel import execute, kernel, widget_messages, widget_model
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-WIDGET = "application/vnd.jupyter.widget-view+json"
 
 SETUP = """
 %load_ext flowbook
@@ -41,40 +37,8 @@ mapped(100)  # warm up: imports, the store, the widget module
 """
 
 
-def kernel_env(tmp):
-    prefix = os.path.join(tmp, "prefix")
-    subprocess.run(
-        [sys.executable, "-m", "ipykernel", "install", "--prefix", prefix, "--name", "python3"],
-        check=True,
-        capture_output=True,
-    )
-    env = dict(os.environ)
-    env["JUPYTER_PATH"] = os.path.join(prefix, "share", "jupyter")
-    env["FLOWBOOK_HOME"] = os.path.join(tmp, "home")
-    env["FLOWBOOK_LOGGING_LEVEL"] = "WARNING"
-    return env
-
-
-def execute(kc, code, timeout=600):
-    """Run ``code``; returns (stdout text, IOPub messages of the cell)."""
-    msg_id = kc.execute(textwrap.dedent(code))
-    out, msgs = [], []
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            msg = kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-        except queue.Empty:
-            raise TimeoutError(f"cell did not finish in {timeout} s: {code[:60]!r}") from None
-        msgs.append(msg)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        kind = msg["msg_type"]
-        if kind == "stream":
-            out.append(msg["content"]["text"])
-        elif kind == "error":
-            raise RuntimeError(f"{msg['content']['ename']}: {msg['content']['evalue']}")
-        elif kind == "status" and msg["content"]["execution_state"] == "idle":
-            return "".join(out), msgs
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def main():
@@ -85,45 +49,28 @@ def main():
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--out", default=os.path.join(HERE, "out", "widget.json"))
     a = p.parse_args()
-    from jupyter_client.manager import KernelManager
-
-    tmp = tempfile.mkdtemp(prefix="bench-flowbook-widget-")
-    env = kernel_env(tmp)
-    os.environ["JUPYTER_PATH"] = env["JUPYTER_PATH"]
-    km = KernelManager(kernel_name="python3")
-    km.start_kernel(env=env)
-    kc = km.client()
-    kc.start_channels()
-    kc.wait_for_ready(timeout=60)
+    if a.tasks < 1 or a.repeat < 1:
+        p.error(f"--tasks and --repeat must be at least 1; got {a.tasks} and {a.repeat}")
+    started = now()
     timed = "t0 = time.perf_counter(); mapped({n}); print(time.perf_counter() - t0)"
     on, off, messages, rates = [], [], [], []
-    try:
-        execute(kc, SETUP)
+    with kernel("bench-flowbook-widget-") as (km, kc):
+        execute(km, kc, SETUP)
         for _ in range(a.repeat):
-            execute(kc, "%flowbook widgets off")
-            text, _msgs = execute(kc, timed.format(n=a.tasks))
+            execute(km, kc, "%flowbook widgets off")
+            text, _msgs = execute(km, kc, timed.format(n=a.tasks))
             off.append(float(text.split()[-1]))
-            execute(kc, "%flowbook widgets on")
-            text, msgs = execute(kc, timed.format(n=a.tasks))
+            execute(km, kc, "%flowbook widgets on")
+            text, msgs = execute(km, kc, timed.format(n=a.tasks))
             seconds = float(text.split()[-1])
             on.append(seconds)
-            model = next(
-                m["content"]["data"][WIDGET]["model_id"]
-                for m in msgs
-                if m["msg_type"] == "display_data" and WIDGET in m["content"]["data"]
-            )
             # the widget's updates published while the cell ran (the reader saw them all)
-            n = sum(
-                1
-                for m in msgs
-                if m["msg_type"] == "comm_msg" and m["content"].get("comm_id") == model
-            )
+            n = widget_messages(msgs, widget_model(msgs))
             messages.append(n)
             rates.append(n / seconds)
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
     result = {
+        "started": started,
+        "finished": now(),
         "tasks": a.tasks,
         "repeat": a.repeat,
         "widget_off_s": off,

@@ -13,6 +13,7 @@ and what it accepts.
 | ``FLOWBOOK_LOG_RETENTION_DAYS`` | ``30`` | older log lines are deleted when a store opens |
 | ``FLOWBOOK_LOGGING_LEVEL`` | ``INFO`` | run log lines below this level are dropped |
 | ``FLOWBOOK_CONSOLE`` | ``auto`` | print run lines to stderr: ``on``, ``off``, ``auto`` |
+| ``FLOWBOOK_GC_FREEZE`` | ``on`` | keep the garbage collector off older objects during runs |
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class Settings(BaseModel):
     log_retention_days: PositiveFloat | None = 30.0
     logging_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     console: Literal["auto", "on", "off"] = "auto"
+    gc_freeze: Literal["on", "off"] = "on"
 
     @property
     def logging_level_no(self) -> int:
@@ -101,6 +103,7 @@ def _from_env() -> Settings:
         "log_retention_days": _retention(),
         "logging_level": _choice("FLOWBOOK_LOGGING_LEVEL", "INFO", _LEVELS, upper=True),
         "console": _choice("FLOWBOOK_CONSOLE", "auto", _CONSOLE),
+        "gc_freeze": _choice("FLOWBOOK_GC_FREEZE", "on", _SWITCH),
     }
     return Settings(**options)
 

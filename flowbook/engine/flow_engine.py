@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowbook._origin import run_origin
 from flowbook._setup import ensure_configured
+from flowbook.engine import heap
 from flowbook.engine.env import acquire_env, release_env
 from flowbook.engine.events import (
     FlowRunCreated,
@@ -79,6 +80,7 @@ class FlowRunEngine:
         self.kwargs = kwargs
         self.parent_record: TaskRun | None = None
         self.env_held = False
+        self.heap_held = False  # flowbook.engine.heap.hold() for a top-level run
         # set by Flow.resume: the run resumed and the results of its completed task calls
         self.resumed_from: str | None = None
         self.reusable: dict[tuple[str, int, str], State] = {}
@@ -383,6 +385,8 @@ class FlowRunEngine:
         if not hasattr(self, "run"):
             self.create()
         tokens = (current_flow_run.set(self.run), current_task_run.set(None))
+        if self.parent_record is None:
+            self.heap_held = heap.hold()
         try:
             self.begin_run()
         except Exception as exc:
@@ -394,6 +398,9 @@ class FlowRunEngine:
     def _leave(self, tokens: tuple[Token[FlowRun | None], Token[TaskRun | None]]) -> None:
         current_task_run.reset(tokens[1])
         current_flow_run.reset(tokens[0])
+        if self.heap_held:
+            self.heap_held = False
+            heap.release()
 
     def run_sync(self) -> State:
         tokens = self._enter()

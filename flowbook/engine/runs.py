@@ -26,20 +26,44 @@ __all__ = ["FlowRun", "TaskRun", "current_flow_run", "current_task_run", "is_asy
 
 
 def new_id() -> str:
-    """A random version-4 UUID string.
+    """A random version-4 UUID string (flow runs, processes: ids people shorten to 8 digits).
 
     ``uuid.uuid4()`` reads ``os.urandom`` on every call, a system call that costs more than a
     whole task run's bookkeeping; ``random`` is seeded from it at start and reseeded in forked
     children, which is enough for identifiers (they are not secrets).
     """
-    n = (_getrandbits(128) & _ID_MASK) | _ID_BITS
+    n = (_getrandbits(128) & _V4_MASK) | _V4_BITS
+    h = f"{n:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def new_ordered_id() -> str:
+    """A time-ordered UUID string (version 7: milliseconds since the epoch, then random bits),
+    for task runs.
+
+    Ids made one after another sort near each other, so the store's primary-key index of task
+    runs grows at its end instead of at random places: inserting the rows of a large map stays
+    as fast at the millionth run as at the first. (Their first digits are the time, so they
+    are not for shortening; flow runs keep random ids.)
+    """
+    rand = _getrandbits(74)
+    n = (
+        (_time_ns() // 1_000_000) << 80
+        | 0x7000 << 64
+        | (rand >> 62) << 64
+        | _VARIANT
+        | (rand & _LOW_62)
+    )
     h = f"{n:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _getrandbits = random.getrandbits
-_ID_MASK = ~((0xF000 << 64) | (0xC000 << 48))
-_ID_BITS = (0x4000 << 64) | (0x8000 << 48)
+_V4_MASK = ~((0xF000 << 64) | (0xC000 << 48))
+_V4_BITS = (0x4000 << 64) | (0x8000 << 48)
+_time_ns = time.time_ns
+_VARIANT = 0b10 << 62
+_LOW_62 = (1 << 62) - 1
 
 
 class FlowRun:
@@ -173,7 +197,7 @@ class TaskRun:
         kwargs: dict[str, Any],
         dynamic_key: int,
     ) -> None:
-        self.id = new_id()
+        self.id = new_ordered_id()
         self.created_s = time.time()
         self.task = task
         self.flow_run = flow_run

@@ -19,6 +19,7 @@ The notebook front end is an event subscriber like the console and the store:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import gc
 import logging
@@ -47,6 +48,9 @@ __all__ = ["NotebookFrontend", "active", "load", "unload"]
 
 UPDATE_INTERVAL = 0.1
 TIMELINE_INTERVAL = 1.0
+# Finished runs whose widgets keep their timeline and log lines in the kernel; older widgets
+# keep their header and graph only (the store has the rest: ``%flowbook show``, the side panel)
+KEEP_DETAILS = 10
 
 _frontend: NotebookFrontend | None = None
 
@@ -137,6 +141,8 @@ class NotebookFrontend:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._patched: list[tuple[Any, Any]] = []
+        # views of finished runs that still keep their timeline and logs, oldest first
+        self._kept: collections.deque[Any] = collections.deque()
 
     # -- life cycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -331,6 +337,14 @@ class NotebookFrontend:
         # The widget stays in the notebook for good; it must not keep the run's records (and
         # through them every task's result, in the kernel or on a Dask cluster) alive.
         live.view._on_cancel = None
+        # Nor may the widgets of many runs fill the kernel: past the KEEP_DETAILS most recent
+        # finished runs, a widget gives up its timeline and log lines (header and graph stay).
+        with self._lock:
+            self._kept.append(live.view)
+            retired = [self._kept.popleft() for _ in range(len(self._kept) - KEEP_DETAILS)]
+        for view in retired:
+            with contextlib.suppress(Exception):
+                view.retire(KEEP_DETAILS)
 
     # -- output routing --------------------------------------------------------------------------
     def _patch_streams(self) -> None:
@@ -393,17 +407,22 @@ class NotebookFrontend:
     def _update_loop(self) -> None:
         interval = UPDATE_INTERVAL
         while not self._stop.wait(interval):
-            with self._lock:
-                lives = list({id(v): v for v in self.views.values()}.values())
             now = time.monotonic()
-            for live in lives:
-                timeline = live.timeline_dirty and now - live.last_timeline >= TIMELINE_INTERVAL
-                if live.model.pending() or timeline:
-                    with contextlib.suppress(Exception):  # never let one view stop the others
-                        self._push(live, timeline=timeline)
+            self._update_pass(now)
             # the updates never take more than about a tenth of the time (the GIL is shared
             # with the runs they show)
             interval = max(UPDATE_INTERVAL, 10 * (time.monotonic() - now))
+
+    def _update_pass(self, now: float) -> None:
+        """Push the views' pending changes (a method of its own: while the loop waits, no
+        local variable keeps a finished run alive)."""
+        with self._lock:
+            lives = list({id(v): v for v in self.views.values()}.values())
+        for live in lives:
+            timeline = live.timeline_dirty and now - live.last_timeline >= TIMELINE_INTERVAL
+            if live.model.pending() or timeline:
+                with contextlib.suppress(Exception):  # never let one view stop the others
+                    self._push(live, timeline=timeline)
 
     def _push(self, live: _Live, *, timeline: bool) -> None:
         with live.lock:

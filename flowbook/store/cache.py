@@ -30,7 +30,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, bindparam, func, select
 
 from flowbook.caching.backend import CacheEntry
 from flowbook.caching.keys import CacheKeyWarning
@@ -80,6 +80,22 @@ class _TaskIndex:
     def __init__(self, entries: dict[str, _Indexed]) -> None:
         self.entries = entries
         self.loaded_at = time.monotonic()
+
+
+# one statement object for every look-up: SQLAlchemy then finds its compiled form at once
+# (a new select() per call costs more than the database's work)
+_FETCH = select(
+    cache_entries.c.result_file,
+    cache_entries.c.value,
+    cache_entries.c.created,
+    cache_entries.c.expires,
+    cache_entries.c.hits,
+).where(
+    and_(
+        cache_entries.c.task_key == bindparam("task_key"),
+        cache_entries.c.key == bindparam("key"),
+    )
+)
 
 
 class StoreCache:
@@ -294,13 +310,8 @@ class StoreCache:
         return index
 
     def _fetch(self, task_key: str, key: str) -> _Indexed | None:
-        c = cache_entries.c
         with self.store.engine.connect() as conn:
-            row = conn.execute(
-                select(c.result_file, c.value, c.created, c.expires, c.hits).where(
-                    and_(c.task_key == task_key, c.key == key)
-                )
-            ).first()
+            row = conn.execute(_FETCH, {"task_key": task_key, "key": key}).first()
         if row is None:
             self._forget(task_key, key)
             return None

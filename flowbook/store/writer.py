@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, bindparam, text, update
 from sqlalchemy.exc import OperationalError
 
-from flowbook._preview import parameters_preview
+from flowbook._preview import pairs_preview, parameters_preview
 from flowbook.engine.events import (
     FlowRunCreated,
     FlowRunFinished,
@@ -81,7 +81,8 @@ class StoreWriter:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._finished: dict[str, threading.Event] = {}
         # states of task runs not final yet, by run id (kept here across batches)
-        self.histories: dict[str, list[tuple[Any, ...]]] = {}
+        # (None stands for the Pending state a run is created in)
+        self.histories: dict[str, list[State | None]] = {}
         self._warned: set[str] = set()
         self._hurry = threading.Event()
         self._waiting = 0  # urgent items queued and not yet written
@@ -232,7 +233,10 @@ class _Rows:
     def __init__(self, writer: StoreWriter) -> None:
         self.writer = writer
         self.flow_inserts: dict[str, dict[str, Any]] = {}
-        self.task_inserts: dict[str, list[Any]] = {}
+        # task runs created in this batch: their rows are built once, at write time, with
+        # the latest state the batch has for them
+        self.task_new: dict[str, TaskRun] = {}
+        self.task_extra: dict[str, dict[str, Any]] = {}  # more columns for rows of task_new
         self.flow_updates: dict[str, dict[str, Any]] = {}
         self.task_updates: dict[str, dict[str, Any]] = {}
         self.edges: list[tuple[str, str]] = []
@@ -244,13 +248,17 @@ class _Rows:
         self.cache_hits: dict[tuple[str, str], int] = {}
         self.cache_deletes: list[tuple[str, str]] = []
         self.cache_misses: dict[str, dict[str, Any]] = {}  # the latest miss of each task
-        self.latest_task: dict[str, tuple[FlowRun | TaskRun, State]] = {}
-        self.latest_flow: dict[str, tuple[FlowRun | TaskRun, State]] = {}
+        self.latest_task: dict[str, tuple[TaskRun, State]] = {}
+        self.latest_flow: dict[str, tuple[FlowRun, State]] = {}
 
     def add(self, item: Any) -> None:
         kind = type(item)
         if kind is StateChanged:
-            self._state(item.run, item.state)
+            run = item.run
+            if type(run) is TaskRun:
+                self._task_state(run, item.state)
+            else:
+                self._flow_state(run, item.state)
         elif kind is TaskRunCreated:
             self._task_created(item.task_run, item.upstream)
         elif kind is FlowRunCreated:
@@ -287,47 +295,36 @@ class _Rows:
         }
 
     def _task_created(self, run: TaskRun, upstream: tuple[str, ...]) -> None:
-        # a list in _TASK_COLUMNS order: a large map creates thousands of these per batch
-        task = run.task
-        row: list[Any] = [None] * len(_TASK_COLUMNS)
-        row[_T_ID] = run.id
-        row[_T_FLOW_RUN_ID] = run.flow_run.id if run.flow_run is not None else None
-        row[_T_NAME] = run.name
-        row[_T_TASK_NAME] = run.task_name
-        row[_T_TASK_KEY] = task.task_key if task is not None else None
-        row[_T_DYNAMIC_KEY] = run.dynamic_key
-        row[_T_SUBFLOW] = run.subflow_run.id if run.subflow_run is not None else None
-        row[_T_TAGS] = json.dumps(list(run.tags)) if run.tags else "[]"
-        row[_T_PREVIEW] = _safe_preview(run)
-        row[_T_CREATED] = run.created_s
-        row[_T_RUN_COUNT] = run.run_count
-        row[_T_STATE_TYPE], row[_T_STATE_NAME] = "PENDING", "Pending"
-        self.task_inserts[run.id] = row
-        # the Pending state is not sent to the store as an event of its own (see on_event)
-        self.writer.histories[run.id] = [(run.id, "PENDING", "Pending", None, run.created_s)]
+        # a large map creates thousands of these per batch: the row is built in write()
+        self.task_new[run.id] = run
+        # the history starts with Pending, at the run's creation (None stands for it); that
+        # state is not sent to the store as an event of its own (see on_event)
+        self.writer.histories[run.id] = [None]
         for upstream_id in upstream:
             self.edges.append((upstream_id, run.id))
 
-    def _state(self, run: FlowRun | TaskRun, state: State) -> None:
-        type_value = state.type._value_
-        row = (run.id, type_value, state.name, state.message, state.timestamp_s)
+    def _task_state(self, run: TaskRun, state: State) -> None:
         # only the latest state of each run in the batch goes onto its row
-        if isinstance(run, TaskRun):
-            self.latest_task[run.id] = (run, state)
-            histories = self.writer.histories
-            history = histories.get(run.id)
-            if history is None:
-                history = histories[run.id] = []
-            history.append(row)
-            if type_value in _FINAL:
-                del histories[run.id]
-                if not _implied(history):
-                    self.states.extend((r[0], "task", *r[1:]) for r in history)
-        else:
-            self.latest_flow[run.id] = (run, state)
-            self.states.append((row[0], "flow", *row[1:]))
-            if type_value in _FINAL and type_value != "COMPLETED":
-                self._hash_inputs(run)
+        run_id = run.id
+        self.latest_task[run_id] = (run, state)
+        histories = self.writer.histories
+        history = histories.get(run_id)
+        if history is None:
+            history = histories[run_id] = []
+        history.append(state)
+        if state.type._value_ in _FINAL:
+            del histories[run_id]
+            if not _implied(history):
+                self.states.extend(_history_rows(run, history))
+
+    def _flow_state(self, run: FlowRun, state: State) -> None:
+        type_value = state.type._value_
+        self.latest_flow[run.id] = (run, state)
+        self.states.append(
+            (run.id, "flow", type_value, state.name, state.message, state.timestamp_s)
+        )
+        if type_value in _FINAL and type_value != "COMPLETED":
+            self._hash_inputs(run)
 
     def _hash_inputs(self, flow_run: FlowRun) -> None:
         """Key the completed task calls of a run that did not complete, for ``resume``."""
@@ -341,19 +338,85 @@ class _Rows:
             self._set_task_columns(task_run.id, {"input_hash": digest})
 
     def _set_task_columns(self, run_id: str, columns: dict[str, Any]) -> None:
-        row = self.task_inserts.get(run_id)
-        if row is None:
+        if run_id in self.task_new:
+            self.task_extra.setdefault(run_id, {}).update(columns)
+        else:
             self.task_updates.setdefault(run_id, {"_id": run_id}).update(columns)
-            return
-        for name, value in columns.items():
-            row[_TASK_INDEX[name]] = value
+
+    def _task_rows(self) -> list[tuple[Any, ...]]:
+        """The rows of the task runs created in this batch, each with its latest state.
+
+        One pass, with the row built as a tuple in ``_TASK_COLUMNS`` order: a large map puts
+        thousands of runs in each batch.
+        """
+        rows: list[tuple[Any, ...]] = []
+        append = rows.append
+        latest = self.latest_task
+        extra = self.task_extra
+        dumps_tags = json.dumps
+        for run_id, run in self.task_new.items():
+            task = run.task
+            flow_run = run.flow_run
+            subflow = run.subflow_run
+            tags = run.tags
+            got = latest.pop(run_id, None)
+            start = end = result = result_file = input_hash = cache_key = message = None
+            if got is None:
+                type_value, name = "PENDING", "Pending"
+            else:
+                state = got[1]
+                type_value, name, message = state.type._value_, state.name, state.message
+                start = run.start_s
+                if type_value in _FINAL:
+                    end = run.end_s
+                    cache_key = run.cache_key
+                    if type_value == "COMPLETED":
+                        result, result_file, input_hash = self._task_result(run, state)
+            row: tuple[Any, ...] = (
+                run_id,
+                flow_run.id if flow_run is not None else None,
+                run.name,
+                task.name if task is not None else (subflow.flow.name if subflow else ""),
+                task.task_key if task is not None else None,
+                run.dynamic_key,
+                subflow.id if subflow is not None else None,
+                dumps_tags(list(tags)) if tags else "[]",
+                _safe_preview(run),
+                input_hash,
+                cache_key,
+                type_value,
+                name,
+                message,
+                run.run_count,
+                result,
+                result_file,
+                run.created_s,
+                start,
+                end,
+            )
+            more = extra.get(run_id)
+            if more is not None:
+                changed = list(row)
+                for column, value in more.items():
+                    changed[_TASK_INDEX[column]] = value
+                row = tuple(changed)
+            append(row)
+        return rows
 
     def _apply_latest_states(self) -> None:
+        """Updates for runs whose rows an earlier batch inserted."""
         for run_id, (task_run, state) in self.latest_task.items():
             columns = _state_columns(task_run, state)
             if state.type._value_ in _FINAL:
-                assert isinstance(task_run, TaskRun)
-                columns.update(self._task_result(task_run, state))
+                columns["cache_key"] = task_run.cache_key
+                if state.type._value_ == "COMPLETED":
+                    result, result_file, input_hash = self._task_result(task_run, state)
+                    if result is not None:
+                        columns["result"] = result
+                    if result_file is not None:
+                        columns["result_file"] = result_file
+                    if input_hash is not None:
+                        columns["input_hash"] = input_hash
             self._set_task_columns(run_id, columns)
         for run_id, (flow_run, state) in self.latest_flow.items():
             target = self.flow_inserts.get(run_id)
@@ -361,29 +424,23 @@ class _Rows:
                 target = self.flow_updates.setdefault(run_id, {"_id": run_id})
             target.update(_state_columns(flow_run, state))
 
-    def _task_result(self, run: TaskRun, state: State) -> dict[str, Any]:
-        out: dict[str, Any] = {"cache_key": run.cache_key}
-        task = run.task
-        if (
-            task is None
-            or state.type._value_ != "COMPLETED"
-            or state.name == "Cached"
-            or not _persists(run)
-        ):
-            return out
+    def _task_result(
+        self, run: TaskRun, state: State
+    ) -> tuple[bytes | None, str | None, str | None]:
+        """``(result, result_file, input_hash)`` for a Completed task run."""
+        if run.task is None or state.name == "Cached" or not _persists(run):
+            return None, None, None
         try:
             data = results.dumps(state.data)
         except results.ResultError:
-            return out  # an unpicklable result is simply not kept; the run is unaffected
+            # an unpicklable result is simply not kept; the run is unaffected
+            return None, None, None
+        input_hash = _input_hash(run) if run.flow_run is None else None
         if len(data) <= INLINE_RESULT_BYTES:
-            out["result"] = data
-        else:
-            name = f"runs/{run.id}.pkl"
-            results.write_file(self.writer.results_dir / name, data)
-            out["result_file"] = name
-        if run.flow_run is None:
-            out["input_hash"] = _input_hash(run)
-        return out
+            return data, None, input_hash
+        name = f"runs/{run.id}.pkl"
+        results.write_file(self.writer.results_dir / name, data)
+        return None, name, input_hash
 
     def _log(self, event: LogEmitted) -> None:
         record = event.record
@@ -423,14 +480,15 @@ class _Rows:
 
     # -- SQL ------------------------------------------------------------------------------------
     def write(self, conn: Any) -> None:
+        task_rows = self._task_rows() if self.task_new else []  # takes their latest states
         if self.latest_task or self.latest_flow:
             self._apply_latest_states()
             self.latest_task.clear()
             self.latest_flow.clear()
         if self.flow_inserts:
             _insert(conn, flow_runs, _FLOW_COLUMNS, _tuples(self.flow_inserts, _FLOW_COLUMNS))
-        if self.task_inserts:
-            _insert(conn, task_runs, _TASK_COLUMNS, list(map(tuple, self.task_inserts.values())))
+        if task_rows:
+            _insert(conn, task_runs, _TASK_COLUMNS, task_rows)
         if self.edges:
             _insert(conn, task_run_edges, ("upstream_id", "downstream_id"), self.edges)
         for table, updates in ((flow_runs, self.flow_updates), (task_runs, self.task_updates)):
@@ -472,14 +530,31 @@ _FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 # writer reads ``state.type._value_`` and compares strings instead (it runs per state).
 
 
-def _implied(history: list[tuple[Any, ...]]) -> bool:
-    """True when a task run's history is the plain one, told by its row's times alone."""
-    if len(history) == 3:
-        _, running, final = history
-        return running[2] == "Running" and final[2] == "Completed" and running[3] is None
-    if len(history) == 2:
-        return history[1][2] in ("Cached", "Completed")
+def _implied(history: list[Any]) -> bool:
+    """True when a task run's history is the plain one, told by its row's times alone:
+    Pending (``None``), Running, Completed; or Pending, then Cached or Completed."""
+    n = len(history)
+    if n == 3:
+        pending, running, final = history
+        return (
+            pending is None
+            and running.name == "Running"
+            and running.message is None
+            and final.name == "Completed"
+        )
+    if n == 2:
+        return history[0] is None and history[1].name in ("Cached", "Completed")
     return False
+
+
+def _history_rows(run: TaskRun, history: list[Any]) -> list[tuple[Any, ...]]:
+    """State rows of a task run whose history the row's times do not tell."""
+    return [
+        (run.id, "task", "PENDING", "Pending", None, run.created_s)
+        if state is None
+        else (run.id, "task", state.type._value_, state.name, state.message, state.timestamp_s)
+        for state in history
+    ]
 
 
 _LOG_COLUMNS = ("flow_run_id", "task_run_id", "level", "logger", "message", "timestamp")
@@ -491,21 +566,29 @@ _MISS_COLUMNS = tuple(c.name for c in cache_misses.columns)
 
 
 _TASK_INDEX = {name: i for i, name in enumerate(_TASK_COLUMNS)}
-_T_ID, _T_FLOW_RUN_ID, _T_NAME, _T_TASK_NAME, _T_TASK_KEY = (
-    _TASK_INDEX[c] for c in ("id", "flow_run_id", "name", "task_name", "task_key")
-)
-_T_STATE_TYPE, _T_STATE_NAME = _TASK_INDEX["state_type"], _TASK_INDEX["state_name"]
-_T_DYNAMIC_KEY, _T_SUBFLOW, _T_TAGS, _T_PREVIEW, _T_CREATED, _T_RUN_COUNT = (
-    _TASK_INDEX[c]
-    for c in (
-        "dynamic_key",
-        "subflow_run_id",
-        "tags",
-        "parameters_preview",
-        "created_at",
-        "run_count",
-    )
-)
+# _Rows._task_rows builds task-run rows as tuples in this order
+assert _TASK_COLUMNS == (
+    "id",
+    "flow_run_id",
+    "name",
+    "task_name",
+    "task_key",
+    "dynamic_key",
+    "subflow_run_id",
+    "tags",
+    "parameters_preview",
+    "input_hash",
+    "cache_key",
+    "state_type",
+    "state_name",
+    "state_message",
+    "run_count",
+    "result",
+    "result_file",
+    "created_at",
+    "start_time",
+    "end_time",
+), _TASK_COLUMNS
 
 
 def _execute_many(conn: Any, template: str, rows: list[tuple[Any, ...]]) -> None:
@@ -606,7 +689,11 @@ def _persists(run: TaskRun) -> bool:
 
 
 def _safe_preview(run: TaskRun) -> str | None:
+    task = run.task
+    args = run.args
     try:
+        if task is not None and not run.kwargs and len(args) == task._plain_arity:
+            return pairs_preview(zip(task._param_names, args, strict=True))  # bound, no dict
         return parameters_preview(run.parameters)
     except Exception:  # arguments that do not bind are reported by the engine, not here
         return None

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from typing_extensions import Self
 
+from flowbook.task_runners._pool import PoolClosedError, WorkerPool
 from flowbook.task_runners.base import SubmittedCall, TaskRunner
 
 __all__ = ["ConcurrentTaskRunner"]
@@ -38,7 +38,7 @@ class ConcurrentTaskRunner(TaskRunner):
             )
         self.max_workers = max_workers or DEFAULT_MAX_WORKERS
         self._explicit_max_workers = max_workers
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
         self._pool_lock = threading.Lock()
 
     def duplicate(self) -> Self:
@@ -49,13 +49,11 @@ class ConcurrentTaskRunner(TaskRunner):
         if pool is None:
             with self._pool_lock:
                 if self._pool is None:
-                    self._pool = ThreadPoolExecutor(
-                        self.max_workers, thread_name_prefix="flowbook-task"
-                    )
+                    self._pool = WorkerPool(self.max_workers, "flowbook-task")
                 pool = self._pool
         try:
             pool.submit(call.run)
-        except RuntimeError:
+        except PoolClosedError:
             # The pool was shut down (the flow run was cancelled) while this call waited for
             # its upstream runs: it must end, not hang.
             call.cancel("The flow run's task runner shut down before this task run started.")
@@ -64,7 +62,7 @@ class ConcurrentTaskRunner(TaskRunner):
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=not cancel_pending, cancel_futures=cancel_pending)
+            pool.shutdown(wait=not cancel_pending, cancel_pending=cancel_pending)
         super().shutdown(cancel_pending)
 
     def __repr__(self) -> str:

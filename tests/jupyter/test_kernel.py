@@ -395,3 +395,42 @@ def test_a_finished_run_shown_in_a_widget_keeps_no_task_result_alive(
     # the widget stays displayed; the results of its run must be collectable
     alive = kernel.value("(gc.collect(), [r() is not None for r in payload_refs])[1]")
     assert alive == [False, False, False]
+
+
+def test_only_the_most_recent_widgets_keep_their_timeline_and_logs(
+    kernel: KernelSession,
+) -> None:
+    setup = """
+    from flowbook.jupyter.extension import KEEP_DETAILS
+
+    @task
+    def step(i):
+        print("step", i)
+        return i
+
+    @flow
+    def steps():
+        return sum(step.map(range(3)).result())
+    """
+    assert kernel.error(run(kernel, setup)) is None
+    keep = kernel.value("KEEP_DETAILS")
+    ids = []
+    for _ in range(keep + 2):
+        msgs = run(kernel, "steps()")
+        assert kernel.error(msgs) is None
+        ids.extend(widget_ids(msgs))
+    assert len(ids) == keep + 2
+    kernel.value("1")  # the widget messages of the last run's end have arrived
+    for model_id in ids[:2]:  # the oldest two gave up their details, with a note why
+        state = widget_state(kernel, model_id)
+        assert state["logs"] == []
+        assert state["timeline"]["bars"] == []
+        assert state["timeline"]["total"] == 3
+        assert f"the {keep} most recent runs keep theirs" in state["header"]["retired"]
+        assert state["header"]["state"] == "Completed"
+        assert state["graph"]  # the graph stays
+    for model_id in ids[2:]:
+        state = widget_state(kernel, model_id)
+        assert "retired" not in state["header"]
+        assert len(state["timeline"]["bars"]) == 3
+        assert any("step" in str(line) for line in state["logs"])

@@ -51,6 +51,34 @@ class RunView(anywidget.AnyWidget):
             for name, value in snapshot.items():
                 setattr(self, name, value)
 
+    def retire(self, kept: int) -> None:
+        """Give up the timeline and log lines (the bulk of a finished run's widget state).
+
+        The header (with a note saying where the details are) and the graph stay, so the
+        cell still shows the run. The display's HTML summary is not touched.
+        """
+        header = dict(self.header)
+        run_id = header.get("run_id") or ""
+        header["retired"] = (
+            f"The timeline and log lines of this run are no longer kept in the kernel (the "
+            f"{kept} most recent runs keep theirs): see %flowbook show {run_id[:8]}, or the "
+            "Flow runs panel."
+        )
+        timeline = self.timeline
+        self.apply(
+            {
+                "header": header,
+                "logs": [],
+                "timeline": {
+                    "start": timeline.get("start"),
+                    "end": timeline.get("end"),
+                    "lanes": 0,
+                    "total": timeline.get("total", 0),
+                    "bars": [],
+                },
+            }
+        )
+
     # -- Cancel ----------------------------------------------------------------------------------
     def _handle_msg(self, _widget: Any, content: Any, _buffers: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "cancel":

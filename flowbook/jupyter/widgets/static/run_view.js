@@ -961,7 +961,9 @@ class RunView {
 
     this.logEmpty.hidden = list.childElementCount > 0;
     this.logEmpty.textContent = logs.length ? "No lines match the filters." : "No log lines yet.";
-    this.logNote.textContent = total > logs.length
+    const retired = this.header().retired || "";
+    if (retired) this.logEmpty.textContent = retired;
+    this.logNote.textContent = retired ? "" : total > logs.length
       ? `showing the last ${logs.length} of ${total} lines` : "";
     if (this.followLogs) list.scrollTop = list.scrollHeight;
   }
@@ -972,9 +974,11 @@ class RunView {
     const tl = this.model.get("timeline") || {};
     const bars = tl.bars || [];
     const total = tl.total ?? bars.length;
-    this.timelineNote.hidden = !(total > bars.length);
+    const retired = this.header().retired || "";
+    this.timelineNote.hidden = !(total > bars.length) || retired !== "";
     this.timelineNote.textContent = `showing ${bars.length} of ${total} task runs`;
     this.timelineEmpty.hidden = bars.length > 0;
+    this.timelineEmpty.textContent = retired || "No task runs yet.";
 
     const now = this.now();
     let lanes = Math.max(1, tl.lanes || 0);
