@@ -1,6 +1,6 @@
 """The run widget's cost in a real kernel (SPEC F45; issue: widget on <= 1.2x widget off).
 
-    python widget.py [--tasks 10000] [--repeat 5] [--out out/widget.json]
+    python widget.py [--tasks 10000] [--repeat 11] [--out out/widget.json]
 
 Starts a Jupyter kernel of this interpreter with ``%load_ext flowbook``, then alternates one
 flow that maps a no-op task over ``--tasks`` inputs with the run widget on and with it off
@@ -46,7 +46,7 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--tasks", type=int, default=10_000)
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=11)
     p.add_argument("--out", default=os.path.join(HERE, "out", "widget.json"))
     a = p.parse_args()
     if a.tasks < 1 or a.repeat < 1:

@@ -8,10 +8,14 @@ costs more than the rest of the task run (measured in benchmarks/RESULTS.md).
 
 Reading: the first look-up for a task loads that task's index (and its inline values, up to a
 total of ``BULK_LOAD_BYTES``) in one query; later look-ups are served from memory. Once the
-index is older than ``REFRESH_AFTER_S`` it is checked again (keys and times only, one query)
-and loses what other processes cleared or replaced (the side panel, ``flowbook cache clear``).
-A key it lacks, an entry it thinks expired, or a value that cannot be read is checked against
-the database, so entries written, refreshed or cleared by other processes are seen.
+index is older than ``REFRESH_AFTER_S`` it is checked again (keys and times only, one query):
+it loses what other processes cleared or replaced (the side panel, ``flowbook cache clear``)
+and learns which keys they added. A key that was not in the database when the index was loaded
+or checked is a miss without a query (a cold cache of 10,000 calls would otherwise cost 10,000
+look-ups), so an entry another process writes is used here at the latest ``REFRESH_AFTER_S``
+seconds later. A key added elsewhere, an entry the index thinks expired, or a value that cannot
+be read is checked against the database, so entries written, refreshed or cleared by other
+processes are seen.
 
 An entry whose value is missing, truncated or corrupt is a miss with a ``CacheKeyWarning``
 naming the task; the entry is removed and the task runs.
@@ -75,11 +79,17 @@ class _Indexed:
 
 
 class _TaskIndex:
-    __slots__ = ("entries", "loaded_at")
+    __slots__ = ("elsewhere", "entries", "loaded_at")
 
     def __init__(self, entries: dict[str, _Indexed]) -> None:
         self.entries = entries
+        # keys the database had at the last check that the entries lack (added elsewhere)
+        self.elsewhere: set[str] = set()
         self.loaded_at = time.monotonic()
+
+
+# what _indexed returns for a key the database did not have at the index's last check
+_ABSENT = object()
 
 
 # one statement object for every look-up: SQLAlchemy then finds its compiled form at once
@@ -110,6 +120,8 @@ class StoreCache:
     def get(self, task_key: str, key: str) -> CacheEntry | None:
         now = time.time()
         entry = self._indexed(task_key, key)
+        if entry is _ABSENT:
+            return None
         if entry is None or (entry.expires is not None and now >= entry.expires):
             entry = self._fetch(task_key, key)
             if entry is None or (entry.expires is not None and now >= entry.expires):
@@ -253,13 +265,24 @@ class StoreCache:
         return bytes(data)
 
     # -- index -----------------------------------------------------------------------------------
-    def _indexed(self, task_key: str, key: str) -> _Indexed | None:
+    def _indexed(self, task_key: str, key: str) -> Any:
+        """The index's entry for ``key``; None if it must be looked up in the database, and
+        ``_ABSENT`` if the database did not have it at the index's last check."""
         index = self._index.get(task_key)
         if index is None:
             index = self._load(task_key)
         elif time.monotonic() - index.loaded_at > REFRESH_AFTER_S:
-            self._revalidate(task_key, index)
-        return index.entries.get(key)
+            # one thread checks; the others (a map's workers) go on with the index meanwhile
+            with self._lock:
+                due = time.monotonic() - index.loaded_at > REFRESH_AFTER_S
+                if due:
+                    index.loaded_at = time.monotonic()
+            if due:
+                self._revalidate(task_key, index)
+        entry = index.entries.get(key)
+        if entry is None and key not in index.elsewhere:
+            return _ABSENT
+        return entry
 
     def _revalidate(self, task_key: str, index: _TaskIndex) -> None:
         """Drop what other processes removed or replaced since the index was read.
@@ -280,6 +303,7 @@ class StoreCache:
             ]
             for k in gone:
                 del index.entries[k]
+            index.elsewhere = {k for k in current if k not in index.entries}
             index.loaded_at = time.monotonic()
 
     def _load(self, task_key: str) -> _TaskIndex:
@@ -320,6 +344,7 @@ class StoreCache:
             index = self._index.get(task_key)
             if index is not None:
                 index.entries[key] = entry
+                index.elsewhere.discard(key)
         return entry
 
     def _forget(self, task_key: str, key: str) -> None:
@@ -327,3 +352,4 @@ class StoreCache:
             index = self._index.get(task_key)
             if index is not None:
                 index.entries.pop(key, None)
+                index.elsewhere.discard(key)

@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "jupyter"))
 
-from kernel_session import KernelSession, widget_ids, widget_state
+from kernel_session import KernelSession, widget_ids, widget_state, widget_timeline
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +173,7 @@ def test_worker_prints_and_logs_land_in_the_run_widget(kernel: KernelSession) ->
     for i in range(4):
         assert ("PRINT", f"chatty-{i}", f"worker says {i}") in lines
         assert ("WARNING", f"chatty-{i}", f"worker warns {i}") in lines
-    assert state["timeline"]["total"] == 4
+    assert widget_timeline(state)["total"] == 4
 
 
 def test_interrupt_cancels_the_dask_futures_within_a_second(

@@ -8,6 +8,7 @@ interrupt the kernel, and then look at exactly which message came with which cel
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from collections import defaultdict
@@ -126,3 +127,9 @@ def widget_state(kernel: KernelSession, model_id: str) -> dict[str, Any]:
         if m["msg_type"] == "comm_open" or data.get("method") == "update":
             state.update(data.get("state", {}))
     return state
+
+
+def widget_timeline(state: dict[str, Any]) -> dict[str, Any]:
+    """The timeline in a run widget's state (sent as JSON text)."""
+    timeline: dict[str, Any] = json.loads(state["timeline_json"])
+    return timeline

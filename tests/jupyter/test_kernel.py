@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kernel_session import WIDGET, KernelSession, widget_ids, widget_state
+from kernel_session import WIDGET, KernelSession, widget_ids, widget_state, widget_timeline
 
 pytestmark = pytest.mark.slow
 
@@ -118,7 +118,7 @@ def test_a_flow_in_a_cell_shows_a_live_widget_with_its_prints_and_logs(
         f"adding {i}" for i in range(20)
     )
     assert any(level == "ERROR" and "bad input 42" in m for level, m in lines)
-    assert state["timeline"]["total"] == 21
+    assert widget_timeline(state)["total"] == 21
     # the static fallback: the display carries HTML and text, updated to the final state
     final = [m for m in msgs if m["msg_type"] == "update_display_data"][-1]["content"]["data"]
     assert (
@@ -424,13 +424,13 @@ def test_only_the_most_recent_widgets_keep_their_timeline_and_logs(
     for model_id in ids[:2]:  # the oldest two gave up their details, with a note why
         state = widget_state(kernel, model_id)
         assert state["logs"] == []
-        assert state["timeline"]["bars"] == []
-        assert state["timeline"]["total"] == 3
+        assert widget_timeline(state)["bars"] == []
+        assert widget_timeline(state)["total"] == 3
         assert f"the {keep} most recent runs keep theirs" in state["header"]["retired"]
         assert state["header"]["state"] == "Completed"
         assert state["graph"]  # the graph stays
     for model_id in ids[2:]:
         state = widget_state(kernel, model_id)
         assert "retired" not in state["header"]
-        assert len(state["timeline"]["bars"]) == 3
+        assert len(widget_timeline(state)["bars"]) == 3
         assert any("step" in str(line) for line in state["logs"])

@@ -758,6 +758,58 @@ def test_an_entry_cleared_by_another_process_is_a_miss_in_a_warm_kernel(
     assert calls == [1, 1]
 
 
+SHARED_TASKS = """\
+from flowbook import flow, task
+from flowbook.tasks import task_input_hash
+
+
+@task(cache_key_fn=task_input_hash)
+def shared_square(x):
+    return x * x
+
+
+@flow
+def shared_squares(xs):
+    return [shared_square(x, return_state=True).name for x in xs]
+"""
+
+
+def test_cold_misses_cost_no_query_and_entries_from_elsewhere_arrive_within_the_refresh(
+    store: StoreUnderTest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "shared_tasks.py").write_text(SHARED_TASKS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import shared_tasks  # type: ignore[import-not-found]
+
+    def elsewhere(x: int) -> None:
+        code = f"import shared_tasks; print(shared_tasks.shared_squares([{x}]))"
+        out = run_ok({**store.env, "PYTHONPATH": str(tmp_path)}, "-c", code, cwd=tmp_path)
+        assert out.strip() == "['Completed']"
+
+    engine = get_store().engine  # type: ignore[union-attr]
+    lookups: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "cache_entries" in statement:
+            lookups.append(statement)
+
+    monkeypatch.setattr("flowbook.store.cache.REFRESH_AFTER_S", 3600.0)
+    sa.event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert shared_tasks.shared_squares(range(50)) == ["Completed"] * 50
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", count)
+    assert len(lookups) <= 2  # the index is loaded once; 50 misses need no query
+
+    elsewhere(100)  # another process stores an entry
+    # within the refresh time the index still says the key was not there: a miss
+    assert shared_tasks.shared_squares([100]) == ["Completed"]
+    monkeypatch.setattr("flowbook.store.cache.REFRESH_AFTER_S", 0.0)
+    elsewhere(200)
+    # the next look-up checks the index against the database and finds the new key
+    assert shared_tasks.shared_squares([200, 3]) == ["Cached", "Cached"]
+
+
 # -- the command line ------------------------------------------------------------------------------
 
 

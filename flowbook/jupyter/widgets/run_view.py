@@ -8,6 +8,7 @@ display is updated so that a saved notebook keeps the final summary.
 
 from __future__ import annotations
 
+import json
 import pathlib
 from collections.abc import Callable
 from typing import Any
@@ -33,12 +34,16 @@ class RunView(anywidget.AnyWidget):
     graph = traitlets.Dict().tag(sync=True)
     logs: traitlets.List[Any] = traitlets.List().tag(sync=True)
     logs_total = traitlets.Int(0).tag(sync=True)
-    timeline = traitlets.Dict().tag(sync=True)
+    # The timeline goes to the front end as JSON text: ipywidgets walks a dict trait's every
+    # element looking for binary buffers, and the message encoder then walks it again, which
+    # for a timeline of 2,000 bars costs three times more than encoding it once, in C, here.
+    timeline_json = traitlets.Unicode("{}").tag(sync=True)
 
     def __init__(
         self, snapshot: dict[str, Any] | None = None, on_cancel: Callable[[], None] | None = None
     ) -> None:
         super().__init__()
+        self.timeline: dict[str, Any] = {}  # what timeline_json encodes
         self._on_cancel = on_cancel
         if snapshot:
             self.apply(snapshot)
@@ -49,7 +54,11 @@ class RunView(anywidget.AnyWidget):
         """Set the traits in ``snapshot`` (one message to the front end)."""
         with self.hold_sync():
             for name, value in snapshot.items():
-                setattr(self, name, value)
+                if name == "timeline":
+                    self.timeline = value
+                    self.timeline_json = json.dumps(value, separators=(",", ":"))
+                else:
+                    setattr(self, name, value)
 
     def retire(self, kept: int) -> None:
         """Give up the timeline and log lines (the bulk of a finished run's widget state).

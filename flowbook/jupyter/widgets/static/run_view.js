@@ -276,7 +276,7 @@ class RunView {
     watch("graph", ["graph"]);
     watch("logs", ["logs", "tail"]);
     watch("logs_total", ["logs"]);
-    watch("timeline", ["timeline"]);
+    watch("timeline_json", ["timeline"]);
 
     this.flush();
     this.timer = setInterval(() => this.tick(), 1000);
@@ -341,6 +341,20 @@ class RunView {
     return this.model.get("header") || {};
   }
 
+  // The timeline comes as JSON text (see docs/widget-protocol.md); parsed once per change.
+  timeline() {
+    const text = this.model.get("timeline_json") || "{}";
+    if (text !== this.timelineText) {
+      this.timelineText = text;
+      try {
+        this.timelineData = JSON.parse(text);
+      } catch {
+        this.timelineData = {};
+      }
+    }
+    return this.timelineData;
+  }
+
   // The kernel's clock now: its time at the snapshot plus the time since the snapshot came.
   now() {
     const hd = this.header();
@@ -356,7 +370,7 @@ class RunView {
   tick() {
     if (!this.isRunning()) return;
     this.renderElapsed();
-    const tl = this.model.get("timeline") || {};
+    const tl = this.timeline();
     if (this.tab === "timeline" && (tl.end === null || tl.end === undefined)) {
       this.invalidate(["timeline"]);
     }
@@ -971,7 +985,7 @@ class RunView {
   // --- timeline ------------------------------------------------------------------------------
 
   renderTimeline() {
-    const tl = this.model.get("timeline") || {};
+    const tl = this.timeline();
     const bars = tl.bars || [];
     const total = tl.total ?? bars.length;
     const retired = this.header().retired || "";
