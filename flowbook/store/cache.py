@@ -92,8 +92,23 @@ class _TaskIndex:
 _ABSENT = object()
 
 
-# one statement object for every look-up: SQLAlchemy then finds its compiled form at once
-# (a new select() per call costs more than the database's work)
+# One statement object for each kind of query: SQLAlchemy then finds its compiled form at once
+# (building a new select() per call costs more than the database's work).
+_MINE = cache_entries.c.task_key == bindparam("task_key")
+_INLINE_TOTAL = select(func.coalesce(func.sum(cache_entries.c.size), 0)).where(
+    _MINE, cache_entries.c.result_file.is_(None)
+)
+_ENTRIES, _ENTRY_SIZES = (
+    select(
+        cache_entries.c.key,
+        cache_entries.c.result_file,
+        value,
+        cache_entries.c.created,
+        cache_entries.c.expires,
+        cache_entries.c.hits,
+    ).where(_MINE)
+    for value in (cache_entries.c.value, cache_entries.c.size)
+)
 _FETCH = select(
     cache_entries.c.result_file,
     cache_entries.c.value,
@@ -307,17 +322,11 @@ class StoreCache:
             index.loaded_at = time.monotonic()
 
     def _load(self, task_key: str) -> _TaskIndex:
-        c = cache_entries.c
-        mine = c.task_key == task_key
+        params = {"task_key": task_key}
         with self.store.engine.connect() as conn:
-            inline_total = conn.execute(
-                select(func.coalesce(func.sum(c.size), 0)).where(mine, c.result_file.is_(None))
-            ).scalar()
+            inline_total = conn.execute(_INLINE_TOTAL, params).scalar()
             with_values = int(inline_total or 0) <= BULK_LOAD_BYTES
-            value_column = c.value if with_values else c.size
-            rows = conn.execute(
-                select(c.key, c.result_file, value_column, c.created, c.expires, c.hits).where(mine)
-            ).all()
+            rows = conn.execute(_ENTRIES if with_values else _ENTRY_SIZES, params).all()
         entries = {
             r[0]: _Indexed(r[1], bytes(r[2]) if with_values and r[2] else None, r[3], r[4], r[5])
             for r in rows

@@ -176,24 +176,43 @@ class StoreWriter:
     def _write_batch(self, batch: list[Any]) -> None:
         markers: list[threading.Event] = []
         finished: list[str] = []
+        rows = _Rows(self)
+        add = rows.add
+        for item in batch:
+            kind = type(item)
+            if kind is threading.Event:
+                markers.append(item)
+            elif kind is FlowRunFinished:
+                finished.append(item.flow_run.id)
+            else:
+                add(item)
+        # Hit counters are statistics of the cache, not part of any run: a flow run that ends
+        # waits for its rows only, and the counters follow in a transaction of their own.
+        hits, rows.cache_hits = rows.cache_hits, {}
         try:
-            rows = _Rows(self)
-            add = rows.add
-            for item in batch:
-                kind = type(item)
-                if kind is threading.Event:
-                    markers.append(item)
-                elif kind is FlowRunFinished:
-                    finished.append(item.flow_run.id)
-                else:
-                    add(item)
+            self._commit(rows.write, len(batch))
+            for done in rows.committed:
+                done()
+        finally:
+            for run_id in finished:
+                event = self._finished.get(run_id)
+                if event is not None:
+                    event.set()
+        try:
+            if hits:
+                self._commit(lambda conn: _count_hits(conn, hits), len(hits))
+        finally:
+            for marker in markers:
+                marker.set()
+
+    def _commit(self, write: Callable[[Any], None], size: int) -> None:
+        """Run ``write(conn)`` in one transaction; retried while the database is busy."""
+        try:
             for attempt in range(5):
                 try:
                     with self.engine.begin() as conn:
-                        rows.write(conn)
-                    for done in rows.committed:
-                        done()
-                    break
+                        write(conn)
+                    return
                 except OperationalError as exc:
                     if attempt == 4:
                         raise
@@ -204,16 +223,9 @@ class StoreWriter:
             detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
             self._warn(
                 type(exc).__name__,
-                f"the run store could not write {len(batch)} events "
+                f"the run store could not write {size} events "
                 f"({type(exc).__name__}: {detail}); the runs go on without these records",
             )
-        finally:
-            for run_id in finished:
-                event = self._finished.get(run_id)
-                if event is not None:
-                    event.set()
-            for marker in markers:
-                marker.set()
 
     def _safely(self, what: str, fn: Callable[[], None]) -> None:
         try:
@@ -511,11 +523,7 @@ class _Rows:
         if self.cache_puts:
             _insert(conn, cache_entries, _CACHE_COLUMNS, _tuples(self.cache_puts, _CACHE_COLUMNS))
         if self.cache_hits:
-            _execute_many(
-                conn,
-                "UPDATE cache_entries SET hits = hits + {0} WHERE task_key = {0} AND key = {0}",
-                [(n, t, k) for (t, k), n in self.cache_hits.items()],
-            )
+            _count_hits(conn, self.cache_hits)
         if self.cache_misses:
             _upsert_misses(conn, self.cache_misses.values())
 
@@ -624,6 +632,14 @@ def _insert(conn: Any, table: Any, columns: tuple[str, ...], rows: Sequence[Sequ
         f"VALUES ({', '.join([mark] * len(columns))})"
     )
     conn.exec_driver_sql(sql, list(rows))
+
+
+def _count_hits(conn: Any, hits: dict[tuple[str, str], int]) -> None:
+    _execute_many(
+        conn,
+        "UPDATE cache_entries SET hits = hits + {0} WHERE task_key = {0} AND key = {0}",
+        [(n, t, k) for (t, k), n in hits.items()],
+    )
 
 
 def _parts_json(parts: Any) -> str | None:
