@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import flowbook
+import flowbook.runs
 from flowbook import FutureList, TaskRunFuture, flow, task
 from flowbook.engine.events import TaskRunCreated
 from flowbook.exceptions import RunFailedError, UnfinishedRunError, UpstreamTaskError
@@ -504,3 +505,35 @@ def test_map_of_2000(monkeypatch: pytest.MonkeyPatch) -> None:
     started = time.monotonic()
     assert mapping() == [2 * i for i in range(2000)]
     assert time.monotonic() - started < 1.0
+
+
+def test_states_carry_the_id_of_their_run() -> None:
+    from flowbook.runtime import flow_run as current_flow
+
+    seen: dict[str, str] = {}
+
+    @task
+    def ok(x: int) -> int:
+        return x
+
+    @task
+    def boom() -> None:
+        raise ValueError("no")
+
+    @flow(flow_run_name="ids-run")
+    def ids() -> tuple[Any, Any, Any]:
+        seen["flow"] = current_flow.id
+        return ok(1, return_state=True), boom(return_state=True), ok.submit(2).state
+
+    state = ids(return_state=True)
+    assert state.run_id == seen["flow"]
+    completed, failed, submitted = state.result()
+    assert completed.is_completed()
+    assert failed.is_failed()
+    assert submitted.is_completed()
+    ids_ = {completed.run_id, failed.run_id, submitted.run_id}
+    assert None not in ids_
+    assert len(ids_) == 3
+    stored = flowbook.runs.get(state.run_id)
+    assert stored.name == "ids-run"
+    assert ids_ == {t["id"] for t in stored.task_run_list}

@@ -71,6 +71,9 @@ __all__ = ["FlowRunEngine"]
 _FAILED = (StateType.FAILED, StateType.CRASHED)
 
 
+_SET = object.__setattr__
+
+
 class FlowRunEngine:
     """Runs one flow run through its lifecycle."""
 
@@ -96,6 +99,8 @@ class FlowRunEngine:
     def _set_state(self, state: State) -> None:
         run = self.run
         previous = run.state
+        if state.run_id is None:
+            _SET(state, "run_id", run.id)  # (states are immutable to their users)
         run.state = state
         if bus.wants(StateChanged):
             bus.emit(StateChanged(run, state, previous))
@@ -342,7 +347,9 @@ class FlowRunEngine:
             previous = record.state
             if previous is None or previous.is_final() or record.subflow_run is not None:
                 continue
-            state = Cancelled(reason, RunCancelledError(f"task run {record.name!r}: {reason}"))
+            state = Cancelled(
+                reason, RunCancelledError(f"task run {record.name!r}: {reason}"), run_id=record.id
+            )
             future = record.future
             if future is None or future._set_final(state):
                 record.state = state

@@ -86,6 +86,9 @@ def root_cause(error: Any) -> BaseException | None:
     return error if isinstance(error, BaseException) else None
 
 
+_SET = object.__setattr__
+
+
 class TaskRunEngine(SubmittedCall):
     """Runs one task run through its lifecycle."""
 
@@ -151,6 +154,8 @@ class TaskRunEngine(SubmittedCall):
     def _set_state(self, state: State) -> None:
         run = self.task_run
         previous = run.state
+        if state.run_id is None:
+            _SET(state, "run_id", run.id)  # (states are immutable to their users)
         run.state = state
         if bus.wants(StateChanged):
             bus.emit(StateChanged(run, state, previous))
@@ -201,7 +206,7 @@ class TaskRunEngine(SubmittedCall):
             key = self._memo_key()
             reused = flow_run.memo.get(key) if key is not None else None
             if reused is not None:
-                return reused.copy()
+                return reused.copy(run_id=None)  # (this run's id is set with it)
         task = self.task
         if task.cache_key_fn is None:
             return None
