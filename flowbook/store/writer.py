@@ -176,23 +176,29 @@ class StoreWriter:
     def _write_batch(self, batch: list[Any]) -> None:
         markers: list[threading.Event] = []
         finished: list[str] = []
-        rows = _Rows(self)
-        add = rows.add
+        rows: _Rows | None = _Rows(self)
+        hits: dict[tuple[str, str], int] = {}
         for item in batch:
             kind = type(item)
             if kind is threading.Event:
                 markers.append(item)
             elif kind is FlowRunFinished:
                 finished.append(item.flow_run.id)
-            else:
-                add(item)
-        # Hit counters are statistics of the cache, not part of any run: a flow run that ends
-        # waits for its rows only, and the counters follow in a transaction of their own.
-        hits, rows.cache_hits = rows.cache_hits, {}
+            elif rows is not None:
+                try:
+                    rows.add(item)
+                except Exception as exc:  # the store must never stop a run: drop the batch
+                    self._failed(exc, len(batch))
+                    rows = None
         try:
-            self._commit(rows.write, len(batch))
-            for done in rows.committed:
-                done()
+            if rows is not None:
+                # Hit counters are statistics of the cache, not part of any run: a flow run
+                # that ends waits for its rows only; the counters follow in their own
+                # transaction.
+                hits, rows.cache_hits = rows.cache_hits, {}
+                if self._commit(rows.write, len(batch)):
+                    for done in rows.committed:
+                        done()
         finally:
             for run_id in finished:
                 event = self._finished.get(run_id)
@@ -205,14 +211,15 @@ class StoreWriter:
             for marker in markers:
                 marker.set()
 
-    def _commit(self, write: Callable[[Any], None], size: int) -> None:
-        """Run ``write(conn)`` in one transaction; retried while the database is busy."""
+    def _commit(self, write: Callable[[Any], None], size: int) -> bool:
+        """Run ``write(conn)`` in one transaction, retried while the database is busy; False
+        (after a warning) if it could not be written."""
         try:
             for attempt in range(5):
                 try:
                     with self.engine.begin() as conn:
                         write(conn)
-                    return
+                    return True
                 except OperationalError as exc:
                     if attempt == 4:
                         raise
@@ -220,12 +227,16 @@ class StoreWriter:
                         raise
                     time.sleep(0.05 * 2**attempt)
         except Exception as exc:  # the store must never stop a run; report and go on
-            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
-            self._warn(
-                type(exc).__name__,
-                f"the run store could not write {size} events "
-                f"({type(exc).__name__}: {detail}); the runs go on without these records",
-            )
+            self._failed(exc, size)
+        return False
+
+    def _failed(self, exc: Exception, size: int) -> None:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+        self._warn(
+            type(exc).__name__,
+            f"the run store could not write {size} events "
+            f"({type(exc).__name__}: {detail}); the runs go on without these records",
+        )
 
     def _safely(self, what: str, fn: Callable[[], None]) -> None:
         try:

@@ -714,6 +714,45 @@ def test_cache_entries_and_clear(store: StoreUnderTest) -> None:
         flowbook.cache.clear()
 
 
+def test_events_that_cannot_become_rows_are_dropped_with_a_warning_and_nothing_waits(
+    store: StoreUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowbook.store import writer
+
+    task_created = writer._Rows._task_created
+
+    def broken(self: Any, run: Any, upstream: Any) -> None:
+        if run.task_name == "unrecordable":
+            raise RuntimeError("this row cannot be built")
+        task_created(self, run, upstream)
+
+    @task
+    def unrecordable() -> int:
+        return 1
+
+    @task
+    def recordable() -> int:
+        return 2
+
+    @flow(flow_run_name="dropped-run")
+    def dropped() -> int:
+        return unrecordable()
+
+    @flow(flow_run_name="kept-run")
+    def kept() -> int:
+        return recordable()
+
+    monkeypatch.setattr(writer._Rows, "_task_created", broken)
+    start = time.monotonic()
+    with pytest.warns(RuntimeWarning, match="could not write .* this row cannot be built"):
+        flushed = dropped() == 1 and get_store().writer.flush()  # type: ignore[union-attr]
+    assert flushed
+    assert time.monotonic() - start < 10  # the flow's end did not wait for rows never written
+    assert kept() == 2  # the writer goes on
+    assert store.rows("SELECT name FROM flow_runs WHERE name = :n", n="kept-run") == [("kept-run",)]
+    assert store.rows("SELECT name FROM task_runs WHERE task_name = :n", n="recordable")
+
+
 def test_a_refreshed_entry_is_a_hit_for_the_next_call(store: StoreUnderTest) -> None:
     @task(cache_key_fn=task_input_hash)
     def square(x: int) -> int:
