@@ -15,7 +15,10 @@ import string
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["check_template", "validate_options"]
+from flowbook.exceptions import RunNameError
+from flowbook.names import name_problem
+
+__all__ = ["check_template", "render_run_name", "validate_options"]
 
 _TYPE_ERRORS = (
     "_type",
@@ -142,6 +145,7 @@ def _locate(value: Any, loc: tuple[Any, ...]) -> tuple[str, Any]:
 
 
 def _check_extra_rules(kind: str, options: dict[str, Any]) -> None:
+    _check_names(kind, options)
     delays = options.get("retry_delay_seconds")
     if isinstance(delays, list):
         if not delays:
@@ -158,6 +162,25 @@ def _check_extra_rules(kind: str, options: dict[str, Any]) -> None:
         raise ValueError(
             f"@{kind}(cache_expiration={expiration!r}): the expiration must be a positive "
             "duration, e.g. timedelta(minutes=1)"
+        )
+
+
+def _check_names(kind: str, options: dict[str, Any]) -> None:
+    """Empty names and names with control characters, which no log line or table can show."""
+    for option in ("name", f"{kind}_run_name"):
+        value = options.get(option)
+        if not isinstance(value, str):
+            continue
+        problem = name_problem(value)
+        if problem is None:
+            continue
+        if option == "name":
+            what, fix = "name", "leave name out to use the function's name"
+        else:
+            what, fix = "run name template", f"leave {option} out for generated run names"
+        raise ValueError(
+            f"@{kind}({option}={value!r}): the {what} {problem}; give non-empty text on one "
+            f"line (no control characters), or {fix}"
         )
 
 
@@ -206,11 +229,64 @@ def check_template(kind: str, option: str, template: str, params: list[str], var
             )
 
 
-def call_name_fn(kind: str, fn: Callable[[], Any]) -> str:
-    value = fn()
+def render_run_name(
+    kind: str,
+    owner: str,
+    template: str | Callable[[], Any],
+    parameters: dict[str, Any],
+) -> str:
+    """The run name ``template`` gives for a call of flow or task ``owner``.
+
+    Whatever goes wrong (the template or function raises, returns something that is not a
+    string, or a name that is empty or has control characters) is a ``RunNameError`` naming
+    the flow or task, the template or function and the original error. Called for every run
+    of a flow or task with a run name option: the messages are built only when needed.
+    """
+    try:
+        value: Any = template.format(**parameters) if isinstance(template, str) else template()
+    except Exception as exc:
+        if isinstance(template, str):
+            arguments = _fields_preview(template, parameters)
+            raise RunNameError(
+                f"{kind} {owner!r} could not name its run: {_source(kind, template)} raised "
+                f"{type(exc).__name__}: {exc} (formatted with {arguments}); change the "
+                "template, or pass arguments it can format"
+            ) from exc
+        raise RunNameError(
+            f"{kind} {owner!r} could not name its run: {_source(kind, template)} raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(value, str):
-        raise TypeError(
-            f"the {kind} run name function {getattr(fn, '__name__', fn)!r} returned "
+        raise RunNameError(
+            f"{kind} {owner!r} could not name its run: {_source(kind, template)} returned "
             f"{value!r} of type {type(value).__name__}; it must return a string"
         )
+    problem = name_problem(value)
+    if problem is not None:
+        raise RunNameError(
+            f"{kind} {owner!r} could not name its run: {_source(kind, template)} gave the run "
+            f"name {value!r}, which {problem}; a run name must be non-empty text on one line"
+        )
     return value
+
+
+def _source(kind: str, template: str | Callable[[], Any]) -> str:
+    """How a message names a run name option: ``task_run_name='{x}'`` or its function."""
+    if isinstance(template, str):
+        return f"{kind}_run_name={template!r}"
+    return f"the {kind}_run_name function {getattr(template, '__name__', template)!r}"
+
+
+def _fields_preview(template: str, parameters: dict[str, Any]) -> str:
+    """``x=1, day='mon'``: the arguments the template's fields name, as short previews."""
+    from flowbook._preview import preview
+
+    roots: dict[str, None] = {}
+    try:
+        for _, field, _, _ in string.Formatter().parse(template):
+            if field:
+                roots[field.split(".", 1)[0].split("[", 1)[0]] = None
+    except ValueError:  # checked at decoration; a subclass of str may still misbehave
+        pass
+    shown = [f"{name}={preview(parameters[name])}" for name in roots if name in parameters]
+    return ", ".join(shown) or "no arguments"

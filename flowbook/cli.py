@@ -6,50 +6,82 @@
     flowbook cache ls [--task NAME] [--flow NAME] [--json]
     flowbook cache clear [--task NAME] [--flow NAME] [--expired] [--all]
     flowbook cache why TASK [--json]
+    flowbook doctor [--json] [--repair]
 
 It reads the store the ``FLOWBOOK_*`` variables point at (``~/.flowbook`` by default).
 Exit status: 0 on success, 1 when the store cannot be used or a run is not found, 2 for bad
-command-line input.
+command-line input, 141 (as for a program stopped by SIGPIPE) when the reader of the output
+went away early, as ``head`` does; errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["main"]
 
 
-def _positive(text: str) -> int:
+def _limit(text: str) -> int:
+    from flowbook.store.queries import MAX_LIMIT
+
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a positive whole number; give one from 1 to {MAX_LIMIT}"
+        )
+    if value > MAX_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is more than {MAX_LIMIT}; give a whole number from 1 to {MAX_LIMIT}"
+        )
     return value
+
+
+def _state(text: str) -> str:
+    from flowbook.store.queries import check_state
+
+    try:
+        return check_state(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _run_ref(text: str) -> str:
+    from flowbook.store.queries import check_run_ref
+
+    try:
+        return check_run_ref(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowbook", description="Inspect flowbook's run store: past runs and the cache."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{runs,cache}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{runs,cache,doctor}")
 
     runs = sub.add_parser("runs", help="list flow runs (newest first), or show/delete one")
     runs.add_argument("--flow", help="only runs of this flow")
-    runs.add_argument("--state", help="only runs in this state (e.g. Failed, Completed)")
-    runs.add_argument("--limit", type=_positive, default=20, help="at most N runs (default 20)")
+    runs.add_argument(
+        "--state", type=_state, help="only runs in this state (e.g. Failed, Completed)"
+    )
+    runs.add_argument("--limit", type=_limit, default=20, help="at most N runs (default 20)")
     runs.add_argument("--json", action="store_true", help="print JSON")
     runs_sub = runs.add_subparsers(dest="action", metavar="{show,delete}")
     show = runs_sub.add_parser("show", help="a run's states, task runs and logs")
-    show.add_argument("run", help="run id, id prefix or run name")
+    show.add_argument("run", type=_run_ref, help="run id, id prefix or run name")
     show.add_argument("--json", action="store_true", help="print JSON")
     remove = runs_sub.add_parser("delete", help="delete a run and everything recorded for it")
-    remove.add_argument("run", help="run id, id prefix or run name")
+    remove.add_argument("run", type=_run_ref, help="run id, id prefix or run name")
 
     cache = sub.add_parser("cache", help="list or clear cache entries, explain misses")
     cache_sub = cache.add_subparsers(dest="action", required=True, metavar="{ls,clear,why}")
@@ -65,13 +97,39 @@ def _parser() -> argparse.ArgumentParser:
     why = cache_sub.add_parser("why", help="why the latest cached call of a task missed")
     why.add_argument("task", help="the task's name, or its task key (as `cache ls --json` shows)")
     why.add_argument("--json", action="store_true", help="print JSON")
+
+    doctor = sub.add_parser(
+        "doctor", help="check the store: contents, integrity, dropped records, result files"
+    )
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.add_argument(
+        "--repair",
+        action="store_true",
+        help="copy what can be read of a damaged SQLite store into a fresh one, and remove "
+        "result files no row points at",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from flowbook.store import StoreError, get_store
+    try:
+        status = _command(args)
+        sys.stdout.flush()  # a reader that closed the pipe early is found here at the latest
+    except BrokenPipeError:
+        return _reader_went_away()
+    return status
 
+
+def _command(args: argparse.Namespace) -> int:
+    if args.command == "doctor":
+        return _doctor(args)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from flowbook.store import StoreError, get_store
+    from flowbook.store.database import as_store_error
+
+    store = None
     try:
         store = get_store()
         if store is None:
@@ -80,8 +138,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _runs(store, args)
         return _cache(store, args)
     except (StoreError, LookupError, ValueError) as exc:
-        print(f"flowbook: {exc}", file=sys.stderr)
+        _fail(exc)
         return 1
+    except SQLAlchemyError as exc:  # the database failed while being read (locked, gone)
+        from flowbook.settings import get_settings
+
+        _fail(as_store_error(exc, store.url if store is not None else get_settings().store_url))
+        return 1
+
+
+def _fail(exc: BaseException) -> None:
+    """One line on stderr: the message, with any line breaks of a driver's text joined."""
+    print("flowbook: " + " ".join(line.strip() for line in str(exc).splitlines()), file=sys.stderr)
+
+
+def _reader_went_away() -> int:
+    # Whatever is still buffered for stdout would be flushed at exit into the closed pipe and
+    # print "Exception ignored ... BrokenPipeError": point stdout at /dev/null first.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + 13  # 13 is SIGPIPE: the status `seq 1000000 | head -1` gives `seq`
 
 
 def _runs(store: Any, args: argparse.Namespace) -> int:
@@ -159,6 +236,94 @@ def _cache(store: Any, args: argparse.Namespace) -> int:
     ]
     _print_table(("KEY", "TASK", "FLOW", "CREATED", "EXPIRES", "SIZE", "HITS"), table)
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    """Check the store without opening it as a run would; exit 1 when a problem is found."""
+    from flowbook.settings import get_settings
+    from flowbook.store.doctor import DoctorError, diagnose, repair
+
+    try:
+        settings = get_settings()
+        fixed = repair(settings.store_url, settings.results_dir) if args.repair else None
+        report = diagnose(settings.store_url, settings.results_dir)
+    except (DoctorError, ValueError) as exc:
+        _fail(exc)
+        return 1
+    if args.json:
+        data = report.as_dict()
+        if fixed is not None:
+            data["repair"] = fixed.as_dict()
+        print(json.dumps(data, indent=2))
+    else:
+        if fixed is not None:
+            _print_repair(fixed)
+        _print_report(report)
+    return 1 if report.problems else 0
+
+
+def _print_repair(fixed: Any) -> None:
+    if fixed.copied:
+        print(f"repair:     copied the readable rows into a fresh {fixed.store}")
+        print(f"            the damaged file is kept as {fixed.kept_as}")
+        for line in fixed.not_copied:
+            print(f"            not copied: {line}")
+    for note in fixed.notes:
+        print(f"repair:     {note}")
+    if fixed.orphans_removed:
+        print(f"repair:     removed {len(fixed.orphans_removed)} file(s) no row pointed at")
+
+
+def _print_report(report: Any) -> None:
+    size = f", {_size(report.size_bytes)}" if report.size_bytes is not None else ""
+    version = f", schema version {report.schema_version}" if report.schema_version else ""
+    print(f"store:      {report.store} ({report.backend}{size}{version})")
+    print(f"results:    {report.results_dir}")
+    if report.counts:
+        counted = ", ".join(
+            f"{table.replace('_', ' ').replace('logs', 'log lines')}: {'?' if n is None else n}"
+            for table, n in report.counts.items()
+        )
+        print(f"records:    {counted}")
+    print(f"integrity:  {'ok' if not report.integrity else f'{len(report.integrity)} problem(s)'}")
+    for line in report.integrity:
+        print(f"  {line}")
+    if not report.drops_total:
+        print("dropped:    none")
+    else:
+        from flowbook.store.drops import NAMES
+
+        kinds = ", ".join(f"{NAMES.get(w, w)}s: {n}" for w, n in report.drops_by_kind.items())
+        print(f"dropped:    {report.drops_total} record(s) could not be written ({kinds});")
+        print("            the most recent:")
+        for drop in report.recent_drops:
+            run = f" of run {drop['run_id']}" if drop["run_id"] else ""
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(drop["at"]))
+            print(f"  {when}  {NAMES.get(drop['what'], drop['what'])}{run}: {drop['reason']}")
+    if not report.orphans and not report.missing:
+        print("files:      ok")
+    if report.orphans:
+        print(
+            f"files:      {len(report.orphans)} file(s) no row points at "
+            "(`flowbook doctor --repair` removes them):"
+        )
+        for name in report.orphans[:20]:
+            print(f"  {name}")
+        if len(report.orphans) > 20:
+            print(f"  ... and {len(report.orphans) - 20} more")
+    if report.missing:
+        print(f"files:      {len(report.missing)} row(s) whose result file is missing:")
+        for row in report.missing[:20]:
+            print(f"  {row['kind']} {row['row']}: {row['file']}")
+        if len(report.missing) > 20:
+            print(f"  ... and {len(report.missing) - 20} more")
+    for note in report.notes:
+        print(f"note:       {note}")
+    problems = report.problems
+    if problems:
+        print(f"flowbook doctor: {len(problems)} problem(s) found")
+    else:
+        print("flowbook doctor: no problem found")
 
 
 def _print_miss(miss: Any) -> None:

@@ -9,6 +9,7 @@ __all__ = [
     "RunCancelledError",
     "RunFailedError",
     "RunInterrupted",
+    "RunNameError",
     "RunTimeoutError",
     "UnfinishedRunError",
     "UpstreamTaskError",
@@ -45,6 +46,13 @@ class RunTimeoutError(FlowbookError, TimeoutError):
 
 class RunCancelledError(FlowbookError, RuntimeError):
     """A run was cancelled before it finished."""
+
+
+class RunNameError(FlowbookError, ValueError):
+    """A run's name could not be made from ``flow_run_name`` / ``task_run_name``: the template
+    or function raised, or gave something that is not a usable name. The message names the
+    flow or task, the template or function, and the original error (also the ``__cause__``).
+    """
 
 
 class EnvConflictError(FlowbookError, ValueError):

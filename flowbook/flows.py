@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from flowbook._options import call_name_fn, check_template, check_unknown, validate_options
+from flowbook._options import check_template, check_unknown, render_run_name, validate_options
+from flowbook.engine import interrupts
 from flowbook.engine.flow_engine import FlowRunEngine
 from flowbook.engine.runs import FlowRun, current_flow_run, current_task_run, is_async_run
 from flowbook.engine.timeouts import run_coro_sync
@@ -109,16 +110,21 @@ class Flow(Generic[P, R]):
     # -- calling -------------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the flow now; returns its value (``return_state=True``: its final state)."""
+        body = interrupts.enter()
+        try:
+            return self._call(args, kwargs)  # type: ignore[no-any-return]
+        finally:
+            interrupts.leave(body)
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return_state = bool(kwargs.pop("return_state", False))
         engine = FlowRunEngine(self, args, kwargs)
         if self.is_async:
             caller = current_task_run.get() or current_flow_run.get()
             if caller is None or is_async_run(caller):
-                return self._run_async(engine, return_state)  # type: ignore[return-value]
-            return run_coro_sync(  # type: ignore[no-any-return]
-                lambda: self._run_async(engine, return_state)
-            )
-        return engine.outcome(engine.run_sync(), return_state)  # type: ignore[no-any-return]
+                return self._run_async(engine, return_state)
+            return run_coro_sync(lambda: self._run_async(engine, return_state))
+        return engine.outcome(engine.run_sync(), return_state)
 
     def run_background(self, *args: P.args, **kwargs: P.kwargs) -> BackgroundRun[R]:
         """Start a run of this flow on its own thread; returns a handle at once.
@@ -137,11 +143,16 @@ class Flow(Generic[P, R]):
         ``run`` is the old run's id, id prefix or name. The parameters are the old run's; task
         calls that completed in it are not executed again when they are the same task, at
         the same position among that task's calls, with arguments of the same content:
-        their stored results are used. Everything else runs.
+        their stored results are used (a call served from the cache reuses that cache
+        entry's value while it is there and unexpired). Everything else runs, as do calls
+        whose result was not stored (``persist_result=False``, values that could not be
+        pickled or written) and calls whose stored result cannot be read (with a warning).
         """
+        import warnings
+
         from flowbook.states import Completed
         from flowbook.store import StoreError, get_store
-        from flowbook.store.queries import load_for_resume, load_result
+        from flowbook.store.queries import load_for_resume, reusable_value
         from flowbook.store.results import ResultError
 
         store = get_store()
@@ -162,11 +173,20 @@ class Flow(Generic[P, R]):
         engine.resumed_from = run_id
         for row in done:
             try:
-                value = load_result(store, row)
-            except ResultError:
-                continue  # that task simply runs again
+                found, value = reusable_value(store, row)
+            except ResultError as exc:
+                warnings.warn(
+                    f"the stored result of task run {row.name!r} of flow run {run_id} is "
+                    f"unusable ({exc}); that task call runs again",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                continue
+            if not found:
+                continue  # that task call simply runs again
+            how = "cached result" if row.state_name == "Cached" else "result"
             engine.reusable[(row.task_key, row.dynamic_key, row.input_hash)] = Completed(
-                f"Reused the result of flow run {run_id}.", value
+                f"Reused the {how} of flow run {run_id}.", value
             )
         if self.is_async:
             return self._run_async(engine, return_state)
@@ -194,9 +214,7 @@ class Flow(Generic[P, R]):
 
             name: str = generate_run_name()
             return name
-        if isinstance(template, str):
-            return template.format(**run.parameters)
-        return call_name_fn("flow", template)
+        return render_run_name("flow", self.name, template, run.parameters)
 
     def retry_delay_for(self, attempt: int) -> float:
         delays = self.retry_delay_seconds

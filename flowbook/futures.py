@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
+from flowbook.engine.interrupts import current_body
 from flowbook.states import State
 
 if TYPE_CHECKING:
@@ -65,7 +66,14 @@ class TaskRunFuture(Generic[R]):
             if self._event is None:
                 self._event = threading.Event()
             event = self._event
-        return event.wait(timeout)
+        body = current_body()
+        if body is None:
+            return event.wait(timeout)
+        body.waiting += 1  # a kernel interrupt may stop the caller here
+        try:
+            return event.wait(timeout)
+        finally:
+            body.waiting -= 1
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
         """The task's return value; raises the task's exception if it failed.

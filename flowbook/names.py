@@ -4,13 +4,18 @@ Design: one adjective and one animal drawn with the ``random`` module, which is 
 needs no entropy source; the names are labels for people, not identifiers, so collisions
 are harmless (runs are told apart by their ids). Words are lowercase ASCII without hyphens,
 so every name matches ``^[a-z]+-[a-z]+$``.
+
+Names people give (``name=``, run-name templates) are checked by ``name_problem``: a name is
+shown on one line of a log, a table or the side panel and looked up by the command line, so
+an empty one or one with control characters (a newline, a NUL) would be unreadable there.
 """
 
 from __future__ import annotations
 
 import random
+import unicodedata
 
-__all__ = ["ADJECTIVES", "ANIMALS", "generate_run_name"]
+__all__ = ["ADJECTIVES", "ANIMALS", "generate_run_name", "name_problem"]
 
 ADJECTIVES: tuple[str, ...] = (
     "able", "agile", "amber", "ample", "ancient", "arcane", "ardent", "astute", "azure",
@@ -74,3 +79,19 @@ ANIMALS: tuple[str, ...] = (
 def generate_run_name() -> str:
     """A random ``"adjective-animal"`` name, e.g. ``"phenomenal-spider"``."""
     return f"{random.choice(ADJECTIVES)}-{random.choice(ANIMALS)}"
+
+
+# Cc: C0/C1 controls (newline, tab, NUL, escape); Zl/Zp: line and paragraph separators
+_UNPRINTABLE = ("Cc", "Zl", "Zp")
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a flow, task or run name, as "is empty" (None when it can)."""
+    if value.isprintable() and not value.isspace() and value:
+        return None  # the common case, at C speed: no control character, not blank
+    if not value.strip():
+        return "is empty" if not value else "is only whitespace"
+    for position, char in enumerate(value):
+        if unicodedata.category(char) in _UNPRINTABLE:
+            return f"contains the control character {char!r} at position {position}"
+    return None

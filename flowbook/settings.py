@@ -2,11 +2,11 @@
 
 ``get_settings()`` caches them; ``reload_settings()`` reads the environment again and applies
 the result (logging, console, store). A bad value is an error naming the variable, its value
-and what it accepts.
+and what it accepts. A path variable that is set but empty counts as unset.
 
 | variable | default | meaning |
 |---|---|---|
-| ``FLOWBOOK_HOME`` | ``~/.flowbook`` | where the store lives (created on first use) |
+| ``FLOWBOOK_HOME`` | ``~/.flowbook`` | where the store lives (created on first use, 0700) |
 | ``FLOWBOOK_DATABASE_URL`` | SQLite in the home | a SQLAlchemy URL, e.g. PostgreSQL |
 | ``FLOWBOOK_RESULTS_DIR`` | ``<home>/results`` | result and cache files |
 | ``FLOWBOOK_STORE`` | ``on`` | ``off`` keeps runs and the cache in memory only |
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,10 +71,50 @@ def _choice(name: str, default: str, allowed: tuple[str, ...], *, upper: bool = 
 
 
 def _path(name: str, default: str | None) -> Path | None:
-    raw = os.environ.get(name, default or "").strip()
+    # set but empty (``FLOWBOOK_HOME=``) is the same as unset, as for XDG_DATA_HOME and the
+    # other FLOWBOOK_* paths: the default applies
+    raw = os.environ.get(name, "").strip() or (default or "")
     if not raw:
         return None
     return Path(raw).expanduser().absolute()
+
+
+_URL_FORMS = (
+    "a SQLAlchemy URL such as postgresql+psycopg://user:password@host:5432/dbname or "
+    "sqlite:////absolute/path/flowbook.db, or unset it to use SQLite in FLOWBOOK_HOME"
+)
+
+
+def _database_url() -> str | None:
+    raw = os.environ.get("FLOWBOOK_DATABASE_URL", "").strip()
+    if not raw:
+        return None
+    # parsed here, not when the store opens, so that the error names the variable; only a
+    # set variable costs the import of SQLAlchemy (the store imports it anyway)
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(raw)
+    except Exception as exc:  # ArgumentError, and ValueError for a bad port
+        raise ValueError(
+            f"environment variable FLOWBOOK_DATABASE_URL={_hide_password(raw)!r} is not "
+            f"valid ({exc}); give {_URL_FORMS}"
+        ) from None
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return raw
+    if url.get_backend_name() == "sqlite":
+        # an in-memory database would vanish with each connection, and every process would
+        # see a store of its own
+        raise ValueError(
+            f"environment variable FLOWBOOK_DATABASE_URL={raw!r} names an in-memory SQLite "
+            f"database, which no other process or connection can see; give {_URL_FORMS}"
+        )
+    return raw
+
+
+def _hide_password(raw: str) -> str:
+    """``raw`` with anything between ``user:`` and ``@`` masked (it may hold a password)."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", raw)
 
 
 def _retention() -> float | None:
@@ -93,11 +134,10 @@ def _retention() -> float | None:
 
 
 def _from_env() -> Settings:
-    home = _path("FLOWBOOK_HOME", "~/.flowbook")
-    assert home is not None
+    home = _path("FLOWBOOK_HOME", "~/.flowbook") or Path("~/.flowbook").expanduser()
     options: dict[str, Any] = {
         "home": home,
-        "database_url": os.environ.get("FLOWBOOK_DATABASE_URL", "").strip() or None,
+        "database_url": _database_url(),
         "results_dir": _path("FLOWBOOK_RESULTS_DIR", None) or home / "results",
         "store": _choice("FLOWBOOK_STORE", "on", _SWITCH),
         "log_retention_days": _retention(),

@@ -19,7 +19,8 @@ from typing import Any, Generic, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from flowbook._options import call_name_fn, check_template, check_unknown, validate_options
+from flowbook._options import check_template, check_unknown, render_run_name, validate_options
+from flowbook.engine import interrupts
 from flowbook.engine.runs import (
     TaskRun,
     current_flow_run,
@@ -130,22 +131,27 @@ class Task(Generic[P, R]):
     # -- calling -------------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the task now and return its value (``return_state=True``: its final state)."""
+        body = interrupts.enter()
+        try:
+            return self._call(args, kwargs)  # type: ignore[no-any-return]
+        finally:
+            interrupts.leave(body)
+
+    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return_state = bool(kwargs.pop("return_state", False))
         wait_for: Any = kwargs.pop("wait_for", None)
         engine = TaskRunEngine(self, args, kwargs, wait_for, with_future=False)
         if self.is_async:
             caller = current_task_run.get() or current_flow_run.get()
             if caller is None or is_async_run(caller):
-                return self._run_inline_async(engine, return_state)  # type: ignore[return-value]
-            return run_coro_sync(  # type: ignore[no-any-return]
-                lambda: self._run_inline_async(engine, return_state)
-            )
+                return self._run_inline_async(engine, return_state)
+            return run_coro_sync(lambda: self._run_inline_async(engine, return_state))
         token = current_task_run.set(engine.task_run)
         try:
             state = engine.run_sync()
         finally:
             current_task_run.reset(token)
-        return _unwrap(engine.task_run, state, return_state)  # type: ignore[no-any-return]
+        return _unwrap(engine.task_run, state, return_state)
 
     async def _run_inline_async(self, engine: TaskRunEngine, return_state: bool) -> Any:
         token = current_task_run.set(engine.task_run)
@@ -158,7 +164,11 @@ class Task(Generic[P, R]):
     def submit(self, *args: Any, **kwargs: Any) -> TaskRunFuture[Any]:
         """Hand the task to the flow run's task runner; returns a future at once."""
         wait_for: Any = kwargs.pop("wait_for", None)
-        return self._submit(args, kwargs, wait_for, None)
+        body = interrupts.enter()
+        try:
+            return self._submit(args, kwargs, wait_for, None)
+        finally:
+            interrupts.leave(body)
 
     def _submit(
         self,
@@ -196,6 +206,13 @@ class Task(Generic[P, R]):
         first, and its result is mapped over if it is iterable. All mapped arguments must have
         the same length.
         """
+        body = interrupts.enter()
+        try:
+            return self._map(args, kwargs)
+        finally:
+            interrupts.leave(body)
+
+    def _map(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FutureList[Any]:
         wait_for: Any = kwargs.pop("wait_for", None)
         names = list(self.signature.parameters)
         columns: dict[str, list[Any]] = {}
@@ -293,9 +310,7 @@ class Task(Generic[P, R]):
             return f"{self.name}-{run.dynamic_key}"
         token = current_task_run.set(run)
         try:
-            if isinstance(template, str):
-                return template.format(**run.parameters)
-            return call_name_fn("task", template)
+            return render_run_name("task", self.name, template, run.parameters)
         finally:
             current_task_run.reset(token)
 

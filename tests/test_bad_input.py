@@ -17,7 +17,7 @@ import pytest
 import flowbook
 from flowbook import flow, task, unmapped
 from flowbook.caching.keys import CacheKeyWarning
-from flowbook.exceptions import MissingContextError
+from flowbook.exceptions import MissingContextError, RunNameError
 from flowbook.runtime import flow_run, task_run
 from flowbook.settings import get_settings, reload_settings
 from flowbook.states import Completed, State, StateType
@@ -298,14 +298,12 @@ def test_flow_run_name_function_returning_a_number() -> None:
     def named() -> None:
         ran.append(1)
 
-    with pytest.raises(
-        TypeError,
-        match=re.escape(
-            "the flow run name function '_number_name' returned 42 of type int; "
-            "it must return a string"
-        ),
-    ):
+    with pytest.raises(RunNameError) as info:
         named()
+    assert str(info.value) == (
+        "flow 'named' could not name its run: the flow_run_name function '_number_name' "
+        "returned 42 of type int; it must return a string"
+    )
     assert ran == []
 
 
@@ -318,14 +316,12 @@ def test_task_run_name_function_returning_a_number() -> None:
     def outer() -> int:
         return named()
 
-    with pytest.raises(
-        TypeError,
-        match=re.escape(
-            "the task run name function '_number_name' returned 42 of type int; "
-            "it must return a string"
-        ),
-    ):
+    with pytest.raises(RunNameError) as info:
         outer()
+    assert str(info.value) == (
+        "task 'named' could not name its run: the task_run_name function '_number_name' "
+        "returned 42 of type int; it must return a string"
+    )
 
 
 # -- calling ---------------------------------------------------------------------------------

@@ -7,14 +7,22 @@ the miss later. ``MemoryCache`` keeps entries for the life of the process; a per
 backend (the run store) implements the same four methods. Keys are namespaced by task
 identity, so a custom ``cache_key_fn`` returning ``"4"`` for two different tasks never hands
 one task the other's result.
+
+Every hit hands out a value of its own: ``MemoryCache`` keeps the pickled bytes and unpickles
+them per hit, as the run store does, so a caller that mutates what it got never changes what
+later hits return. A value that cannot be pickled is therefore not cached (a
+``CacheKeyWarning`` says so, as with the store): with the store on or off, the same calls hit.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+
+from flowbook import _pickling
 
 if TYPE_CHECKING:
     from flowbook.caching.keys import CacheKeyContext, KeyParts
@@ -57,7 +65,11 @@ class CacheBackend(Protocol):
 
 
 class MemoryCache:
-    """Cache entries in a dict, for the life of the process."""
+    """Cache entries in a dict, for the life of the process.
+
+    Entries hold the pickled value (``CacheEntry.value`` is those bytes inside the cache);
+    ``get`` returns a ``CacheEntry`` whose value is unpickled for that hit alone.
+    """
 
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], CacheEntry] = {}
@@ -72,12 +84,41 @@ class MemoryCache:
                 del self._entries[(task_key, key)]
                 return None
             entry.hits += 1
-            return entry
+            hits = entry.hits
+        # unpickled outside the lock: a large value must not hold up the other threads' hits
+        try:
+            value = _pickling.loads(entry.value)
+        except _pickling.ResultError as exc:
+            # (a class its pickle names by reference was deleted or renamed since the put)
+            from flowbook.caching.keys import CacheKeyWarning
+
+            warnings.warn(
+                f"the cached result of task {task_key.rsplit(':', 1)[-1]!r} is unusable "
+                f"({exc}); the entry is removed and the task runs again",
+                CacheKeyWarning,
+                stacklevel=3,
+            )
+            with self._lock:
+                if self._entries.get((task_key, key)) is entry:
+                    del self._entries[(task_key, key)]
+            return None
+        return CacheEntry(task_key, key, value, entry.created_s, entry.expires_s, hits)
 
     def put(
         self, task_key: str, key: str, value: Any, expires_s: float | None, **info: Any
     ) -> None:
-        entry = CacheEntry(task_key, key, value, time.time(), expires_s)
+        try:
+            data = _pickling.dumps(value)
+        except _pickling.ResultError as exc:
+            from flowbook.caching.keys import CacheKeyWarning
+
+            warnings.warn(
+                f"the result of task {info.get('task_name') or task_key!r} cannot be cached: {exc}",
+                CacheKeyWarning,
+                stacklevel=3,
+            )
+            return
+        entry = CacheEntry(task_key, key, data, time.time(), expires_s)
         with self._lock:
             self._entries[(task_key, key)] = entry
 
@@ -93,8 +134,17 @@ class MemoryCache:
         return len(doomed)
 
     def entries(self) -> list[CacheEntry]:
+        """The entries, each with a value of its own (hits are not counted)."""
         with self._lock:
-            return list(self._entries.values())
+            kept = list(self._entries.values())
+        out = []
+        for e in kept:
+            try:
+                value = _pickling.loads(e.value)
+            except _pickling.ResultError:
+                continue  # unusable: the next get removes it, with a warning
+            out.append(CacheEntry(e.task_key, e.key, value, e.created_s, e.expires_s, e.hits))
+        return out
 
 
 _backend: CacheBackend = MemoryCache()

@@ -13,6 +13,15 @@ isinstance chain, the optional libraries (numpy, pandas, pydantic, looked up in
 ``sys.modules`` so they are never imported here) and the generic object path are only
 reached for other values.
 
+Depth: values a few levels deep are written by plain recursion, deeper levels by a walk
+with its own stack (see ``_drive``), so a value nested 100,000 levels deep hashes like any
+other, whatever the recursion limit; a container whose items are all atoms (numbers,
+strings, ...) is written in one loop without touching that stack. A container or object met
+again on its own path (``x = []; x.append(x)``) is written as a back-reference, the number
+of levels up the path it points: equal structures give equal hashes in every process.
+Shared references that are not cycles are written in full each time, so ``[a, a]`` hashes
+like ``[a, copy(a)]``.
+
 Choices worth knowing:
 
 * floats are hashed by their IEEE-754 bits, so ``-0.0`` and ``0.0`` differ (they behave
@@ -50,7 +59,7 @@ import sys
 import threading
 import types
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
@@ -73,25 +82,31 @@ class UnhashableInputError(TypeError):
     def __init__(self, type_name: str, reason: str, path: Iterable[_Segment] = ()) -> None:
         self.type_name = type_name
         self.reason = reason
-        self._segments: list[_Segment] = list(path)
+        # outermost segment last: containers add theirs while the error unwinds, innermost
+        # first, and appending keeps that linear however deep the value is
+        self._outward: list[_Segment] = list(path)[::-1]
         super().__init__(self._message())
 
     @property
     def path(self) -> str:
         """Where the value sits inside the hashed value ("" when it is the value itself)."""
-        return self._render_path()
+        return self._render_path(self._outward[::-1])
 
     def _push(self, kind: str, text: str) -> None:
-        # Containers add their segment while the error unwinds, so the happy path never
-        # pays for building paths.
-        self._segments.insert(0, (kind, text))
-        self.args = (self._message(),)
+        # The happy path never pays for building paths; the message is brought up to date
+        # by _finish (or when it is read).
+        self._outward.append((kind, text))
 
-    def _render_path(self) -> str:
+    def _finish(self) -> UnhashableInputError:
+        self.args = (self._message(),)
+        return self
+
+    @staticmethod
+    def _render_path(segments: list[_Segment], first: bool = True) -> str:
         parts: list[str] = []
-        for position, (kind, text) in enumerate(self._segments):
+        for position, (kind, text) in enumerate(segments):
             if kind == "strkey":
-                bare = position == 0 and text.isidentifier()
+                bare = first and position == 0 and text.isidentifier()
                 parts.append(text if bare else f"[{text!r}]")
             elif kind in ("key", "index"):
                 parts.append(f"[{text}]")
@@ -102,12 +117,29 @@ class UnhashableInputError(TypeError):
         return "".join(parts)
 
     def _message(self) -> str:
-        where = self._render_path()
+        segments = self._outward[::-1]
+        if len(segments) > 2 * _PATH_ENDS:
+            # A value thousands of levels deep: its two ends say where to look.
+            hidden = len(segments) - 2 * _PATH_ENDS
+            where = (
+                self._render_path(segments[:_PATH_ENDS])
+                + f"...({hidden:,} levels)..."
+                + self._render_path(segments[-_PATH_ENDS:], first=False)
+            )
+        else:
+            where = self._render_path(segments)
         at = f" at {where}" if where else ""
         return f"cannot hash value of type {self.type_name!r}{at}: {self.reason}"
 
+    def __str__(self) -> str:
+        return self._message()
+
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.type_name, self.reason, tuple(self._segments)))
+        return (type(self), (self.type_name, self.reason, tuple(self._outward[::-1])))
+
+
+# Segments shown at each end of a long path in a message
+_PATH_ENDS: Final = 8
 
 
 def _type_name(cls: type) -> str:
@@ -128,7 +160,7 @@ def _short_repr(value: object) -> str:
     return text if len(text) <= 50 else text[:47] + "..."
 
 
-# --------------------------------------------------------------------------- the writer
+# --------------------------------------------------------------------------- the walk
 
 _pack_q: Final = struct.Struct("<q").pack
 _pack_d: Final = struct.Struct("<d").pack
@@ -137,40 +169,137 @@ _pack_dd: Final = struct.Struct("<dd").pack
 # their header, so a large payload is never copied just to be hashed.
 _INLINE_LIMIT: Final = 4096
 
-_Handler = Callable[["_Writer", Any], None]
+# A handler writes one value. What it can write at once (numbers, strings, the header of a
+# container, the atoms in it) it writes, then returns None; when it meets a part that may
+# nest (a list in a list, an object's attribute), it returns an iterator of the remaining
+# parts instead. ``_drive`` writes each part the iterator yields before resuming it, so
+# nesting lives on an explicit stack, not on Python's call stack. An error is thrown back
+# into the iterators on the stack, innermost first, and each adds where it was, as the
+# ``except`` clauses of a recursive walk would.
+_Parts = Generator[Any, None, None]
+_Handler = Callable[["_Writer", Any], "_Parts | None"]
 
 
 class _Writer:
-    """Walks a value and writes its canonical encoding through ``write``."""
+    """Where the encoding goes, and the containers and objects on the current path."""
 
-    __slots__ = ("active", "write")
+    __slots__ = ("active", "room", "write")
 
-    def __init__(self, write: Callable[[Buffer], object], active: set[int]) -> None:
+    def __init__(self, write: Callable[[Buffer], object]) -> None:
         self.write = write
-        # ids of the containers and objects on the current path; only used to detect
-        # cycles, never written.
-        self.active = active
+        # How many more nested values may be written on the call stack (see _INLINE_DEPTH).
+        self.room = _INLINE_DEPTH
+        # id -> position on the current path. Only used to notice a value reached again
+        # through itself; never written.
+        self.active: dict[int, int] = {}
 
-    def feed(self, value: object) -> None:
-        handler = _EXACT.get(type(value))
-        if handler is None:
-            handler = _resolve(value)
-        handler(self, value)
-
-    def encode(self, value: object) -> bytes:
-        """The encoding of ``value`` on its own, used to order dict keys and set elements."""
-        sink = io.BytesIO()
-        _Writer(sink.write, self.active).feed(value)
-        return sink.getvalue()
-
-    def enter(self, value: object) -> int:
+    def enter(self, value: object) -> bool:
+        """Start writing ``value``; False if it is on its own path (a back-reference is written)."""
+        active = self.active
         key = id(value)
-        if key in self.active:
-            raise _unhashable(
-                value, "it contains itself (a reference cycle); break the cycle before hashing"
-            )
-        self.active.add(key)
-        return key
+        position = active.get(key)
+        if position is None:
+            active[key] = len(active)
+            return True
+        # How many levels up the path the value sits: the same structure gives the same
+        # bytes in every process, and no id is ever written.
+        self.write(b"^" + _pack_q(len(active) - position))
+        return False
+
+    def leave(self, value: object) -> None:
+        del self.active[id(value)]
+
+
+class _Sub:
+    """Parts of a value that a handler's iterator hands to the walk to write in its place."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts: _Parts) -> None:
+        self.parts = parts
+
+
+def _h_sub(w: _Writer, value: _Sub) -> _Parts:
+    return value.parts
+
+
+def _drive(w: _Writer, parts: _Parts) -> None:
+    """Write every part ``parts`` yields, depth first, with an explicit stack."""
+    stack = [parts]
+    push = stack.append
+    pop = stack.pop
+    get = _EXACT.get
+    done = _DONE
+    error: UnhashableInputError | None = None
+    while stack:
+        try:
+            if error is None:
+                value = next(stack[-1], done)
+                if value is done:
+                    pop()
+                    continue
+            else:
+                # The traceback is dropped at each level: on a deeply nested value it would
+                # otherwise grow by one entry per level.
+                thrown, error = error.with_traceback(None), None
+                value = stack[-1].throw(thrown)
+        except StopIteration:
+            pop()
+            continue
+        except UnhashableInputError as exc:
+            pop()
+            error = exc
+            continue
+        try:
+            sub = (get(type(value)) or _resolve(value))(w, value)
+        except UnhashableInputError as exc:
+            error = exc
+            continue
+        if sub is not None:
+            push(sub)
+    if error is not None:
+        raise error
+
+
+_DONE: Final = object()
+
+
+# Values nested up to this many levels are written by plain recursion from the loops of
+# containers, which is cheaper than the walk's stack; deeper ones go through the walk. It
+# bounds the Python frames a hash takes (a few per level) well below the recursion limit.
+_INLINE_DEPTH: Final = 24
+
+
+def _write_nested(w: _Writer, value: object) -> None:
+    """Write a part that cannot nest deeply (a time zone) at once, with a walk of its own."""
+    sub = (_EXACT.get(type(value)) or _resolve(value))(w, value)
+    if sub is not None:
+        _drive(w, sub)
+
+
+def _one(value: object) -> _Parts:
+    yield value
+
+
+def _capture(w: _Writer, value: object, chunks: list[Any]) -> _Parts:
+    """Write ``value`` into ``chunks`` instead of the hash (to order entries by encoding)."""
+    previous = w.write
+    w.write = chunks.append
+    try:
+        yield value
+    finally:
+        w.write = previous
+
+
+def _encode_atom(w: _Writer, handler: _Handler, value: object) -> bytes:
+    chunks: list[Any] = []
+    previous = w.write
+    w.write = chunks.append
+    try:
+        handler(w, value)
+    finally:
+        w.write = previous
+    return b"".join(chunks)
 
 
 def _write_str(w: _Writer, value: str) -> None:
@@ -251,7 +380,8 @@ def _h_bytearray(w: _Writer, value: bytearray) -> None:
 def _h_memoryview(w: _Writer, value: memoryview) -> None:
     w.write(b"m")
     _write_str(w, value.format)
-    w.feed(value.shape)
+    shape = value.shape
+    _h_none(w, None) if shape is None else _h_tuple(w, shape)  # ints: written at once
     _write_blob(w, b"b", value.tobytes())
 
 
@@ -270,155 +400,264 @@ def _h_range(w: _Writer, value: range) -> None:
     _h_int(w, value.step)
 
 
-def _h_slice(w: _Writer, value: slice) -> None:
+def _h_slice(w: _Writer, value: slice) -> _Parts:
     w.write(b":")
-    w.feed(value.start)
-    w.feed(value.stop)
-    w.feed(value.step)
+    yield value.start
+    yield value.stop
+    yield value.step
 
 
 # --------------------------------------------------------------------------- containers
 
 
-def _write_items(w: _Writer, items: Iterable[object]) -> None:
-    # The dispatch of _Writer.feed, inlined: this loop is the hot path for argument tuples.
-    index = 0
-    get = _EXACT.get
+def _write_items(w: _Writer, items: Iterable[object], leave: object = None) -> _Parts | None:
+    """Write ``items``; the parts still to write once one of them may nest, else None.
+
+    ``leave``: the container to take off the path once its items are written.
+    """
+    # Atoms are written here, without the walk: this loop is the hot path for flat lists.
+    get = _ATOMS.get
+    numbered = enumerate(items)
+    for index, item in numbered:
+        handler = get(type(item))
+        if handler is not None:
+            handler(w, item)
+        elif w.room:
+            w.room -= 1
+            try:
+                rest = (_exact(type(item)) or _resolve(item))(w, item)
+                if rest is not None:
+                    _drive(w, rest)
+            except UnhashableInputError as exc:
+                exc._push("index", str(index))
+                raise
+            w.room += 1
+        else:
+            return _items_rest(w, numbered, index, item, leave)
+    if leave is not None:
+        del w.active[id(leave)]
+    return None
+
+
+def _items_rest(
+    w: _Writer,
+    numbered: Iterator[tuple[int, object]],
+    index: int,
+    item: object,
+    leave: object,
+) -> _Parts:
+    get = _ATOMS.get
     try:
-        for index, item in enumerate(items):  # noqa: B007
+        yield item
+        for index, item in numbered:  # noqa: B007 (index names the item in errors)
             handler = get(type(item))
             if handler is None:
-                handler = _resolve(item)
-            handler(w, item)
+                yield item
+            else:
+                handler(w, item)
     except UnhashableInputError as exc:
         exc._push("index", str(index))
         raise
+    if leave is not None:
+        del w.active[id(leave)]
 
 
-def _h_list(w: _Writer, value: list[object]) -> None:
-    key = w.enter(value)
-    try:
-        w.write(b"[" + _pack_q(len(value)))
-        _write_items(w, value)
-    finally:
-        w.active.discard(key)
+def _h_list(w: _Writer, value: list[object]) -> _Parts | None:
+    if not w.enter(value):
+        return None
+    w.write(b"[" + _pack_q(len(value)))
+    return _write_items(w, value, value)
 
 
-def _h_tuple(w: _Writer, value: tuple[object, ...]) -> None:
+def _h_tuple(w: _Writer, value: tuple[object, ...]) -> _Parts | None:
     # Immutable: a cycle through a tuple always passes a mutable container, which tracks it.
     w.write(b"(" + _pack_q(len(value)))
-    _write_items(w, value)
+    return _write_items(w, value)
 
 
-def _h_deque(w: _Writer, value: collections.deque[object]) -> None:
-    key = w.enter(value)
-    try:
-        w.write(b"q" + _pack_q(len(value)))
-        w.feed(value.maxlen)
-        _write_items(w, list(value))
-    finally:
-        w.active.discard(key)
+def _h_deque(w: _Writer, value: collections.deque[object]) -> _Parts | None:
+    if not w.enter(value):
+        return None
+    w.write(b"q" + _pack_q(len(value)))
+    maxlen = value.maxlen
+    _h_none(w, maxlen) if maxlen is None else _h_int(w, maxlen)
+    return _write_items(w, list(value), value)
 
 
 def _key_segment(key: object) -> _Segment:
     return ("strkey", key) if type(key) is str else ("key", _short_repr(key))
 
 
-def _write_mapping(w: _Writer, mapping: dict[Any, Any], attrs: bool = False) -> None:
+def _push_key(exc: UnhashableInputError, key: object, attrs: bool) -> None:
+    if attrs and type(key) is str:
+        exc._push("attr", key)
+    else:
+        exc._push(*_key_segment(key))
+
+
+def _write_mapping(
+    w: _Writer, mapping: dict[Any, Any], attrs: bool = False, leave: object = None
+) -> _Parts | None:
     """Entries in an order that depends only on their content; ``attrs`` names errors ``.x``."""
     w.write(b"{" + _pack_q(len(mapping)))
+    if not mapping:
+        if leave is not None:
+            del w.active[id(leave)]
+        return None
     kinds = set(map(type, mapping))
-    key: Any = None
-    get = _EXACT.get
-    write_key: _Handler = _h_int if int in kinds else _write_str
     if len(kinds) == 1 and (str in kinds or int in kinds):
         # The common case (keyword arguments, __dict__): keys sort by value, fast and total,
         # and are written by their own handler.
         entries = sorted(mapping.items())
-        encoded_keys = None
-    else:
-        keyed = _sorted_by_encoding(w, mapping)
-        entries = [(key, item) for _, key, item in keyed]
-        encoded_keys = [encoded for encoded, _, _ in keyed]
-    try:
+        write_key: Callable[[_Writer, Any], None] = _h_int if int in kinds else _write_str
+        get = _ATOMS.get
         for position, (key, item) in enumerate(entries):
-            if encoded_keys is None:
-                write_key(w, key)
+            write_key(w, key)
+            handler = get(type(item))
+            if handler is not None:
+                handler(w, item)
+            elif w.room:
+                w.room -= 1
+                try:
+                    rest = (_exact(type(item)) or _resolve(item))(w, item)
+                    if rest is not None:
+                        _drive(w, rest)
+                except UnhashableInputError as exc:
+                    _push_key(exc, key, attrs)
+                    raise
+                w.room += 1
             else:
-                w.write(encoded_keys[position])
+                keys = [write_key] * len(entries)
+                return _entries_rest(w, entries, keys, position, attrs, leave)
+        if leave is not None:
+            del w.active[id(leave)]
+        return None
+    return _mapping_by_encoding(w, mapping, attrs, leave)
+
+
+def _entries_rest(
+    w: _Writer,
+    entries: list[tuple[Any, Any]],
+    keys: list[Any],
+    position: int,
+    attrs: bool,
+    leave: object,
+) -> _Parts:
+    """Write the entries from ``position`` on, whose key is already written.
+
+    ``keys[i]`` is the handler of entry i's key, or its encoding (bytes).
+    """
+    get = _ATOMS.get
+    key = entries[position][0]
+    try:
+        yield entries[position][1]
+        for later in range(position + 1, len(entries)):
+            key, item = entries[later]
+            write_key = keys[later]
+            if type(write_key) is bytes:
+                w.write(write_key)
+            else:
+                write_key(w, key)
             handler = get(type(item))
             if handler is None:
-                handler = _resolve(item)
-            handler(w, item)
+                yield item
+            else:
+                handler(w, item)
     except UnhashableInputError as exc:
-        if attrs and type(key) is str:
-            exc._push("attr", key)
-        else:
-            exc._push(*_key_segment(key))
+        _push_key(exc, key, attrs)
         raise
+    if leave is not None:
+        del w.active[id(leave)]
 
 
-def _sorted_by_encoding(w: _Writer, mapping: dict[Any, Any]) -> list[tuple[bytes, Any, Any]]:
-    keyed: list[tuple[bytes, Any, Any]] = []
-    for key, item in mapping.items():
+def _encode_each(
+    w: _Writer, values: Iterable[object], out: list[bytes], where: _Segment | None
+) -> _Parts:
+    """Append the encoding of each of ``values`` to ``out``; ``where`` names an error."""
+    get = _ATOMS.get
+    for value in values:
+        handler = get(type(value))
+        if handler is not None:
+            out.append(_encode_atom(w, handler, value))
+            continue
+        chunks: list[Any] = []
         try:
-            keyed.append((w.encode(key), key, item))
+            yield _Sub(_capture(w, value, chunks))
         except UnhashableInputError as exc:
-            exc._push("dictkey", "key")
+            if where is not None:
+                exc._push(*where)
             raise
-    keyed.sort(key=operator.itemgetter(0))
+        out.append(b"".join(chunks))
+
+
+def _mapping_by_encoding(w: _Writer, mapping: dict[Any, Any], attrs: bool, leave: object) -> _Parts:
+    items = list(mapping.items())
+    encoded: list[bytes] = []
+    yield _Sub(_encode_each(w, [key for key, _ in items], encoded, ("dictkey", "key")))
+    keyed = sorted(zip(encoded, items, strict=True), key=operator.itemgetter(0))
     if any(keyed[i][0] == keyed[i + 1][0] for i in range(len(keyed) - 1)):
         # Distinct keys with equal content (two sentinels, say): order those entries by
         # their values too, or the result would follow insertion order.
-        keyed.sort(key=lambda entry: (entry[0], w.encode(entry[2])))
-    return keyed
+        values: list[bytes] = []
+        yield _Sub(_encode_each(w, [item for _, (_, item) in keyed], values, None))
+        keyed = [
+            entry for _, entry in sorted(zip(values, keyed, strict=True), key=_by_key_then_value)
+        ]
+    entries = [entry for _, entry in keyed]
+    keys: list[Any] = [encoding for encoding, _ in keyed]
+    w.write(keys[0])
+    yield _Sub(_entries_rest(w, entries, keys, 0, attrs, leave))
 
 
-def _h_dict(w: _Writer, value: dict[Any, Any]) -> None:
-    key = w.enter(value)
-    try:
-        _write_mapping(w, value)
-    finally:
-        w.active.discard(key)
+def _by_key_then_value(pair: tuple[bytes, tuple[bytes, Any]]) -> tuple[bytes, bytes]:
+    return (pair[1][0], pair[0])
 
 
-def _write_set(w: _Writer, tag: bytes, value: collections.abc.Set[Any]) -> None:
+def _h_dict(w: _Writer, value: dict[Any, Any]) -> _Parts | None:
+    if not w.enter(value):
+        return None
+    return _write_mapping(w, value, leave=value)
+
+
+def _write_set(
+    w: _Writer, tag: bytes, value: collections.abc.Set[Any], leave: object = None
+) -> _Parts | None:
     w.write(tag + _pack_q(len(value)))
     kinds = set(map(type, value))
     if len(kinds) == 1 and (str in kinds or int in kinds):
-        _write_items(w, sorted(value))
-        return
+        return _write_items(w, sorted(value), leave)
+    if not value:
+        if leave is not None:
+            del w.active[id(leave)]
+        return None
+    return _set_by_encoding(w, value, leave)
+
+
+def _set_by_encoding(w: _Writer, value: collections.abc.Set[Any], leave: object) -> _Parts:
     encoded: list[bytes] = []
-    for element in value:
-        try:
-            encoded.append(w.encode(element))
-        except UnhashableInputError as exc:
-            exc._push("elem", "set element")
-            raise
+    yield _Sub(_encode_each(w, list(value), encoded, ("elem", "set element")))
     encoded.sort()
     for data in encoded:
         w.write(data)
+    if leave is not None:
+        del w.active[id(leave)]
 
 
-def _h_set(w: _Writer, value: set[Any]) -> None:
-    key = w.enter(value)
-    try:
-        _write_set(w, b"<", value)
-    finally:
-        w.active.discard(key)
+def _h_set(w: _Writer, value: set[Any]) -> _Parts | None:
+    if not w.enter(value):
+        return None
+    return _write_set(w, b"<", value, value)
 
 
-def _h_frozenset(w: _Writer, value: frozenset[Any]) -> None:
-    _write_set(w, b">", value)
+def _h_frozenset(w: _Writer, value: frozenset[Any]) -> _Parts | None:
+    return _write_set(w, b">", value)
 
 
-def _h_namespace(w: _Writer, value: types.SimpleNamespace) -> None:
-    key = w.enter(value)
-    try:
-        w.write(b"S")
-        _write_mapping(w, vars(value), attrs=True)
-    finally:
-        w.active.discard(key)
+def _h_namespace(w: _Writer, value: types.SimpleNamespace) -> _Parts | None:
+    if not w.enter(value):
+        return None
+    w.write(b"S")
+    return _write_mapping(w, vars(value), attrs=True, leave=value)
 
 
 # --------------------------------------------------------------------------- stdlib values
@@ -429,7 +668,7 @@ def _h_datetime(w: _Writer, value: dt.datetime) -> None:
     # Timestamp); fold and the zone itself are added because they change arithmetic.
     w.write(b"D" + (b"1" if value.fold else b"0"))
     _write_str(w, value.isoformat())
-    w.feed(value.tzinfo)
+    _write_nested(w, value.tzinfo)
 
 
 def _h_date(w: _Writer, value: dt.date) -> None:
@@ -440,7 +679,7 @@ def _h_date(w: _Writer, value: dt.date) -> None:
 def _h_time(w: _Writer, value: dt.time) -> None:
     w.write(b"t" + (b"1" if value.fold else b"0"))
     _write_str(w, value.isoformat())
-    w.feed(value.tzinfo)
+    _write_nested(w, value.tzinfo)
 
 
 def _h_timedelta(w: _Writer, value: dt.timedelta) -> None:
@@ -449,8 +688,10 @@ def _h_timedelta(w: _Writer, value: dt.timedelta) -> None:
 
 def _h_timezone(w: _Writer, value: dt.timezone) -> None:
     w.write(b"z")
-    w.feed(value.utcoffset(None))
-    w.feed(value.tzname(None))
+    offset = value.utcoffset(None)
+    _h_timedelta(w, offset) if offset is not None else _h_none(w, None)
+    name = value.tzname(None)
+    _write_str(w, name) if name is not None else _h_none(w, None)
 
 
 def _h_zoneinfo(w: _Writer, value: dt.tzinfo) -> None:
@@ -497,16 +738,16 @@ def _h_class(w: _Writer, value: type) -> None:
     _write_class(w, value)
 
 
-def _h_enum(w: _Writer, value: enum.Enum) -> None:
+def _h_enum(w: _Writer, value: enum.Enum) -> _Parts | None:
     w.write(b"V")
     _write_class(w, type(value))
     name = getattr(value, "_name_", None)
     if isinstance(name, str):
         _write_str(w, name)
-    else:
-        # Unnamed combinations of Flag members (Python 3.10) are known by their value.
-        w.write(b"v")
-        w.feed(value.value)
+        return None
+    # Unnamed combinations of Flag members (Python 3.10) are known by their value.
+    w.write(b"v")
+    return _one(value.value)
 
 
 # The low 16 bits describe the code (generator, varargs, ...); the higher ones record
@@ -515,7 +756,7 @@ def _h_enum(w: _Writer, value: enum.Enum) -> None:
 _CODE_FLAGS: Final = 0xFFFF
 
 
-def _h_code(w: _Writer, code: types.CodeType) -> None:
+def _h_code(w: _Writer, code: types.CodeType) -> _Parts:
     # No file name, line numbers or positions: re-running an unchanged notebook cell
     # compiles to a code object that differs only in those.
     w.write(
@@ -527,199 +768,226 @@ def _h_code(w: _Writer, code: types.CodeType) -> None:
     )
     _write_str(w, code.co_name)
     _write_blob(w, b"b", code.co_code)
-    w.feed(code.co_consts)
-    w.feed(code.co_names)
-    w.feed(code.co_varnames)
-    w.feed(code.co_freevars)
-    w.feed(code.co_cellvars)
+    yield code.co_consts
+    yield code.co_names
+    yield code.co_varnames
+    yield code.co_freevars
+    yield code.co_cellvars
 
 
 def _is_reimportable(module: object, qualname: str) -> bool:
     return isinstance(module, str) and module != "__main__" and "<" not in qualname
 
 
-def _h_function(w: _Writer, fn: types.FunctionType) -> None:
+def _h_function(w: _Writer, fn: types.FunctionType) -> _Parts:
     module = fn.__module__
     qualname = fn.__qualname__
     w.write(b"L")
-    w.feed(module)
+    yield module
     _write_str(w, qualname)
     if _is_reimportable(module, qualname):
         w.write(b"-")
         return
-    key = id(fn)
-    if key in w.active:
-        # A nested function reaching itself through its own closure (recursion): mark it.
-        w.write(b"r")
-        return
-    w.active.add(key)
-    try:
-        w.write(b"+")
-        _h_code(w, fn.__code__)
+    if not w.enter(fn):
+        return  # a nested function reaching itself through its closure (recursion)
+    w.write(b"+")
+    yield fn.__code__
+    for name in ("__defaults__", "__kwdefaults__"):
         try:
-            w.feed(fn.__defaults__)
+            yield getattr(fn, name)
         except UnhashableInputError as exc:
-            exc._push("attr", "__defaults__")
+            exc._push("attr", name)
             raise
+    cells = fn.__closure__ or ()
+    w.write(b"x" + _pack_q(len(cells)))
+    for name, cell in zip(fn.__code__.co_freevars, cells, strict=True):
         try:
-            w.feed(fn.__kwdefaults__)
+            contents = cell.cell_contents
+        except ValueError:
+            w.write(b"_")
+            continue
+        try:
+            yield contents
         except UnhashableInputError as exc:
-            exc._push("attr", "__kwdefaults__")
+            exc._push("attr", f"<closure {name}>")
             raise
-        cells = fn.__closure__ or ()
-        w.write(b"x" + _pack_q(len(cells)))
-        for name, cell in zip(fn.__code__.co_freevars, cells, strict=True):
-            try:
-                contents = cell.cell_contents
-            except ValueError:
-                w.write(b"_")
-                continue
-            try:
-                w.feed(contents)
-            except UnhashableInputError as exc:
-                exc._push("attr", f"<closure {name}>")
-                raise
-    finally:
-        w.active.discard(key)
+    w.leave(fn)
 
 
-def _h_builtin(w: _Writer, fn: Any) -> None:
+def _h_builtin(w: _Writer, fn: Any) -> _Parts:
     w.write(b"B")
     owner = getattr(fn, "__objclass__", None)
     if isinstance(owner, type):
         _write_class(w, owner)
     else:
-        w.feed(getattr(fn, "__module__", None))
+        yield getattr(fn, "__module__", None)
     _write_str(w, str(getattr(fn, "__qualname__", getattr(fn, "__name__", "?"))))
     bound = getattr(fn, "__self__", None)
     if bound is None or isinstance(bound, types.ModuleType):
         w.write(b"-")
-    else:
-        try:
-            w.feed(bound)
-        except UnhashableInputError as exc:
-            exc._push("attr", "__self__")
-            raise
-
-
-def _h_method(w: _Writer, method: types.MethodType) -> None:
-    w.write(b"W")
-    w.feed(method.__func__)
+        return
     try:
-        w.feed(method.__self__)
+        yield bound
     except UnhashableInputError as exc:
         exc._push("attr", "__self__")
         raise
 
 
-def _h_partial(w: _Writer, value: functools.partial[Any]) -> None:
-    key = w.enter(value)
+def _h_method(w: _Writer, method: types.MethodType) -> _Parts:
+    w.write(b"W")
+    yield method.__func__
     try:
-        w.write(b"p")
-        for name, part in (
-            ("func", value.func),
-            ("args", value.args),
-            ("keywords", value.keywords),
-        ):
-            try:
-                w.feed(part)
-            except UnhashableInputError as exc:
-                exc._push("attr", name)
-                raise
-    finally:
-        w.active.discard(key)
+        yield method.__self__
+    except UnhashableInputError as exc:
+        exc._push("attr", "__self__")
+        raise
+
+
+def _h_partial(w: _Writer, value: functools.partial[Any]) -> _Parts:
+    if not w.enter(value):
+        return
+    w.write(b"p")
+    for name, part in (("func", value.func), ("args", value.args), ("keywords", value.keywords)):
+        try:
+            yield part
+        except UnhashableInputError as exc:
+            exc._push("attr", name)
+            raise
+    w.leave(value)
 
 
 # --------------------------------------------------------------------------- other objects
 
 
-def _h_dataclass(w: _Writer, value: Any) -> None:
-    key = w.enter(value)
-    try:
-        w.write(b"R")
-        _write_class(w, type(value))
-        fields = dataclasses.fields(value)
-        w.write(_pack_q(len(fields)))
-        for field in fields:
-            _write_str(w, field.name)
+def _h_dataclass(w: _Writer, value: Any) -> _Parts | None:
+    if not w.enter(value):
+        return None
+    w.write(b"R")
+    _write_class(w, type(value))
+    fields = dataclasses.fields(value)
+    w.write(_pack_q(len(fields)))
+    return _write_fields(w, value, fields, 0)
+
+
+def _write_fields(
+    w: _Writer, value: Any, fields: tuple[dataclasses.Field[Any], ...], start: int
+) -> _Parts | None:
+    get = _ATOMS.get
+    for position in range(start, len(fields)):
+        name = fields[position].name
+        _write_str(w, name)
+        try:
+            item = getattr(value, name)
+        except AttributeError:
+            w.write(b"_")
+            continue
+        w.write(b"=")
+        handler = get(type(item))
+        if handler is not None:
+            handler(w, item)
+        elif w.room:
+            w.room -= 1
             try:
-                item = getattr(value, field.name)
-            except AttributeError:
-                w.write(b"_")
-                continue
-            w.write(b"=")
-            try:
-                w.feed(item)
+                rest = (_exact(type(item)) or _resolve(item))(w, item)
+                if rest is not None:
+                    _drive(w, rest)
             except UnhashableInputError as exc:
-                exc._push("attr", field.name)
+                exc._push("attr", name)
                 raise
-    finally:
-        w.active.discard(key)
+            w.room += 1
+        else:
+            return _fields_rest(w, value, fields, position, item)
+    w.leave(value)
+    return None
 
 
-def _h_namedtuple(w: _Writer, value: Any) -> None:
+def _fields_rest(
+    w: _Writer, value: Any, fields: tuple[dataclasses.Field[Any], ...], position: int, item: Any
+) -> _Parts:
+    try:
+        yield item
+    except UnhashableInputError as exc:
+        exc._push("attr", fields[position].name)
+        raise
+    rest = _write_fields(w, value, fields, position + 1)
+    if rest is not None:
+        yield _Sub(rest)
+
+
+def _h_namedtuple(w: _Writer, value: Any) -> _Parts:
     w.write(b"u")
     _write_class(w, type(value))
     names = type(value)._fields
     w.write(_pack_q(len(value)))
+    get = _ATOMS.get
     for name, item in zip(names, value, strict=True):
         _write_str(w, name)
+        handler = get(type(item))
+        if handler is not None:
+            handler(w, item)
+            continue
         try:
-            w.feed(item)
+            yield item
         except UnhashableInputError as exc:
             exc._push("attr", name)
             raise
 
 
-def _h_pydantic(w: _Writer, value: Any) -> None:
-    key = w.enter(value)
+def _h_pydantic(w: _Writer, value: Any) -> _Parts:
+    if not w.enter(value):
+        return
+    w.write(b"j")
+    _write_class(w, type(value))
     try:
-        w.write(b"j")
-        _write_class(w, type(value))
-        try:
-            dumped = value.model_dump(mode="python")
-        except Exception as exc:
-            raise _unhashable(value, f"model_dump() failed: {exc!r}") from exc
-        if type(dumped) is dict:
-            _write_mapping(w, dumped, attrs=True)
-        else:
-            w.feed(dumped)  # a RootModel dumps its root value
-    finally:
-        w.active.discard(key)
+        dumped = value.model_dump(mode="python")
+    except Exception as exc:
+        raise _unhashable(value, f"model_dump() failed: {exc!r}") from exc
+    if type(dumped) is dict:
+        rest = _write_mapping(w, dumped, attrs=True)
+        if rest is not None:
+            yield _Sub(rest)
+    else:
+        yield dumped  # a RootModel dumps its root value
+    w.leave(value)
 
 
-def _h_exception(w: _Writer, value: BaseException) -> None:
-    key = w.enter(value)
+def _h_exception(w: _Writer, value: BaseException) -> _Parts:
+    if not w.enter(value):
+        return
+    w.write(b"x")
+    _write_class(w, type(value))
     try:
-        w.write(b"x")
-        _write_class(w, type(value))
-        try:
-            w.feed(value.args)
-        except UnhashableInputError as exc:
-            exc._push("attr", "args")
-            raise
-        _write_mapping(w, getattr(value, "__dict__", {}), attrs=True)
-    finally:
-        w.active.discard(key)
+        yield value.args
+    except UnhashableInputError as exc:
+        exc._push("attr", "args")
+        raise
+    rest = _write_mapping(w, getattr(value, "__dict__", {}), attrs=True)
+    if rest is not None:
+        yield _Sub(rest)
+    w.leave(value)
 
 
-def _h_builtin_subclass(w: _Writer, value: Any) -> None:
+def _h_builtin_subclass(w: _Writer, value: Any) -> _Parts:
     cls = type(value)
     base_handler = next(
         handler for handler in map(_EXACT.get, cls.__mro__[1:]) if handler is not None
     )
     w.write(b"X")
     _write_class(w, cls)
-    base_handler(w, value)
+    rest = base_handler(w, value)
+    if rest is not None:
+        yield _Sub(rest)
     extra = getattr(value, "__dict__", None)
     if extra:
         w.write(b"+")
-        _write_mapping(w, extra, attrs=True)
+        rest = _write_mapping(w, extra, attrs=True)
+        if rest is not None:
+            yield _Sub(rest)
     else:
         w.write(b"-")
     if isinstance(value, collections.defaultdict):
         try:
-            w.feed(value.default_factory)
+            yield value.default_factory
         except UnhashableInputError as exc:
             exc._push("attr", "default_factory")
             raise
@@ -760,44 +1028,46 @@ def _has_c_state(cls: type) -> bool:
     return cls.__basicsize__ > expected
 
 
-def _h_object(w: _Writer, value: Any) -> None:
+def _h_object(w: _Writer, value: Any) -> _Parts:
     cls = type(value)
-    key = w.enter(value)
-    try:
-        w.write(b"O")
-        _write_class(w, cls)
-        getstate = getattr(cls, "__getstate__", None)
-        if getstate is not None and getstate is not _OBJECT_GETSTATE:
-            try:
-                state = value.__getstate__()
-            except Exception as exc:
-                raise _unhashable(value, f"its __getstate__() failed: {exc!r}") from exc
-            w.write(b"g")
-            try:
-                w.feed(state)
-            except UnhashableInputError as exc:
-                exc._push("attr", "__getstate__()")
-                raise
-            return
-        w.write(b"d")
-        _write_mapping(w, getattr(value, "__dict__", {}), attrs=True)
-        slots = sorted(set(_declared_slots(cls)))
-        w.write(_pack_q(len(slots)))
-        for name in slots:
-            _write_str(w, name)
-            try:
-                item = getattr(value, name)
-            except AttributeError:
-                w.write(b"_")
-                continue
-            w.write(b"=")
-            try:
-                w.feed(item)
-            except UnhashableInputError as exc:
-                exc._push("attr", name)
-                raise
-    finally:
-        w.active.discard(key)
+    if not w.enter(value):
+        return
+    w.write(b"O")
+    _write_class(w, cls)
+    getstate = getattr(cls, "__getstate__", None)
+    if getstate is not None and getstate is not _OBJECT_GETSTATE:
+        try:
+            state = value.__getstate__()
+        except Exception as exc:
+            raise _unhashable(value, f"its __getstate__() failed: {exc!r}") from exc
+        w.write(b"g")
+        try:
+            yield state
+        except UnhashableInputError as exc:
+            exc._push("attr", "__getstate__()")
+            raise
+        w.leave(value)
+        return
+    w.write(b"d")
+    rest = _write_mapping(w, getattr(value, "__dict__", {}), attrs=True)
+    if rest is not None:
+        yield _Sub(rest)
+    slots = sorted(set(_declared_slots(cls)))
+    w.write(_pack_q(len(slots)))
+    for name in slots:
+        _write_str(w, name)
+        try:
+            item = getattr(value, name)
+        except AttributeError:
+            w.write(b"_")
+            continue
+        w.write(b"=")
+        try:
+            yield item
+        except UnhashableInputError as exc:
+            exc._push("attr", name)
+            raise
+    w.leave(value)
 
 
 def _h_pickled(w: _Writer, value: object) -> None:
@@ -848,7 +1118,7 @@ def _cloudpickle_dumps(value: object) -> bytes:
 # --------------------------------------------------------------------------- optional libs
 
 
-def _h_ndarray(w: _Writer, value: Any) -> None:
+def _h_ndarray(w: _Writer, value: Any) -> _Parts:
     np = sys.modules["numpy"]
     w.write(b"A")
     cls = type(value)
@@ -857,35 +1127,37 @@ def _h_ndarray(w: _Writer, value: Any) -> None:
     else:
         _write_class(w, cls)
     dtype = value.dtype
-    w.feed(dtype.descr)
-    w.feed(value.shape)
+    yield dtype.descr
+    yield value.shape
     masked = sys.modules.get("numpy.ma")
     if masked is not None and isinstance(value, masked.MaskedArray):
         w.write(b"m")
-        _h_ndarray(w, masked.getmaskarray(value))
+        yield _Sub(_h_ndarray(w, masked.getmaskarray(value)))
         value = value.data
     if dtype.hasobject or dtype.names is not None:
         # Object cells are Python values; structured records may carry padding bytes that
         # hold garbage. Both are hashed element by element instead of as raw memory.
         w.write(b"o")
-        _write_items(w, np.asarray(value).ravel().tolist())
+        rest = _write_items(w, np.asarray(value).ravel().tolist())
+        if rest is not None:
+            yield _Sub(rest)
         return
     raw = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
     w.write(b"r" + _pack_q(raw.nbytes))
     w.write(raw)
 
 
-def _h_numpy_scalar(w: _Writer, value: Any) -> None:
+def _h_numpy_scalar(w: _Writer, value: Any) -> _Parts:
     w.write(b"G")
     _write_str(w, type(value).__name__)
-    w.feed(value.dtype.descr)
+    yield value.dtype.descr
     if value.dtype.names is not None:
-        w.feed(value.tolist())
+        yield value.tolist()
     else:
         _write_blob(w, b"b", value.tobytes())
 
 
-def _pandas_content(w: _Writer, value: Any, columns: Iterable[Any]) -> None:
+def _pandas_content(w: _Writer, value: Any, columns: Iterable[Any]) -> _Parts:
     pd = sys.modules["pandas"]
     try:
         hashed = pd.util.hash_pandas_object(value, index=False)
@@ -894,7 +1166,7 @@ def _pandas_content(w: _Writer, value: Any, columns: Iterable[Any]) -> None:
         w.write(b"p")
         for position, column in enumerate(columns):
             try:
-                w.feed(column.tolist())
+                yield column.tolist()
             except UnhashableInputError as exc:
                 exc._push("index", str(position))
                 raise
@@ -905,38 +1177,40 @@ def _pandas_content(w: _Writer, value: Any, columns: Iterable[Any]) -> None:
     w.write(raw)
 
 
-def _h_pandas(w: _Writer, value: Any) -> None:
+def _h_pandas(w: _Writer, value: Any) -> _Parts:
     pd = sys.modules["pandas"]
     w.write(b"H")
     _write_class(w, type(value))
     if isinstance(value, pd.DataFrame):
         for name in ("columns", "index"):
             try:
-                w.feed(getattr(value, name))
+                yield getattr(value, name)
             except UnhashableInputError as exc:
                 exc._push("attr", name)
                 raise
-        w.feed([str(dtype) for dtype in value.dtypes])
+        yield [str(dtype) for dtype in value.dtypes]
         columns = (value.iloc[:, position] for position in range(value.shape[1]))
-        _pandas_content(w, value, columns)
+        yield from _pandas_content(w, value, columns)
     elif isinstance(value, pd.Series):
         for name in ("name", "index"):
             try:
-                w.feed(getattr(value, name))
+                yield getattr(value, name)
             except UnhashableInputError as exc:
                 exc._push("attr", name)
                 raise
         _write_str(w, str(value.dtype))
-        _pandas_content(w, value, [value])
+        yield from _pandas_content(w, value, [value])
     else:
-        w.feed(list(value.names))
+        yield list(value.names)
         _write_str(w, str(value.dtype))
-        _pandas_content(w, value, [value])
+        yield from _pandas_content(w, value, [value])
 
 
 # --------------------------------------------------------------------------- dispatch
 
-_EXACT: dict[type, _Handler] = {
+# Handlers that write their value at once and never nest: containers write these without
+# handing them to the walk.
+_ATOMS: dict[type, Callable[[_Writer, Any], None]] = {
     type(None): _h_none,
     bool: _h_bool,
     int: _h_int,
@@ -946,23 +1220,27 @@ _EXACT: dict[type, _Handler] = {
     bytes: _h_bytes,
     bytearray: _h_bytearray,
     memoryview: _h_memoryview,
-    list: _h_list,
-    tuple: _h_tuple,
-    dict: _h_dict,
-    set: _h_set,
-    frozenset: _h_frozenset,
     range: _h_range,
-    slice: _h_slice,
     type(...): _h_ellipsis,
     type(NotImplemented): _h_notimplemented,
-    collections.deque: _h_deque,
-    types.SimpleNamespace: _h_namespace,
     dt.datetime: _h_datetime,
     dt.date: _h_date,
     dt.time: _h_time,
     dt.timedelta: _h_timedelta,
     dt.timezone: _h_timezone,
     type: _h_class,
+}
+
+_EXACT: dict[type, _Handler] = {
+    **_ATOMS,
+    list: _h_list,
+    tuple: _h_tuple,
+    dict: _h_dict,
+    set: _h_set,
+    frozenset: _h_frozenset,
+    slice: _h_slice,
+    collections.deque: _h_deque,
+    types.SimpleNamespace: _h_namespace,
     types.FunctionType: _h_function,
     types.CodeType: _h_code,
     types.MethodType: _h_method,
@@ -972,11 +1250,15 @@ _EXACT: dict[type, _Handler] = {
     types.MethodDescriptorType: _h_builtin,
     types.ClassMethodDescriptorType: _h_builtin,
     functools.partial: _h_partial,
+    _Sub: _h_sub,
 }
 
+_exact: Final = _EXACT.get  # bound once: the loops of containers call it per nested value
+
 # Standard-library value types whose modules this module does not import: a value of such a
-# type can only exist once its module is loaded, so they join _EXACT when first seen there.
-_PENDING: dict[str, tuple[tuple[str, _Handler], ...]] = {
+# type can only exist once its module is loaded, so they join _EXACT (and _ATOMS: all of
+# them are atoms) when first seen there.
+_PENDING: dict[str, tuple[tuple[str, Callable[[_Writer, Any], None]], ...]] = {
     "decimal": (("Decimal", _h_decimal),),
     "fractions": (("Fraction", _h_fraction),),
     "uuid": (("UUID", _h_uuid),),
@@ -993,8 +1275,9 @@ def _register_pending() -> None:
         module = sys.modules[module_name]
         for attr, handler in _PENDING.pop(module_name, ()):
             cls = getattr(module, attr, None)
-            if isinstance(cls, type):
-                _EXACT.setdefault(cls, handler)
+            if isinstance(cls, type) and cls not in _EXACT:
+                _EXACT[cls] = handler
+                _ATOMS[cls] = handler
 
 
 _UNSTABLE_BY_NAME: Final[tuple[tuple[str, tuple[str, ...], str], ...]] = (
@@ -1109,14 +1392,22 @@ _SEED: Final = hashlib.sha256(b"flowbook.stable_hash/1\x00")
 def stable_hash(value: object) -> str:
     """Hex sha256 of ``value``'s content, equal across processes and Python runs.
 
+    Values of any depth are walked without recursion, and a value that contains itself is
+    hashed by its structure (a back-reference says how many levels up the path it points).
     Raises ``UnhashableInputError`` for values without stable content (generators, files,
-    locks, modules, reference cycles, ...); the message says where inside ``value`` the
-    culprit sits.
+    locks, modules, ...); the message says where inside ``value`` the culprit sits.
     """
     digest = _SEED.copy()
+    w = _Writer(digest.update)
     try:
-        _Writer(digest.update, set()).feed(value)
+        rest = (_EXACT.get(type(value)) or _resolve(value))(w, value)
+        if rest is not None:
+            _drive(w, rest)
+    except UnhashableInputError as exc:
+        exc._finish()
+        raise
     except RecursionError:
+        # Only code outside this module recurses (a __getstate__, pickle, model_dump).
         raise _unhashable(
             value, "it is nested more deeply than the interpreter's recursion limit allows"
         ) from None

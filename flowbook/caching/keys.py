@@ -1,13 +1,16 @@
 """Cache keys: task identity, and ``task_input_hash``.
 
-``task_input_hash`` keys on the task's identity (see ``identity.py``), the task's normalised
-source (editing the body invalidates; comments and blank lines do not) and the content hash
-of every argument.
+``task_input_hash`` keys on the task's identity (see ``identity.py``), the code it runs (see
+``dependencies.py``: the task's normalised source, so that editing the body invalidates and
+comments and blank lines do not; the values of its closure; the source of the user's
+helpers it calls) and the content hash of every argument. A task without closure values or
+helpers gets the key it got before helpers were part of it.
 
-It also leaves what the key is made of on the context, as ``KeyParts`` (the source's hash and
-one hash per argument): the hashes it computes for the key anyway, kept rather than computed
-again. The engine hands them to the cache when a look-up misses, so the entry written next
-records them and a later miss can be explained part by part ("input 'x' changed").
+It also leaves what the key is made of on the context, as ``KeyParts`` (the hashes of the
+source, of each closure value, helper and argument): the hashes it computes for the key
+anyway, kept rather than computed again. The engine hands them to the cache when a look-up
+misses, so the entry written next records them and a later miss can be explained part by
+part ("input 'x' changed", "the source of helper 'normalise' changed").
 """
 
 from __future__ import annotations
@@ -18,8 +21,8 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
+from flowbook.caching.dependencies import CodeIdentity, code_identity
 from flowbook.caching.hashing import UnhashableInputError, stable_hash
-from flowbook.caching.source import source_hash
 
 if TYPE_CHECKING:
     from flowbook.engine.runs import FlowRun, TaskRun
@@ -35,6 +38,9 @@ class CacheKeyWarning(UserWarning):
 _quote = json.encoder.encode_basestring_ascii
 
 
+_Hashes = tuple[tuple[str, str], ...]
+
+
 class KeyParts(NamedTuple):
     """What a ``task_input_hash`` key is made of, besides the task's identity."""
 
@@ -42,13 +48,22 @@ class KeyParts(NamedTuple):
     """The key these parts make (a custom ``cache_key_fn`` may return another one)."""
     source: str
     """Hash of the task's normalised source."""
-    inputs: tuple[tuple[str, str], ...]
+    inputs: _Hashes
     """``(argument name, content hash)`` pairs, by name."""
+    helpers: _Hashes | None = None
+    """``(helper name, hash of its source)`` pairs, by name; None when not recorded (entries
+    written before helpers were part of keys)."""
+    closure: _Hashes | None = None
+    """``(closure variable, content hash)`` pairs; None when not recorded."""
 
     def to_json(self) -> str:
         # built by hand with json's own string encoder: written once per new cache entry
-        inputs = ", ".join(f"{_quote(name)}: {_quote(value)}" for name, value in self.inputs)
-        return f'{{"source": {_quote(self.source)}, "inputs": {{{inputs}}}}}'
+        text = f'{{"source": {_quote(self.source)}, "inputs": {_object(self.inputs)}'
+        if self.helpers is not None:
+            text += f', "helpers": {_object(self.helpers)}'
+        if self.closure is not None:
+            text += f', "closure": {_object(self.closure)}'
+        return text + "}"
 
     @classmethod
     def from_json(cls, key: str, text: str | None) -> KeyParts | None:
@@ -62,7 +77,20 @@ class KeyParts(NamedTuple):
             return None
         if not isinstance(source, str) or not isinstance(inputs, dict):
             return None
-        return cls(key, source, tuple(sorted((str(k), str(v)) for k, v in inputs.items())))
+        return cls(
+            key, source, _pairs(inputs), _pairs(data.get("helpers")), _pairs(data.get("closure"))
+        )
+
+
+def _object(pairs: _Hashes) -> str:
+    inner = ", ".join(f"{_quote(name)}: {_quote(value)}" for name, value in pairs)
+    return f"{{{inner}}}"
+
+
+def _pairs(data: object) -> Any:
+    if not isinstance(data, dict):
+        return None
+    return tuple(sorted((str(k), str(v)) for k, v in data.items()))
 
 
 @dataclass(frozen=True)
@@ -72,10 +100,10 @@ class CacheKeyContext:
     task: Task[..., Any]
     task_run: TaskRun
     flow_run: FlowRun | None
-    # Left on the instance by task_input_hash: (key, source hash, [(name, hash), ...]). Not a
+    # Left on the instance by task_input_hash: (key, code, [(name, hash), ...]). Not a
     # field: it is set after creation, on every cached call, so it stays as cheap as a plain
     # tuple; KeyParts is built from it only when a look-up misses.
-    _made: ClassVar[tuple[str, str, list[tuple[str, str]]] | None] = None
+    _made: ClassVar[tuple[str, CodeIdentity, list[tuple[str, str]]] | None] = None
 
     @property
     def parameters(self) -> dict[str, Any]:
@@ -85,7 +113,10 @@ class CacheKeyContext:
     def key_parts(self) -> KeyParts | None:
         """What the key ``task_input_hash`` made with this context is made of, if it did."""
         made = self._made
-        return None if made is None else KeyParts(made[0], made[1], tuple(made[2]))
+        if made is None:
+            return None
+        key, code, inputs = made
+        return KeyParts(key, code.source, tuple(inputs), code.helpers, code.closure)
 
     def parts_for(self, key: str) -> KeyParts | None:
         """The parts of ``key`` if ``task_input_hash`` made it (also inside a custom key
@@ -95,17 +126,27 @@ class CacheKeyContext:
 
 
 def task_input_hash(context: CacheKeyContext, arguments: dict[str, Any]) -> str | None:
-    """Cache key from the task's identity, its source and the content of its arguments.
+    """Cache key from the task's identity, the code it runs and the content of its arguments.
 
-    Returns None (the call runs uncached) with a ``CacheKeyWarning`` naming the argument when
-    an argument cannot be hashed by content.
+    Returns None (the call runs uncached) with a ``CacheKeyWarning`` naming the argument (or
+    the closure variable) when it cannot be hashed by content.
     """
     task = context.task
+    code = code_identity(task.fn)
+    if code.problem is not None:
+        warnings.warn(
+            f"task {task.name!r}: {code.problem}; its calls run without the cache. Give the "
+            "task a cache_key_fn that keys on something stable, or make the value plain data",
+            CacheKeyWarning,
+            stacklevel=2,
+        )
+        return None
     digest = hashlib.sha256()
     digest.update(task.task_key.encode())
     digest.update(b"\0")
-    source = source_hash(task.fn)
-    digest.update(source.encode())
+    digest.update(code.source.encode())
+    if code.digest is not None:
+        digest.update(b"\0code=" + code.digest.encode())
     inputs: list[tuple[str, str]] = []
     for name in sorted(arguments):
         try:
@@ -123,5 +164,5 @@ def task_input_hash(context: CacheKeyContext, arguments: dict[str, Any]) -> str 
         digest.update(b"\0" + name.encode() + b"=" + value_hash.encode())
     key = digest.hexdigest()
     if isinstance(context, CacheKeyContext):
-        object.__setattr__(context, "_made", (key, source, inputs))  # frozen for key functions
+        object.__setattr__(context, "_made", (key, code, inputs))  # frozen for key functions
     return key

@@ -12,7 +12,9 @@ the task store anything before; how many calls hit since). ``explain`` turns tha
 3. An earlier call stored an entry under the very same key, and it is gone: cleared,
    invalidated, or removed as unreadable.
 4. Compared with the closest entry stored before the miss (the one whose parts differ least;
-   the newest among equals): the task's source changed, and/or the named inputs changed.
+   the newest among equals): the task's source changed, the source of named helpers (the
+   user's functions the task calls) changed, named closure values changed, and/or the named
+   inputs changed.
 5. Nothing to compare with: no entry was ever stored for the task, or they were all removed.
 
 Only keys made by ``task_input_hash`` have parts; for other keys (a custom ``cache_key_fn``)
@@ -90,6 +92,13 @@ class MissExplanation:
     changed_inputs: list[str] = field(default_factory=list)
     added_inputs: list[str] = field(default_factory=list)
     removed_inputs: list[str] = field(default_factory=list)
+    changed_helpers: list[str] = field(default_factory=list)
+    """Helpers (the user's functions the task calls) whose source changed."""
+    added_helpers: list[str] = field(default_factory=list)
+    """Helpers the task calls now and did not call then."""
+    removed_helpers: list[str] = field(default_factory=list)
+    changed_closure: list[str] = field(default_factory=list)
+    """Closure variables of the task whose value changed."""
     expired_at: str | None = None
     compared_key: str | None = None
     compared_created: str | None = None
@@ -173,10 +182,10 @@ def explain(miss: MissRecord, entries: list[StoredEntry], history: MissHistory) 
             "flowbook recorded what keys are made of, so the part that changed is not known"
         )
         return out
-    entry, (source_changed, changed, added, removed) = closest
+    entry, diff = closest
     out.compared_key = entry.key
     out.compared_created = iso(entry.created)
-    if not (source_changed or changed or added or removed):
+    if not diff.any():
         out.reason = (
             "no entry exists under this key, but the entry stored at "
             f"{when(entry.created)} has the same source and inputs: its key was made "
@@ -184,21 +193,50 @@ def explain(miss: MissRecord, entries: list[StoredEntry], history: MissHistory) 
         )
         return out
     out.cause = "changed"
-    out.source_changed = source_changed
-    out.changed_inputs, out.added_inputs, out.removed_inputs = changed, added, removed
-    out.reason = _changed_reason(miss, entry, source_changed, changed, added, removed)
+    out.source_changed = diff.source
+    out.changed_inputs, out.added_inputs, out.removed_inputs = diff.inputs
+    out.changed_helpers, out.added_helpers, out.removed_helpers = diff.helpers
+    out.changed_closure = diff.closure[0] + diff.closure[1] + diff.closure[2]
+    out.reason = _changed_reason(miss, entry, diff)
     return out
 
 
-_Diff = tuple[bool, list[str], list[str], list[str]]
+_Changes = tuple[list[str], list[str], list[str]]  # changed, added, removed
+_Hashes = tuple[tuple[str, str], ...]
 
 
-def _diff(new: KeyParts, old: KeyParts) -> _Diff:
-    now, before = dict(new.inputs), dict(old.inputs)
+@dataclass(frozen=True)
+class _Diff:
+    source: bool
+    inputs: _Changes
+    helpers: _Changes
+    closure: _Changes
+
+    def any(self) -> bool:
+        return self.source or any(any(part) for part in (self.inputs, self.helpers, self.closure))
+
+    def size(self) -> int:
+        parts = (*self.inputs, *self.helpers, *self.closure)
+        return int(self.source) + sum(len(names) for names in parts)
+
+
+def _compare(new: _Hashes | None, old: _Hashes | None) -> _Changes:
+    if new is None or old is None:
+        return [], [], []  # not recorded on one side (an entry older than this record)
+    now, before = dict(new), dict(old)
     changed = [name for name in now if name in before and now[name] != before[name]]
     added = [name for name in now if name not in before]
     removed = [name for name in before if name not in now]
-    return new.source != old.source, changed, added, removed
+    return changed, added, removed
+
+
+def _diff(new: KeyParts, old: KeyParts) -> _Diff:
+    return _Diff(
+        new.source != old.source,
+        _compare(new.inputs, old.inputs),
+        _compare(new.helpers, old.helpers),
+        _compare(new.closure, old.closure),
+    )
 
 
 def _closest(parts: KeyParts, entries: list[StoredEntry]) -> tuple[StoredEntry, _Diff] | None:
@@ -207,7 +245,7 @@ def _closest(parts: KeyParts, entries: list[StoredEntry]) -> tuple[StoredEntry, 
         if entry.key_parts is None:
             continue
         diff = _diff(parts, entry.key_parts)
-        distance = int(diff[0]) + len(diff[1]) + len(diff[2]) + len(diff[3])
+        distance = diff.size()
         if best is None or (distance, -entry.created) < (best[0], -best[1]):
             best = (distance, entry.created, entry, diff)
     return None if best is None else (best[2], best[3])
@@ -220,19 +258,13 @@ def _names(names: list[str]) -> str:
     return ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
-def _changed_reason(
-    miss: MissRecord,
-    entry: StoredEntry,
-    source_changed: bool,
-    changed: list[str],
-    added: list[str],
-    removed: list[str],
-) -> str:
+def _changed_reason(miss: MissRecord, entry: StoredEntry, diff: _Diff) -> str:
+    changed, added, removed = diff.inputs
     what: list[str] = []
-    if source_changed and changed:
+    if diff.source and changed:
         noun = "input" if len(changed) == 1 else "inputs"
         what.append(f"the task's source and {noun} {_names(changed)} changed")
-    elif source_changed:
+    elif diff.source:
         what.append("the task's source changed")
     elif changed:
         noun = "input" if len(changed) == 1 else "inputs"
@@ -243,6 +275,7 @@ def _changed_reason(
     if removed:
         are = "input {} is" if len(removed) == 1 else "inputs {} are"
         what.append(f"{are.format(_names(removed))} gone")
+    what.extend(_code_changes(diff))
     now, before = _previews(miss.input_preview), _previews(entry.input_preview)
     values = [
         f"{name} was {before[name]}, now {now[name]}"
@@ -251,6 +284,26 @@ def _changed_reason(
     ]
     context = "; ".join([*values, f"compared with the entry stored at {when(entry.created)}"])
     return f"{'; '.join(what)} ({context})"
+
+
+def _code_changes(diff: _Diff) -> list[str]:
+    """The sentences for the helpers and closure values that changed."""
+    changed, added, removed = diff.helpers
+    what: list[str] = []
+    if changed:
+        noun = "helper" if len(changed) == 1 else "helpers"
+        what.append(f"the source of {noun} {_names(changed)} changed")
+    if added:
+        noun = "helper" if len(added) == 1 else "helpers"
+        what.append(f"the task now calls {noun} {_names(added)}")
+    if removed:
+        noun = "helper" if len(removed) == 1 else "helpers"
+        what.append(f"the task no longer calls {noun} {_names(removed)}")
+    closure = diff.closure[0] + diff.closure[1] + diff.closure[2]
+    if closure:
+        noun = "value" if len(closure) == 1 else "values"
+        what.append(f"the closure {noun} {_names(closure)} of the task changed")
+    return what
 
 
 def _previews(text: str | None) -> dict[str, str]:

@@ -11,6 +11,9 @@ the code object instead: bytecode, constants (nested code objects recursively), 
 variable names, but never file names or line numbers, so it is as stable as the source.
 
 ``source_hash`` memoises per function object and notices when ``__code__`` is replaced.
+``code_source_hash`` is the same for one code object: the source of the function itself,
+never of what a decorator wrapped in it (``inspect.getsource`` of a function follows
+``__wrapped__``), which is what a helper's key needs.
 """
 
 from __future__ import annotations
@@ -19,24 +22,36 @@ import functools
 import hashlib
 import inspect
 import io
+import linecache
 import textwrap
 import tokenize
 import types
 import weakref
 from collections.abc import Callable
 
-__all__ = ["normalized_source", "source_hash"]
+__all__ = ["code_source_hash", "normalized_source", "source_hash"]
 
 
-def normalized_source(fn: Callable[..., object]) -> str:
+def normalized_source(fn: Callable[..., object] | types.CodeType) -> str:
     """``fn``'s source without comments, blank lines, trailing spaces, decorators or indent."""
     try:
-        source = inspect.getsource(fn)
+        source = _code_source(fn) if isinstance(fn, types.CodeType) else inspect.getsource(fn)
     except (OSError, TypeError, tokenize.TokenError, SyntaxError):
         # Since 3.12 getsource can also fail in tokenize, when the cached lines do not
         # match the code (a cell edited behind linecache's back, odd line separators).
         return _code_text_for(fn)
     return _normalize(source)
+
+
+def _code_source(code: types.CodeType) -> str:
+    # What inspect.getsource does for a code object, without its search of sys.modules for
+    # the module (a millisecond per function in a kernel that has imported a lot).
+    linecache.checkcache(code.co_filename)
+    lines = linecache.getlines(code.co_filename)
+    start = code.co_firstlineno - 1
+    if not lines or not 0 <= start < len(lines):
+        raise OSError(f"no source lines for {code.co_name} in {code.co_filename}")
+    return "".join(inspect.getblock(lines[start:]))
 
 
 def _normalize(source: str) -> str:
@@ -93,7 +108,7 @@ def _normalize(source: str) -> str:
 
 
 def _code_text_for(fn: object) -> str:
-    code = _find_code(fn)
+    code = fn if isinstance(fn, types.CodeType) else _find_code(fn)
     if code is None:
         module = getattr(fn, "__module__", None)
         qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
@@ -182,3 +197,24 @@ def source_hash(fn: Callable[..., object]) -> str:
 
 def _digest(fn: Callable[..., object]) -> str:
     return hashlib.sha256(normalized_source(fn).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# id(code) -> (weak reference, hash); the reference's callback drops the entry when the code
+# object goes. Not keyed by the code object itself: equal code objects may come from
+# different source text (code equality ignores the file).
+_CODE_MEMO: dict[int, tuple[weakref.ref[types.CodeType], str]] = {}
+
+
+def code_source_hash(code: types.CodeType) -> str:
+    """Hex sha256 of the normalised source of ``code`` itself, memoised per code object."""
+    memo = _CODE_MEMO.get(id(code))
+    if memo is not None:
+        return memo[1]
+    digest = hashlib.sha256(normalized_source(code).encode("utf-8", "surrogatepass")).hexdigest()
+    key = id(code)
+
+    def forget(_: object) -> None:
+        _CODE_MEMO.pop(key, None)
+
+    _CODE_MEMO[key] = (weakref.ref(code, forget), digest)
+    return digest

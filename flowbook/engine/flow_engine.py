@@ -23,8 +23,10 @@ call order within the attempt, and by the content hash of their arguments.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import threading
 import time
+import warnings
 from contextvars import Token
 from typing import TYPE_CHECKING, Any
 
@@ -32,16 +34,20 @@ from flowbook._origin import run_origin
 from flowbook._setup import ensure_configured
 from flowbook.engine import heap
 from flowbook.engine.env import acquire_env, release_env
-from flowbook.engine.events import (
-    FlowRunCreated,
-    FlowRunFinished,
-    StateChanged,
-    TaskRunCreated,
-    bus,
+from flowbook.engine.events import FlowRunCreated, FlowRunFinished, TaskRunCreated, bus
+from flowbook.engine.interrupts import (
+    AsyncBody,
+    Body,
+    call_body,
+    interrupt,
+    release_sigint,
+    sigint_guard,
 )
+from flowbook.engine.lifecycle import set_flow_run_state, set_task_run_state
 from flowbook.engine.runs import FlowRun, TaskRun, current_flow_run, current_task_run
-from flowbook.engine.task_engine import THREADS_LOCK, _resolve, collect_futures, root_cause
-from flowbook.engine.timeouts import await_with_timeout, call_with_timeout, raise_in_thread
+from flowbook.engine.task_engine import root_cause
+from flowbook.engine.timeouts import await_body, call_with_timeout
+from flowbook.engine.values import collect_futures, resolve_futures
 from flowbook.exceptions import (
     RunCancelledError,
     RunFailedError,
@@ -71,7 +77,34 @@ __all__ = ["FlowRunEngine"]
 _FAILED = (StateType.FAILED, StateType.CRASHED)
 
 
-_SET = object.__setattr__
+# Top-level flow runs of this process that have not ended, for the exit handler.
+_active: dict[int, FlowRunEngine] = {}
+_active_lock = threading.Lock()
+_EXITED = "The process exited while this flow run was running."
+
+
+def _end_active_runs() -> None:
+    """At interpreter exit: runs still going (background runs, a script's last run) end
+    ``Cancelled``, with their task runs, and so reach the store before it closes."""
+    with _active_lock:
+        engines = list(_active.values())
+    for engine in engines:
+        try:
+            engine.cancel(_EXITED)
+            engine.finish(Cancelled(_EXITED, RunCancelledError(_EXITED)))
+        except Exception:  # exiting: nothing is left to tell
+            pass
+
+
+def _hold_exit_handler() -> None:
+    """Register ``_end_active_runs`` as the newest exit handler, so that it runs before the
+    store's own (exit handlers run newest first), which writes what it records."""
+    atexit.unregister(_end_active_runs)
+    atexit.register(_end_active_runs)
+
+
+def _warn(message: str) -> None:
+    warnings.warn(f"flowbook: {message}", RuntimeWarning, stacklevel=3)
 
 
 class FlowRunEngine:
@@ -84,6 +117,7 @@ class FlowRunEngine:
         self.parent_record: TaskRun | None = None
         self.env_held = False
         self.heap_held = False  # flowbook.engine.heap.hold() for a top-level run
+        self.sigint_held = False  # flowbook.engine.interrupts.sigint_guard() for one
         # set by Flow.resume: the run resumed and the results of its completed task calls
         self.resumed_from: str | None = None
         self.reusable: dict[tuple[str, int, str], State] = {}
@@ -91,28 +125,20 @@ class FlowRunEngine:
         self.attempt_start = 0
         # why the run is being cancelled, when somebody asked (a background run's cancel())
         self.cancel_reason: str | None = None
-        # the thread running a sync body, while it runs
-        self.body_thread: int | None = None
+        # the flow body, while it runs (what a cancel interrupts)
+        self.body: Body | AsyncBody | None = None
+        # a state the run ends in before its body starts (its name could not be made)
+        self.early: State | None = None
         self.run: FlowRun
 
     # -- state ---------------------------------------------------------------------------------
-    def _set_state(self, state: State) -> None:
-        run = self.run
-        previous = run.state
-        if state.run_id is None:
-            _SET(state, "run_id", run.id)  # (states are immutable to their users)
-        run.state = state
-        if bus.wants(StateChanged):
-            bus.emit(StateChanged(run, state, previous))
+    def _set_state(self, state: State) -> bool:
+        return set_flow_run_state(self.run, state)
 
     def _set_record_state(self, state: State) -> None:
         record = self.parent_record
-        if record is None:
-            return
-        previous = record.state
-        record.state = state
-        if bus.wants(StateChanged):
-            bus.emit(StateChanged(record, state, previous))
+        if record is not None:
+            set_task_run_state(record, state)
 
     # -- phases --------------------------------------------------------------------------------
     def create(self) -> FlowRun:
@@ -125,8 +151,8 @@ class FlowRunEngine:
         collect_futures(self.kwargs.values(), upstream)
         args, kwargs = self.args, self.kwargs
         if upstream:
-            args = tuple(_resolve(a) for a in args)
-            kwargs = {k: _resolve(v) for k, v in kwargs.items()}
+            args = tuple(resolve_futures(a) for a in args)
+            kwargs = {k: resolve_futures(v) for k, v in kwargs.items()}
             self.args, self.kwargs = args, kwargs
         parameters = flow.bind_parameters(args, kwargs)
         record = None
@@ -146,6 +172,11 @@ class FlowRunEngine:
         token = current_flow_run.set(run)
         try:
             run.name = flow.run_name(run)
+        except Exception as exc:
+            from flowbook.names import generate_run_name
+
+            run.name = generate_run_name()
+            self.early = Failed(f"Flow run could not be named: {exc}", exc)
         finally:
             current_flow_run.reset(token)
         if record is not None and parent is not None:
@@ -157,6 +188,10 @@ class FlowRunEngine:
         if bus.wants(FlowRunCreated):
             bus.emit(FlowRunCreated(run))
         self._set_state(Pending())
+        if parent is None:
+            # a top-level run is in the store before its body starts: a kill at any moment
+            # leaves a row, which the next open marks Crashed
+            bus.sync()
         return run
 
     def begin_run(self) -> None:
@@ -174,51 +209,53 @@ class FlowRunEngine:
             enable_print_capture()
         self._set_record_state(Running())
 
-    def begin_attempt(self) -> None:
+    def begin_attempt(self) -> bool:
+        """Start an attempt of the body; False if the run is final already."""
         run = self.run
         run.run_count += 1
         run._counters.clear()
         self.attempt_start = len(run.task_runs)
-        if run.run_count > 1:
-            self._set_state(Retrying(f"Retry {run.run_count - 1}/{self.flow.retries}"))
-        self._set_state(Running())
+        if run.run_count > 1 and not self._set_state(
+            Retrying(f"Retry {run.run_count - 1}/{self.flow.retries}")
+        ):
+            return False
+        return self._set_state(Running())
+
+    def _register_body(self, body: Body | AsyncBody | None) -> None:
+        self.body = body
+        if body is not None and self.run.cancel_event.is_set():
+            raise RunInterrupted  # cancelled before the body started: it never starts
 
     def call_sync(self) -> Any:
         flow = self.flow
-        with THREADS_LOCK:
-            self.body_thread = threading.get_ident()
-        try:
-            if flow.timeout_seconds is None:
-                return flow.fn(*self.args, **self.kwargs)
-            run = self.run
-            return call_with_timeout(
-                flow.fn,
-                self.args,
-                self.kwargs,
-                flow.timeout_seconds,
-                f"Flow run {run.name!r}",
-                run.id,
-            )
-        finally:
-            with THREADS_LOCK:
-                self.body_thread = None
-
-    def interrupt_body(self) -> None:
-        """Stop a sync flow body running on another thread (``RunInterrupted`` in it)."""
-        with THREADS_LOCK:
-            ident = self.body_thread
-            if ident is not None and ident != threading.get_ident():
-                raise_in_thread(ident, RunInterrupted)
-
-    async def call_async(self) -> Any:
-        flow, run = self.flow, self.run
         if flow.timeout_seconds is None:
-            return await flow.fn(*self.args, **self.kwargs)
-        return await await_with_timeout(
-            flow.fn(*self.args, **self.kwargs),
+            return call_body(flow.fn, self.args, self.kwargs, self._register_body)
+        run = self.run
+        return call_with_timeout(
+            flow.fn,
+            self.args,
+            self.kwargs,
             flow.timeout_seconds,
             f"Flow run {run.name!r}",
             run.id,
+            self._register_body,
+        )
+
+    def interrupt_body(self) -> None:
+        """Stop the flow body (``RunInterrupted`` in it, once it runs its own code)."""
+        body = self.body
+        if isinstance(body, Body) and body.ident == threading.get_ident():
+            return  # the body's own thread: it is stopping by itself
+        interrupt(body, RunInterrupted)
+
+    async def call_async(self) -> Any:
+        flow, run = self.flow, self.run
+        return await await_body(
+            lambda: flow.fn(*self.args, **self.kwargs),
+            flow.timeout_seconds,
+            f"Flow run {run.name!r}",
+            run.id,
+            self._register_body,
         )
 
     def wait_for_task_runs(self) -> None:
@@ -310,7 +347,10 @@ class FlowRunEngine:
             return Cancelled(reason, error), None
         if isinstance(exc, RunTimeoutError) and exc.run_id == run.id:
             run.cancel_event.set()
-            self.cancel("The flow run timed out before this task run started.")
+            self.cancel(
+                "The flow run timed out before this task run started.",
+                running="The flow run timed out while this task run was running.",
+            )
             return TimedOut(
                 f"Flow run exceeded its timeout of {flow.timeout_seconds:g} second(s).", exc
             ), None
@@ -331,51 +371,58 @@ class FlowRunEngine:
             exc,
         ), delay
 
-    def cancel(self, reason: str) -> None:
+    def cancel(self, reason: str, running: str | None = None) -> None:
         """Cancel every task run of this flow run that has not finished.
 
-        Pending runs never start; running ones end ``Cancelled`` at once, and the worker
-        threads running them get ``RunInterrupted``, which stops their bodies at the next
-        Python instruction. Safe to call from any thread, more than once.
+        Pending runs never start; running ones end ``Cancelled`` at once (with the message
+        ``running`` when given), and their bodies get ``RunInterrupted`` (sync bodies at
+        their next instruction of their own code, async ones through their cancel scope).
+        Safe to call from any thread, more than once.
         """
         run = self.run
         run.cancel_event.set()
-        if run.task_runner is not None:
-            run.task_runner.shutdown(cancel_pending=True)
+        runner = run.task_runner
+        if runner is not None:
+            try:
+                runner.shutdown(cancel_pending=True)
+            except Exception as exc:  # the runs below still end; say why the runner did not
+                _warn(f"the task runner of flow run {run.name!r} failed to shut down: {exc!r}")
         me = threading.get_ident()
         for record in list(run.task_runs):
             previous = record.state
             if previous is None or previous.is_final() or record.subflow_run is not None:
                 continue
-            state = Cancelled(
-                reason, RunCancelledError(f"task run {record.name!r}: {reason}"), run_id=record.id
-            )
-            future = record.future
-            if future is None or future._set_final(state):
-                record.state = state
-                record.end_s = time.time()
-                if bus.wants(StateChanged):
-                    bus.emit(StateChanged(record, state, previous))
-                with THREADS_LOCK:
-                    ident = record.thread_id
-                    if ident is not None and ident != me:
-                        raise_in_thread(ident, RunInterrupted)
+            message = running if running is not None and previous.is_running() else reason
+            state = Cancelled(message, RunCancelledError(f"task run {record.name!r}: {message}"))
+            if set_task_run_state(record, state):
+                body = record.body
+                if not (isinstance(body, Body) and body.ident == me):
+                    interrupt(body, RunInterrupted)
 
     def finish(self, state: State) -> State:
+        """End the run in ``state`` unless it is final already; returns its final state."""
         run = self.run
         runner = run.task_runner
         if runner is not None:
-            runner.shutdown(cancel_pending=run.cancel_event.is_set())
+            try:
+                runner.shutdown(cancel_pending=run.cancel_event.is_set())
+            except Exception as exc:
+                _warn(f"the task runner of flow run {run.name!r} failed to shut down: {exc!r}")
         if self.env_held:
-            release_env(f"flow run {run.name!r} of flow {self.flow.name!r}", self.flow.env)
             self.env_held = False
-        run.end_s = time.time()
-        self._set_state(state)
+            release_env(f"flow run {run.name!r} of flow {self.flow.name!r}", self.flow.env)
+        if not self._set_state(state):
+            final = run.state
+            assert final is not None
+            return final  # ended already (at interpreter exit, by another thread)
         record = self.parent_record
         if record is not None:
             record.start_s, record.end_s = run.start_s, run.end_s
             record.run_count = run.run_count
             self._set_record_state(state)
+        else:
+            with _active_lock:
+                _active.pop(id(self), None)
         if bus.wants(FlowRunFinished):
             bus.emit(FlowRunFinished(run, state))
         if record is None:
@@ -391,9 +438,14 @@ class FlowRunEngine:
         """
         if not hasattr(self, "run"):
             self.create()
+        if self.parent_record is None:
+            with _active_lock:
+                _active[id(self)] = self
+            _hold_exit_handler()
         tokens = (current_flow_run.set(self.run), current_task_run.set(None))
         if self.parent_record is None:
             self.heap_held = heap.hold()
+            self.sigint_held = sigint_guard()
         try:
             self.begin_run()
         except Exception as exc:
@@ -408,12 +460,24 @@ class FlowRunEngine:
         if self.heap_held:
             self.heap_held = False
             heap.release()
+        if self.sigint_held:
+            self.sigint_held = False
+            release_sigint()
+
+    def _outside_body(self, exc: Exception) -> State:
+        """The run's lifecycle itself raised: end what it started, and fail the run."""
+        message = f"Flow run failed outside its body ({type(exc).__name__}: {exc})."
+        self.cancel(message)
+        return self.finish(Failed(message, exc))
 
     def run_sync(self) -> State:
         tokens = self._enter()
         try:
+            if self.early is not None:
+                return self.finish(self.early)
             while True:
-                self.begin_attempt()
+                if not self.begin_attempt():
+                    return self.finish(Cancelled("The flow run was cancelled."))
                 try:
                     state = self.handle_success(self.call_sync())
                 except BaseException as exc:
@@ -427,14 +491,19 @@ class FlowRunEngine:
                         self.finish(state)
                         raise
                 return self.finish(state)
+        except Exception as exc:
+            return self._outside_body(exc)
         finally:
             self._leave(tokens)
 
     async def run_async(self) -> State:
         tokens = self._enter()
         try:
+            if self.early is not None:
+                return self.finish(self.early)
             while True:
-                self.begin_attempt()
+                if not self.begin_attempt():
+                    return self.finish(Cancelled("The flow run was cancelled."))
                 try:
                     value = await self.call_async()
                     await self.await_task_runs()
@@ -453,6 +522,8 @@ class FlowRunEngine:
                         self.finish(state)
                         raise
                 return self.finish(state)
+        except Exception as exc:
+            return self._outside_body(exc)
         finally:
             self._leave(tokens)
 

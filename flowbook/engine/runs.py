@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flowbook.states import State
 
 if TYPE_CHECKING:
+    from flowbook.engine.interrupts import AsyncBody, Body
     from flowbook.flows import Flow
     from flowbook.futures import TaskRunFuture
     from flowbook.task_runners.base import TaskRunner
@@ -167,6 +168,7 @@ class TaskRun:
     __slots__ = (
         "_parameters",
         "args",
+        "body",
         "cache_key",
         "created_s",
         "dynamic_key",
@@ -185,7 +187,6 @@ class TaskRun:
         "subflow_run",
         "tags",
         "task",
-        "thread_id",
         "upstream_ids",
     )
 
@@ -215,8 +216,8 @@ class TaskRun:
         self.log_prints = False
         # (id of the .map() call, number of runs it made) for mapped runs
         self.map_group: tuple[str, int] | None = None
-        # the thread running the body, while it runs on a task runner's worker thread
-        self.thread_id: int | None = None
+        # the body while it runs (flowbook.engine.interrupts): what a cancel interrupts
+        self.body: Body | AsyncBody | None = None
         # True once the run's failure was raised into user code (so the flow need not re-raise)
         self.observed = False
         self.start_s: float | None = None

@@ -17,18 +17,27 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import random
-import threading
 import time
+import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from flowbook._setup import ensure_configured
-from flowbook.engine.events import StateChanged, TaskRunCreated, bus
+from flowbook.engine.events import TaskRunCreated, bus
+from flowbook.engine.interrupts import AsyncBody, Body, call_body
+from flowbook.engine.lifecycle import set_task_run_state
 from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run
-from flowbook.engine.timeouts import await_with_timeout, call_with_timeout
-from flowbook.exceptions import RunCancelledError, RunTimeoutError, UpstreamTaskError
-from flowbook.futures import FutureList, TaskRunFuture
+from flowbook.engine.timeouts import await_body, call_with_timeout
+from flowbook.engine.values import collect_futures, resolve_futures
+from flowbook.exceptions import (
+    RunCancelledError,
+    RunInterrupted,
+    RunTimeoutError,
+    UpstreamTaskError,
+)
+from flowbook.futures import TaskRunFuture
 from flowbook.states import (
     AwaitingRetry,
     Cached,
@@ -47,36 +56,9 @@ from flowbook.task_runners.base import SubmittedCall
 if TYPE_CHECKING:
     from flowbook.tasks import Task
 
-__all__ = ["THREADS_LOCK", "TaskRunEngine", "collect_futures"]
-
-# Guards ``TaskRun.thread_id`` between a worker thread and a flow run interrupting it.
-THREADS_LOCK = threading.Lock()
+__all__ = ["TaskRunEngine"]
 
 _COLLECTIONS = (list, tuple, set, frozenset, dict)
-
-
-def collect_futures(values: Iterable[Any], found: list[TaskRunFuture[Any]]) -> None:
-    """Append every future found in ``values`` (and in lists, tuples, sets, dicts in them)."""
-    for value in values:
-        if isinstance(value, TaskRunFuture):
-            found.append(value)
-        elif type(value) in _COLLECTIONS or type(value) is FutureList:
-            collect_futures(value.values() if isinstance(value, dict) else value, found)
-
-
-def _resolve(value: Any) -> Any:
-    if isinstance(value, TaskRunFuture):
-        return value.result()
-    kind = type(value)
-    if kind is list or kind is FutureList:
-        return [_resolve(v) for v in value]
-    if kind is tuple:
-        return tuple(_resolve(v) for v in value)
-    if kind is dict:
-        return {k: _resolve(v) for k, v in value.items()}
-    if kind is set or kind is frozenset:
-        return kind(_resolve(v) for v in value)
-    return value
 
 
 def root_cause(error: Any) -> BaseException | None:
@@ -86,14 +68,30 @@ def root_cause(error: Any) -> BaseException | None:
     return error if isinstance(error, BaseException) else None
 
 
-_SET = object.__setattr__
+_log = logging.getLogger("flowbook.task_runs")
 
 
 class TaskRunEngine(SubmittedCall):
-    """Runs one task run through its lifecycle."""
+    """Runs one task run through its lifecycle.
+
+    Every state change goes through ``set_task_run_state`` (``flowbook.engine.lifecycle``),
+    and every part around the user's code that can raise (the run name, input resolution, the
+    cache key function and the cache, the retry condition, the runner) is guarded: its error
+    ends the run ``Failed`` with a message that names the part, so a task run never stays
+    ``Pending`` or ``Running``.
+    """
 
     # _key_parts: set by check_cache on a cache miss only (read when run.cache_key is set)
-    __slots__ = ("_context", "_key_parts", "flow_run", "future", "task", "task_run", "upstream")
+    __slots__ = (
+        "_context",
+        "_early",
+        "_key_parts",
+        "flow_run",
+        "future",
+        "task",
+        "task_run",
+        "upstream",
+    )
 
     def __init__(
         self,
@@ -118,11 +116,14 @@ class TaskRunEngine(SubmittedCall):
             run.set_parameters(parameters)
         run.tags = task.tags
         run.map_group = map_group
-        run.log_prints = (
-            task.log_prints
-            if task.log_prints is not None
-            else (flow_run.log_prints if flow_run else False)
-        )
+        log_prints = task.log_prints
+        if log_prints is None:
+            log_prints = flow_run.log_prints if flow_run else False
+        elif log_prints:
+            from flowbook.logging import enable_print_capture
+
+            enable_print_capture()
+        run.log_prints = log_prints
         self.task_run = run
         upstream: list[TaskRunFuture[Any]] = []
         if args:
@@ -143,22 +144,18 @@ class TaskRunEngine(SubmittedCall):
         self.future: TaskRunFuture[Any] | None = TaskRunFuture(run) if with_future else None
         run.future = self.future
         self._context: contextvars.Context | None = None
-        run.name = task._run_name(run)
+        # a state the run ends in before anything else happens (its name could not be made)
+        self._early: State | None = None
+        try:
+            run.name = task._run_name(run)
+        except Exception as exc:
+            run.name = f"{task.name}-{dynamic_key}"
+            self._early = Failed(f"Task run could not be named: {exc}", exc)
         if flow_run is not None:
             flow_run.task_runs.append(run)
         if bus.wants(TaskRunCreated):
             bus.emit(TaskRunCreated(run, run.upstream_ids))
-        self._set_state(Pending())
-
-    # -- state ---------------------------------------------------------------------------------
-    def _set_state(self, state: State) -> None:
-        run = self.task_run
-        previous = run.state
-        if state.run_id is None:
-            _SET(state, "run_id", run.id)  # (states are immutable to their users)
-        run.state = state
-        if bus.wants(StateChanged):
-            bus.emit(StateChanged(run, state, previous))
+        set_task_run_state(run, Pending())
 
     # -- phases --------------------------------------------------------------------------------
     def resolve_inputs(self) -> State | None:
@@ -172,8 +169,8 @@ class TaskRunEngine(SubmittedCall):
             return failed
         run = self.task_run
         run.set_arguments(
-            tuple(_resolve(a) for a in run.args),
-            {k: _resolve(v) for k, v in run.kwargs.items()},
+            tuple(resolve_futures(a) for a in run.args),
+            {k: resolve_futures(v) for k, v in run.kwargs.items()},
         )
         return None
 
@@ -199,7 +196,8 @@ class TaskRunEngine(SubmittedCall):
         """A final state without running the body: a cache hit, or a reused earlier result.
 
         Earlier results are those of completed calls in a failed attempt of this flow run
-        (flow retries) or in the failed run this one resumes.
+        (flow retries) or in the failed run this one resumes. A ``cache_key_fn`` that raises
+        fails the run (naming it); a cache that cannot be read is a miss, with a warning.
         """
         flow_run = self.flow_run
         if flow_run is not None and flow_run.memo:
@@ -214,69 +212,107 @@ class TaskRunEngine(SubmittedCall):
         from flowbook.caching.keys import CacheKeyContext
 
         run = self.task_run
-        context = CacheKeyContext(task, run, flow_run)
-        raw_key = task.cache_key_fn(context, run.parameters)
-        if raw_key is None:
-            return None
-        cache_key = raw_key if isinstance(raw_key, str) else str(raw_key)
+        try:
+            context = CacheKeyContext(task, run, flow_run)
+            raw_key = task.cache_key_fn(context, run.parameters)
+            if raw_key is None:
+                return None
+            cache_key = raw_key if isinstance(raw_key, str) else str(raw_key)
+        except Exception as exc:
+            return Failed(f"cache_key_fn raised {type(exc).__name__}: {exc}", exc)
         run.cache_key = cache_key
         backend = get_cache_backend()
         if not task.refresh_cache:
-            entry = backend.get(task.task_key, cache_key)
+            try:
+                entry = backend.get(task.task_key, cache_key)
+            except Exception as exc:
+                _warn_once("cache-get", f"the cache could not be read ({exc!r}); running the task")
+                entry = None
             if entry is not None:
                 return Cached(data=entry.value)
         # a miss: what the key is made of (task_input_hash only) goes with the new entry, and
         # explains the miss (flowbook.cache.why_missed)
-        self._key_parts = parts = context.parts_for(cache_key)
-        backend.missed(context, cache_key, parts)
+        try:
+            self._key_parts = parts = context.parts_for(cache_key)
+            backend.missed(context, cache_key, parts)
+        except Exception as exc:
+            self._key_parts = None
+            _warn_once("cache-miss", f"a cache miss could not be recorded ({exc!r})")
         return None
 
-    def begin_run(self) -> None:
+    def begin_run(self) -> bool:
+        """Start an attempt; False if the run is final already (cancelled meanwhile)."""
         run = self.task_run
+        if run.state is not None and run.state.is_final():
+            return False
         run.run_count += 1
         if run.start_s is None:
             run.start_s = time.time()
-        if run.run_count > 1:
-            self._set_state(Retrying(f"Retry {run.run_count - 1}/{self.task.retries}"))
-        self._set_state(Running())
+        if run.run_count > 1 and not set_task_run_state(
+            run, Retrying(f"Retry {run.run_count - 1}/{self.task.retries}")
+        ):
+            return False
+        return set_task_run_state(run, Running())
+
+    def _register_body(self, body: Body | AsyncBody | None) -> None:
+        run = self.task_run
+        run.body = body
+        if body is not None:
+            state = run.state
+            if state is not None and state.is_final():
+                raise RunInterrupted  # cancelled between begin_run and here: never start
 
     def call_sync(self) -> Any:
         task, run = self.task, self.task_run
         if task.timeout_seconds is None:
-            return task.fn(*run.args, **run.kwargs)
+            return call_body(task.fn, run.args, run.kwargs, self._register_body)
         return call_with_timeout(
-            task.fn, run.args, run.kwargs, task.timeout_seconds, f"Task run {run.name!r}", run.id
+            task.fn,
+            run.args,
+            run.kwargs,
+            task.timeout_seconds,
+            f"Task run {run.name!r}",
+            run.id,
+            self._register_body,
         )
 
     async def call_async(self) -> Any:
         task, run = self.task, self.task_run
-        if task.timeout_seconds is None:
-            return await task.fn(*run.args, **run.kwargs)
-        return await await_with_timeout(
-            task.fn(*run.args, **run.kwargs), task.timeout_seconds, f"Task run {run.name!r}", run.id
+        return await await_body(
+            lambda: task.fn(*run.args, **run.kwargs),
+            task.timeout_seconds,
+            f"Task run {run.name!r}",
+            run.id,
+            self._register_body,
         )
 
     def handle_success(self, value: Any) -> State:
         task, run = self.task, self.task_run
         if run.cache_key is not None:
+            from flowbook._preview import parameters_preview
             from flowbook.caching.backend import get_cache_backend
 
             expires = None
             if task.cache_expiration is not None:
                 expires = time.time() + task.cache_expiration.total_seconds()
-            from flowbook._preview import parameters_preview
-
             flow_run = self.flow_run
-            get_cache_backend().put(
-                task.task_key,
-                run.cache_key,
-                value,
-                expires,
-                task_name=task.name,
-                flow_name=flow_run.flow.name if flow_run is not None else None,
-                input_preview=parameters_preview(run.parameters),
-                key_parts=self._key_parts,
-            )
+            try:
+                get_cache_backend().put(
+                    task.task_key,
+                    run.cache_key,
+                    value,
+                    expires,
+                    task_name=task.name,
+                    flow_name=flow_run.flow.name if flow_run is not None else None,
+                    input_preview=parameters_preview(run.parameters),
+                    key_parts=self._key_parts,
+                )
+            except Exception as exc:  # the value is right; only its cache entry is missing
+                _warn_once(
+                    "cache-put",
+                    f"task run {run.name!r}: its result could not be cached ({exc!r}); the "
+                    "run completes, and the next call computes it again",
+                )
         return Completed(data=value)
 
     def handle_exception(
@@ -285,7 +321,8 @@ class TaskRunEngine(SubmittedCall):
         """The state after ``exc``, and the delay before a retry (None: no retry).
 
         ``crashed`` is a message for runs whose process died (a Dask worker): they end
-        ``Crashed`` instead of ``Failed``, and are retried the same way.
+        ``Crashed`` instead of ``Failed``, and are retried the same way. A retry condition
+        that raises is logged and means "don't retry".
         """
         task, run = self.task, self.task_run
         if not isinstance(exc, Exception):
@@ -301,8 +338,20 @@ class TaskRunEngine(SubmittedCall):
         if run.run_count > task.retries or self._cancelled():
             return final, None
         condition = task.retry_condition_fn
-        if condition is not None and not condition(task, run, final):
-            return final, None
+        if condition is not None:
+            try:
+                retry = condition(task, run, final)
+            except Exception as cond_exc:
+                _log.error(
+                    "Task run %r: retry_condition_fn raised %s: %s; not retrying",
+                    run.name,
+                    type(cond_exc).__name__,
+                    cond_exc,
+                    extra=_log_extra(run),
+                )
+                return final, None
+            if not retry:
+                return final, None
         delay = task.retry_delay_for(run.run_count)
         state = AwaitingRetry(
             f"Task run failed with exception: {exc!r} - Retry {run.run_count}/{task.retries} "
@@ -311,16 +360,13 @@ class TaskRunEngine(SubmittedCall):
         )
         return state, delay
 
+    def await_retry(self, state: State) -> bool:
+        """Enter ``AwaitingRetry``; False if the run is final already."""
+        return set_task_run_state(self.task_run, state)
+
     def finish(self, state: State) -> State:
+        """End the run in ``state``, unless it is final already; returns its final state."""
         run = self.task_run
-        current = run.state
-        if current is not None and current.is_final():
-            return current  # cancelled meanwhile by its flow run; the first final state stands
-        run.end_s = time.time()
-        future = self.future
-        if future is not None and future.done():
-            return future.state
-        self._set_state(state)
         flow_run = self.flow_run
         if (
             flow_run is not None
@@ -334,60 +380,78 @@ class TaskRunEngine(SubmittedCall):
                     f"Reused the result of attempt {flow_run.run_count} of this flow run.",
                     state.data,
                 )
-        if future is not None:
-            future._set_final(state)
-        return state
+        set_task_run_state(run, state)
+        final = run.state
+        assert final is not None
+        return final
 
     # -- drivers -------------------------------------------------------------------------------
     def run_sync(self) -> State:
-        early = self._start()
-        if early is not None:
-            return self.finish(early)
-        while True:
-            self.begin_run()
-            try:
-                value = self.call_sync()
-            except BaseException as exc:
-                state, delay = self.handle_exception(exc)
-                if delay is None:
-                    self.finish(state)
-                    if not isinstance(exc, Exception):
-                        raise
-                    return state
-                self._set_state(state)
-                if self._wait_for_retry(delay):
-                    continue
-                return self.finish(Cancelled("The flow run was cancelled while awaiting a retry."))
-            return self.finish(self.handle_success(value))
-
-    async def run_async(self) -> State:
-        early = self._start()
-        if early is not None:
-            return self.finish(early)
-        while True:
-            self.begin_run()
-            try:
-                value = await self.call_async()
-            except BaseException as exc:
-                state, delay = self.handle_exception(exc)
-                if delay is None:
-                    self.finish(state)
-                    if not isinstance(exc, Exception):
-                        raise
-                    return state
-                self._set_state(state)
-                await asyncio.sleep(delay)
-                if self._cancelled():
+        try:
+            early = self._start()
+            if early is not None:
+                return self.finish(early)
+            while True:
+                if not self.begin_run():
+                    return self.finish(_CANCELLED_BEFORE_START())
+                try:
+                    value = self.call_sync()
+                except BaseException as exc:
+                    state, delay = self.handle_exception(exc)
+                    if delay is None:
+                        final = self.finish(state)
+                        if not isinstance(exc, Exception):
+                            raise
+                        return final
+                    if self.await_retry(state) and self._wait_for_retry(delay):
+                        continue
                     return self.finish(
                         Cancelled("The flow run was cancelled while awaiting a retry.")
                     )
-                continue
-            return self.finish(self.handle_success(value))
+                return self.finish(self.handle_success(value))
+        except Exception as exc:
+            return self.finish(_internal_failure(exc))
+
+    async def run_async(self) -> State:
+        try:
+            early = self._start()
+            if early is not None:
+                return self.finish(early)
+            while True:
+                if not self.begin_run():
+                    return self.finish(_CANCELLED_BEFORE_START())
+                try:
+                    value = await self.call_async()
+                except BaseException as exc:
+                    state, delay = self.handle_exception(exc)
+                    if delay is None:
+                        final = self.finish(state)
+                        if not isinstance(exc, Exception):
+                            raise
+                        return final
+                    if self.await_retry(state):
+                        await asyncio.sleep(delay)
+                        if not self._cancelled():
+                            continue
+                    return self.finish(
+                        Cancelled("The flow run was cancelled while awaiting a retry.")
+                    )
+                return self.finish(self.handle_success(value))
+        except Exception as exc:
+            return self.finish(_internal_failure(exc))
 
     def _start(self) -> State | None:
+        if self._early is not None:
+            return self._early
         if self._cancelled():
-            return Cancelled("The flow run was cancelled before this task run started.")
-        return self.resolve_inputs() or self.check_cache()
+            return _CANCELLED_BEFORE_START()
+        try:
+            resolved = self.resolve_inputs()
+        except Exception as exc:
+            return Failed(
+                f"Task run's inputs could not be resolved ({type(exc).__name__}: {exc}).", exc
+            )
+        return resolved or self.check_cache()
 
     # -- as a submitted call (task runners) ----------------------------------------------------
     def prepare_submit(self) -> None:
@@ -401,21 +465,14 @@ class TaskRunEngine(SubmittedCall):
     def _run_here(self) -> None:
         run = self.task_run
         token = current_task_run.set(run)
-        with THREADS_LOCK:
-            run.thread_id = threading.get_ident()
         try:
             if self.task.is_async:
                 asyncio.run(self.run_async())
             else:
                 self.run_sync()
         except BaseException as exc:  # the run is final; a worker thread has nobody to tell
-            if self.future is not None and not self.future.done():
-                self.finish(Cancelled(f"Task run was interrupted ({type(exc).__name__}).", exc))
+            self.finish(Cancelled(f"Task run was interrupted ({type(exc).__name__}).", exc))
         finally:
-            # An interrupt is only sent while this is set (under the lock), so none can arrive
-            # once the thread has gone back to its pool.
-            with THREADS_LOCK:
-                run.thread_id = None
             current_task_run.reset(token)
 
     def cancel(self, reason: str) -> None:
@@ -442,9 +499,40 @@ class TaskRunEngine(SubmittedCall):
 
         try:
             digest = stable_hash(self.task_run.parameters)
-        except UnhashableInputError:
+        except (UnhashableInputError, RecursionError):
             return None
         return (self.task.task_key, self.task_run.dynamic_key, digest)
+
+
+def _CANCELLED_BEFORE_START() -> State:
+    return Cancelled("The flow run was cancelled before this task run started.")
+
+
+def _internal_failure(exc: Exception) -> State:
+    """The state of a run whose lifecycle itself raised (flowbook's own code, or a part of the
+    configuration around the body that had no guard of its own)."""
+    return Failed(
+        f"Task run failed outside its body ({type(exc).__name__}: {exc}).",
+        exc,
+    )
+
+
+def _log_extra(run: TaskRun) -> dict[str, Any]:
+    flow_run = run.flow_run
+    return {
+        "flowbook_run": f"Task run {run.name!r}",
+        "flowbook_flow_run_id": flow_run.id if flow_run is not None else None,
+        "flowbook_task_run_id": run.id,
+    }
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(f"flowbook: {message}", RuntimeWarning, stacklevel=3)
 
 
 def _seconds(delay: float) -> str:

@@ -3,8 +3,9 @@
 A sync function cannot be stopped from outside, so a body with ``timeout_seconds`` runs on a
 watcher-owned thread while the run's own thread waits. When time is up the run is finished
 as ``TimedOut`` at once, and the body's thread gets an asynchronous ``RunTimeoutError``
-that stops it at its next Python instruction (a long C call, such as ``time.sleep``, still
-finishes first, but nobody waits for it).
+that stops it at its next Python instruction of its own code (a long C call, such as
+``time.sleep``, still finishes first, but nobody waits for it). Async bodies run in an anyio
+cancel scope whose deadline is the timeout.
 
 ``run_coro_sync`` runs a coroutine to completion from sync code. Where the current thread
 already runs an event loop (a notebook cell, an async flow calling a sync subflow that calls
@@ -15,31 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import ctypes
+import math
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from flowbook.engine.interrupts import AsyncBody, Body, call_body, interrupt
 from flowbook.exceptions import RunTimeoutError
 
-__all__ = ["await_with_timeout", "call_with_timeout", "raise_in_thread", "run_coro_sync"]
+__all__ = ["await_body", "call_with_timeout", "run_coro_sync"]
 
 T = TypeVar("T")
-
-
-def _raise_in_thread(thread: threading.Thread, exc_type: type[BaseException]) -> None:
-    ident = thread.ident
-    if ident is None or not thread.is_alive():
-        return
-    raise_in_thread(ident, exc_type)
-
-
-def raise_in_thread(ident: int, exc_type: type[BaseException]) -> None:
-    """Make the thread ``ident`` raise ``exc_type`` at its next Python instruction.
-
-    A thread blocked in a C call (``time.sleep``, a socket read) raises once the call returns.
-    """
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc_type))
 
 
 def call_with_timeout(
@@ -49,22 +36,35 @@ def call_with_timeout(
     timeout: float,
     what: str,
     run_id: str,
+    register: Callable[[Body | None], None] | None = None,
 ) -> T:
-    """``fn(*args, **kwargs)``, or ``RunTimeoutError`` after ``timeout`` seconds."""
+    """``fn(*args, **kwargs)``, or ``RunTimeoutError`` after ``timeout`` seconds.
+
+    The body runs as user code (``call_body``) on a thread of its own; ``register`` is told
+    its ``Body`` there, so that a cancel reaches it. At the deadline the body gets
+    ``RunTimeoutError`` (only while it runs its own code: see ``flowbook.engine.interrupts``).
+    """
     ctx = contextvars.copy_context()
     outcome: list[Any] = []
+    bodies: list[Body | None] = []
 
-    def body() -> None:
+    def note(body: Body | None) -> None:
+        bodies.append(body)
+        if register is not None:
+            register(body)
+
+    def run() -> None:
         try:
-            outcome.append((True, ctx.run(fn, *args, **kwargs)))
+            outcome.append((True, ctx.run(call_body, fn, args, kwargs, note)))
         except BaseException as exc:  # handed to the waiting thread, which decides
             outcome.append((False, exc))
 
-    thread = threading.Thread(target=body, name="flowbook-timeout", daemon=True)
+    thread = threading.Thread(target=run, name="flowbook-timeout", daemon=True)
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
-        _raise_in_thread(thread, RunTimeoutError)
+        if bodies:
+            interrupt(bodies[0], RunTimeoutError)
         raise RunTimeoutError(f"{what} exceeded its timeout of {timeout:g} second(s)", run_id)
     ok, value = outcome[0]
     if ok:
@@ -72,16 +72,35 @@ def call_with_timeout(
     raise value
 
 
-async def await_with_timeout(awaitable: Awaitable[T], timeout: float, what: str, run_id: str) -> T:
-    """Await ``awaitable``; cancel it and raise ``RunTimeoutError`` after ``timeout`` seconds."""
-    try:
-        return await asyncio.wait_for(awaitable, timeout)
-    except (asyncio.TimeoutError, TimeoutError) as exc:
-        if isinstance(exc, RunTimeoutError):
-            raise  # a run inside this one timed out: not ours to report
-        raise RunTimeoutError(
-            f"{what} exceeded its timeout of {timeout:g} second(s)", run_id
-        ) from None
+async def await_body(
+    make: Callable[[], Awaitable[T]],
+    timeout: float | None,
+    what: str,
+    run_id: str,
+    register: Callable[[Body | AsyncBody | None], None],
+) -> T:
+    """Await the body ``make()`` returns, inside an anyio cancel scope.
+
+    The scope's deadline is the timeout (``RunTimeoutError``); ``register`` is told an
+    ``AsyncBody`` whose ``cancel`` cancels the scope from any thread (a flow run's cancel),
+    which ends the body with ``RunInterrupted``.
+    """
+    import anyio
+
+    loop = asyncio.get_running_loop()
+    deadline = math.inf if timeout is None else anyio.current_time() + timeout
+    with anyio.CancelScope(deadline=deadline) as scope:
+        body = AsyncBody(loop, scope.cancel)
+        try:
+            register(body)
+            return await make()
+        finally:
+            body.done = True
+            register(None)
+    # only reached when the scope was cancelled: by the deadline or by an interrupt
+    if body.exc_type is not None:
+        raise body.exc_type
+    raise RunTimeoutError(f"{what} exceeded its timeout of {timeout:g} second(s)", run_id)
 
 
 def run_coro_sync(make: Callable[[], Awaitable[T]]) -> T:

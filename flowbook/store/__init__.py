@@ -9,20 +9,40 @@ does not import it.
 from __future__ import annotations
 
 import threading
+import warnings
 
 from flowbook.caching.backend import MemoryCache, set_cache_backend
 from flowbook.settings import Settings, get_settings
-from flowbook.store.database import StoreError
+from flowbook.store.database import StoreError, StoreReadOnlyError
 from flowbook.store.store import Store
 
-__all__ = ["Store", "StoreError", "close_store", "configure", "get_store"]
+__all__ = ["Store", "StoreError", "StoreReadOnlyError", "close_store", "configure", "get_store"]
 
 _store: Store | None = None
 _lock = threading.Lock()
+# the stores found read-only in this process, each warned about once
+_warned_read_only: set[str] = set()
 
 
 def configure(settings: Settings) -> Store | None:
-    """Open (or reopen) the store the settings describe; None when ``FLOWBOOK_STORE=off``."""
+    """Open (or reopen) the store the settings describe; None when ``FLOWBOOK_STORE=off``.
+
+    A store that exists but cannot be written leaves the process without one: runs go on
+    and return their results unrecorded, and one warning names the store. Every other
+    error (an unusable ``FLOWBOOK_HOME``, a server that does not answer) is raised.
+    """
+    try:
+        return _open(settings)
+    except StoreReadOnlyError as exc:
+        if settings.store_url not in _warned_read_only:
+            _warned_read_only.add(settings.store_url)
+            warnings.warn(
+                f"runs in this process are not recorded: {exc}", RuntimeWarning, stacklevel=2
+            )
+        return None
+
+
+def _open(settings: Settings) -> Store | None:
     global _store
     with _lock:
         if _store is not None:
@@ -35,7 +55,11 @@ def configure(settings: Settings) -> Store | None:
         if settings.store == "off":
             set_cache_backend(MemoryCache())
             return None
-        store = Store(settings)
+        try:
+            store = Store(settings)
+        except StoreReadOnlyError:
+            set_cache_backend(MemoryCache())
+            raise
         store.attach()
         set_cache_backend(store.cache)
         _store = store
@@ -43,9 +67,13 @@ def configure(settings: Settings) -> Store | None:
 
 
 def get_store(open_if_needed: bool = True) -> Store | None:
-    """The store of this process (opened from the settings on first use)."""
+    """The store of this process (opened from the settings on first use).
+
+    For readers (``flowbook.runs``, the command line, the Jupyter server): a store that
+    cannot be written raises its ``StoreReadOnlyError`` here, since opening one writes.
+    """
     if _store is None and open_if_needed:
-        return configure(get_settings())
+        return _open(get_settings())
     return _store
 
 

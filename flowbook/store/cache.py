@@ -17,8 +17,17 @@ seconds later. A key added elsewhere, an entry the index thinks expired, or a va
 be read is checked against the database, so entries written, refreshed or cleared by other
 processes are seen.
 
-An entry whose value is missing, truncated or corrupt is a miss with a ``CacheKeyWarning``
-naming the task; the entry is removed and the task runs.
+Every value carries the sha256 checksum of its pickled bytes in its index row, whether the
+bytes are in the row or in a file. Bytes read from a file are checked at every read; bytes kept
+in memory (loaded with the index) are checked once, on their first use, since memory is not
+where they change. An entry whose value is missing, truncated, corrupt or does not match its
+checksum is a miss with a ``CacheKeyWarning`` naming the task and the file (or the key, for a
+value in the row); the entry is removed and the task runs. Rows written before checksums were
+kept (schema version 3 and older) have none and are read unchecked.
+
+A value file that cannot be written (a full disk, a read-only results directory) leaves the
+call uncached: the task run completes with its value, and one ``CacheKeyWarning`` names the
+file and the error; later puts that fail the same way stay quiet until a write succeeds again.
 
 Misses: the engine reports each one (``missed``) with what the key is made of. Whether the
 look-up found an expired entry is read from the in-memory index (``get`` just fetched it); the
@@ -56,10 +65,11 @@ class _Indexed:
     """What this process knows of one entry. ``data`` is None when not loaded (or in a file).
 
     ``written`` is False for an entry this process put until the store writer has committed
-    it: until then its absence from the database means nothing.
+    it: until then its absence from the database means nothing. ``checked`` is True once
+    ``data`` was found to match ``checksum`` (or was made here).
     """
 
-    __slots__ = ("created", "data", "expires", "file", "hits", "written")
+    __slots__ = ("checked", "checksum", "created", "data", "expires", "file", "hits", "written")
 
     def __init__(
         self,
@@ -68,11 +78,15 @@ class _Indexed:
         created: float,
         expires: float | None,
         hits: int,
+        checksum: str | None,
         written: bool = True,
+        checked: bool = False,
     ) -> None:
         self.file, self.data = file, data
         self.created, self.expires, self.hits = created, expires, hits
+        self.checksum = checksum
         self.written = written
+        self.checked = checked
 
     def mark_written(self) -> None:
         self.written = True
@@ -106,6 +120,7 @@ _ENTRIES, _ENTRY_SIZES = (
         cache_entries.c.created,
         cache_entries.c.expires,
         cache_entries.c.hits,
+        cache_entries.c.checksum,
     ).where(_MINE)
     for value in (cache_entries.c.value, cache_entries.c.size)
 )
@@ -115,6 +130,7 @@ _FETCH = select(
     cache_entries.c.created,
     cache_entries.c.expires,
     cache_entries.c.hits,
+    cache_entries.c.checksum,
 ).where(
     and_(
         cache_entries.c.task_key == bindparam("task_key"),
@@ -130,6 +146,9 @@ class StoreCache:
         self.store = store
         self._lock = threading.Lock()
         self._index: dict[str, _TaskIndex] = {}
+        # the errno of the last value file that could not be written, until one is written:
+        # a full disk warns once, not once per cached call
+        self._write_failed: int | None = None
 
     # -- CacheBackend ----------------------------------------------------------------------------
     def get(self, task_key: str, key: str) -> CacheEntry | None:
@@ -182,14 +201,16 @@ class StoreCache:
         if len(data) > INLINE_RESULT_BYTES:
             digest = hashlib.sha256(f"{task_key}\0{key}".encode()).hexdigest()
             name = f"cache/{digest}.pkl"
-            results.write_file(self.store.results_dir / name, data)
+            if not self._write_value(name, data, info.get("task_name") or task_key):
+                return
             inline = None
+        checksum = results.checksum(data)
         now = time.time()
         if task_key not in self._index:
             # (a refresh_cache call puts without a look-up first) the index must exist, or the
             # next look-up would load it from a database the writer has not updated yet
             self._load(task_key)
-        entry = _Indexed(name, inline, now, expires_s, 0, written=False)
+        entry = _Indexed(name, inline, now, expires_s, 0, checksum, written=False, checked=True)
         with self._lock:
             index = self._index.get(task_key)
             if index is not None:
@@ -205,6 +226,7 @@ class StoreCache:
                     "value": inline,
                     "result_file": name,
                     "size": len(data),
+                    "checksum": checksum,
                     "created": now,
                     "expires": expires_s,
                     "hits": 0,
@@ -262,22 +284,45 @@ class StoreCache:
     # -- values ----------------------------------------------------------------------------------
     def _value(self, task_key: str, key: str, entry: _Indexed) -> Any:
         if entry.file is not None:
-            return results.read_file(self.store.results_dir / entry.file)
+            return results.read_file(self.store.results_dir / entry.file, entry.checksum)
         data = entry.data
         if data is None:
-            data = self._select_value(task_key, key)
+            data, checksum = self._select_value(task_key, key)
+            results.verify(data, checksum, _in_row(key))
+        elif not entry.checked:
+            results.verify(data, entry.checksum, _in_row(key))
+            entry.checked = True
         return results.loads(data)
 
-    def _select_value(self, task_key: str, key: str) -> bytes:
+    def _select_value(self, task_key: str, key: str) -> tuple[bytes, str | None]:
+        c = cache_entries.c
         with self.store.engine.connect() as conn:
-            data = conn.execute(
-                select(cache_entries.c.value).where(
-                    and_(cache_entries.c.task_key == task_key, cache_entries.c.key == key)
-                )
-            ).scalar()
-        if not data:
+            row = conn.execute(
+                select(c.value, c.checksum).where(and_(c.task_key == task_key, c.key == key))
+            ).first()
+        if row is None or not row[0]:
             raise results.ResultError("the stored value is gone")
-        return bytes(data)
+        return bytes(row[0]), row[1]
+
+    def _write_value(self, name: str, data: bytes, task_name: str) -> bool:
+        """Write a value file; False (warning once per kind of failure) if it cannot be."""
+        path = self.store.results_dir / name
+        try:
+            results.write_file(path, data)
+        except OSError as exc:
+            if self._write_failed != exc.errno:
+                self._write_failed = exc.errno
+                warnings.warn(
+                    f"the result of task {task_name!r} is not cached: its value file "
+                    f"{exc.filename or path} cannot be written ({exc.strerror or exc}); the "
+                    "task run goes on with its value. Later values that cannot be written "
+                    "are not cached either, without another warning until a write succeeds",
+                    CacheKeyWarning,
+                    stacklevel=4,
+                )
+            return False
+        self._write_failed = None
+        return True
 
     # -- index -----------------------------------------------------------------------------------
     def _indexed(self, task_key: str, key: str) -> Any:
@@ -328,7 +373,9 @@ class StoreCache:
             with_values = int(inline_total or 0) <= BULK_LOAD_BYTES
             rows = conn.execute(_ENTRIES if with_values else _ENTRY_SIZES, params).all()
         entries = {
-            r[0]: _Indexed(r[1], bytes(r[2]) if with_values and r[2] else None, r[3], r[4], r[5])
+            r[0]: _Indexed(
+                r[1], bytes(r[2]) if with_values and r[2] else None, r[3], r[4], r[5], r[6]
+            )
             for r in rows
         }
         index = _TaskIndex(entries)
@@ -348,7 +395,7 @@ class StoreCache:
         if row is None:
             self._forget(task_key, key)
             return None
-        entry = _Indexed(row[0], bytes(row[1]) if row[1] else None, row[2], row[3], row[4])
+        entry = _Indexed(row[0], bytes(row[1]) if row[1] else None, row[2], row[3], row[4], row[5])
         with self._lock:
             index = self._index.get(task_key)
             if index is not None:
@@ -362,3 +409,7 @@ class StoreCache:
             if index is not None:
                 index.entries.pop(key, None)
                 index.elsewhere.discard(key)
+
+
+def _in_row(key: str) -> str:
+    return f"the value kept in its index row for key {key!r}"

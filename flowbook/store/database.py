@@ -14,23 +14,40 @@ SQLite is tuned for one writer thread per process and many processes on one file
 Opening also marks as ``Crashed`` the runs of processes that died without finishing them:
 a process on this host whose pid is gone (or reused, told by the pid's start time), or on
 another host whose heartbeat is older than ``STALE_AFTER_S``.
+
+The home directory is created 0700 and a new SQLite file 0600 (SQLite gives its ``-wal`` and
+``-shm`` files the mode of the database), and a home that other users can write to is refused:
+results are pickles, and loading a pickle someone else put there would run their code.
+A store that exists but cannot be written (a read-only file, directory, mount, database or
+role) is a ``StoreReadOnlyError`` naming it; ``flowbook.store.configure`` then leaves the
+process without a store, so runs go on unrecorded, while readers get the error.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 
 from flowbook.store import schema
 from flowbook.store.schema import flow_runs, meta, processes, states, task_runs
 
-__all__ = ["StoreError", "connect", "pid_start_time"]
+__all__ = [
+    "StoreError",
+    "StoreReadOnlyError",
+    "as_store_error",
+    "connect",
+    "location",
+    "pid_start_time",
+]
 
 # a process whose heartbeat is older than this is taken as dead (other hosts only)
 STALE_AFTER_S = 120.0
@@ -40,6 +57,10 @@ _FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 class StoreError(RuntimeError):
     """The store cannot be opened or used; the message says why and what to do."""
+
+
+class StoreReadOnlyError(StoreError):
+    """The store exists but cannot be written: runs cannot be recorded in it."""
 
 
 def pid_start_time(pid: int) -> str | None:
@@ -61,27 +82,126 @@ def _pid_alive(pid: int, start: str | None) -> bool:
     return start is None or pid_start_time(pid) in (None, start)
 
 
-def _prepare_home(home: Path, results_dir: Path) -> None:
+def _prepare_home(home: Path, results_dir: Path, database: Path | None) -> None:
+    """Create the home (0700) and results directories; refuse a home others can write to.
+
+    ``database`` is the SQLite file of the store (None for a database server): when it
+    exists, a home that cannot be written is a read-only store rather than a bad setting.
+    """
     for path, what in ((home, "FLOWBOOK_HOME"), (results_dir, "FLOWBOOK_RESULTS_DIR")):
+        read_only_store = path == home and database is not None and database.exists()
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            # only the directory itself is 0700; parents made on the way get the usual mode
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
+            if read_only_store and exc.errno in _READ_ONLY_ERRNOS:
+                raise _read_only(str(database), exc.strerror or str(exc)) from None
             raise StoreError(
                 f"{what}={str(path)!r} cannot be created ({exc.strerror}); set {what} to a "
                 "writable directory"
             ) from None
+        if path == home:
+            _refuse_shared_home(home)
         if not os.access(path, os.W_OK | os.X_OK):
+            if read_only_store:
+                raise _read_only(str(database), f"the directory {path} is not writable")
             raise StoreError(
                 f"{what}={str(path)!r} is not writable; set {what} to a writable directory "
                 "(or FLOWBOOK_STORE=off to keep runs in memory only)"
             )
 
 
+def _refuse_shared_home(home: Path) -> None:
+    mode = home.stat().st_mode
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise StoreError(
+            f"the flowbook home {home} (FLOWBOOK_HOME) is writable by other users (mode "
+            f"{stat.filemode(mode)}); results are loaded from it with pickle, so anyone who can "
+            f"write there could make flowbook run their code as you; run chmod 700 {home}, or "
+            "set FLOWBOOK_HOME to a directory only you can write to"
+        )
+
+
+def _create_database_file(database: Path) -> None:
+    """Create a new SQLite file 0600 (an empty file is an empty database), or check an old one."""
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if not os.access(database, os.R_OK | os.W_OK):
+            raise _read_only(str(database), "the file is not writable") from None
+        return
+    except OSError as exc:
+        raise StoreError(
+            f"the run store file {database} cannot be created ({exc.strerror}); make its "
+            "directory writable, or point FLOWBOOK_HOME (or FLOWBOOK_DATABASE_URL) at a "
+            "writable place"
+        ) from None
+    os.close(fd)
+
+
+_READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+# how the drivers say that a write was refused: SQLite (a read-only file, or a directory where
+# the -wal/-shm files cannot be made), PostgreSQL (a read-only transaction or server, a role
+# without the right to write)
+_READ_ONLY_MESSAGES = (
+    "readonly database",
+    "read-only database",
+    "unable to open database file",
+    "read-only transaction",
+    "in recovery",
+    "permission denied",
+)
+
+
+def _read_only(where: str, reason: str) -> StoreReadOnlyError:
+    return StoreReadOnlyError(
+        f"the run store {where} is read-only ({reason}), so runs cannot be recorded in it; "
+        "make it writable, or point FLOWBOOK_HOME (or FLOWBOOK_DATABASE_URL) at another "
+        "store, or set FLOWBOOK_STORE=off to run without one"
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own message, on one line (SQLAlchemy's adds the SQL and a link)."""
+    cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    first = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {first[0] if first else ''}".rstrip(": ")
+
+
+def as_store_error(exc: Exception, url: str | URL) -> StoreError:
+    """A ``StoreError`` for a failed database call, read-only ones named as such."""
+    reason = _reason(exc)
+    where = location(url)
+    if any(m in reason.lower() for m in _READ_ONLY_MESSAGES):
+        return _read_only(where, reason)
+    return StoreError(f"the run store {where} cannot be used: {reason}")
+
+
+def location(url: str | URL) -> str:
+    """The SQLite file of a store, or its URL without the password."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return str(parsed.database)
+    return parsed.render_as_string(hide_password=True)
+
+
+def _sqlite_file(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.database.startswith("file:"):  # a URI filename: left to SQLite
+        return None
+    return Path(parsed.database).expanduser().absolute()
+
+
 def connect(url: str, home: Path, results_dir: Path) -> Engine:
     """An engine on the store at ``url``, created or migrated to the current schema."""
     parsed = make_url(url)
     is_sqlite = parsed.get_backend_name() == "sqlite"
-    _prepare_home(home, results_dir)
+    database = _sqlite_file(url)
+    _prepare_home(home, results_dir, database)
+    if database is not None:
+        _create_database_file(database)
     kwargs: dict[str, Any] = {}
     if is_sqlite:
         kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
@@ -101,6 +221,7 @@ def connect(url: str, home: Path, results_dir: Path) -> Engine:
             _migrate(engine, url)
             break
         except StoreError:
+            engine.dispose()
             raise
         except _Racing:
             time.sleep(0.05 * (attempt + 1))  # another process is creating the store
@@ -108,8 +229,10 @@ def connect(url: str, home: Path, results_dir: Path) -> Engine:
             if attempt < 19 and _created_meanwhile(exc):
                 time.sleep(0.05 * (attempt + 1))
                 continue
-            raise StoreError(f"the store at {_safe(url)!r} cannot be opened: {exc}") from exc
+            engine.dispose()
+            raise as_store_error(exc, url) from exc
     else:
+        engine.dispose()
         raise StoreError(
             f"the store at {_safe(url)!r} cannot be opened: another process kept creating it"
         )
@@ -181,19 +304,25 @@ def _migrate(engine: Engine, url: str) -> None:
 
 
 def register_process(engine: Engine, process_id: str) -> None:
+    """Record this process in the store: the first write of every open, so a store that
+    cannot be written is found here (a ``StoreReadOnlyError``)."""
     now = time.time()
     pid = os.getpid()
-    with engine.begin() as conn:
-        conn.execute(
-            processes.insert().values(
-                id=process_id,
-                host=socket.gethostname(),
-                pid=pid,
-                pid_start=pid_start_time(pid),
-                started_at=now,
-                heartbeat_at=now,
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                processes.insert().values(
+                    id=process_id,
+                    host=socket.gethostname(),
+                    pid=pid,
+                    pid_start=pid_start_time(pid),
+                    started_at=now,
+                    heartbeat_at=now,
+                )
             )
-        )
+    except DBAPIError as exc:
+        engine.dispose()
+        raise as_store_error(exc, engine.url) from exc
 
 
 def recover_crashed(engine: Engine, own_process_id: str) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from flowbook.caching.misses import (
     explain,
 )
 from flowbook.store import results
+from flowbook.store.database import location
 from flowbook.store.schema import (
     cache_entries,
     cache_misses,
@@ -52,11 +53,16 @@ from flowbook.store.schema import (
 from flowbook.store.store import Store
 
 __all__ = [
+    "MAX_LIMIT",
+    "STATE_NAMES",
     "CacheEntryInfo",
     "FlowRunDetail",
     "FlowRunInfo",
     "cache_entries_info",
     "cache_miss_explanations",
+    "check_limit",
+    "check_run_ref",
+    "check_state",
     "clear_cache",
     "delete_run",
     "find_run_id",
@@ -171,6 +177,10 @@ def list_runs(
     top_level: bool = False,
 ) -> list[FlowRunInfo]:
     """Flow runs, newest first (``top_level``: leave out subflow runs)."""
+    if state is not None:
+        state = check_state(state)
+    if limit is not None:
+        limit = check_limit(limit)
     store.flush()
     counts = (
         select(task_runs.c.flow_run_id, func.count().label("n"))
@@ -210,43 +220,116 @@ def flow_names(store: Store, *, top_level: bool = False) -> list[str]:
         return [str(name) for name in conn.execute(query).scalars()]
 
 
+# Every state name flowbook gives a run (flowbook.states). A filter matches a run's state name
+# or its state type, case-insensitively: "Failed" also lists runs that TimedOut, "Running"
+# also those Retrying.
+STATE_NAMES = (
+    "AwaitingRetry",
+    "Cached",
+    "Cancelled",
+    "Completed",
+    "Crashed",
+    "Failed",
+    "Pending",
+    "Retrying",
+    "Running",
+    "Scheduled",
+    "TimedOut",
+)
+_STATES_BY_LOWER = {name.lower(): name for name in STATE_NAMES}
+# the most runs one listing returns (flowbook runs --limit, flowbook.runs.list(limit=))
+MAX_LIMIT = 1_000_000
+# an id prefix shorter than this is not looked up (one hex digit matches a sixteenth of runs)
+MIN_PREFIX = 4
+
+
+def check_state(state: str) -> str:
+    """The state name ``state`` means (any case), or a ValueError listing the names."""
+    name = _STATES_BY_LOWER.get(state.strip().lower()) if isinstance(state, str) else None
+    if name is None:
+        raise ValueError(
+            f"state {state!r} is not a state name; use one of {', '.join(STATE_NAMES)}"
+        )
+    return name
+
+
+def check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(
+            f"limit={limit!r} is not valid; give a whole number from 1 to {MAX_LIMIT}, or None "
+            "for all runs"
+        )
+    return limit
+
+
+def check_run_ref(ref: str) -> str:
+    """``ref`` if it can name a flow run; a ValueError saying what can."""
+    from flowbook.names import name_problem
+
+    problem = name_problem(ref)
+    if problem is not None:
+        raise ValueError(
+            f"the run {ref!r} {problem}; give a flow run's id, the first {MIN_PREFIX} or more "
+            "characters of its id, or its name (`flowbook runs` lists them)"
+        )
+    return ref
+
+
 def find_run_id(store: Store, ref: str) -> str:
-    """The id of the flow run ``ref`` names (id, unique id prefix, or run name)."""
+    """The id of the flow run ``ref`` names: its id, a unique id prefix, or its run name
+    (the newest run of that name). A name that is also the start of another run's id is
+    ambiguous: an error names both runs, and the full id chooses."""
+    check_run_ref(ref)
     store.flush()
+    columns = (flow_runs.c.id, flow_runs.c.name, flow_runs.c.flow_name, flow_runs.c.created_at)
     with store.engine.connect() as conn:
         exact = conn.execute(select(flow_runs.c.id).where(flow_runs.c.id == ref)).first()
         if exact:
             return str(exact[0])
-        by_prefix = (
-            conn.execute(
-                select(flow_runs.c.id)
+        by_prefix: Sequence[Any] = ()
+        if len(ref) >= MIN_PREFIX:
+            by_prefix = conn.execute(
+                select(*columns)
                 .where(flow_runs.c.id.startswith(ref, autoescape=True))
-                .limit(3)
-            )
-            .scalars()
-            .all()
-        )
-        if len(by_prefix) == 1 and len(ref) >= 4:
-            return str(by_prefix[0])
-        by_name = (
-            conn.execute(
-                select(flow_runs.c.id)
-                .where(flow_runs.c.name == ref)
                 .order_by(flow_runs.c.created_at.desc())
-            )
-            .scalars()
-            .first()
-        )
-        if by_name:
-            return str(by_name)
-    if len(by_prefix) > 1:
+                .limit(6)
+            ).all()
+        by_name = conn.execute(
+            select(*columns)
+            .where(flow_runs.c.name == ref)
+            .order_by(flow_runs.c.created_at.desc())
+            .limit(1)
+        ).first()
+    if by_name is not None and by_prefix and {r.id for r in by_prefix} != {by_name.id}:
         raise LookupError(
-            f"run {ref!r} is ambiguous: {len(by_prefix)} or more flow run ids start with it; "
+            f"run {ref!r} is ambiguous: it is the name of {_describe(by_name)} and the start of "
+            f"the id of {_describe_all(r for r in by_prefix if r.id != by_name.id)}; give the "
+            "full id of the run you mean"
+        )
+    if by_name is not None:
+        return str(by_name.id)
+    if len(by_prefix) == 1:
+        return str(by_prefix[0].id)
+    if by_prefix:
+        raise LookupError(
+            f"run {ref!r} is ambiguous: the ids of {_describe_all(by_prefix)} start with it; "
             "give more characters of the id"
         )
+    short = f"; an id prefix needs {MIN_PREFIX} or more characters" if len(ref) < MIN_PREFIX else ""
     raise LookupError(
-        f"no flow run {ref!r} in the store at {store.url!r}; list runs with `flowbook runs`"
+        f"no flow run {ref!r} in the store at {location(store.url)!r}{short}; list runs with "
+        "`flowbook runs`"
     )
+
+
+def _describe(row: Any) -> str:
+    return f"flow run {row.id} ({row.name!r} of flow {row.flow_name!r})"
+
+
+def _describe_all(rows: Iterable[Any]) -> str:
+    listed = [_describe(r) for r in rows]
+    more = ", and more" if len(listed) > 5 else ""
+    return ", ".join(listed[:5]) + more
 
 
 def get_run(store: Store, ref: str) -> FlowRunDetail:
@@ -619,21 +702,32 @@ def _histories(conn: Any, rows: list[Any]) -> dict[str, MissHistory]:
 
 
 def load_for_resume(store: Store, ref: str) -> tuple[str, str, str, dict[str, Any], list[Any]]:
-    """(run id, flow name, state type, parameters, completed task rows) of a past run."""
+    """(run id, flow name, state type, parameters, completed task rows) of a past run.
+
+    The rows are those of completed task calls whose arguments could be hashed: with
+    ``name``, ``task_key``, ``dynamic_key``, ``input_hash``, ``state_name``, ``cache_key``,
+    ``result``, ``result_file`` and ``result_checksum``. Which of them can be reused is for
+    ``reusable_value`` to say.
+    """
     run_id = find_run_id(store, ref)
+    t = task_runs.c
     with store.engine.connect() as conn:
         row = conn.execute(select(flow_runs).where(flow_runs.c.id == run_id)).one()
         done = conn.execute(
             select(
-                task_runs.c.task_key,
-                task_runs.c.dynamic_key,
-                task_runs.c.input_hash,
-                task_runs.c.result,
-                task_runs.c.result_file,
+                t.name,
+                t.task_key,
+                t.dynamic_key,
+                t.input_hash,
+                t.state_name,
+                t.cache_key,
+                t.result,
+                t.result_file,
+                t.result_checksum,
             ).where(
-                task_runs.c.flow_run_id == run_id,
-                task_runs.c.state_type == "COMPLETED",
-                task_runs.c.input_hash.is_not(None),
+                t.flow_run_id == run_id,
+                t.state_type == "COMPLETED",
+                t.input_hash.is_not(None),
             )
         ).all()
     if row.parameters is None:
@@ -645,10 +739,36 @@ def load_for_resume(store: Store, ref: str) -> tuple[str, str, str, dict[str, An
     return run_id, row.flow_name, row.state_type or "", parameters, list(done)
 
 
+def reusable_value(store: Store, row: Any) -> tuple[bool, Any]:
+    """``(True, value)`` for a completed task run (a row of ``load_for_resume``) whose value
+    can be used again, else ``(False, None)``.
+
+    A Cached run's value is its cache entry's, read through the store's cache (checked, and
+    counted as a hit): an entry that was cleared, expired or cannot be read means the call
+    runs again. A run whose result was not stored (``persist_result=False``, a value that
+    could not be pickled or written) runs again. A stored result that cannot be read raises
+    ``ResultError`` naming the file or the run, for the caller to report.
+    """
+    if row.state_name == "Cached":
+        if row.task_key is None or row.cache_key is None:
+            return False, None
+        entry = store.cache.get(row.task_key, row.cache_key)
+        return (True, entry.value) if entry is not None else (False, None)
+    if row.result is None and row.result_file is None:
+        return False, None
+    return True, load_result(store, row)
+
+
 def load_result(store: Store, row: Any) -> Any:
+    """The stored result of a task-run row (``result``, ``result_file``, ``result_checksum``
+    and ``name``); ``ResultError`` if it is missing, corrupt or does not match its checksum."""
     if row.result is not None:
-        return results.loads(row.result)
-    return results.read_file(store.results_dir / row.result_file)
+        data = bytes(row.result)
+        results.verify(data, row.result_checksum, f"the result of task run {row.name!r}")
+        return results.loads(data)
+    if row.result_file is None:
+        raise results.ResultError(f"the result of task run {row.name!r} was not stored")
+    return results.read_file(store.results_dir / row.result_file, row.result_checksum)
 
 
 def _unlink(path: Path) -> None:

@@ -11,7 +11,9 @@ with an error rather than misread.
 Versions: 1, the first; 2 adds ``cache_entries.key_parts`` and the ``cache_misses`` table,
 which explain cache misses (rows of version 1 keep NULL ``key_parts``: their misses are
 explained with less detail); 3 adds ``flow_runs.notebook`` and ``flow_runs.cell_id``, where a
-top-level flow run started in a Jupyter kernel came from (NULL elsewhere, and for older rows).
+top-level flow run started in a Jupyter kernel came from (NULL elsewhere, and for older rows);
+4 adds ``task_runs.result_checksum`` and ``cache_entries.checksum`` (NULL for older rows, which
+are read unchecked) and the ``write_drops`` table of records the store could not write.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from sqlalchemy import (
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "metadata"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -108,6 +110,9 @@ task_runs = Table(
     # the return value: pickled inline when small, else the name of a file in the results dir
     Column("result", LargeBinary),
     Column("result_file", String(255)),
+    # sha256 hex digest of the pickled result (in the row or its file), checked on every read
+    # (schema >= 4; NULL for older rows, which are read unchecked)
+    Column("result_checksum", String(64)),
     Column("created_at", Float, nullable=False),
     Column("start_time", Float),
     Column("end_time", Float),
@@ -167,6 +172,9 @@ cache_entries = Table(
     # what the key is made of (task_input_hash only), as JSON: {"source": hash of the task's
     # source, "inputs": {argument name: content hash}}; NULL for other keys (schema >= 2)
     Column("key_parts", Text),
+    # sha256 hex digest of the pickled value (in the row or its file), checked on every read
+    # (schema >= 4; NULL for older rows, which are read unchecked)
+    Column("checksum", String(64)),
     Index("ix_cache_entries_task_name", "task_name"),
 )
 
@@ -188,6 +196,21 @@ cache_misses = Table(
     Column("key_parts", Text),
 )
 
+# Records the store could not write (schema >= 4): one row per dropped record, written when the
+# store is writable again (a row that breaks a constraint, a value that cannot be stored), so
+# that `flowbook doctor` can say what was lost, when and why.
+write_drops = Table(
+    "write_drops",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Float, nullable=False),
+    Column("process_id", String(36)),
+    Column("run_id", String(36)),
+    # what was dropped: "flow_run", "task_run", "state", "log", "edge", "cache_entry", "result"
+    Column("what", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+)
+
 Migration = Callable[[Connection], None]
 
 
@@ -205,6 +228,17 @@ def _v2_to_v3(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE flow_runs ADD COLUMN {column.name} {column_type}"))
 
 
+def _v3_to_v4(conn: Connection) -> None:
+    """Checksums of stored values (two nullable columns) and the table of dropped records."""
+    for table, column in (
+        ("task_runs", task_runs.c.result_checksum),
+        ("cache_entries", cache_entries.c.checksum),
+    ):
+        column_type = column.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {column.name} {column_type}"))
+    write_drops.create(conn)
+
+
 # MIGRATIONS[n] upgrades an existing store from version n to n + 1 (a new store is created at
 # SCHEMA_VERSION directly). Each step must keep every row it finds.
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}

@@ -15,6 +15,7 @@ from flowbook.engine.events import (
 )
 from flowbook.engine.runs import FlowRun, new_id
 from flowbook.settings import Settings
+from flowbook.store import results
 from flowbook.store.database import (
     connect,
     prune_logs,
@@ -38,6 +39,12 @@ class Store:
         self.url = settings.store_url
         self.results_dir = settings.results_dir
         self.engine = connect(self.url, settings.home, settings.results_dir)
+        # results are loaded with pickle: refuse a results directory others can write to
+        try:
+            results.prepare_dir(settings.results_dir)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self.process_id = new_id()
         register_process(self.engine, self.process_id)
         self.crashed_on_open = recover_crashed(self.engine, self.process_id)
@@ -51,6 +58,7 @@ class Store:
         """Start receiving events: every run from now on is recorded."""
         bus.subscribe(_EVENTS, self.writer.on_event)
         bus.add_barrier(self._barrier)
+        bus.add_sync(self.writer.flush)
 
     def _barrier(self, flow_run: FlowRun) -> None:
         self.writer.barrier(flow_run)
@@ -59,6 +67,13 @@ class Store:
         """Block until every event so far is in the database."""
         self.writer.flush()
 
+    @property
+    def dropped(self) -> dict[str, int]:
+        """How many records this process could not write to the store, by kind ("task_run",
+        "log", "result", ...); each is also recorded in ``write_drops`` once the store can be
+        written (``flowbook doctor`` lists them)."""
+        return dict(self.writer.drops.counts)
+
     def close(self) -> None:
         """Write what is queued, detach, and mark this process as cleanly gone."""
         if self._closed:
@@ -66,6 +81,7 @@ class Store:
         self._closed = True
         bus.unsubscribe(self.writer.on_event)
         bus.remove_barrier(self._barrier)
+        bus.remove_sync(self.writer.flush)
         self.writer.stop()
         try:
             unregister_process(self.engine, self.process_id)

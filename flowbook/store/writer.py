@@ -10,9 +10,12 @@ its ``FlowRunFinished`` event is committed. Work that is not needed for the run'
 done here, not on the engine's threads: previews of parameters, pickling results, hashing
 inputs for ``resume``.
 
-A batch that cannot be written (a full disk, a database that went away) is retried a few
-times, then reported as a warning and dropped: runs never stop because the store cannot
-keep up.
+Nothing the database can take is lost, and runs never stop because the store cannot keep
+up: a batch whose transaction fails is retried while the failure is transient, written again
+in smaller groups when some rows are refused, and written without its stored values when the
+disk is full (``batches.py``). What still cannot be written is counted, reported (rate-limited)
+and recorded in ``write_drops`` (``drops.py``); the result files of rows that were not written
+are removed.
 """
 
 from __future__ import annotations
@@ -22,13 +25,12 @@ import queue
 import threading
 import time
 import traceback
-import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, bindparam, text, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine
 
 from flowbook._preview import pairs_preview, parameters_preview
 from flowbook.engine.events import (
@@ -40,8 +42,18 @@ from flowbook.engine.events import (
 )
 from flowbook.engine.runs import FlowRun, TaskRun
 from flowbook.store import results
+from flowbook.store.batches import (
+    BatchWriter,
+    Part,
+    count_hits,
+    delete_rows,
+    insert_rows,
+    update_rows,
+    upsert_rows,
+)
 from flowbook.store.cache import INLINE_RESULT_BYTES
 from flowbook.store.database import HEARTBEAT_EVERY_S, heartbeat
+from flowbook.store.drops import STORE_WIDE, Drops, classify, reason
 from flowbook.store.schema import (
     cache_entries,
     cache_misses,
@@ -50,6 +62,7 @@ from flowbook.store.schema import (
     states,
     task_run_edges,
     task_runs,
+    write_drops,
 )
 
 if TYPE_CHECKING:
@@ -84,6 +97,9 @@ class StoreWriter:
         # (None stands for the Pending state a run is created in)
         self.histories: dict[str, list[State | None]] = {}
         self._warned: set[str] = set()
+        # what could not be written: counted, reported, and recorded in write_drops
+        self.drops = Drops(process_id, _where(engine), results_dir)
+        self._batches = BatchWriter(engine, self.drops, results_dir)
         self._hurry = threading.Event()
         self._waiting = 0  # urgent items queued and not yet written
         self._waiting_lock = threading.Lock()
@@ -114,7 +130,8 @@ class StoreWriter:
         self._queue.put(item)
 
     def barrier(self, flow_run: FlowRun, timeout: float = 60.0) -> None:
-        """Block until the flow run's final rows are committed (or ``timeout`` seconds)."""
+        """Block until the flow run's final rows are written or given up (or ``timeout``
+        seconds): a run that returned is in the store, unless the store said it could not be."""
         done = self._finished.get(flow_run.id)
         if done is None:
             return
@@ -127,7 +144,7 @@ class StoreWriter:
         self._finished.pop(flow_run.id, None)
 
     def flush(self, timeout: float = 60.0) -> bool:
-        """Block until everything queued so far is committed."""
+        """Block until everything queued so far is written (or given up)."""
         if not self._thread.is_alive():
             return True  # stopped: everything it was given is written
         marker = threading.Event()
@@ -156,7 +173,11 @@ class StoreWriter:
                     break
             stop = any(item is _STOP for item in batch)
             if batch:
-                self._write_batch([i for i in batch if i is not _STOP])
+                try:
+                    self._write_batch([i for i in batch if i is not _STOP])
+                except Exception as exc:  # a bug here must not stop the writer (nor the runs)
+                    self.drops.add("batch", None, f"the writer failed: {reason(exc)}")
+                    self._release(batch)
             urgent = sum(1 for item in batch if _urgent(item))
             # drop the references now: the batch holds whole runs (and their results) that
             # would otherwise stay alive until the next event arrives
@@ -169,36 +190,42 @@ class StoreWriter:
                         self._hurry.clear()
             if time.monotonic() - last_beat >= HEARTBEAT_EVERY_S:
                 last_beat = time.monotonic()
-                self._safely("heartbeat", lambda: heartbeat(self.engine, self.process_id))
+                self._heartbeat()
+            self.drops.summary(force=stop)
             if stop:
                 return
 
     def _write_batch(self, batch: list[Any]) -> None:
         markers: list[threading.Event] = []
         finished: list[str] = []
-        rows: _Rows | None = _Rows(self)
+        rows = _Rows(self)
         hits: dict[tuple[str, str], int] = {}
-        for item in batch:
-            kind = type(item)
-            if kind is threading.Event:
-                markers.append(item)
-            elif kind is FlowRunFinished:
-                finished.append(item.flow_run.id)
-            elif rows is not None:
-                try:
-                    rows.add(item)
-                except Exception as exc:  # the store must never stop a run: drop the batch
-                    self._failed(exc, len(batch))
-                    rows = None
         try:
-            if rows is not None:
-                # Hit counters are statistics of the cache, not part of any run: a flow run
-                # that ends waits for its rows only; the counters follow in their own
-                # transaction.
-                hits, rows.cache_hits = rows.cache_hits, {}
-                if self._commit(rows.write, len(batch)):
-                    for done in rows.committed:
-                        done()
+            for item in batch:
+                kind = type(item)
+                if kind is threading.Event:
+                    markers.append(item)
+                elif kind is FlowRunFinished:
+                    finished.append(item.flow_run.id)
+                else:
+                    try:
+                        rows.add(item)
+                    except Exception as exc:  # this record only: the others are written
+                        self.drops.add(
+                            _what(item), _run_of(item), f"it cannot be stored: {reason(exc)}"
+                        )
+            # Hit counters are statistics of the cache, not part of any run: a flow run that
+            # ends waits for its rows only; the counters follow in their own transaction.
+            hits, rows.cache_hits = rows.cache_hits, {}
+            parts, cache_part, drop_rows = rows.plan()
+            written = self._batches.write(parts)
+            if drop_rows is not None and (
+                parts.index(drop_rows) in written.complete or written.wide is None
+            ):
+                self.drops.written(list(drop_rows.rows))  # refused ones are not kept either
+            if cache_part is None or parts.index(cache_part) in written.complete:
+                for done in rows.committed:
+                    done()
         finally:
             for run_id in finished:
                 event = self._finished.get(run_id)
@@ -206,48 +233,39 @@ class StoreWriter:
                     event.set()
         try:
             if hits:
-                self._commit(lambda conn: _count_hits(conn, hits), len(hits))
+                # in key order, as every process: concurrent updates never wait on each other
+                # in a cycle
+                counted = [(hits[key], *key) for key in sorted(hits)]
+                self._batches.write([Part("cache_hit", counted, count_hits)])
         finally:
             for marker in markers:
                 marker.set()
 
-    def _commit(self, write: Callable[[Any], None], size: int) -> bool:
-        """Run ``write(conn)`` in one transaction, retried while the database is busy; False
-        (after a warning) if it could not be written."""
-        try:
-            for attempt in range(5):
-                try:
-                    with self.engine.begin() as conn:
-                        write(conn)
-                    return True
-                except OperationalError as exc:
-                    if attempt == 4:
-                        raise
-                    if "locked" not in str(exc) and "busy" not in str(exc):
-                        raise
-                    time.sleep(0.05 * 2**attempt)
-        except Exception as exc:  # the store must never stop a run; report and go on
-            self._failed(exc, size)
-        return False
+    def _release(self, batch: list[Any]) -> None:
+        """Wake whoever waits for items of a batch that could not be handled."""
+        for item in batch:
+            if isinstance(item, threading.Event):
+                item.set()
+            elif type(item) is FlowRunFinished:
+                event = self._finished.get(item.flow_run.id)
+                if event is not None:
+                    event.set()
 
-    def _failed(self, exc: Exception, size: int) -> None:
-        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
-        self._warn(
-            type(exc).__name__,
-            f"the run store could not write {size} events "
-            f"({type(exc).__name__}: {detail}); the runs go on without these records",
-        )
-
-    def _safely(self, what: str, fn: Callable[[], None]) -> None:
+    def _heartbeat(self) -> None:
         try:
-            fn()
+            heartbeat(self.engine, self.process_id)
         except Exception as exc:  # a missed heartbeat only delays crash detection elsewhere
-            self._warn(what, f"the run store's {what} failed: {exc!r}")
+            kind = classify(exc)
+            if kind in STORE_WIDE:
+                self.drops.store_wide(kind, reason(exc), Counter())
+            elif self.drops.outage is None:
+                self._warn("heartbeat", f"the run store's heartbeat failed: {reason(exc)}")
 
     def _warn(self, key: str, message: str) -> None:
+        """Warn once per ``key``."""
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            self.drops.tell(message)
 
 
 class _Rows:
@@ -378,69 +396,84 @@ class _Rows:
         extra = self.task_extra
         dumps_tags = json.dumps
         for run_id, run in self.task_new.items():
-            task = run.task
-            flow_run = run.flow_run
-            subflow = run.subflow_run
-            tags = run.tags
-            got = latest.pop(run_id, None)
-            start = end = result = result_file = input_hash = cache_key = message = None
-            if got is None:
-                type_value, name = "PENDING", "Pending"
-            else:
-                state = got[1]
-                type_value, name, message = state.type._value_, state.name, state.message
-                start = run.start_s
-                if type_value in _FINAL:
-                    end = run.end_s
-                    cache_key = run.cache_key
-                    if type_value == "COMPLETED":
-                        result, result_file, input_hash = self._task_result(run, state)
-            row: tuple[Any, ...] = (
-                run_id,
-                flow_run.id if flow_run is not None else None,
-                run.name,
-                task.name if task is not None else (subflow.flow.name if subflow else ""),
-                task.task_key if task is not None else None,
-                run.dynamic_key,
-                subflow.id if subflow is not None else None,
-                dumps_tags(list(tags)) if tags else "[]",
-                _safe_preview(run),
-                input_hash,
-                cache_key,
-                type_value,
-                name,
-                message,
-                run.run_count,
-                result,
-                result_file,
-                run.created_s,
-                start,
-                end,
-            )
-            more = extra.get(run_id)
-            if more is not None:
-                changed = list(row)
-                for column, value in more.items():
-                    changed[_TASK_INDEX[column]] = value
-                row = tuple(changed)
-            append(row)
+            try:
+                task = run.task
+                flow_run = run.flow_run
+                subflow = run.subflow_run
+                tags = run.tags
+                got = latest.pop(run_id, None)
+                start = end = result = result_file = input_hash = cache_key = message = None
+                checksum = None
+                if got is None:
+                    type_value, name = "PENDING", "Pending"
+                else:
+                    state = got[1]
+                    type_value, name, message = state.type._value_, state.name, state.message
+                    start = run.start_s
+                    if type_value in _FINAL:
+                        end = run.end_s
+                        cache_key = run.cache_key
+                        if type_value == "COMPLETED":
+                            result, result_file, checksum, input_hash = self._task_result(
+                                run, state
+                            )
+                row: tuple[Any, ...] = (
+                    run_id,
+                    flow_run.id if flow_run is not None else None,
+                    run.name,
+                    task.name if task is not None else (subflow.flow.name if subflow else ""),
+                    task.task_key if task is not None else None,
+                    run.dynamic_key,
+                    subflow.id if subflow is not None else None,
+                    dumps_tags(list(tags)) if tags else "[]",
+                    _safe_preview(run),
+                    input_hash,
+                    cache_key,
+                    type_value,
+                    name,
+                    message,
+                    run.run_count,
+                    result,
+                    result_file,
+                    checksum,
+                    run.created_s,
+                    start,
+                    end,
+                )
+                more = extra.get(run_id)
+                if more is not None:
+                    changed = list(row)
+                    for column, value in more.items():
+                        changed[_TASK_INDEX[column]] = value
+                    row = tuple(changed)
+                append(row)
+            except Exception as exc:  # this run's row only: the others are written
+                latest.pop(run_id, None)
+                self.writer.drops.add("task_run", run_id, f"its row cannot be built: {reason(exc)}")
         return rows
 
     def _apply_latest_states(self) -> None:
         """Updates for runs whose rows an earlier batch inserted."""
         for run_id, (task_run, state) in self.latest_task.items():
-            columns = _state_columns(task_run, state)
-            if state.type._value_ in _FINAL:
-                columns["cache_key"] = task_run.cache_key
-                if state.type._value_ == "COMPLETED":
-                    result, result_file, input_hash = self._task_result(task_run, state)
-                    if result is not None:
-                        columns["result"] = result
-                    if result_file is not None:
-                        columns["result_file"] = result_file
-                    if input_hash is not None:
-                        columns["input_hash"] = input_hash
-            self._set_task_columns(run_id, columns)
+            try:
+                columns = _state_columns(task_run, state)
+                if state.type._value_ in _FINAL:
+                    columns["cache_key"] = task_run.cache_key
+                    if state.type._value_ == "COMPLETED":
+                        result, result_file, checksum, input_hash = self._task_result(
+                            task_run, state
+                        )
+                        if result is not None:
+                            columns["result"] = result
+                        if result_file is not None:
+                            columns["result_file"] = result_file
+                        if checksum is not None:
+                            columns["result_checksum"] = checksum
+                        if input_hash is not None:
+                            columns["input_hash"] = input_hash
+                self._set_task_columns(run_id, columns)
+            except Exception as exc:  # this run's update only: the others are written
+                self.writer.drops.add("task_run", run_id, f"its row cannot be built: {reason(exc)}")
         for run_id, (flow_run, state) in self.latest_flow.items():
             target = self.flow_inserts.get(run_id)
             if target is None:
@@ -449,21 +482,44 @@ class _Rows:
 
     def _task_result(
         self, run: TaskRun, state: State
-    ) -> tuple[bytes | None, str | None, str | None]:
-        """``(result, result_file, input_hash)`` for a Completed task run."""
+    ) -> tuple[bytes | None, str | None, str | None, str | None]:
+        """``(result, result_file, result_checksum, input_hash)`` for a Completed task run.
+
+        A result that cannot be pickled, or whose file cannot be written (a full disk, a
+        read-only results directory), is not kept: the run is unaffected, and a later
+        ``resume`` runs that call again.
+        """
         if run.task is None or state.name == "Cached" or not _persists(run):
-            return None, None, None
+            return None, None, None, None
         try:
             data = results.dumps(state.data)
-        except results.ResultError:
-            # an unpicklable result is simply not kept; the run is unaffected
-            return None, None, None
+        except results.ResultError as exc:
+            # not kept (the run is unaffected; a resume runs that call again), and counted;
+            # warned about only where persist_result=True asked for it (by default many a
+            # result, a client or a generator, is simply not picklable)
+            self.writer.drops.add(
+                "result", run.id, f"task run {run.name!r}: {exc}", told=not _asked_to_persist(run)
+            )
+            return None, None, None, None
         input_hash = _input_hash(run) if run.flow_run is None else None
+        checksum = results.checksum(data)
         if len(data) <= INLINE_RESULT_BYTES:
-            return data, None, input_hash
+            return data, None, checksum, input_hash
         name = f"runs/{run.id}.pkl"
-        results.write_file(self.writer.results_dir / name, data)
-        return None, name, input_hash
+        try:
+            results.write_file(self.writer.results_dir / name, data)
+        except OSError as exc:
+            self.writer._warn(
+                f"result file {exc.errno}",
+                f"the result of task run {run.name!r} is not kept: its file "
+                f"{exc.filename or name} cannot be written ({exc.strerror or exc}); the run "
+                "is recorded without it. Later results that fail the same way are not kept "
+                "either, without another warning",
+            )
+            why = f"task run {run.name!r}: {exc.filename or name}: {exc.strerror or exc}"
+            self.writer.drops.add("result", run.id, why, told=True)
+            return None, None, None, input_hash
+        return None, name, checksum, input_hash
 
     def _log(self, event: LogEmitted) -> None:
         record = event.record
@@ -502,41 +558,79 @@ class _Rows:
                 self.cache_misses[row["task_key"]] = row
 
     # -- SQL ------------------------------------------------------------------------------------
-    def write(self, conn: Any) -> None:
+    def plan(self) -> tuple[list[Part], Part | None, Part | None]:
+        """The batch's statements with their rows; also the part of cache puts and the part of
+        ``write_drops`` rows, if any (their outcome matters to the writer)."""
         task_rows = self._task_rows() if self.task_new else []  # takes their latest states
         if self.latest_task or self.latest_flow:
             self._apply_latest_states()
             self.latest_task.clear()
             self.latest_flow.clear()
+        parts: list[Part] = []
         if self.flow_inserts:
-            _insert(conn, flow_runs, _FLOW_COLUMNS, _tuples(self.flow_inserts, _FLOW_COLUMNS))
+            rows = _tuples(self.flow_inserts, _FLOW_COLUMNS)
+            parts.append(Part("flow_run", rows, _INSERT_FLOWS, _first))
         if task_rows:
-            _insert(conn, task_runs, _TASK_COLUMNS, task_rows)
-        if self.edges:
-            _insert(conn, task_run_edges, ("upstream_id", "downstream_id"), self.edges)
-        for table, updates in ((flow_runs, self.flow_updates), (task_runs, self.task_updates)):
-            for keys, group in _by_keys(updates.values()).items():
-                stmt = (
-                    update(table)
-                    .where(table.c.id == bindparam("_id"))
-                    .values({k: bindparam(k) for k in keys if k != "_id"})
+            parts.append(
+                Part(
+                    "task_run",
+                    task_rows,
+                    _INSERT_TASKS,
+                    _first,
+                    file_of=_task_row_file,
+                    strip=_strip_task_rows,
                 )
-                conn.execute(stmt, group)
-        if self.states:
-            _insert(conn, states, _STATE_COLUMNS, self.states)
-        if self.logs:
-            _insert(conn, logs, _LOG_COLUMNS, self.logs)
-        doomed = set(self.cache_deletes) | set(self.cache_puts)
-        if doomed:
-            _execute_many(
-                conn, "DELETE FROM cache_entries WHERE task_key = {0} AND key = {0}", list(doomed)
             )
+        if self.edges:
+            parts.append(Part("edge", self.edges, _INSERT_EDGES, _second))
+        for group in _by_keys(self.flow_updates.values()).values():
+            parts.append(Part("flow_run", group, _UPDATE_FLOWS, _update_id))
+        for keys, group in _by_keys(self.task_updates.values()).items():
+            has_values = "result" in keys or "result_file" in keys
+            parts.append(
+                Part(
+                    "task_run",
+                    group,
+                    _UPDATE_TASKS,
+                    _update_id,
+                    file_of=_update_file if has_values else None,
+                    strip=_strip_task_updates if has_values else None,
+                )
+            )
+        if self.states:
+            parts.append(Part("state", self.states, _INSERT_STATES, _first))
+        if self.logs:
+            parts.append(Part("log", self.logs, _INSERT_LOGS, _log_run))
+        # one order for every process's statements on the same keys: no deadlocks between them
+        deletes = sorted(set(self.cache_deletes) - self.cache_puts.keys())
+        if deletes:
+            parts.append(Part("cache_entry", deletes, _DELETE_CACHE))
+        cache_part = None
         if self.cache_puts:
-            _insert(conn, cache_entries, _CACHE_COLUMNS, _tuples(self.cache_puts, _CACHE_COLUMNS))
-        if self.cache_hits:
-            _count_hits(conn, self.cache_hits)
+            puts = _tuples(self.cache_puts, _CACHE_COLUMNS)
+            puts.sort(key=_cache_key)
+            cache_part = Part(
+                "cache_entry",
+                puts,
+                _UPSERT_CACHE,
+                file_of=_cache_file,
+                shared=True,  # the file's name is the key's: another process may point at it
+                strip=_strip_all,
+            )
+            parts.append(cache_part)
         if self.cache_misses:
-            _upsert_misses(conn, self.cache_misses.values())
+            misses = [
+                tuple(_parts_json(row[c]) if c == "key_parts" else row[c] for c in _MISS_COLUMNS)
+                for row in self.cache_misses.values()
+            ]
+            misses.sort(key=_first)
+            parts.append(Part("cache_miss", misses, _UPSERT_MISSES))
+        drop_part = None
+        drop_rows = self.writer.drops.rows()
+        if drop_rows:
+            drop_part = Part("write_drop", list(drop_rows), _INSERT_DROPS, _drop_run)
+            parts.append(drop_part)
+        return parts, cache_part, drop_part
 
 
 _FLOW_COLUMNS = tuple(c.name for c in flow_runs.columns)
@@ -577,11 +671,22 @@ def _history_rows(run: TaskRun, history: list[Any]) -> list[tuple[Any, ...]]:
 
 
 _LOG_COLUMNS = ("flow_run_id", "task_run_id", "level", "logger", "message", "timestamp")
-_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-
-
 _CACHE_COLUMNS = tuple(c.name for c in cache_entries.columns)
 _MISS_COLUMNS = tuple(c.name for c in cache_misses.columns)
+_DROP_COLUMNS = ("at", "process_id", "run_id", "what", "reason")
+
+_INSERT_FLOWS = insert_rows(flow_runs, _FLOW_COLUMNS)
+_INSERT_TASKS = insert_rows(task_runs, _TASK_COLUMNS)
+_INSERT_EDGES = insert_rows(task_run_edges, ("upstream_id", "downstream_id"))
+_INSERT_STATES = insert_rows(states, _STATE_COLUMNS)
+_INSERT_LOGS = insert_rows(logs, _LOG_COLUMNS)
+_INSERT_DROPS = insert_rows(write_drops, _DROP_COLUMNS)
+_UPDATE_FLOWS = update_rows(flow_runs)
+_UPDATE_TASKS = update_rows(task_runs)
+_DELETE_CACHE = delete_rows(cache_entries, ("task_key", "key"))
+_UPSERT_CACHE = upsert_rows(cache_entries, _CACHE_COLUMNS, ("task_key", "key"))
+# each task's latest miss: an older miss arriving late does not replace a newer one
+_UPSERT_MISSES = upsert_rows(cache_misses, _MISS_COLUMNS, ("task_key",), newer="missed_at")
 
 
 _TASK_INDEX = {name: i for i, name in enumerate(_TASK_COLUMNS)}
@@ -604,23 +709,11 @@ assert _TASK_COLUMNS == (
     "run_count",
     "result",
     "result_file",
+    "result_checksum",
     "created_at",
     "start_time",
     "end_time",
 ), _TASK_COLUMNS
-
-
-def _execute_many(conn: Any, template: str, rows: list[tuple[Any, ...]]) -> None:
-    """Run ``template`` (with ``{0}`` for each placeholder) once per row, in the driver."""
-    mark = _PLACEHOLDERS.get(conn.dialect.paramstyle)
-    if mark is None:
-        names = iter(range(1000))
-        sql = template.replace("{0}", "?")
-        while "?" in sql:
-            sql = sql.replace("?", f":p{next(names)}", 1)
-        conn.execute(text(sql), [{f"p{i}": v for i, v in enumerate(row)} for row in rows])
-        return
-    conn.exec_driver_sql(template.format(mark), rows)
 
 
 def _tuples(rows: Any, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
@@ -628,62 +721,11 @@ def _tuples(rows: Any, columns: tuple[str, ...]) -> list[tuple[Any, ...]]:
     return [tuple(map(row.get, columns)) for row in rows.values()]
 
 
-def _insert(conn: Any, table: Any, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> None:
-    """INSERT many rows through the driver's own ``executemany``.
-
-    The bulk of a batch (task runs, states, logs) goes this way: SQLAlchemy's per-row
-    parameter processing would cost more than the database's work.
-    """
-    mark = _PLACEHOLDERS.get(conn.dialect.paramstyle)
-    if mark is None:  # a driver with named parameters: let SQLAlchemy translate
-        conn.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
-        return
-    sql = (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) "
-        f"VALUES ({', '.join([mark] * len(columns))})"
-    )
-    conn.exec_driver_sql(sql, list(rows))
-
-
-def _count_hits(conn: Any, hits: dict[tuple[str, str], int]) -> None:
-    _execute_many(
-        conn,
-        "UPDATE cache_entries SET hits = hits + {0} WHERE task_key = {0} AND key = {0}",
-        [(n, t, k) for (t, k), n in hits.items()],
-    )
-
-
 def _parts_json(parts: Any) -> str | None:
     """A ``KeyParts`` (or None) as stored: JSON text."""
     if parts is None or isinstance(parts, str):
         return parts
     return str(parts.to_json())
-
-
-def _upsert_misses(conn: Any, rows: Any) -> None:
-    """Keep each task's latest miss: one row per task, the newer miss wins.
-
-    An upsert, not DELETE + INSERT: two processes recording a miss of one task at once must
-    not make each other's batch fail on the primary key.
-    """
-    tuples = [
-        tuple(_parts_json(row[c]) if c == "key_parts" else row[c] for c in _MISS_COLUMNS)
-        for row in rows
-    ]
-    mark = _PLACEHOLDERS.get(conn.dialect.paramstyle)
-    if mark is None or conn.dialect.name not in ("sqlite", "postgresql"):
-        keys = [(t[0],) for t in tuples]
-        _execute_many(conn, "DELETE FROM cache_misses WHERE task_key = {0}", keys)
-        _insert(conn, cache_misses, _MISS_COLUMNS, tuples)
-        return
-    updates = ", ".join(f"{c} = excluded.{c}" for c in _MISS_COLUMNS[1:])
-    sql = (
-        f"INSERT INTO cache_misses ({', '.join(_MISS_COLUMNS)}) "
-        f"VALUES ({', '.join([mark] * len(_MISS_COLUMNS))}) "
-        f"ON CONFLICT (task_key) DO UPDATE SET {updates} "
-        "WHERE excluded.missed_at >= cache_misses.missed_at"
-    )
-    conn.exec_driver_sql(sql, tuples)
 
 
 def _by_keys(rows: Any) -> dict[tuple[str, ...], list[dict[str, Any]]]:
@@ -703,6 +745,14 @@ def _state_columns(run: FlowRun | TaskRun, state: State | None) -> dict[str, Any
         "start_time": run.start_s,
         "end_time": run.end_s if state is not None and state.type._value_ in _FINAL else None,
     }
+
+
+def _asked_to_persist(run: TaskRun) -> bool:
+    task = run.task
+    if task is not None and task.persist_result is not None:
+        return bool(task.persist_result)
+    flow_run = run.flow_run
+    return flow_run is not None and bool(flow_run.flow.persist_result)
 
 
 def _persists(run: TaskRun) -> bool:
@@ -733,3 +783,114 @@ def _input_hash(run: TaskRun) -> str | None:
         return stable_hash(run.parameters)
     except (UnhashableInputError, Exception):
         return None
+
+
+# -- rows and what they belong to (for the records of drops) ---------------------------------
+_RESULT = _TASK_INDEX["result"]
+_RESULT_FILE = _TASK_INDEX["result_file"]
+_RESULT_CHECKSUM = _TASK_INDEX["result_checksum"]
+_CACHE_FILE = _CACHE_COLUMNS.index("result_file")
+_VALUE_COLUMNS = frozenset({"result", "result_file", "result_checksum"})
+
+
+def _first(row: Sequence[Any]) -> Any:
+    return row[0]
+
+
+def _second(row: Sequence[Any]) -> Any:
+    return row[1]
+
+
+def _update_id(row: dict[str, Any]) -> Any:
+    return row["_id"]
+
+
+def _log_run(row: Sequence[Any]) -> Any:
+    return row[1] or row[0]  # the task run, else the flow run
+
+
+def _drop_run(row: Sequence[Any]) -> Any:
+    return row[2]
+
+
+def _cache_key(row: Sequence[Any]) -> tuple[Any, Any]:
+    return row[0], row[1]
+
+
+def _task_row_file(row: Sequence[Any]) -> Any:
+    return row[_RESULT_FILE]
+
+
+def _update_file(row: dict[str, Any]) -> Any:
+    return row.get("result_file")
+
+
+def _cache_file(row: Sequence[Any]) -> Any:
+    return row[_CACHE_FILE]
+
+
+def _strip_task_rows(rows: Sequence[Any]) -> tuple[list[Any], list[str | None]]:
+    """Task-run rows without their results (for a full disk), and the runs that had one."""
+    kept: list[Any] = []
+    lost: list[str | None] = []
+    for row in rows:
+        if row[_RESULT] is None and row[_RESULT_FILE] is None:
+            kept.append(row)
+            continue
+        changed = list(row)
+        changed[_RESULT] = changed[_RESULT_FILE] = changed[_RESULT_CHECKSUM] = None
+        kept.append(tuple(changed))
+        lost.append(row[0])
+    return kept, lost
+
+
+def _strip_task_updates(rows: Sequence[Any]) -> tuple[list[Any], list[str | None]]:
+    """Task-run updates without their results; every row of a group has the same keys."""
+    kept = [{k: v for k, v in row.items() if k not in _VALUE_COLUMNS} for row in rows]
+    lost: list[str | None] = [row["_id"] for row in rows]
+    if kept and len(kept[0]) == 1:  # only "_id" is left: nothing to update
+        kept = []
+    return kept, lost
+
+
+def _strip_all(rows: Sequence[Any]) -> tuple[list[Any], list[str | None]]:
+    """Cache entries are their values: without them, nothing is left to write."""
+    return [], [None] * len(rows)
+
+
+def _what(item: Any) -> str:
+    """The kind of record an event or a store item becomes (as ``write_drops.what``)."""
+    kind = type(item)
+    if kind is TaskRunCreated:
+        return "task_run"
+    if kind is FlowRunCreated:
+        return "flow_run"
+    if kind is StateChanged:
+        return "state"
+    if kind is LogEmitted:
+        return "log"
+    if kind is tuple and item:
+        what = str(item[0])
+        return "cache_entry" if what in ("cache_put", "cache_delete") else what
+    return kind.__name__
+
+
+def _run_of(item: Any) -> str | None:
+    kind = type(item)
+    if kind is TaskRunCreated:
+        return str(item.task_run.id)
+    if kind is FlowRunCreated:
+        return str(item.flow_run.id)
+    if kind is StateChanged:
+        return str(item.run.id)
+    if kind is LogEmitted:
+        return item.task_run_id or item.flow_run_id  # type: ignore[no-any-return]
+    return None
+
+
+def _where(engine: Engine) -> str:
+    """The store as messages name it: the SQLite file's path, or the URL without password."""
+    url = engine.url
+    if url.get_backend_name() == "sqlite" and url.database:
+        return str(url.database)
+    return str(url.render_as_string(hide_password=True))

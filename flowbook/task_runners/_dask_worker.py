@@ -26,12 +26,14 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from flowbook.engine.env import acquire_env, release_env
+from flowbook.engine.interrupts import AsyncBody, Body, call_body, interrupt
 from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run
-from flowbook.engine.timeouts import call_with_timeout, raise_in_thread
+from flowbook.engine.timeouts import await_body, call_with_timeout
 from flowbook.exceptions import RunInterrupted
 
 if TYPE_CHECKING:
@@ -101,7 +103,7 @@ class AttemptSpec:
 
 # -- what is running on this worker, for interrupts --------------------------------------------
 _running_lock = threading.Lock()
-_running: dict[str, int] = {}  # task run id -> thread ident
+_running: dict[str, Body | AsyncBody] = {}  # task run id -> its body
 # Runs interrupted here: an attempt of one of them that starts later (its cancellation and
 # the interrupt travel separately, so the worker may start it in between) stops at once.
 _interrupted: dict[str, None] = {}
@@ -119,9 +121,7 @@ def interrupt_task_runs(task_run_ids: list[str]) -> int:
     with _running_lock:
         for run_id in task_run_ids:
             _interrupted[run_id] = None
-            ident = _running.get(run_id)
-            if ident is not None:
-                raise_in_thread(ident, RunInterrupted)
+            if interrupt(_running.get(run_id), RunInterrupted):
                 stopped += 1
         while len(_interrupted) > _INTERRUPTED_KEPT:
             del _interrupted[next(iter(_interrupted))]
@@ -327,30 +327,41 @@ def _call(spec: AttemptSpec, run: TaskRun, task: Task[..., Any]) -> Any:
     _current_spec.set(spec)
     current_task_run.set(run)
     current_flow_run.set(spec.flow_run)  # type: ignore[arg-type]
-    with _running_lock:
-        if spec.task_run_id in _interrupted:
-            raise RunInterrupted(f"task run {spec.name!r} was cancelled before it started")
-        _running[spec.task_run_id] = threading.get_ident()
-    try:
-        if task.is_async:
-            return asyncio.run(_call_async(task, run))
-        if task.timeout_seconds is None:
-            return task.fn(*run.args, **run.kwargs)
-        return call_with_timeout(
-            task.fn, run.args, run.kwargs, task.timeout_seconds, f"Task run {run.name!r}", run.id
-        )
-    finally:
+
+    def register(body: Body | AsyncBody | None) -> None:
         with _running_lock:
-            _running.pop(spec.task_run_id, None)
+            if body is None:
+                _running.pop(spec.task_run_id, None)
+                return
+            if spec.task_run_id in _interrupted:
+                raise RunInterrupted(f"task run {spec.name!r} was cancelled before it started")
+            _running[spec.task_run_id] = body
 
-
-async def _call_async(task: Task[..., Any], run: TaskRun) -> Any:
-    coro = task.fn(*run.args, **run.kwargs)
+    if task.is_async:
+        return asyncio.run(_call_async(task, run, register))
     if task.timeout_seconds is None:
-        return await coro
-    from flowbook.engine.timeouts import await_with_timeout
+        return call_body(task.fn, run.args, run.kwargs, register)
+    return call_with_timeout(
+        task.fn,
+        run.args,
+        run.kwargs,
+        task.timeout_seconds,
+        f"Task run {run.name!r}",
+        run.id,
+        register,
+    )
 
-    return await await_with_timeout(coro, task.timeout_seconds, f"Task run {run.name!r}", run.id)
+
+async def _call_async(
+    task: Task[..., Any], run: TaskRun, register: Callable[[Body | AsyncBody | None], None]
+) -> Any:
+    return await await_body(
+        lambda: task.fn(*run.args, **run.kwargs),
+        task.timeout_seconds,
+        f"Task run {run.name!r}",
+        run.id,
+        register,
+    )
 
 
 def _worker_address() -> str:

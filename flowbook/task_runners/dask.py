@@ -149,8 +149,15 @@ class _Dispatcher:
     def _run(fn: Callable[..., None], args: tuple[Any, ...]) -> None:
         try:
             fn(*args)
-        except Exception:  # one broken callback must not stop every run's bookkeeping
+        except Exception as exc:  # one broken callback must not stop every run's bookkeeping
             _log.exception("flowbook: error while handling a Dask task run event")
+            call = getattr(fn, "__self__", None)
+            if isinstance(call, _DaskCall):
+                # its run would otherwise wait for an event that never comes
+                try:
+                    call.finish(_failed_outside(exc))
+                except Exception:
+                    _log.exception("flowbook: a Dask task run could not be ended")
 
 
 def _noop() -> None:
@@ -947,7 +954,8 @@ class _DaskCall:
         if delay is None:
             self.finish(state)
             return
-        self.engine._set_state(state)
+        if not self.engine.await_retry(state):
+            return
         self.conn.dispatcher.later(delay, self._retry)
 
     def _retry(self) -> None:
@@ -969,6 +977,12 @@ class _DaskCall:
     def _cancel_here(self, reason: str) -> None:
         if not self.is_final():
             self.engine.cancel(reason)
+
+
+def _failed_outside(exc: Exception) -> State:
+    from flowbook.states import Failed
+
+    return Failed(f"Task run failed outside its body on Dask ({type(exc).__name__}: {exc}).", exc)
 
 
 def _completed(result: DaskResult) -> State:

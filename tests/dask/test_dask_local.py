@@ -20,7 +20,7 @@ from dask_processes import bump
 
 import flowbook.runtime
 from flowbook import flow, get_run_logger, task
-from flowbook.engine.events import LogEmitted, TaskRunCreated
+from flowbook.engine.events import LogEmitted, StateChanged, TaskRunCreated
 from flowbook.exceptions import RunTimeoutError, UpstreamTaskError
 from flowbook.task_runners import DaskTaskRunner
 from flowbook.task_runners import dask as fb_dask
@@ -398,3 +398,47 @@ def test_a_script_without_a_main_guard(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "RESULT [0, 1, 4, 9] True" in proc.stdout
     assert "bootstrapping phase" not in proc.stderr
+
+
+def _key_fails(context: Any, parameters: dict[str, Any]) -> str:
+    raise ValueError("no key on Dask either")
+
+
+def _condition_fails(task: Any, run: Any, state: Any) -> bool:
+    raise KeyError("condition broke")
+
+
+@task(cache_key_fn=_key_fails)
+def keyed_on_dask(x: int) -> int:
+    return x
+
+
+@task(retries=2, retry_condition_fn=_condition_fails)
+def fails_on_dask() -> None:
+    raise RuntimeError("boom on a worker")
+
+
+def test_parts_around_the_body_that_raise_fail_the_run_on_dask_too(
+    local_runner: DaskTaskRunner, events: Any
+) -> None:
+    @flow(task_runner=local_runner)
+    def guarded() -> None:
+        a = keyed_on_dask.submit(1)
+        b = fails_on_dask.submit()
+        a.wait()
+        b.wait()
+
+    state = guarded(return_state=True)
+    assert state.is_failed()
+    assert state.message == "2/2 states failed."
+    finals = {
+        e.run.name: e.state
+        for e in events.of(StateChanged)
+        if e.state.is_final() and hasattr(e.run, "task")
+    }
+    keyed = finals["keyed_on_dask-0"]
+    assert keyed.name == "Failed"
+    assert keyed.message == "cache_key_fn raised ValueError: no key on Dask either"
+    assert finals["fails_on_dask-0"].name == "Failed"
+    # the raising condition means "don't retry": one attempt only
+    assert events.states("fails_on_dask-0") == ["Pending", "Running", "Failed"]

@@ -1117,7 +1117,9 @@ def test_a_version_2_store_gains_the_run_origin_and_keeps_its_rows(
 
     v2_flow()
     close_store()
-    # back to version 2: the flow_runs table without the columns version 3 added
+    # back to version 2: the flow_runs table without the columns version 3 added, and
+    # without the checksum columns and the table version 4 added
+    back_to_version_3(store)
     with store.engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE flow_runs DROP COLUMN notebook"))
         conn.execute(sa.text("ALTER TABLE flow_runs DROP COLUMN cell_id"))
@@ -1130,7 +1132,7 @@ def test_a_version_2_store_gains_the_run_origin_and_keeps_its_rows(
     assert before["task_runs"] == before["cache_entries"] == 2
 
     assert get_store() is not None
-    assert store.one("SELECT value FROM flowbook_meta").value == "3" == str(schema.SCHEMA_VERSION)
+    assert store.one("SELECT value FROM flowbook_meta").value == "4" == str(schema.SCHEMA_VERSION)
     columns = {c["name"] for c in sa.inspect(store.engine).get_columns("flow_runs")}
     assert {"notebook", "cell_id"} <= columns
     for table, count in before.items():
@@ -1150,6 +1152,49 @@ def test_a_version_2_store_gains_the_run_origin_and_keeps_its_rows(
     new, _ = flowbook.runs.list()
     assert (new.notebook, new.cell_id) == ("/nb/demo.ipynb", "cell-1")
     assert [t["state"] for t in flowbook.runs.get(new.id).task_run_list] == ["Cached", "Cached"]
+
+
+def back_to_version_3(store: StoreUnderTest) -> None:
+    """Undo what schema version 4 added (checksum columns, the write_drops table)."""
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE task_runs DROP COLUMN result_checksum"))
+        conn.execute(sa.text("ALTER TABLE cache_entries DROP COLUMN checksum"))
+        conn.execute(sa.text("DROP TABLE write_drops"))
+        conn.execute(sa.text("UPDATE flowbook_meta SET value = '3'"))
+
+
+def test_a_version_3_store_gains_checksums_and_keeps_its_rows(store: StoreUnderTest) -> None:
+    calls: list[int] = []
+
+    @task(cache_key_fn=task_input_hash)
+    def triple(x: int) -> int:
+        calls.append(x)
+        return 3 * x
+
+    @flow(flow_run_name="v3-run")
+    def v3_flow() -> int:
+        return triple(1) + triple(2)
+
+    assert v3_flow() == 9
+    close_store()
+    back_to_version_3(store)
+    before = {
+        table: store.one(f"SELECT count(*) AS n FROM {table}").n
+        for table in ("flow_runs", "task_runs", "states", "logs", "cache_entries")
+    }
+
+    assert get_store() is not None
+    assert store.one("SELECT value FROM flowbook_meta").value == "4"
+    inspector = sa.inspect(store.engine)
+    assert "result_checksum" in {c["name"] for c in inspector.get_columns("task_runs")}
+    assert "checksum" in {c["name"] for c in inspector.get_columns("cache_entries")}
+    assert "write_drops" in inspector.get_table_names()
+    for table, count in before.items():
+        assert store.one(f"SELECT count(*) AS n FROM {table}").n == count, table
+    # entries written before version 4 have no checksum and are still served
+    assert store.one("SELECT count(*) AS n FROM cache_entries WHERE checksum IS NULL").n == 2
+    assert v3_flow() == 9
+    assert calls == [1, 2]
 
 
 # -- an unusable FLOWBOOK_HOME ---------------------------------------------------------------------

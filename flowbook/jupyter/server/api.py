@@ -7,6 +7,11 @@ and a message that names the parameter, its value and what is allowed.
 Nothing here runs user code, imports user modules or unpickles anything: runs, task runs,
 logs and cache entries are read as the store keeps them, with parameters and inputs as the
 previews written when they were recorded.
+
+A server runs for days, and the store's crash check (the unfinished runs of dead processes
+become ``Crashed``) otherwise runs only when a process opens the store. So serving runs
+repeats it, at most every ``CRASH_CHECK_EVERY_S`` seconds, on the worker thread that reads
+the store: a killed kernel's run shows ``Crashed`` within that time, not ``Running`` for ever.
 """
 
 from __future__ import annotations
@@ -15,13 +20,18 @@ import json
 import logging
 import os
 import re
+import threading
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from flowbook.store.queries import STATE_NAMES
 
 if TYPE_CHECKING:
     from flowbook.store import Store
 
 __all__ = [
+    "CRASH_CHECK_EVERY_S",
     "DEFAULT_LIMIT",
     "MAX_LIMIT",
     "STATE_NAMES",
@@ -41,22 +51,11 @@ __all__ = [
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 1000
 
-# Every state name flowbook gives a run (flowbook.states). A filter matches a run's state name
-# or its state type, as flowbook.runs.list does: "Failed" also lists runs that TimedOut,
-# "Running" also those Retrying.
-STATE_NAMES = (
-    "AwaitingRetry",
-    "Cached",
-    "Cancelled",
-    "Completed",
-    "Crashed",
-    "Failed",
-    "Pending",
-    "Retrying",
-    "Running",
-    "Scheduled",
-    "TimedOut",
-)
+CRASH_CHECK_EVERY_S = 5.0
+
+# STATE_NAMES: every state name flowbook gives a run. A filter matches a run's state name or its
+# state type, as flowbook.runs.list does: "Failed" also lists runs that TimedOut, "Running"
+# also those Retrying.
 _STATES_BY_LOWER = {name.lower(): name for name in STATE_NAMES}
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -212,6 +211,34 @@ def _store() -> Store:
     return store
 
 
+_crash_check_lock = threading.Lock()
+_crash_checked_at = float("-inf")
+
+
+def _check_crashed(store: Store) -> None:
+    """Mark the unfinished runs of dead processes ``Crashed``, at most every
+    ``CRASH_CHECK_EVERY_S``; a request that finds another doing it does not wait."""
+    global _crash_checked_at
+    from flowbook.store.database import recover_crashed
+
+    if time.monotonic() - _crash_checked_at < CRASH_CHECK_EVERY_S:
+        return
+    if not _crash_check_lock.acquire(blocking=False):
+        return
+    try:
+        if time.monotonic() - _crash_checked_at < CRASH_CHECK_EVERY_S:
+            return
+        _crash_checked_at = time.monotonic()
+        try:
+            recover_crashed(store.engine, store.process_id)
+        except Exception as exc:  # the runs are still worth serving as they are stored
+            logging.getLogger(__name__).warning(
+                "flowbook: the crash check of the run store failed: %s", exc
+            )
+    finally:
+        _crash_check_lock.release()
+
+
 def relative_notebook(path: str | None, root: str | None) -> str | None:
     """A run's notebook path relative to the server's root (with ``/``), when it is inside
     it; else as recorded."""
@@ -234,6 +261,7 @@ def run_list(flow: str | None, state: str | None, limit: int, root: str | None) 
     from flowbook.store.queries import flow_names, list_runs
 
     store = _store()
+    _check_crashed(store)
     runs = list_runs(store, flow=flow, state=state, limit=limit, top_level=True)
     out = []
     for run in runs:
@@ -247,6 +275,7 @@ def run_detail(run_id: str, root: str | None) -> dict[str, Any]:
     from flowbook.store.queries import get_run
 
     store = _store()
+    _check_crashed(store)
     try:
         detail = get_run(store, run_id)
     except LookupError:

@@ -1,0 +1,199 @@
+"""Stopping user code from another thread without ever stopping flowbook's own.
+
+A sync function cannot be cancelled from outside; the only way to stop a ``time.sleep(30)``
+task when its flow run is cancelled or times out is an asynchronous exception
+(``PyThreadState_SetAsyncExc``), raised in the target thread at its next Python instruction.
+Raised at a bad moment, such an exception breaks whatever the thread was doing: inside
+flowbook's bookkeeping (a run half recorded) or inside ``Thread.start`` while ``.map()``
+starts pool workers (the new thread never reports that it started, and the run hangs).
+
+So an exception is only ever sent to a thread that is running the user's code:
+
+- ``call_body(fn, ...)`` runs user code (a task or flow body) and registers a ``Body`` for it
+  on the current thread; nested bodies (a task called inside a task) stack;
+- user code calling back into flowbook (``Task.__call__``, ``.submit()``, ``.map()``, a
+  subflow call) goes through ``enter()`` / ``leave()``, which count the depth of flowbook code
+  on top of the innermost body;
+- ``interrupt(body, exc)`` sends ``exc`` when the body's thread is in its own code (depth 0),
+  and otherwise leaves it pending: ``leave()`` raises it, synchronously, when the thread
+  returns to the user's code.
+
+The decision and the send happen without a point where CPython could switch threads in
+between (no call between the check and ``PyThreadState_SetAsyncExc``, which is a C function
+called with the GIL held), and so do the target's changes of depth: an exception sent is
+never delivered once the thread has moved into flowbook code. A body that returns at the same
+moment clears a sent exception that has not arrived yet (``Body.done``).
+
+A kernel interrupt (SIGINT) is delivered by Python to the main thread wherever it is. While a
+top-level flow run goes on in the main thread, ``sigint_guard`` installs a handler that treats
+it the same way: raised at once in the user's code or while waiting for a run, else left
+pending until the thread is back in the user's code.
+
+Async bodies are not interrupted this way: they are cancelled through their event loop
+(``AsyncBody``), which is how asyncio code expects to be stopped.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = [
+    "AsyncBody",
+    "Body",
+    "call_body",
+    "current_body",
+    "enter",
+    "interrupt",
+    "leave",
+    "release_sigint",
+    "sigint_guard",
+]
+
+T = TypeVar("T")
+
+_local = threading.local()
+_send_lock = threading.Lock()  # one interrupter at a time
+_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+
+
+class Body:
+    """User code running on one thread, as an interrupt target."""
+
+    __slots__ = ("depth", "done", "ident", "outer", "pending", "sent", "waiting")
+
+    def __init__(self, outer: Body | None) -> None:
+        self.ident = threading.get_ident()
+        self.depth = 0  # levels of flowbook code the user's code has called into
+        self.waiting = 0  # >0 while blocked waiting for a run (a safe place to be stopped)
+        self.pending: type[BaseException] | None = None
+        self.sent = False
+        self.done = False
+        self.outer = outer
+
+
+class AsyncBody:
+    """An ``async def`` body: interrupted by cancelling its cancel scope in its loop."""
+
+    __slots__ = ("cancel", "done", "exc_type", "loop")
+
+    def __init__(self, loop: Any, cancel: Callable[[], None]) -> None:
+        self.loop = loop
+        self.cancel = cancel
+        self.exc_type: type[BaseException] | None = None
+        self.done = False
+
+
+def current_body() -> Body | None:
+    body: Body | None = getattr(_local, "body", None)
+    return body
+
+
+def call_body(
+    fn: Callable[..., T],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    register: Callable[[Body | None], None] | None = None,
+) -> T:
+    """``fn(*args, **kwargs)`` as user code that ``interrupt`` may stop.
+
+    ``register(body)`` is called before the body starts and ``register(None)`` after it ends
+    (the run records where its body runs, so that a cancel can find it).
+    """
+    outer = getattr(_local, "body", None)
+    body = Body(outer)
+    _local.body = body
+    if register is not None:
+        register(body)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        # (no call between these two lines: an interrupter's send is entirely before or
+        # entirely after ``done`` is set)
+        body.done = True
+        if body.sent:
+            _set_async_exc(ctypes.c_ulong(body.ident), None)  # not delivered yet: withdraw
+        _local.body = outer
+        if register is not None:
+            register(None)
+
+
+def enter() -> Body | None:
+    """User code calls into flowbook: no asynchronous exception until ``leave``."""
+    body: Body | None = getattr(_local, "body", None)
+    if body is not None:
+        body.depth += 1
+    return body
+
+
+def leave(body: Body | None) -> None:
+    """Back to user code: an interrupt that arrived meanwhile is raised now."""
+    if body is not None:
+        body.depth -= 1
+        if body.depth == 0 and body.pending is not None:
+            exc_type, body.pending = body.pending, None
+            raise exc_type
+
+
+def interrupt(body: Body | AsyncBody | None, exc_type: type[BaseException]) -> bool:
+    """Stop ``body`` with ``exc_type`` (now if it runs user code, else when it returns to
+    it). False when there is nothing to stop (no body, or it has ended)."""
+    if body is None:
+        return False
+    if isinstance(body, AsyncBody):
+        if body.done:
+            return False
+        body.exc_type = exc_type
+        try:
+            body.loop.call_soon_threadsafe(body.cancel)
+        except RuntimeError:  # the loop has closed: the body has ended
+            return False
+        return True
+    ident = ctypes.c_ulong(body.ident)
+    exc = ctypes.py_object(exc_type)
+    with _send_lock:
+        # From the check to the send there is no call, so no switch to the target thread.
+        if body.done:
+            return False
+        if body.depth == 0:
+            body.sent = True
+            _set_async_exc(ident, exc)
+        else:
+            body.pending = exc_type
+    return True
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    body: Body | None = getattr(_local, "body", None)
+    if body is not None and body.depth > 0 and body.waiting == 0:
+        body.pending = KeyboardInterrupt  # raised when the thread is back in the user's code
+        return
+    raise KeyboardInterrupt
+
+
+def sigint_guard() -> bool:
+    """On the main thread, route SIGINT through ``_on_sigint`` while a top-level run goes on.
+
+    Only Python's default handler is replaced (a kernel runs cells with it); True when the
+    handler was installed and ``release_sigint`` must put the default back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+            return False
+        signal.signal(signal.SIGINT, _on_sigint)
+    except (ValueError, OSError):  # not the main interpreter, or no signals here
+        return False
+    return True
+
+
+def release_sigint() -> None:
+    try:
+        if signal.getsignal(signal.SIGINT) is _on_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    except (ValueError, OSError):
+        pass

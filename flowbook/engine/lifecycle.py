@@ -1,0 +1,71 @@
+"""The one place where a run's state changes.
+
+Every state change of a task run or a flow run, on threads and on Dask alike, goes through
+``set_task_run_state`` or ``set_flow_run_state``. A final state is *claimed*: the first final
+state a run gets stands, and any later change (a finish racing a cancel, a worker's late
+report after a timeout) is refused and reported to the caller as ``False``. Changes of one run
+are made and announced (``StateChanged``) under that run's lock, so subscribers see each
+run's states in the order they were set; the locks are a fixed set of stripes shared by all
+runs (no lock object per run), re-entrant so that a subscriber may look at the run.
+
+A task run's future is resolved after its final state is announced, outside the lock: the
+future's callbacks start dependent runs, which must not wait for this run's lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from flowbook.engine.events import StateChanged, bus
+
+if TYPE_CHECKING:
+    from flowbook.engine.runs import FlowRun, TaskRun
+    from flowbook.states import State
+
+__all__ = ["set_flow_run_state", "set_task_run_state"]
+
+_STRIPES = tuple(threading.RLock() for _ in range(64))
+_SET = object.__setattr__
+
+
+def _lock_of(run: object) -> threading.RLock:
+    return _STRIPES[(id(run) >> 4) & 63]
+
+
+def set_task_run_state(run: TaskRun, state: State) -> bool:
+    """Make ``state`` the task run's state; False (and no change) if the run is final."""
+    if state.run_id is None:
+        _SET(state, "run_id", run.id)  # (states are immutable to their users)
+    final = state.is_final()
+    with _lock_of(run):
+        previous = run.state
+        if previous is not None and previous.is_final():
+            return False
+        run.state = state
+        if final:
+            run.end_s = time.time()
+        if bus.wants(StateChanged):
+            bus.emit(StateChanged(run, state, previous))
+    if final:
+        future = run.future
+        if future is not None:
+            future._set_final(state)
+    return True
+
+
+def set_flow_run_state(run: FlowRun, state: State) -> bool:
+    """Make ``state`` the flow run's state; False (and no change) if the run is final."""
+    if state.run_id is None:
+        _SET(state, "run_id", run.id)
+    with _lock_of(run):
+        previous = run.state
+        if previous is not None and previous.is_final():
+            return False
+        run.state = state
+        if state.is_final():
+            run.end_s = time.time()
+        if bus.wants(StateChanged):
+            bus.emit(StateChanged(run, state, previous))
+    return True

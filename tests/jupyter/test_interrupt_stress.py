@@ -1,0 +1,77 @@
+"""Kernel interrupts at random moments of a flow that keeps starting task runs on the main
+thread (``.map()`` starting pool threads, ``.submit()``, waiting for results): every cell ends
+with ``KeyboardInterrupt`` promptly, every run ends, and the kernel stays usable."""
+
+from __future__ import annotations
+
+import os
+import random
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+from kernel_session import KernelSession
+
+pytestmark = pytest.mark.slow
+
+DEFS = """
+import time
+from flowbook import flow, task
+from flowbook.task_runners import ConcurrentTaskRunner
+
+@task
+def tick(i):
+    return i
+
+@flow(task_runner=ConcurrentTaskRunner(max_workers=16))
+def churn():
+    total = 0
+    for _ in range(100_000):
+        total += sum(tick.map(range(40)).result())
+        total += tick.submit(1).result()
+    return total
+
+def open_runs():
+    from flowbook.engine import flow_engine
+    return len(flow_engine._active)
+"""
+
+
+@pytest.fixture(scope="module")
+def kernel(
+    venv_kernel_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KernelSession]:
+    home = tmp_path_factory.mktemp("interrupt-home")
+    env = {
+        **os.environ,
+        **venv_kernel_env,
+        "FLOWBOOK_HOME": str(home),
+        "FLOWBOOK_CONSOLE": "off",
+    }
+    k = KernelSession(env)
+    assert k.error(k.run("%load_ext flowbook\n%flowbook widgets off")) is None
+    assert k.error(k.run(textwrap.dedent(DEFS))) is None
+    yield k
+    k.close()
+
+
+def test_interrupts_at_random_moments_always_end_the_cell_and_the_run(
+    kernel: KernelSession,
+) -> None:
+    rng = random.Random(3)
+    trials = 25
+    slowest = 0.0
+    for trial in range(trials):
+        cell = kernel.start("churn()")
+        time.sleep(rng.uniform(0.05, 0.4))
+        kernel.interrupt()
+        t0 = time.monotonic()
+        msgs = kernel.wait(cell, timeout=15)
+        slowest = max(slowest, time.monotonic() - t0)
+        err = kernel.error(msgs)
+        assert err is not None, f"trial {trial}: the cell ended without an error"
+        assert err["ename"] == "KeyboardInterrupt", f"trial {trial}: {err['ename']}"
+        assert kernel.value("open_runs()") == 0, f"trial {trial}"
+    assert slowest < 5, slowest
+    assert kernel.value("tick(41)") == 41  # the kernel still runs flows and tasks
