@@ -64,6 +64,20 @@ class CacheBackend(Protocol):
         """Remove the entries of one task, or all; returns how many were removed."""
 
 
+def pickled_for_cache(value: Any, task: str) -> bytes | None:
+    """``value`` pickled for a cache entry, or None (with a ``CacheKeyWarning`` naming the
+    task) when it cannot be pickled: such a call is simply not cached."""
+    try:
+        return _pickling.dumps(value)
+    except _pickling.ResultError as exc:
+        from flowbook.caching.keys import CacheKeyWarning
+
+        warnings.warn(
+            f"the result of task {task!r} cannot be cached: {exc}", CacheKeyWarning, stacklevel=4
+        )
+        return None
+
+
 class MemoryCache:
     """Cache entries in a dict, for the life of the process.
 
@@ -107,16 +121,8 @@ class MemoryCache:
     def put(
         self, task_key: str, key: str, value: Any, expires_s: float | None, **info: Any
     ) -> None:
-        try:
-            data = _pickling.dumps(value)
-        except _pickling.ResultError as exc:
-            from flowbook.caching.keys import CacheKeyWarning
-
-            warnings.warn(
-                f"the result of task {info.get('task_name') or task_key!r} cannot be cached: {exc}",
-                CacheKeyWarning,
-                stacklevel=3,
-            )
+        data = pickled_for_cache(value, info.get("task_name") or task_key)
+        if data is None:
             return
         entry = CacheEntry(task_key, key, data, time.time(), expires_s)
         with self._lock:

@@ -21,7 +21,7 @@ import logging
 import random
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from flowbook._setup import ensure_configured
@@ -56,7 +56,7 @@ from flowbook.task_runners.base import SubmittedCall
 if TYPE_CHECKING:
     from flowbook.tasks import Task
 
-__all__ = ["TaskRunEngine"]
+__all__ = ["TaskRunEngine", "await_task", "call_task"]
 
 _COLLECTIONS = (list, tuple, set, frozenset, dict)
 
@@ -263,28 +263,10 @@ class TaskRunEngine(SubmittedCall):
                 raise RunInterrupted  # cancelled between begin_run and here: never start
 
     def call_sync(self) -> Any:
-        task, run = self.task, self.task_run
-        if task.timeout_seconds is None:
-            return call_body(task.fn, run.args, run.kwargs, self._register_body)
-        return call_with_timeout(
-            task.fn,
-            run.args,
-            run.kwargs,
-            task.timeout_seconds,
-            f"Task run {run.name!r}",
-            run.id,
-            self._register_body,
-        )
+        return call_task(self.task, self.task_run, self._register_body)
 
     async def call_async(self) -> Any:
-        task, run = self.task, self.task_run
-        return await await_body(
-            lambda: task.fn(*run.args, **run.kwargs),
-            task.timeout_seconds,
-            f"Task run {run.name!r}",
-            run.id,
-            self._register_body,
-        )
+        return await await_task(self.task, self.task_run, self._register_body)
 
     def handle_success(self, value: Any) -> State:
         task, run = self.task, self.task_run
@@ -502,6 +484,33 @@ class TaskRunEngine(SubmittedCall):
         except (UnhashableInputError, RecursionError):
             return None
         return (self.task.task_key, self.task_run.dynamic_key, digest)
+
+
+def call_task(task: Task[..., Any], run: TaskRun, register: Callable[[Any], None]) -> Any:
+    """Call a sync task's body with the run's arguments, as user code (``register`` is told
+    its body), within the task's timeout."""
+    if task.timeout_seconds is None:
+        return call_body(task.fn, run.args, run.kwargs, register)
+    return call_with_timeout(
+        task.fn,
+        run.args,
+        run.kwargs,
+        task.timeout_seconds,
+        f"Task run {run.name!r}",
+        run.id,
+        register,
+    )
+
+
+async def await_task(task: Task[..., Any], run: TaskRun, register: Callable[[Any], None]) -> Any:
+    """Await an async task's body in a cancel scope (its deadline: the task's timeout)."""
+    return await await_body(
+        lambda: task.fn(*run.args, **run.kwargs),
+        task.timeout_seconds,
+        f"Task run {run.name!r}",
+        run.id,
+        register,
+    )
 
 
 def _CANCELLED_BEFORE_START() -> State:

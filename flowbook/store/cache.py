@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, func, select
 
-from flowbook.caching.backend import CacheEntry
+from flowbook.caching.backend import CacheEntry, pickled_for_cache
 from flowbook.caching.keys import CacheKeyWarning
 from flowbook.store import results
 from flowbook.store.schema import cache_entries
@@ -187,14 +187,8 @@ class StoreCache:
     def put(
         self, task_key: str, key: str, value: Any, expires_s: float | None, **info: Any
     ) -> None:
-        try:
-            data = results.dumps(value)
-        except results.ResultError as exc:
-            warnings.warn(
-                f"the result of task {info.get('task_name') or task_key!r} cannot be cached: {exc}",
-                CacheKeyWarning,
-                stacklevel=3,
-            )
+        data = pickled_for_cache(value, info.get("task_name") or task_key)
+        if data is None:
             return
         name: str | None = None
         inline: bytes | None = data

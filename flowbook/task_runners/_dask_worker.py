@@ -26,14 +26,13 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from flowbook.engine.env import acquire_env, release_env
-from flowbook.engine.interrupts import AsyncBody, Body, call_body, interrupt
+from flowbook.engine.interrupts import AsyncBody, Body, interrupt
 from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run
-from flowbook.engine.timeouts import await_body, call_with_timeout
+from flowbook.engine.task_engine import await_task, call_task
 from flowbook.exceptions import RunInterrupted
 
 if TYPE_CHECKING:
@@ -338,30 +337,8 @@ def _call(spec: AttemptSpec, run: TaskRun, task: Task[..., Any]) -> Any:
             _running[spec.task_run_id] = body
 
     if task.is_async:
-        return asyncio.run(_call_async(task, run, register))
-    if task.timeout_seconds is None:
-        return call_body(task.fn, run.args, run.kwargs, register)
-    return call_with_timeout(
-        task.fn,
-        run.args,
-        run.kwargs,
-        task.timeout_seconds,
-        f"Task run {run.name!r}",
-        run.id,
-        register,
-    )
-
-
-async def _call_async(
-    task: Task[..., Any], run: TaskRun, register: Callable[[Body | AsyncBody | None], None]
-) -> Any:
-    return await await_body(
-        lambda: task.fn(*run.args, **run.kwargs),
-        task.timeout_seconds,
-        f"Task run {run.name!r}",
-        run.id,
-        register,
-    )
+        return asyncio.run(await_task(task, run, register))
+    return call_task(task, run, register)
 
 
 def _worker_address() -> str:

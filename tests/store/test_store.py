@@ -8,7 +8,6 @@ the file itself), or through other processes.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
@@ -26,6 +25,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from store_under_test import read_only
 
 import flowbook.cache
 import flowbook.runs
@@ -1243,30 +1243,12 @@ def test_a_home_that_cannot_be_created_fails_the_first_flow_of_a_process(
     assert repr(str(bad_home)) in last
 
 
-@contextlib.contextmanager
-def _read_only_dir(path: Path) -> Iterator[None]:
-    """Make ``path`` unwritable, also for root: a read-only bind mount (root ignores modes)."""
-    if os.geteuid() != 0:
-        path.chmod(0o555)
-        try:
-            yield
-        finally:
-            path.chmod(0o755)
-        return
-    subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], check=True)
-        yield
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
-
-
 def test_a_read_only_home_is_an_error_naming_it(store: StoreUnderTest) -> None:
     base = Path(tempfile.mkdtemp(prefix="flowbook-ro-"))
     try:
         home = base / "home"
         home.mkdir()
-        with _read_only_dir(home):
+        with read_only(home):
             done = subprocess.run(
                 [sys.executable, "-c", FLOW_CODE],
                 cwd="/",

@@ -12,7 +12,6 @@ file or directory there (a chmod elsewhere), and a PostgreSQL database set read-
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import stat
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from store_under_test import read_only
 
 import flowbook.runs
 from flowbook import flow
@@ -62,27 +62,6 @@ def run(flowbook_env: dict[str, str], *args: str) -> subprocess.CompletedProcess
         text=True,
         timeout=60,
     )
-
-
-@contextlib.contextmanager
-def read_only(path: Path) -> Iterator[None]:
-    """Make the file or directory ``path`` unwritable, also for root (a read-only bind mount:
-    root ignores modes)."""
-    if os.geteuid() != 0:
-        mode = path.stat().st_mode
-        path.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
-        try:
-            yield
-        finally:
-            path.chmod(mode)
-        return
-    subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], check=True)
-        yield
-    finally:
-        if subprocess.run(["umount", str(path)], check=False).returncode != 0:
-            subprocess.run(["umount", "--lazy", str(path)], check=True)  # still held open
 
 
 @dataclass

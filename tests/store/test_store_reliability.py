@@ -28,69 +28,30 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from store_under_test import (
+    StoreUnderTest,
+    check_no_sqlite_fallback,
+    child_env,
+    store_env,
+)
 
 import flowbook.cache
 import flowbook.runs
 from flowbook import flow, task
 from flowbook.caching.keys import CacheKeyWarning
 from flowbook.settings import reload_settings
-from flowbook.store import close_store, get_store
+from flowbook.store import close_store
 from flowbook.tasks import task_input_hash
 
 pytestmark = pytest.mark.slow
 
 
 # -- helpers ------------------------------------------------------------------------------------
-@dataclass
-class StoreUnderTest:
-    """A store of this test's own: its backend, home, URL and the ``FLOWBOOK_*`` variables
-    that point a process at it; ``rows`` reads it through an engine of the test's own."""
-
-    backend: str
-    home: Path
-    url: str
-    env: dict[str, str]
-    engine: sa.Engine
-
-    def rows(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-        with self.engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(sa.text(sql), params)]
-
-
-def store_env(home: Path, url: str | None) -> dict[str, str]:
-    env = {"FLOWBOOK_HOME": str(home), "FLOWBOOK_CONSOLE": "off"}
-    if url is not None:
-        env["FLOWBOOK_DATABASE_URL"] = url
-    return env
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[StoreUnderTest]:
-    """A store of this test's own, opened by the test process."""
-    home = tmp_path / "home"
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    env = store_env(home, url)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
-    reload_settings()
-    opened = get_store()
-    assert opened is not None
-    engine = sa.create_engine(opened.url)
-    yield StoreUnderTest(request.param, home, opened.url, env, engine)
-    close_store()
-    engine.dispose()
-    check_no_sqlite_fallback(request.param, home)
-
-
 @pytest.fixture
 def untouched_store(
     store: StoreUnderTest, request: pytest.FixtureRequest, tmp_path: Path
@@ -114,12 +75,6 @@ def untouched_store(
     check_no_sqlite_fallback(store.backend, home)
 
 
-def check_no_sqlite_fallback(backend: str, home: Path) -> None:
-    # a process or kernel that missed FLOWBOOK_DATABASE_URL would have written SQLite here
-    if backend == "postgresql":
-        assert not (home / "flowbook.db").exists(), "a process used SQLite, not PostgreSQL"
-
-
 def reopen(monkeypatch: pytest.MonkeyPatch, store: StoreUnderTest) -> None:
     """Open ``store`` afresh in this process (as any new process would)."""
     close_store()
@@ -127,13 +82,6 @@ def reopen(monkeypatch: pytest.MonkeyPatch, store: StoreUnderTest) -> None:
     for name, value in store.env.items():
         monkeypatch.setenv(name, value)
     reload_settings()
-
-
-def child_env(store: StoreUnderTest) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWBOOK_")}
-    env.pop("JPY_SESSION_NAME", None)
-    env.update(store.env)
-    return env
 
 
 def write_script(path: Path, code: str) -> Path:
@@ -146,7 +94,7 @@ def run_script(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(script), *args],
-        env=child_env(store),
+        env=child_env(store.env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -209,7 +157,7 @@ def test_killed_process_runs_are_crashed_at_next_open(
     script = write_script(tmp_path / "doomed.py", CRASHING_FLOW)
     err = (tmp_path / "doomed.err").open("w")
     proc = subprocess.Popen(
-        [sys.executable, str(script)], env=child_env(store), stdout=err, stderr=err
+        [sys.executable, str(script)], env=child_env(store.env), stdout=err, stderr=err
     )
     try:
         wait_for_task_state(store, "second", "RUNNING", proc)
@@ -495,7 +443,7 @@ def start_together(
                 ready,
                 subprocess.Popen(
                     [sys.executable, str(script), *args],
-                    env=child_env(store),
+                    env=child_env(store.env),
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     text=True,

@@ -28,16 +28,17 @@ import pickle
 import re
 import shutil
 import stat
-import subprocess
 import threading
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
+from store_under_test import (
+    StoreUnderTest,
+    read_only,  # the fixture and helpers of every store test
+)
 
 import flowbook.cache
 import flowbook.runs
@@ -49,43 +50,6 @@ from flowbook.tasks import task_input_hash
 
 
 # -- the store under test -----------------------------------------------------------------------
-@dataclass
-class StoreUnderTest:
-    backend: str
-    home: Path
-    engine: sa.Engine
-
-    @property
-    def results(self) -> Path:
-        return self.home / "results"
-
-    def rows(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-        with self.engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(sa.text(sql), params)]
-
-    def execute(self, sql: str, **params: Any) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(sa.text(sql), params)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[StoreUnderTest]:
-    home = tmp_path / "home"
-    monkeypatch.setenv("FLOWBOOK_HOME", str(home))
-    monkeypatch.setenv("FLOWBOOK_CONSOLE", "off")
-    if request.param == "postgresql":
-        monkeypatch.setenv("FLOWBOOK_DATABASE_URL", request.getfixturevalue("postgres_url"))
-    reload_settings()
-    opened = get_store()
-    assert opened is not None
-    engine = sa.create_engine(opened.url)
-    yield StoreUnderTest(request.param, home, engine)
-    close_store()
-    engine.dispose()
-
-
 def reopen() -> None:
     """Open the store afresh in this process: nothing of it is kept in memory any more."""
     close_store()
@@ -297,24 +261,6 @@ def disk_full_under(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     with monkeypatch.context() as patch:
         patch.setattr(os, "write", write)
         yield tried
-
-
-@contextlib.contextmanager
-def read_only(path: Path) -> Iterator[None]:
-    """``path`` unwritable, also for root (which ignores modes): a read-only bind mount."""
-    if os.geteuid() != 0:
-        path.chmod(0o500)
-        try:
-            yield
-        finally:
-            path.chmod(0o700)
-        return
-    subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], check=True)
-        yield
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
 
 
 def recorded(store: StoreUnderTest, flow_name: str) -> list[tuple[Any, ...]]:

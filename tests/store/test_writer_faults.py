@@ -15,7 +15,6 @@ itself); processes are real processes.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import subprocess
@@ -25,73 +24,27 @@ import textwrap
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from store_under_test import (  # the fixture and helpers of every store test
+    StoreUnderTest,
+    child_env,
+    store_env,
+)
 
 from flowbook import flow, get_run_logger, task
-from flowbook.settings import reload_settings
-from flowbook.store import close_store, get_store
+from flowbook.store import get_store
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class StoreUnderTest:
-    backend: str
-    home: Path
-    url: str
-    env: dict[str, str]
-    engine: sa.Engine
-
-    def rows(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-        with self.engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(sa.text(sql), params)]
-
-    def count(self, table: str) -> int:
-        return int(self.rows(f"SELECT count(*) FROM {table}")[0][0])
-
-
-def _store_env(home: Path, url: str | None) -> dict[str, str]:
-    env = {"FLOWBOOK_HOME": str(home), "FLOWBOOK_CONSOLE": "off"}
-    if url is not None:
-        env["FLOWBOOK_DATABASE_URL"] = url
-    return env
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[StoreUnderTest]:
-    """A store of this test's own, opened by the test process."""
-    home = tmp_path / "home"
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    env = _store_env(home, url)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    reload_settings()
-    opened = get_store()
-    assert opened is not None
-    engine = sa.create_engine(opened.url)
-    yield StoreUnderTest(request.param, home, opened.url, env, engine)
-    close_store()
-    engine.dispose()
-
-
-def _child_env(env: dict[str, str]) -> dict[str, str]:
-    child = {k: v for k, v in os.environ.items() if not k.startswith("FLOWBOOK_")}
-    child.pop("JPY_SESSION_NAME", None)
-    child.update(env)
-    return child
 
 
 def _run(script: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(script), *args],
-        env=_child_env(env),
+        env=child_env(env),
         capture_output=True,
         text=True,
         timeout=90,
@@ -139,7 +92,7 @@ def test_processes_writing_the_same_cache_keys_lose_nothing(
         ready = tmp_path / f"ready-{i}"
         proc = subprocess.Popen(
             [sys.executable, str(script), str(ready), str(go)],
-            env=_child_env(store.env),
+            env=child_env(store.env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -378,7 +331,7 @@ def test_a_full_disk_loses_no_run_that_fits_and_leaves_no_orphan_file(tmp_path: 
         home = disk / "home"
         script = tmp_path / "filling.py"
         script.write_text(textwrap.dedent(FILLING))
-        env = _store_env(home, None)
+        env = store_env(home, None)
         start = time.monotonic()
         done = _run(script, env, str(disk))
         elapsed = time.monotonic() - start
@@ -509,7 +462,7 @@ def _start_turned_away(
     ready, go = tmp_path / "ready", tmp_path / "go"
     proc = subprocess.Popen(
         [sys.executable, str(script), str(ready), str(go), how],
-        env=_child_env(store.env),
+        env=child_env(store.env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
