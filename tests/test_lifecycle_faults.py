@@ -220,8 +220,10 @@ def test_an_interrupt_waits_while_the_body_is_in_flowbook_code() -> None:
 def test_an_interrupt_after_the_body_ended_is_refused() -> None:
     bodies: list[Body | None] = []
     call_body(lambda: None, (), {}, bodies.append)
-    assert bodies[-1] is None
-    assert not interrupt(bodies[0], RunInterrupted)
+    (body,) = bodies
+    assert body is not None
+    assert body.done  # an ended body stays registered, as done
+    assert not interrupt(body, RunInterrupted)
 
 
 # -- cancel stress ------------------------------------------------------------------------------
@@ -316,6 +318,7 @@ def test_a_kill_right_after_the_body_starts_leaves_a_crashed_run(
     script.write_text(_STARTED_SCRIPT)
     rng = random.Random(int(sig))
     outcomes: dict[str, int] = {}
+    messages: set[str] = set()
     for trial in range(4):
         home = tmp_path / f"home-{trial}"
         marker = tmp_path / f"started-{trial}"
@@ -329,15 +332,24 @@ def test_a_kill_right_after_the_body_starts_leaves_a_crashed_run(
         proc.send_signal(sig)
         proc.wait(30)
         _open_store(home)
-        rows = _store_rows(home, "SELECT state_name FROM flow_runs")
+        rows = _store_rows(home, "SELECT state_name, state_message FROM flow_runs")
         assert len(rows) == 1, f"trial {trial}: {rows}"
         outcomes[rows[0][0]] = outcomes.get(rows[0][0], 0) + 1
+        messages.add(rows[0][1])
+        # the dead process's journal was read and removed
+        assert not list((home / "journal").glob("*.jsonl"))
         left = _store_rows(
             home,
             "SELECT count(*) FROM task_runs WHERE state_type IN ('PENDING', 'RUNNING')",
         )
         assert left == [(0,)]
     assert outcomes == {"Crashed": 4}
+    # killed within 100 ms of the body's start, before the writer's first batch: the run is
+    # known from the journal the process appended to when it created the run
+    assert (
+        "The process running this flow run ended before the run was recorded (found in its "
+        "run journal)." in messages
+    ), messages
 
 
 def test_kills_at_random_moments_leave_a_consistent_store(tmp_path: Path) -> None:
@@ -365,6 +377,32 @@ def test_kills_at_random_moments_leave_a_consistent_store(tmp_path: Path) -> Non
         home, "SELECT count(*) FROM task_runs WHERE state_type IN ('PENDING', 'RUNNING')"
     )
     assert left == [(0,)]
+
+
+def test_a_clean_exit_leaves_every_run_recorded_and_no_journal(tmp_path: Path) -> None:
+    script = tmp_path / "many.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            from flowbook import flow
+
+            @flow
+            def tiny(i):
+                return i
+
+            for i in range(201):
+                tiny(i)
+            """
+        )
+    )
+    home = tmp_path / "home"
+    env = {**os.environ, "FLOWBOOK_HOME": str(home), "FLOWBOOK_CONSOLE": "off"}
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert _store_rows(home, "SELECT count(*) FROM flow_runs") == [(201,)]
+    assert list((home / "journal").glob("*")) == []
 
 
 def test_background_runs_still_going_at_exit_end_cancelled(tmp_path: Path) -> None:

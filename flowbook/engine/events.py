@@ -118,7 +118,6 @@ class EventBus:
         # Copy-on-write tuples: emit() reads without a lock.
         self._subscribers: dict[type[Event], tuple[Subscriber, ...]] = {}
         self._barriers: tuple[Callable[[Any], None], ...] = ()
-        self._syncs: tuple[Callable[[], Any], ...] = ()
         self._warned: set[int] = set()
 
     def subscribe(self, kinds: tuple[type[Event], ...], fn: Callable[[Any], None]) -> None:
@@ -160,30 +159,6 @@ class EventBus:
             except Exception as exc:  # a subscriber must never fail a run
                 warnings.warn(
                     f"flowbook barrier {fn!r} raised {exc!r}; the run's result is unaffected",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-
-    def add_sync(self, fn: Callable[[], Any]) -> None:
-        """Call ``fn()`` when the engine needs what it emitted so far to be recorded before it
-        goes on (a top-level flow run is created: its row must exist before its body starts).
-        """
-        with self._lock:
-            if fn not in self._syncs:
-                self._syncs = (*self._syncs, fn)
-
-    def remove_sync(self, fn: Callable[[], Any]) -> None:
-        with self._lock:
-            self._syncs = tuple(f for f in self._syncs if f != fn)
-
-    def sync(self) -> None:
-        """Wait for every sync subscriber to have recorded the events emitted so far."""
-        for fn in self._syncs:
-            try:
-                fn()
-            except Exception as exc:  # a subscriber must never fail a run
-                warnings.warn(
-                    f"flowbook sync {fn!r} raised {exc!r}; the run goes on",
                     RuntimeWarning,
                     stacklevel=2,
                 )

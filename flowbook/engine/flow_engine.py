@@ -81,9 +81,10 @@ _FAILED = (StateType.FAILED, StateType.CRASHED)
 _active: dict[int, FlowRunEngine] = {}
 _active_lock = threading.Lock()
 _EXITED = "The process exited while this flow run was running."
+_exit_handler_held = False
 
 
-def _end_active_runs() -> None:
+def end_active_runs() -> None:
     """At interpreter exit: runs still going (background runs, a script's last run) end
     ``Cancelled``, with their task runs, and so reach the store before it closes."""
     with _active_lock:
@@ -97,10 +98,12 @@ def _end_active_runs() -> None:
 
 
 def _hold_exit_handler() -> None:
-    """Register ``_end_active_runs`` as the newest exit handler, so that it runs before the
-    store's own (exit handlers run newest first), which writes what it records."""
-    atexit.unregister(_end_active_runs)
-    atexit.register(_end_active_runs)
+    """Make sure ``end_active_runs`` runs at exit (the store's own exit handler calls it too,
+    before it writes its last rows, whichever runs first)."""
+    global _exit_handler_held
+    if not _exit_handler_held:
+        _exit_handler_held = True
+        atexit.register(end_active_runs)
 
 
 def _warn(message: str) -> None:
@@ -187,11 +190,9 @@ class FlowRunEngine:
             self._set_record_state(Pending())
         if bus.wants(FlowRunCreated):
             bus.emit(FlowRunCreated(run))
+        # (a top-level run's creation is journalled by the store on this thread, before its
+        # body starts: a kill at any moment leaves a trace the next open marks Crashed)
         self._set_state(Pending())
-        if parent is None:
-            # a top-level run is in the store before its body starts: a kill at any moment
-            # leaves a row, which the next open marks Crashed
-            bus.sync()
         return run
 
     def begin_run(self) -> None:

@@ -35,8 +35,8 @@ Async bodies are not interrupted this way: they are cancelled through their even
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # (the C module, which has no stubs)
 import ctypes
-import signal
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -58,6 +58,10 @@ T = TypeVar("T")
 _local = threading.local()
 _send_lock = threading.Lock()  # one interrupter at a time
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+_get_ident = threading.get_ident
+_MAIN_IDENT = threading.main_thread().ident
+_SIGINT = _signal.SIGINT
+_default_int_handler = _signal.default_int_handler
 
 
 class Body:
@@ -66,7 +70,7 @@ class Body:
     __slots__ = ("depth", "done", "ident", "outer", "pending", "sent", "waiting")
 
     def __init__(self, outer: Body | None) -> None:
-        self.ident = threading.get_ident()
+        self.ident = _get_ident()
         self.depth = 0  # levels of flowbook code the user's code has called into
         self.waiting = 0  # >0 while blocked waiting for a run (a safe place to be stopped)
         self.pending: type[BaseException] | None = None
@@ -100,15 +104,18 @@ def call_body(
 ) -> T:
     """``fn(*args, **kwargs)`` as user code that ``interrupt`` may stop.
 
-    ``register(body)`` is called before the body starts and ``register(None)`` after it ends
-    (the run records where its body runs, so that a cancel can find it).
+    ``register(body)`` is called before the body starts (the run records where its body runs,
+    so that a cancel can find it; it may raise to stop the body from starting). A body that
+    ended stays registered: ``interrupt`` refuses it (``done``), so nobody needs telling.
+    This is on every task run's path: it does no more than it must.
     """
-    outer = getattr(_local, "body", None)
+    local = _local
+    outer = getattr(local, "body", None)
     body = Body(outer)
-    _local.body = body
-    if register is not None:
-        register(body)
+    local.body = body
     try:
+        if register is not None:
+            register(body)
         return fn(*args, **kwargs)
     finally:
         # (no call between these two lines: an interrupter's send is entirely before or
@@ -116,9 +123,7 @@ def call_body(
         body.done = True
         if body.sent:
             _set_async_exc(ctypes.c_ulong(body.ident), None)  # not delivered yet: withdraw
-        _local.body = outer
-        if register is not None:
-            register(None)
+        local.body = outer
 
 
 def enter() -> Body | None:
@@ -178,14 +183,15 @@ def sigint_guard() -> bool:
     """On the main thread, route SIGINT through ``_on_sigint`` while a top-level run goes on.
 
     Only Python's default handler is replaced (a kernel runs cells with it); True when the
-    handler was installed and ``release_sigint`` must put the default back.
+    handler was installed and ``release_sigint`` must put the default back. (``_signal``
+    directly: the ``signal`` module's wrappers convert numbers to enums, several µs a call.)
     """
-    if threading.current_thread() is not threading.main_thread():
+    if _get_ident() != _MAIN_IDENT:
         return False
     try:
-        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        if _signal.getsignal(_SIGINT) is not _default_int_handler:
             return False
-        signal.signal(signal.SIGINT, _on_sigint)
+        _signal.signal(_SIGINT, _on_sigint)
     except (ValueError, OSError):  # not the main interpreter, or no signals here
         return False
     return True
@@ -193,7 +199,7 @@ def sigint_guard() -> bool:
 
 def release_sigint() -> None:
     try:
-        if signal.getsignal(signal.SIGINT) is _on_sigint:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if _signal.getsignal(_SIGINT) is _on_sigint:
+            _signal.signal(_SIGINT, _default_int_handler)
     except (ValueError, OSError):
         pass

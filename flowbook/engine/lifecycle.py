@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from flowbook.engine.events import StateChanged, bus
+from flowbook.states import _FINAL_VALUES
 
 if TYPE_CHECKING:
     from flowbook.engine.runs import FlowRun, TaskRun
@@ -28,25 +29,27 @@ __all__ = ["set_flow_run_state", "set_task_run_state"]
 
 _STRIPES = tuple(threading.RLock() for _ in range(64))
 _SET = object.__setattr__
+_FINAL = _FINAL_VALUES
+_subscribers = bus._subscribers  # (read without a lock, as EventBus.emit does)
+_time = time.time
 
-
-def _lock_of(run: object) -> threading.RLock:
-    return _STRIPES[(id(run) >> 4) & 63]
+# The two functions below are on every task run's path three times: they are written out
+# (no helper calls) on purpose.
 
 
 def set_task_run_state(run: TaskRun, state: State) -> bool:
     """Make ``state`` the task run's state; False (and no change) if the run is final."""
     if state.run_id is None:
         _SET(state, "run_id", run.id)  # (states are immutable to their users)
-    final = state.is_final()
-    with _lock_of(run):
+    final = state.type._value_ in _FINAL
+    with _STRIPES[(id(run) >> 4) & 63]:
         previous = run.state
-        if previous is not None and previous.is_final():
+        if previous is not None and previous.type._value_ in _FINAL:
             return False
         run.state = state
         if final:
-            run.end_s = time.time()
-        if bus.wants(StateChanged):
+            run.end_s = _time()
+        if StateChanged in _subscribers:
             bus.emit(StateChanged(run, state, previous))
     if final:
         future = run.future
@@ -59,13 +62,13 @@ def set_flow_run_state(run: FlowRun, state: State) -> bool:
     """Make ``state`` the flow run's state; False (and no change) if the run is final."""
     if state.run_id is None:
         _SET(state, "run_id", run.id)
-    with _lock_of(run):
+    with _STRIPES[(id(run) >> 4) & 63]:
         previous = run.state
-        if previous is not None and previous.is_final():
+        if previous is not None and previous.type._value_ in _FINAL:
             return False
         run.state = state
-        if state.is_final():
-            run.end_s = time.time()
-        if bus.wants(StateChanged):
+        if state.type._value_ in _FINAL:
+            run.end_s = _time()
+        if StateChanged in _subscribers:
             bus.emit(StateChanged(run, state, previous))
     return True

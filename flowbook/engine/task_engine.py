@@ -39,6 +39,7 @@ from flowbook.exceptions import (
 )
 from flowbook.futures import TaskRunFuture
 from flowbook.states import (
+    _FINAL_VALUES,
     AwaitingRetry,
     Cached,
     Cancelled,
@@ -257,10 +258,9 @@ class TaskRunEngine(SubmittedCall):
     def _register_body(self, body: Body | AsyncBody | None) -> None:
         run = self.task_run
         run.body = body
-        if body is not None:
-            state = run.state
-            if state is not None and state.is_final():
-                raise RunInterrupted  # cancelled between begin_run and here: never start
+        state = run.state
+        if state is not None and state.type._value_ in _FINAL_VALUES:
+            raise RunInterrupted  # cancelled between begin_run and here: never start
 
     def call_sync(self) -> Any:
         return call_task(self.task, self.task_run, self._register_body)

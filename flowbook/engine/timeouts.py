@@ -96,7 +96,6 @@ async def await_body(
             return await make()
         finally:
             body.done = True
-            register(None)
     # only reached when the scope was cancelled: by the deadline or by an interrupt
     if body.exc_type is not None:
         raise body.exc_type

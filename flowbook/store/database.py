@@ -26,6 +26,7 @@ process without a store, so runs go on unrecorded, while readers get the error.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import stat
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, select, text, update
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text, update
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -325,8 +326,13 @@ def register_process(engine: Engine, process_id: str) -> None:
         raise as_store_error(exc, engine.url) from exc
 
 
-def recover_crashed(engine: Engine, own_process_id: str) -> int:
-    """Mark the unfinished runs of dead processes ``Crashed``; returns how many flow runs."""
+def recover_crashed(engine: Engine, own_process_id: str, journals: Path | None = None) -> int:
+    """Mark the unfinished runs of dead processes ``Crashed``; returns how many flow runs.
+
+    ``journals`` is the directory of run journals (``flowbook.store.journal``): a dead process
+    of this host may have journalled top-level runs whose rows it never committed; they are
+    recorded here, as ``Crashed``.
+    """
     host = socket.gethostname()
     now = time.time()
     with engine.begin() as conn:
@@ -347,6 +353,8 @@ def recover_crashed(engine: Engine, own_process_id: str) -> int:
         ]
         if not dead:
             return 0
+        here = [r.id for r in rows if r.id in dead and r.host == host]
+        journalled = _journalled_runs(conn, journals, here, now) if journals is not None else 0
         unfinished = (
             conn.execute(
                 select(flow_runs.c.id).where(
@@ -402,7 +410,76 @@ def recover_crashed(engine: Engine, own_process_id: str) -> int:
                     ],
                 )
         conn.execute(processes.delete().where(processes.c.id.in_(dead)))
-        return len(unfinished)
+    if journals is not None:
+        for process_id in here:
+            try:
+                (journals / f"{process_id}.jsonl").unlink()
+            except OSError:
+                pass
+    return len(unfinished) + journalled
+
+
+_NOT_RECORDED = (
+    "The process running this flow run ended before the run was recorded (found in its run "
+    "journal)."
+)
+
+
+def _journalled_runs(conn: Connection, journals: Path, dead: list[str], now: float) -> int:
+    """Record, as ``Crashed``, the journalled runs of dead processes the database lacks."""
+    from flowbook.store.journal import read_journal
+
+    added = 0
+    for process_id in dead:
+        entries = read_journal(journals / f"{process_id}.jsonl")
+        if not entries:
+            continue
+        ids = [e["id"] for e in entries]
+        known = set(
+            conn.execute(select(flow_runs.c.id).where(flow_runs.c.id.in_(ids))).scalars().all()
+        )
+        missing = [e for e in entries if e["id"] not in known]
+        if not missing:
+            continue
+        conn.execute(
+            flow_runs.insert(),
+            [
+                {
+                    "id": e["id"],
+                    "name": str(e.get("name") or "")[:255],
+                    "flow_name": str(e.get("flow_name") or "")[:255],
+                    "flow_version": e.get("flow_version"),
+                    "project": e.get("project"),
+                    "process_id": process_id,
+                    "tags": json.dumps(e.get("tags") or []),
+                    "state_type": "CRASHED",
+                    "state_name": "Crashed",
+                    "state_message": _NOT_RECORDED,
+                    "run_count": 0,
+                    "created_at": float(e.get("created_at") or now),
+                    "end_time": now,
+                    "notebook": e.get("notebook"),
+                    "cell_id": e.get("cell_id"),
+                }
+                for e in missing
+            ],
+        )
+        conn.execute(
+            states.insert(),
+            [
+                {
+                    "run_id": e["id"],
+                    "run_kind": "flow",
+                    "type": "CRASHED",
+                    "name": "Crashed",
+                    "message": _NOT_RECORDED,
+                    "timestamp": now,
+                }
+                for e in missing
+            ],
+        )
+        added += len(missing)
+    return added
 
 
 def heartbeat(engine: Engine, process_id: str) -> None:

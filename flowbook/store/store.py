@@ -23,6 +23,7 @@ from flowbook.store.database import (
     register_process,
     unregister_process,
 )
+from flowbook.store.journal import RunJournal, journal_dir
 from flowbook.store.writer import StoreWriter
 
 __all__ = ["Store"]
@@ -46,19 +47,20 @@ class Store:
             self.engine.dispose()
             raise
         self.process_id = new_id()
+        self.journal_dir = journal_dir(settings.home)
         register_process(self.engine, self.process_id)
-        self.crashed_on_open = recover_crashed(self.engine, self.process_id)
+        self.crashed_on_open = recover_crashed(self.engine, self.process_id, self.journal_dir)
         prune_logs(self.engine, settings.log_retention_days)
-        self.writer = StoreWriter(self.engine, self.process_id, self.results_dir)
+        self.journal = RunJournal(self.journal_dir, self.process_id)
+        self.writer = StoreWriter(self.engine, self.process_id, self.results_dir, self.journal)
         self.cache = StoreCache(self)
         self._closed = False
-        atexit.register(self.close)
+        atexit.register(self._close_at_exit)
 
     def attach(self) -> None:
         """Start receiving events: every run from now on is recorded."""
         bus.subscribe(_EVENTS, self.writer.on_event)
         bus.add_barrier(self._barrier)
-        bus.add_sync(self.writer.flush)
 
     def _barrier(self, flow_run: FlowRun) -> None:
         self.writer.barrier(flow_run)
@@ -74,6 +76,14 @@ class Store:
         written (``flowbook doctor`` lists them)."""
         return dict(self.writer.drops.counts)
 
+    def _close_at_exit(self) -> None:
+        # runs still going end first (Cancelled, "the process exited"), while the store still
+        # records them (exit handlers run newest first, and the engine's may come later)
+        from flowbook.engine.flow_engine import end_active_runs
+
+        end_active_runs()
+        self.close()
+
     def close(self) -> None:
         """Write what is queued, detach, and mark this process as cleanly gone."""
         if self._closed:
@@ -81,14 +91,14 @@ class Store:
         self._closed = True
         bus.unsubscribe(self.writer.on_event)
         bus.remove_barrier(self._barrier)
-        bus.remove_sync(self.writer.flush)
         self.writer.stop()
+        self.journal.close()
         try:
             unregister_process(self.engine, self.process_id)
         except Exception:  # closing at interpreter exit: the database may be gone already
             pass
         self.engine.dispose()
-        atexit.unregister(self.close)
+        atexit.unregister(self._close_at_exit)
 
     def __repr__(self) -> str:
         return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"

@@ -54,6 +54,7 @@ from flowbook.store.batches import (
 from flowbook.store.cache import INLINE_RESULT_BYTES
 from flowbook.store.database import HEARTBEAT_EVERY_S, heartbeat
 from flowbook.store.drops import STORE_WIDE, Drops, classify, reason
+from flowbook.store.journal import RunJournal
 from flowbook.store.schema import (
     cache_entries,
     cache_misses,
@@ -87,10 +88,18 @@ def _urgent(item: Any) -> bool:
 class StoreWriter:
     """Writes events to the database from a thread of its own."""
 
-    def __init__(self, engine: Engine, process_id: str, results_dir: Path) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        process_id: str,
+        results_dir: Path,
+        journal: RunJournal | None = None,
+    ) -> None:
         self.engine = engine
         self.process_id = process_id
         self.results_dir = results_dir
+        # top-level flow runs are journalled when created, before their rows are committed
+        self.journal = journal
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._finished: dict[str, threading.Event] = {}
         # states of task runs not final yet, by run id (kept here across batches)
@@ -115,6 +124,10 @@ class StoreWriter:
             self._finished[event.flow_run.id] = threading.Event()
             self._call_for(event)
             return
+        if kind is FlowRunCreated and event.flow_run.parent_task_run is None:
+            journal = self.journal
+            if journal is not None:
+                journal.record(event.flow_run)
         self._queue.put(event)
 
     def _call_for(self, item: Any) -> None:
@@ -141,6 +154,8 @@ class StoreWriter:
                 f"the run store did not confirm flow run {flow_run.name!r} within {timeout:g} s; "
                 "its last rows may be written later",
             )
+        elif self.journal is not None:
+            self.journal.committed(flow_run.id)
         self._finished.pop(flow_run.id, None)
 
     def flush(self, timeout: float = 60.0) -> bool:

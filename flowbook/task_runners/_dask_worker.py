@@ -329,16 +329,18 @@ def _call(spec: AttemptSpec, run: TaskRun, task: Task[..., Any]) -> Any:
 
     def register(body: Body | AsyncBody | None) -> None:
         with _running_lock:
-            if body is None:
-                _running.pop(spec.task_run_id, None)
-                return
             if spec.task_run_id in _interrupted:
                 raise RunInterrupted(f"task run {spec.name!r} was cancelled before it started")
-            _running[spec.task_run_id] = body
+            if body is not None:
+                _running[spec.task_run_id] = body
 
-    if task.is_async:
-        return asyncio.run(await_task(task, run, register))
-    return call_task(task, run, register)
+    try:
+        if task.is_async:
+            return asyncio.run(await_task(task, run, register))
+        return call_task(task, run, register)
+    finally:
+        with _running_lock:
+            _running.pop(spec.task_run_id, None)
 
 
 def _worker_address() -> str:

@@ -169,11 +169,16 @@ def test_the_home_and_database_are_private_to_their_owner(
         store = get_store()
         assert store is not None
         store.flush()
-        mode = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (home, *home.iterdir())}
-        # -wal and -shm exist while the store is open, with the database's mode
+        journal = home / "journal"
+        entries = (home, *home.iterdir(), *journal.iterdir())
+        mode = {p.name: stat.S_IMODE(p.stat().st_mode) for p in entries}
+        # -wal and -shm exist while the store is open, with the database's mode; so does
+        # the run journal of this process
         assert mode == {
             "home": 0o700,
             "results": 0o700,
+            "journal": 0o700,
+            f"{store.process_id}.jsonl": 0o600,
             "flowbook.db": 0o600,
             "flowbook.db-wal": 0o600,
             "flowbook.db-shm": 0o600,

@@ -360,8 +360,9 @@ def test_a_full_disk_loses_no_run_that_fits_and_leaves_no_orphan_file(tmp_path: 
         assert re.fullmatch(
             f"the run store at {re.escape(str(db))} cannot be written: the disk is full "
             r"\(OperationalError: database or disk is full \[SQLITE_FULL\]\)\. Runs go on and "
-            r"return their results, but these records \(flow runs: 1, states: \d\) and later "
-            "ones are not recorded until the store can be written again; the result files of "
+            r"return their results, but these records \(flow runs: 1, (log lines: \d+, )?states: "
+            r"\d(, task runs: \d+)?\) and later ones are not recorded until the store can be "
+            "written again; the result files of "
             f"records not written are removed from {re.escape(str(results))}",
             full,
         ), full
@@ -523,7 +524,8 @@ def test_a_read_only_store_returns_results_says_so_once_and_leaves_no_file(
         assert re.fullmatch(
             f"the run store at {re.escape(_where(store))} cannot be written: it is read-only "
             rf"\({re.escape(why)}\)\. Runs go on and return their results, but these records "
-            r"\(flow runs: 1, states: \d\) and later ones are not recorded until the store can "
+            r"\(flow runs: 1, states: \d(, task runs: \d+)?\) and later ones are not recorded "
+            "until the store can "
             "be written again; the result files of records not written are removed from "
             f"{re.escape(str(results))}",
             told,

@@ -230,7 +230,7 @@ def _check_crashed(store: Store) -> None:
             return
         _crash_checked_at = time.monotonic()
         try:
-            recover_crashed(store.engine, store.process_id)
+            recover_crashed(store.engine, store.process_id, store.journal_dir)
         except Exception as exc:  # the runs are still worth serving as they are stored
             logging.getLogger(__name__).warning(
                 "flowbook: the crash check of the run store failed: %s", exc
