@@ -133,25 +133,24 @@ class Task(Generic[P, R]):
         """Run the task now and return its value (``return_state=True``: its final state)."""
         body = interrupts.enter()
         try:
-            return self._call(args, kwargs)  # type: ignore[no-any-return]
+            return_state = bool(kwargs.pop("return_state", False))
+            wait_for: Any = kwargs.pop("wait_for", None)
+            engine = TaskRunEngine(self, args, kwargs, wait_for, with_future=False)
+            if self.is_async:
+                caller = current_task_run.get() or current_flow_run.get()
+                if caller is None or is_async_run(caller):
+                    return self._run_inline_async(engine, return_state)  # type: ignore[return-value]
+                return run_coro_sync(  # type: ignore[no-any-return]
+                    lambda: self._run_inline_async(engine, return_state)
+                )
+            token = current_task_run.set(engine.task_run)
+            try:
+                state = engine.run_sync()
+            finally:
+                current_task_run.reset(token)
+            return _unwrap(engine.task_run, state, return_state)  # type: ignore[no-any-return]
         finally:
             interrupts.leave(body)
-
-    def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return_state = bool(kwargs.pop("return_state", False))
-        wait_for: Any = kwargs.pop("wait_for", None)
-        engine = TaskRunEngine(self, args, kwargs, wait_for, with_future=False)
-        if self.is_async:
-            caller = current_task_run.get() or current_flow_run.get()
-            if caller is None or is_async_run(caller):
-                return self._run_inline_async(engine, return_state)
-            return run_coro_sync(lambda: self._run_inline_async(engine, return_state))
-        token = current_task_run.set(engine.task_run)
-        try:
-            state = engine.run_sync()
-        finally:
-            current_task_run.reset(token)
-        return _unwrap(engine.task_run, state, return_state)
 
     async def _run_inline_async(self, engine: TaskRunEngine, return_state: bool) -> Any:
         token = current_task_run.set(engine.task_run)

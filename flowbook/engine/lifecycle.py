@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from flowbook.engine.runs import FlowRun, TaskRun
     from flowbook.states import State
 
-__all__ = ["set_flow_run_state", "set_task_run_state"]
+__all__ = ["first_task_run_state", "set_flow_run_state", "set_task_run_state"]
 
 _STRIPES = tuple(threading.RLock() for _ in range(64))
 _SET = object.__setattr__
@@ -56,6 +56,16 @@ def set_task_run_state(run: TaskRun, state: State) -> bool:
         if future is not None:
             future._set_final(state)
     return True
+
+
+def first_task_run_state(run: TaskRun, state: State) -> None:
+    """A new task run's first (non-final) state, without the lock: no other thread changes
+    a run before it has a state (a cancel skips runs without one; they check for it before
+    they start)."""
+    _SET(state, "run_id", run.id)
+    run.state = state
+    if StateChanged in _subscribers:
+        bus.emit(StateChanged(run, state, None))
 
 
 def set_flow_run_state(run: FlowRun, state: State) -> bool:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from flowbook._setup import ensure_configured
 from flowbook.engine.events import TaskRunCreated, bus
 from flowbook.engine.interrupts import AsyncBody, Body, call_body
-from flowbook.engine.lifecycle import set_task_run_state
+from flowbook.engine.lifecycle import first_task_run_state, set_task_run_state
 from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run
 from flowbook.engine.timeouts import await_body, call_with_timeout
 from flowbook.engine.values import collect_futures, resolve_futures
@@ -156,7 +156,7 @@ class TaskRunEngine(SubmittedCall):
             flow_run.task_runs.append(run)
         if bus.wants(TaskRunCreated):
             bus.emit(TaskRunCreated(run, run.upstream_ids))
-        set_task_run_state(run, Pending())
+        first_task_run_state(run, Pending())
 
     # -- phases --------------------------------------------------------------------------------
     def resolve_inputs(self) -> State | None:
