@@ -240,6 +240,8 @@ def _cache(store: Any, args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     """Check the store without opening it as a run would; exit 1 when a problem is found."""
+    import sqlite3
+
     from flowbook.settings import get_settings
     from flowbook.store.doctor import DoctorError, diagnose, repair
 
@@ -247,7 +249,7 @@ def _doctor(args: argparse.Namespace) -> int:
         settings = get_settings()
         fixed = repair(settings.store_url, settings.results_dir) if args.repair else None
         report = diagnose(settings.store_url, settings.results_dir)
-    except (DoctorError, ValueError) as exc:
+    except (DoctorError, ValueError, OSError, sqlite3.Error) as exc:
         _fail(exc)
         return 1
     if args.json:

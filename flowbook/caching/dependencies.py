@@ -416,9 +416,10 @@ class _Discovery:
                 self.add(value, names)
                 if isinstance(value, types.ModuleType) or _is_plain_user_code(value):
                     continue  # followed: its source is part of the helpers
-            if generated:
+            if generated or (label is not None and not _can_hash(value)):
                 # generated methods (dataclasses, ...) close over field types and
-                # sentinels: their content, when it has one, else their type
+                # sentinels, and a helper (a user's decorator, say) may close over a lock:
+                # their content, when it has one, else their type; the task stays cached
                 hashed.append((var, _lenient_hash(value)))
                 continue
             try:
@@ -610,7 +611,19 @@ def _discover(fn: Callable[..., object]) -> tuple[CodeIdentity, _Check]:
     except Exception as exc:  # the code of a library's odd object; never fail the task
         problem = f"its code could not be inspected ({type(exc).__name__}: {exc})"
         identity = CodeIdentity(source_hash(fn), (), (), problem)
-        return identity, _compile_check(fn, (), (), [], [], [])
+        return identity, _never  # not kept: the next call inspects it again
+
+
+def _never(owner: object) -> bool:
+    return False
+
+
+def _can_hash(value: Any) -> bool:
+    try:
+        stable_hash(value)
+    except UnhashableInputError:
+        return False
+    return True
 
 
 def _walk_from(fn: Callable[..., object]) -> tuple[CodeIdentity, _Check]:

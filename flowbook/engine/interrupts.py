@@ -67,16 +67,15 @@ _default_int_handler = _signal.default_int_handler
 class Body:
     """User code running on one thread, as an interrupt target."""
 
-    __slots__ = ("depth", "done", "ident", "outer", "pending", "sent", "waiting")
+    __slots__ = ("depth", "done", "ident", "pending", "sent", "waiting")
 
-    def __init__(self, outer: Body | None) -> None:
+    def __init__(self) -> None:
         self.ident = _get_ident()
         self.depth = 0  # levels of flowbook code the user's code has called into
         self.waiting = 0  # >0 while blocked waiting for a run (a safe place to be stopped)
         self.pending: type[BaseException] | None = None
         self.sent = False
         self.done = False
-        self.outer = outer
 
 
 class AsyncBody:
@@ -111,7 +110,7 @@ def call_body(
     """
     local = _local
     outer = getattr(local, "body", None)
-    body = Body(outer)
+    body = Body()
     local.body = body
     try:
         if register is not None:

@@ -176,7 +176,7 @@ def _sqlite_path(url: str) -> Path | None:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
-    return Path(str(parsed.database))
+    return Path(str(parsed.database)).expanduser().absolute()  # as the store opens it
 
 
 def _check_schema(conn: Connection, report: Report) -> bool:

@@ -92,11 +92,14 @@ class Store:
         bus.unsubscribe(self.writer.on_event)
         bus.remove_barrier(self._barrier)
         self.writer.stop()
-        self.journal.close()
-        try:
-            unregister_process(self.engine, self.process_id)
-        except Exception:  # closing at interpreter exit: the database may be gone already
-            pass
+        if self.writer.stopped():
+            self.journal.close()
+            try:
+                unregister_process(self.engine, self.process_id)
+            except Exception:  # closing at interpreter exit: the database may be gone already
+                pass
+        # else: the writer did not finish in time; the process record and the journal stay,
+        # so that the next open treats what was not written as a crashed process's runs
         self.engine.dispose()
         atexit.unregister(self._close_at_exit)
 

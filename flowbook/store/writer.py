@@ -170,6 +170,10 @@ class StoreWriter:
         self._call_for(_STOP)
         self._thread.join(timeout)
 
+    def stopped(self) -> bool:
+        """The writer thread has ended (everything it was given is written or given up)."""
+        return not self._thread.is_alive()
+
     # -- the writer thread ----------------------------------------------------------------------
     def _loop(self) -> None:
         last_beat = time.monotonic()
