@@ -174,7 +174,7 @@ class Task(Generic[P, R]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         wait_for: Any,
-        map_group: tuple[str, int] | None,
+        map_group: tuple[str, int, int] | None,
     ) -> TaskRunFuture[Any]:
         engine = TaskRunEngine(self, args, kwargs, wait_for, with_future=True, map_group=map_group)
         flow_run = engine.flow_run
@@ -259,7 +259,7 @@ class Task(Generic[P, R]):
             for key, seq in mapped_kw.items():
                 call_kwargs[key] = seq[j]
             result.append(
-                self._submit(tuple(call_args), call_kwargs, extra_wait or None, (group, n))
+                self._submit(tuple(call_args), call_kwargs, extra_wait or None, (group, n, j))
             )
         return result
 

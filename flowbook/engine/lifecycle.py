@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from flowbook.engine.events import StateChanged, bus
-from flowbook.states import _FINAL_VALUES
+from flowbook.states import _FINAL_VALUES, _StateFields
 
 if TYPE_CHECKING:
     from flowbook.engine.runs import FlowRun, TaskRun
@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 __all__ = ["first_task_run_state", "set_flow_run_state", "set_task_run_state"]
 
 _STRIPES = tuple(threading.RLock() for _ in range(64))
-_SET = object.__setattr__
+# a state's run id, set once by the run it is given to (states refuse changes to their users)
+_SET_RUN_ID = _StateFields.__dict__["run_id"].__set__
 _FINAL = _FINAL_VALUES
 _subscribers = bus._subscribers  # (read without a lock, as EventBus.emit does)
 _time = time.time
@@ -40,7 +41,7 @@ _time = time.time
 def set_task_run_state(run: TaskRun, state: State) -> bool:
     """Make ``state`` the task run's state; False (and no change) if the run is final."""
     if state.run_id is None:
-        _SET(state, "run_id", run.id)  # (states are immutable to their users)
+        _SET_RUN_ID(state, run.id)
     final = state.type._value_ in _FINAL
     with _STRIPES[(id(run) >> 4) & 63]:
         previous = run.state
@@ -62,7 +63,7 @@ def first_task_run_state(run: TaskRun, state: State) -> None:
     """A new task run's first (non-final) state, without the lock: no other thread changes
     a run before it has a state (a cancel skips runs without one; they check for it before
     they start)."""
-    _SET(state, "run_id", run.id)
+    _SET_RUN_ID(state, run.id)
     run.state = state
     if StateChanged in _subscribers:
         bus.emit(StateChanged(run, state, None))
@@ -71,7 +72,7 @@ def first_task_run_state(run: TaskRun, state: State) -> None:
 def set_flow_run_state(run: FlowRun, state: State) -> bool:
     """Make ``state`` the flow run's state; False (and no change) if the run is final."""
     if state.run_id is None:
-        _SET(state, "run_id", run.id)
+        _SET_RUN_ID(state, run.id)
     with _STRIPES[(id(run) >> 4) & 63]:
         previous = run.state
         if previous is not None and previous.type._value_ in _FINAL:

@@ -214,8 +214,8 @@ class TaskRun:
         self.future: TaskRunFuture[Any] | None = None
         self.subflow_run: FlowRun | None = None
         self.log_prints = False
-        # (id of the .map() call, number of runs it made) for mapped runs
-        self.map_group: tuple[str, int] | None = None
+        # (id of the .map() call, number of runs it made, this run's index) for mapped runs
+        self.map_group: tuple[str, int, int] | None = None
         # the body while it runs (flowbook.engine.interrupts): what a cancel interrupts
         self.body: Body | AsyncBody | None = None
         # True once the run's failure was raised into user code (so the flow need not re-raise)

@@ -102,7 +102,7 @@ class TaskRunEngine(SubmittedCall):
         wait_for: Iterable[Any] | None,
         *,
         with_future: bool,
-        map_group: tuple[str, int] | None = None,
+        map_group: tuple[str, int, int] | None = None,
     ) -> None:
         self.task = task
         parameters = task.bind_arguments(args, kwargs)

@@ -26,13 +26,14 @@ Rows that could not be written are counted and reported by ``drops.Drops``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from flowbook.store import drops as _drops
@@ -123,6 +124,18 @@ class BatchWriter:
         self.drops = drops
         self.results_dir = results_dir
         self._removed = 0
+        # SQLite: one connection kept for the writer's life (taking one from the pool and
+        # giving it back, with the pool's rollback, cost more than a small batch's rows); a
+        # server's connections are taken per batch, checked by the pool's ping
+        self._keep = engine.dialect.name == "sqlite"
+        self._conn: Connection | None = None
+
+    def close(self) -> None:
+        """Give back the kept connection (the writer is stopping)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def write(self, parts: list[Part]) -> Written:
         if not parts:
@@ -144,11 +157,20 @@ class BatchWriter:
         delay = 0.05
         while True:
             try:
-                with self.engine.begin() as conn:
+                if not self._keep:
+                    with self.engine.begin() as conn:
+                        for part in parts:
+                            part.execute(conn, part.rows)
+                    return None
+                kept = self._conn
+                if kept is None:
+                    kept = self._conn = self.engine.connect()
+                with kept.begin():
                     for part in parts:
-                        part.execute(conn, part.rows)
+                        part.execute(kept, part.rows)
                 return None
             except Exception as exc:  # the store must never stop a run: the caller decides
+                self.close()  # (a fresh connection for the next try)
                 if classify(exc) != _drops.TRANSIENT or self.drops.outage is not None:
                     return exc
                 if time.monotonic() + delay > deadline:

@@ -17,7 +17,7 @@ seconds later. A key added elsewhere, an entry the index thinks expired, or a va
 be read is checked against the database, so entries written, refreshed or cleared by other
 processes are seen.
 
-Every value carries the sha256 checksum of its pickled bytes in its index row, whether the
+Every value carries the CRC-32 checksum of its pickled bytes in its index row, whether the
 bytes are in the row or in a file. Bytes read from a file are checked at every read; bytes kept
 in memory (loaded with the index) are checked once, on their first use, since memory is not
 where they change. An entry whose value is missing, truncated, corrupt or does not match its

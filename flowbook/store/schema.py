@@ -110,7 +110,7 @@ task_runs = Table(
     # the return value: pickled inline when small, else the name of a file in the results dir
     Column("result", LargeBinary),
     Column("result_file", String(255)),
-    # sha256 hex digest of the pickled result (in the row or its file), checked on every read
+    # CRC-32 (8 hex digits) of the pickled result (in the row or its file), checked on every read
     # (schema >= 4; NULL for older rows, which are read unchecked)
     Column("result_checksum", String(64)),
     Column("created_at", Float, nullable=False),
@@ -172,7 +172,7 @@ cache_entries = Table(
     # what the key is made of (task_input_hash only), as JSON: {"source": hash of the task's
     # source, "inputs": {argument name: content hash}}; NULL for other keys (schema >= 2)
     Column("key_parts", Text),
-    # sha256 hex digest of the pickled value (in the row or its file), checked on every read
+    # CRC-32 (8 hex digits) of the pickled value (in the row or its file), checked on every read
     # (schema >= 4; NULL for older rows, which are read unchecked)
     Column("checksum", String(64)),
     Index("ix_cache_entries_task_name", "task_name"),

@@ -212,6 +212,7 @@ class StoreWriter:
                 self._heartbeat()
             self.drops.summary(force=stop)
             if stop:
+                self._batches.close()
                 return
 
     def _write_batch(self, batch: list[Any]) -> None:

@@ -1,6 +1,6 @@
 """Stored values are never wrong: checksums, file modes, a full disk, and resume.
 
-- every task result and cache value carries the sha256 of its pickled bytes in its index
+- every task result and cache value carries the CRC-32 of its pickled bytes in its index
   row; one flipped byte (in a 300 KB file, or in a row) is a miss or an unusable result with
   a warning that names the file (or the task and key), and the value is recomputed;
 - rows written before checksums were kept (NULL) are read as before;
@@ -30,6 +30,7 @@ import shutil
 import stat
 import threading
 import warnings
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,8 @@ def files_under(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file()) if path.exists() else []
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def crc32(data: bytes) -> str:
+    return f"{zlib.crc32(data):08x}"
 
 
 # -- tasks whose bodies count their executions ---------------------------------------------------
@@ -119,7 +120,7 @@ def test_a_flipped_byte_in_a_cache_file_is_a_miss_naming_the_file(store: StoreUn
     (file,) = files_under(store.results / "cache")
     assert file.stat().st_size > BIG
     ((kept,),) = store.rows("SELECT checksum FROM cache_entries")
-    assert kept == sha256(file.read_bytes())
+    assert kept == crc32(file.read_bytes())
 
     before, after = flip_byte(file)
     # pickle alone would hand out a wrong value without a word: the flip is inside the padding
@@ -143,7 +144,7 @@ def test_a_flipped_byte_in_a_cache_file_is_a_miss_naming_the_file(store: StoreUn
     assert [str(w.message) for w in later] == []
     assert CALLS == ["big 1", "big 1"]
     ((kept,),) = store.rows("SELECT checksum FROM cache_entries")
-    assert kept == sha256(file.read_bytes()) == sha256(before)
+    assert kept == crc32(file.read_bytes()) == crc32(before)
 
 
 def test_a_flipped_byte_in_a_cache_row_is_a_miss_naming_the_task_and_key(
@@ -152,7 +153,7 @@ def test_a_flipped_byte_in_a_cache_row_is_a_miss_naming_the_task_and_key(
     assert small_flow(2) == "value-2-" + "b" * 200
     ((key, value, kept),) = store.rows("SELECT key, value, checksum FROM cache_entries")
     assert files_under(store.results / "cache") == []
-    assert kept == sha256(bytes(value))
+    assert kept == crc32(bytes(value))
     damaged = flipped(bytes(value))
     assert pickle.loads(damaged) != pickle.loads(bytes(value))  # silent for pickle
     store.execute("UPDATE cache_entries SET value = :v", v=damaged)
@@ -167,7 +168,7 @@ def test_a_flipped_byte_in_a_cache_row_is_a_miss_naming_the_task_and_key(
     assert "index row" in message
     assert "does not match its checksum" in message
     ((value, kept),) = store.rows("SELECT value, checksum FROM cache_entries")
-    assert kept == sha256(bytes(value))
+    assert kept == crc32(bytes(value))
     assert pickle.loads(bytes(value)) == "value-2-" + "b" * 200
 
 
@@ -490,8 +491,8 @@ def test_resume_runs_calls_whose_stored_results_were_changed(
     assert no_file is None
     assert no_blob is None
     file = store.results / result_file
-    assert row_sum == sha256(bytes(blob))
-    assert file_sum == sha256(file.read_bytes())
+    assert row_sum == crc32(bytes(blob))
+    assert file_sum == crc32(file.read_bytes())
     assert oct(mode(file)) == "0o600"
 
     store.execute(
@@ -530,3 +531,19 @@ def test_resume_reads_results_stored_without_a_checksum(
     # nothing about the stored results (only the unpicklable result's drop is reported)
     assert [str(w.message) for w in caught if "could not write" not in str(w.message)] == []
     assert ran(log) == ["unpersisted", "unpicklable", "last"]
+
+
+def test_checksums_of_both_forms_are_checked() -> None:
+    """CRC-32 (8 digits) is what the store writes; a 64-digit sha256, which development
+    builds wrote, is still checked as sha256; a mismatch of either form is refused."""
+    from flowbook._pickling import ResultError, checksum, verify
+
+    data = pickle.dumps({"a": 1})
+    assert checksum(data) == f"{zlib.crc32(data):08x}"
+    verify(data, checksum(data), "value")
+    verify(data, hashlib.sha256(data).hexdigest(), "value")
+    verify(data, None, "value")  # a row from before checksums: unchecked
+    changed = data[:-2] + bytes([data[-2] ^ 1]) + data[-1:]
+    for expected in (checksum(data), hashlib.sha256(data).hexdigest()):
+        with pytest.raises(ResultError, match=r"value does not match its checksum: its \d+ bytes"):
+            verify(changed, expected, "value")

@@ -441,9 +441,9 @@ TURNED_AWAY = """\
         from sqlalchemy import event
 
         # from now on SQLite refuses every write, as it does on a file it opened read-only
-        @event.listens_for(flowbook.store.get_store().engine, "checkout")
-        def read_only(dbapi_connection, record, proxy):
-            dbapi_connection.execute("PRAGMA query_only = ON")
+        @event.listens_for(flowbook.store.get_store().engine, "begin")
+        def read_only(conn):
+            conn.connection.dbapi_connection.execute("PRAGMA query_only = ON")
 
     print("== turned away", file=sys.stderr, flush=True)
     ready.touch()
