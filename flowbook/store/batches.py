@@ -205,6 +205,11 @@ class BatchWriter:
                     stack.append(chunk[half:])
                     stack.append(chunk[:half])
                     continue
+                if len(chunk) == 1 and part.what in _OWN_KEYS and _duplicate_key(exc):
+                    # this writer's own row, already there: a commit whose answer was lost
+                    # (a server gone between COMMIT and its reply) did succeed, and the batch
+                    # was sent again. The row is written; its file is the row's.
+                    continue
                 whole = False
                 self._remove_files([part.with_rows(chunk)])
                 self._lose([part.with_rows(chunk)], reason(exc))
@@ -302,6 +307,20 @@ def _counts(parts: Sequence[Part]) -> Counter[str]:
         if part.what != "write_drop":
             counts[part.what] += len(part.rows)
     return counts
+
+
+# Rows keyed by ids this process makes (random or time-ordered UUIDs): a duplicate key can
+# only be this process's own earlier write of the same row.
+_OWN_KEYS = frozenset({"flow_run", "task_run"})
+
+
+def _duplicate_key(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code == "23505":  # unique_violation
+        return True
+    name = getattr(orig, "sqlite_errorname", None)
+    return name in ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE")
 
 
 # -- statements -----------------------------------------------------------------------------------

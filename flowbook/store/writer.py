@@ -81,8 +81,13 @@ _STOP = object()
 
 
 def _urgent(item: Any) -> bool:
-    """Somebody waits for this item: write it without gathering more first."""
-    return item is _STOP or isinstance(item, threading.Event) or type(item) is FlowRunFinished
+    """Somebody waits for this item: write it without gathering more first (the end of a
+    top-level flow run: its caller waits for its rows; a subflow's end is an ordinary item)."""
+    return (
+        item is _STOP
+        or isinstance(item, threading.Event)
+        or (type(item) is FlowRunFinished and item.flow_run.parent_task_run is None)
+    )
 
 
 class StoreWriter:
@@ -120,8 +125,8 @@ class StoreWriter:
         kind = type(event)
         if kind is StateChanged and event.previous is None and type(event.run) is TaskRun:
             return  # a task run's first state, Pending, is told by its TaskRunCreated event
-        if kind is FlowRunFinished:
-            self._finished[event.flow_run.id] = threading.Event()
+        if kind is FlowRunFinished and event.flow_run.parent_task_run is None:
+            self._finished[event.flow_run.id] = threading.Event()  # (the barrier pops it)
             self._call_for(event)
             return
         if kind is FlowRunCreated and event.flow_run.parent_task_run is None:
@@ -154,8 +159,6 @@ class StoreWriter:
                 f"the run store did not confirm flow run {flow_run.name!r} within {timeout:g} s; "
                 "its last rows may be written later",
             )
-        elif self.journal is not None:
-            self.journal.committed(flow_run.id)
         self._finished.pop(flow_run.id, None)
 
     def flush(self, timeout: float = 60.0) -> bool:
@@ -247,7 +250,12 @@ class StoreWriter:
                 for done in rows.committed:
                     done()
         finally:
+            journal = self.journal
             for run_id in finished:
+                # written (or given up and counted): its journal line is not needed any more,
+                # whether or not its caller still waits (a barrier that timed out does not)
+                if journal is not None:
+                    journal.committed(run_id)
                 event = self._finished.get(run_id)
                 if event is not None:
                     event.set()
