@@ -8,6 +8,7 @@ from typing import Any
 
 from flowbook import context
 from flowbook.flows import Flow, flow
+from flowbook.functional import Parameter
 from flowbook.futures import FutureList, TaskRunFuture, as_completed, wait
 from flowbook.logging import get_run_logger
 from flowbook.states import State, StateType
@@ -32,6 +33,7 @@ def unload_ipython_extension(ipython: Any) -> None:
 __all__ = [
     "Flow",
     "FutureList",
+    "Parameter",
     "State",
     "StateType",
     "Task",

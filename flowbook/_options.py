@@ -12,13 +12,14 @@ import datetime
 import difflib
 import functools
 import string
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from flowbook.exceptions import RunNameError
 from flowbook.names import name_problem
 
-__all__ = ["check_template", "render_run_name", "validate_options"]
+__all__ = ["check_template", "render_run_name", "translate_task_options", "validate_options"]
 
 _TYPE_ERRORS = (
     "_type",
@@ -40,6 +41,7 @@ def _models() -> dict[str, Any]:
     from flowbook.task_runners.base import TaskRunner
 
     NonNegInt = Annotated[int, Field(strict=True, ge=0)]
+    PosInt = Annotated[int, Field(strict=True, ge=1)]
     NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
     PosFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -62,6 +64,8 @@ def _models() -> dict[str, Any]:
         cache_key_fn: Callable[..., Any] | None = None
         cache_expiration: datetime.timedelta | None = None
         refresh_cache: StrictBool | None = None
+        trigger: Callable[..., Any] | None = None
+        nout: PosInt | None = None
 
     class FlowOptions(_Common):
         flow_run_name: StrictStr | Callable[..., Any] | None = None
@@ -77,7 +81,8 @@ def check_unknown(kind: str, options: dict[str, Any]) -> None:
     fields = _models()[kind].model_fields
     for name in options:
         if name not in fields:
-            close = difflib.get_close_matches(name, list(fields), n=1)
+            known = [*fields, *_PREFECT1_TASK_OPTIONS] if kind == "task" else list(fields)
+            close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise TypeError(
                 f"@{kind}() got an unknown option {name!r}{hint} "
@@ -157,6 +162,8 @@ def _check_extra_rules(kind: str, options: dict[str, Any]) -> None:
                 f"@{kind}(retry_delay_seconds=<list of {len(delays)}>): at most 50 delays "
                 "can be given"
             )
+    if kind == "task" and options.get("trigger") is not None:
+        _check_trigger(options["trigger"])
     expiration = options.get("cache_expiration")
     if isinstance(expiration, datetime.timedelta) and expiration.total_seconds() <= 0:
         raise ValueError(
@@ -201,6 +208,8 @@ _EXPECTED = {
     "cache_key_fn": "a function (context, parameters) -> key",
     "cache_expiration": "a datetime.timedelta",
     "refresh_cache": "True or False",
+    "trigger": "a trigger from flowbook.triggers, such as all_successful or any_failed",
+    "nout": "an int >= 1 (the number of values the task returns as a tuple)",
     "task_runner": "a task runner such as ConcurrentTaskRunner() or SequentialTaskRunner()",
     "env": "a dict of str to str",
     "project": "a string",
@@ -290,3 +299,197 @@ def _fields_preview(template: str, parameters: dict[str, Any]) -> str:
         pass
     shown = [f"{name}={preview(parameters[name])}" for name in roots if name in parameters]
     return ", ".join(shown) or "no arguments"
+
+
+# -- Prefect 1 task options -------------------------------------------------------------------
+
+# Prefect 1 ``@task`` options that flowbook honours: each becomes the flowbook option named.
+_PREFECT1_TWINS = {
+    "max_retries": "retries",
+    "retry_delay": "retry_delay_seconds",
+    "retry_on": "retry_condition_fn",
+    "timeout": "timeout_seconds",
+    "log_stdout": "log_prints",
+    "cache_for": "cache_expiration",
+    "cache_validator": "cache_key_fn",
+}
+# Prefect 1 ``@task`` options with no meaning here, and why: accepted with a warning, so that
+# Prefect 1 code runs as written and nobody believes they take effect.
+_PREFECT1_NO_OPS = {
+    "slug": "flowbook identifies a task by its module and qualified name",
+    "checkpoint": "flowbook keeps every task result in its run store; persist_result=False "
+    "turns that off",
+    "result": "flowbook keeps results in its run store and has no Result classes",
+    "target": "flowbook has no result targets; to reuse a result, use cache_key_fn and "
+    "cache_expiration",
+    "state_handlers": "flowbook calls no state handlers; read the run's final state "
+    "(return_state=True) or flowbook.runs instead",
+    "on_failure": "flowbook calls no failure callbacks; read the run's final state "
+    "(return_state=True) or flowbook.runs instead",
+    "skip_on_upstream_skip": "flowbook task runs are never skipped",
+    "cache_key": "a flowbook cache entry belongs to one task; tasks do not share entries",
+}
+_PREFECT1_TASK_OPTIONS = frozenset(_PREFECT1_TWINS) | frozenset(_PREFECT1_NO_OPS)
+
+
+def translate_task_options(options: dict[str, Any], stacklevel: int = 3) -> dict[str, Any]:
+    """``options`` with Prefect 1 ``@task`` options replaced by flowbook's.
+
+    Options flowbook cannot honour are dropped with one ``UserWarning`` each (``stacklevel``:
+    where the user's call is, counted from this function's caller); a Prefect 1 option given
+    with its flowbook twin is a ``TypeError`` naming both. Without Prefect 1 options,
+    ``options`` itself is returned.
+    """
+    if _PREFECT1_TASK_OPTIONS.isdisjoint(options):
+        return options
+    out = dict(options)
+    for old, new in _PREFECT1_TWINS.items():
+        if out.get(old) is not None and out.get(new) is not None:
+            raise TypeError(
+                f"@task() got both {old}={out[old]!r} (Prefect 1) and {new}={out[new]!r}; "
+                f"{old} is Prefect 1's name for {new}: give only one of them"
+            )
+    for name, why in _PREFECT1_NO_OPS.items():
+        if name in out and out.pop(name) is not None:
+            warnings.warn(
+                f"@task({name}=...): the Prefect 1 option {name!r} does nothing in flowbook "
+                f"({why}); remove it to silence this warning",
+                UserWarning,
+                stacklevel=stacklevel,
+            )
+    given = {name: out.pop(name) for name in _PREFECT1_TWINS if name in out}
+    given = {name: value for name, value in given.items() if value is not None}
+    if "max_retries" in given:
+        out["retries"] = _max_retries(given["max_retries"])
+    if "retry_delay" in given:
+        out["retry_delay_seconds"] = _seconds_of("retry_delay", given["retry_delay"], zero=True)
+    if "retry_on" in given:
+        out["retry_condition_fn"] = _RetryOn(given["retry_on"])
+    if "timeout" in given:
+        out["timeout_seconds"] = _timeout(given["timeout"])
+    if "log_stdout" in given:
+        value = given["log_stdout"]
+        if not isinstance(value, bool):
+            raise TypeError(f"@task(log_stdout={value!r}): log_stdout must be True or False")
+        out["log_prints"] = value
+    _translate_cache(given, out, stacklevel + 1)
+    return out
+
+
+def _translate_cache(given: dict[str, Any], out: dict[str, Any], stacklevel: int) -> None:
+    """``cache_for`` and ``cache_validator``: an expiration and a key function."""
+    from flowbook.engine import cache_validators
+
+    cache_for = given.get("cache_for")
+    if cache_for is not None:
+        _seconds_of("cache_for", cache_for, zero=False)
+        out["cache_expiration"] = cache_for
+    if "cache_validator" not in given:
+        if cache_for is not None and out.get("cache_key_fn") is None:
+            out["cache_key_fn"] = cache_validators.duration_only  # Prefect 1's default
+        return
+    validator = given["cache_validator"]
+    if not cache_validators.is_validator(validator):
+        raise TypeError(
+            f"@task(cache_validator={validator!r}): flowbook takes the validators of "
+            "flowbook.engine.cache_validators (never_use, duration_only, all_inputs, "
+            "all_parameters, partial_inputs_only(...), partial_parameters_only(...)); for a "
+            "rule of your own, give cache_key_fn=<function (context, parameters) -> key> "
+            "instead"
+        )
+    if validator is cache_validators.never_use:
+        out.pop("cache_expiration", None)
+        return
+    if out.get("cache_expiration") is None:
+        warnings.warn(
+            f"@task(cache_validator={_name_of(validator)}): cache_validator provided without "
+            "specifying cache expiration (cache_for); this task will not be cached. Give "
+            "cache_for=timedelta(...) as well",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+        return
+    out["cache_key_fn"] = validator
+
+
+def _max_retries(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"@task(max_retries={value!r}): max_retries must be an int >= 0, not "
+            f"{type(value).__name__}"
+        )
+    if value < 0:
+        raise ValueError(f"@task(max_retries={value!r}): max_retries must be an int >= 0")
+    return value
+
+
+def _seconds_of(option: str, value: Any, *, zero: bool) -> float:
+    """The seconds of a Prefect 1 ``timedelta`` option, checked."""
+    if not isinstance(value, datetime.timedelta):
+        raise TypeError(
+            f"@task({option}={value!r}): {option} must be a datetime.timedelta, e.g. "
+            f"{option}=timedelta(seconds=10), not {type(value).__name__}"
+        )
+    seconds = value.total_seconds()
+    if seconds < 0 or (seconds == 0 and not zero):
+        bound = ">= 0" if zero else "> 0"
+        raise ValueError(f"@task({option}={value!r}): {option} must be a duration {bound}")
+    return seconds
+
+
+def _timeout(value: Any) -> float:
+    """Prefect 1's ``timeout``: whole seconds (an int) or a ``timedelta``."""
+    if isinstance(value, datetime.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise TypeError(
+            f"@task(timeout={value!r}): timeout must be a number of seconds or a "
+            f"datetime.timedelta, not {type(value).__name__}"
+        )
+    if not seconds > 0:
+        raise ValueError(f"@task(timeout={value!r}): timeout must be more than 0 seconds")
+    return seconds
+
+
+class _RetryOn:
+    """Prefect 1's ``retry_on``: retry only after exceptions of these types."""
+
+    __slots__ = ("types",)
+
+    def __init__(self, retry_on: Any) -> None:
+        types = (
+            tuple(retry_on) if isinstance(retry_on, (list, tuple, set, frozenset)) else (retry_on,)
+        )
+        for kind in types:
+            if not (isinstance(kind, type) and issubclass(kind, Exception)):
+                raise TypeError(
+                    f"@task(retry_on={retry_on!r}): {kind!r} is not an exception class; "
+                    "retry_on takes an exception class or a list of them, e.g. "
+                    "retry_on=[ConnectionError, TimeoutError]"
+                )
+        self.types = types
+
+    def __call__(self, task: Any, task_run: Any, state: Any) -> bool:
+        return isinstance(state.data, self.types)
+
+    def __repr__(self) -> str:
+        return f"retry_on({', '.join(t.__name__ for t in self.types)})"
+
+
+def _name_of(fn: Any) -> str:
+    return str(getattr(fn, "__name__", fn))
+
+
+def _check_trigger(trigger: Any) -> None:
+    from flowbook import triggers
+
+    if trigger is triggers.manual_only:
+        raise ValueError(f"@task(trigger=manual_only): {triggers.MANUAL_ONLY_REFUSED}")
+    if trigger is triggers.some_failed or trigger is triggers.some_successful:
+        name = trigger.__name__
+        raise TypeError(
+            f"@task(trigger={name}): {name} makes a trigger from its bounds; call it, e.g. "
+            f"trigger={name}(at_least=1)"
+        )

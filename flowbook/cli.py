@@ -1,4 +1,4 @@
-"""The ``flowbook`` command: look at runs and the cache from a terminal.
+"""The ``flowbook`` command: look at runs and the cache, and run registered flows.
 
     flowbook runs [--flow NAME] [--state STATE] [--limit N] [--json]
     flowbook runs show RUN [--json]
@@ -7,11 +7,16 @@
     flowbook cache clear [--task NAME] [--flow NAME] [--expired] [--all]
     flowbook cache why TASK [--json]
     flowbook doctor [--json] [--repair]
+    flowbook flows [--project P] [--json]
+    flowbook run (--name NAME [--project P] | --id ID) [--param KEY=JSON]... [--env KEY=VALUE]...
+                 [--watch]
 
 It reads the store the ``FLOWBOOK_*`` variables point at (``~/.flowbook`` by default).
 Exit status: 0 on success, 1 when the store cannot be used or a run is not found, 2 for bad
 command-line input, 141 (as for a program stopped by SIGPIPE) when the reader of the output
 went away early, as ``head`` does; errors are one line on stderr, never a traceback.
+``flowbook run`` exits with 0 when the flow run completed and 1 when it did not (or the flow
+could not be found or loaded), 2 for bad input (a parameter or variable it cannot use).
 """
 
 from __future__ import annotations
@@ -65,9 +70,13 @@ def _run_ref(text: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="flowbook", description="Inspect flowbook's run store: past runs and the cache."
+        prog="flowbook",
+        description="Inspect flowbook's run store (past runs, the cache, registered flows) "
+        "and run registered flows.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{runs,cache,doctor}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{runs,cache,doctor,flows,run}"
+    )
 
     runs = sub.add_parser("runs", help="list flow runs (newest first), or show/delete one")
     runs.add_argument("--flow", help="only runs of this flow")
@@ -108,6 +117,41 @@ def _parser() -> argparse.ArgumentParser:
         help="copy what can be read of a damaged SQLite store into a fresh one, and remove "
         "result files no row points at",
     )
+
+    flows = sub.add_parser(
+        "flows", help="list registered flows, and the flows with runs that were never registered"
+    )
+    flows.add_argument("--project", "-p", help="only flows of this project")
+    flows.add_argument("--json", action="store_true", help="print JSON")
+
+    run = sub.add_parser(
+        "run", help="run a registered flow in this process, from the script it was registered from"
+    )
+    run.add_argument("--name", "-n", help="the name of the flow")
+    run.add_argument(
+        "--id", "-i", dest="flow_id", metavar="ID", help="the id of the flow (as register printed)"
+    )
+    run.add_argument("--project", "-p", help="the project the flow is registered in")
+    run.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="a parameter value, as JSON (strings in quotes: --param 'name=\"Ford\"'); repeat",
+    )
+    run.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an environment variable for the run (over the flow's run config env); repeat",
+    )
+    run.add_argument(
+        "--watch",
+        "-w",
+        action="store_true",
+        help="follow the run (always so: it runs in this process and prints as it goes)",
+    )
     return parser
 
 
@@ -136,6 +180,10 @@ def _command(args: argparse.Namespace) -> int:
             raise StoreError("FLOWBOOK_STORE=off: there is no run store to read")
         if args.command == "runs":
             return _runs(store, args)
+        if args.command == "flows":
+            return _flows(store, args)
+        if args.command == "run":
+            return _run_registered(store, args)
         return _cache(store, args)
     except (StoreError, LookupError, ValueError) as exc:
         _fail(exc)
@@ -236,6 +284,183 @@ def _cache(store: Any, args: argparse.Namespace) -> int:
     ]
     _print_table(("KEY", "TASK", "FLOW", "CREATED", "EXPIRES", "SIZE", "HITS"), table)
     return 0
+
+
+def _flows(store: Any, args: argparse.Namespace) -> int:
+    from flowbook.store import queries
+
+    rows = queries.list_flows(store, project=args.project)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+        return 0
+    table = [
+        (
+            "registered" if r.registered else "runs only",
+            r.name,
+            r.project or "-",
+            str(r.version) if r.version is not None else "-",
+            _when(r.registered_at) or "-",
+            str(r.runs),
+            _when(r.last_run) or "-",
+            _parameters(r.parameters),
+            r.where or "-",
+        )
+        for r in rows
+    ]
+    _print_table(
+        (
+            "KIND",
+            "FLOW",
+            "PROJECT",
+            "VERSION",
+            "REGISTERED",
+            "RUNS",
+            "LAST RUN",
+            "PARAMETERS",
+            "WHERE",
+        ),
+        table,
+    )
+    return 0
+
+
+def _parameters(parameters: list[dict[str, Any]] | None) -> str:
+    if parameters is None:
+        return "-"
+    shown = []
+    for p in parameters:
+        if p["required"]:
+            shown.append(f"{p['name']} (required)")
+        elif p["jsonable"]:
+            shown.append(f"{p['name']}={json.dumps(p['default'])}")
+        else:
+            shown.append(f"{p['name']}={p['repr']} (not JSON)")
+    return ", ".join(shown) or "-"
+
+
+class _BadInput(ValueError):
+    """Command-line input ``flowbook run`` cannot use (exit status 2)."""
+
+
+def _run_registered(store: Any, args: argparse.Namespace) -> int:
+    """``flowbook run``: load the registered flow from its script and run it here."""
+    from flowbook.registry import LoadError, load_registered_flow
+    from flowbook.store import queries
+
+    try:
+        if (args.name is None) == (args.flow_id is None):
+            raise _BadInput("say which flow: --name NAME [--project P], or --id ID")
+        try:
+            registered = queries.find_registered_flow(
+                store, name=args.name, project=args.project, flow_id=args.flow_id
+            )
+        except ValueError as exc:  # a name registered in several projects
+            raise _BadInput(str(exc)) from None
+        parameters = _run_parameters(registered, args.param)
+        env = _run_env(args.env)
+    except _BadInput as exc:
+        _fail(exc)
+        return 2
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)  # for the script's import too, as an agent's --env was
+    try:
+        try:
+            flow = load_registered_flow(registered)
+        except LoadError as exc:
+            _fail(exc)
+            return 1
+        flow.project = registered.project
+        _env_over_the_flows(flow, env)
+        return _run_loaded(flow, parameters)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _run_parameters(registered: Any, given: list[str]) -> dict[str, Any]:
+    known = {p["name"]: p for p in registered.parameters}
+    names = ", ".join(known) or "none"
+    values: dict[str, Any] = {}
+    for item in given:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise _BadInput(
+                f"--param {item!r} is not KEY=JSON; give e.g. --param 'people=[\"Ford\"]'"
+            )
+        if key not in known:
+            raise _BadInput(
+                f"{key!r} is not a parameter of flow {registered.name!r}; its "
+                f"parameters are: {names}"
+            )
+        try:
+            values[key] = json.loads(text)
+        except ValueError:
+            raise _BadInput(
+                f"the value of parameter {key!r}, {text!r}, is not JSON; give "
+                f"a JSON value (a string in double quotes: --param '{key}=\"{text}\"')"
+            ) from None
+    for name, p in known.items():
+        if name in values:
+            continue
+        if p["required"]:
+            raise _BadInput(
+                f"flow {registered.name!r} needs parameter {name!r}; give it "
+                f"with --param '{name}=JSON'"
+            )
+        if not p["jsonable"]:
+            raise _BadInput(
+                f"the default of parameter {name!r}, {p['repr']}, is not JSON, "
+                f"so flowbook run cannot pass it; give a value with --param '{name}=JSON'"
+            )
+    return values
+
+
+def _run_env(given: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in given:
+        key, sep, value = item.partition("=")
+        if not sep or not key or "\0" in item:
+            raise _BadInput(f"--env {item!r} is not KEY=VALUE; give e.g. --env GREETING=Hello")
+        env[key] = value
+    return env
+
+
+def _env_over_the_flows(flow: Any, env: dict[str, str]) -> None:
+    """Make --env win over the env the flow sets for its runs (run config, @flow(env=))."""
+    if not env:
+        return
+    import copy
+
+    run_config = getattr(flow, "run_config", None)
+    if run_config is not None and isinstance(getattr(run_config, "env", None), dict):
+        run_config = copy.copy(run_config)
+        run_config.env = {**run_config.env, **env}
+        flow.run_config = run_config
+    if isinstance(getattr(flow, "env", None), dict) and flow.env:
+        flow.env = {**flow.env, **{k: v for k, v in env.items() if k in flow.env}}
+
+
+def _run_loaded(flow: Any, parameters: dict[str, Any]) -> int:
+    """Run the flow; 0 when the run completed, else 1."""
+    # a functional flow's module is imported whenever one exists
+    functional_class = getattr(sys.modules.get("flowbook.functional"), "FunctionalFlow", None)
+    try:
+        if functional_class is not None and isinstance(flow, functional_class):
+            state = flow.run(parameters=parameters)
+            ok = bool(state.is_successful())
+        else:
+            state = flow(**parameters, return_state=True)
+            ok = bool(state.is_completed())
+    except Exception as exc:  # the run could not start (a parameter the flow refused, ...)
+        _fail(RuntimeError(f"flow {flow.name!r} could not run: {type(exc).__name__}: {exc}"))
+        return 1
+    name = getattr(state, "name", None) or type(state).__name__
+    message = getattr(state, "message", None)
+    print(f"flow {flow.name!r}: {name}{f' ({message})' if message else ''}")
+    return 0 if ok else 1
 
 
 def _doctor(args: argparse.Namespace) -> int:

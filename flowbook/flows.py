@@ -33,7 +33,17 @@ R = TypeVar("R")
 
 
 class Flow(Generic[P, R]):
-    """A function decorated with ``@flow``."""
+    """A function decorated with ``@flow``; ``Flow("name")`` is a Prefect 1 functional flow."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        # Prefect 1 spelled a flow ``with Flow("name") as flow:``: a name where ``@flow``'s
+        # object takes a function gives a flowbook.functional.FunctionalFlow instead
+        named = bool(args) and isinstance(args[0], str)
+        if cls is Flow and (named or (not args and "fn" not in kwargs and "name" in kwargs)):
+            from flowbook.functional import FunctionalFlow
+
+            return object.__new__(FunctionalFlow)
+        return object.__new__(cls)
 
     def __init__(
         self,
@@ -195,6 +205,19 @@ class Flow(Generic[P, R]):
     async def _run_async(self, engine: FlowRunEngine, return_state: bool) -> Any:
         return engine.outcome(await engine.run_async(), return_state)
 
+    def register(
+        self, project_name: str | None = None, labels: Iterable[str] | None = None, **kwargs: Any
+    ) -> str:
+        """Record this flow in the run store (Prefect 1's ``flow.register``); returns its id."""
+        import importlib
+
+        # imported by name: the registry (and SQLAlchemy with it) loads only when used
+        registry = importlib.import_module("flowbook.registry")
+        flow_id: str = registry.register_flow(
+            self, project_name=project_name, labels=labels, **kwargs
+        )
+        return flow_id
+
     # -- engine helpers ------------------------------------------------------------------------
     def bind_parameters(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -242,5 +265,15 @@ def flow(
     check_unknown("flow", options)
     if __fn is None:
         validate_options("flow", options)
-        return lambda fn: Flow(fn, **options)
-    return Flow(__fn, **options)
+        return lambda fn: Flow(_function(fn), **options)
+    return Flow(_function(__fn), **options)
+
+
+def _function(fn: Any) -> Any:
+    """``fn``, unless it is a name: ``Flow("name")`` is Prefect 1's form, ``@flow`` is not."""
+    if isinstance(fn, str):
+        raise TypeError(
+            f"@flow decorates a function; got {fn!r} of type str (a Prefect 1 flow is written "
+            f"'with Flow({fn!r}) as flow:')"
+        )
+    return fn

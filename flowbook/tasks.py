@@ -19,7 +19,13 @@ from typing import Any, Generic, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
-from flowbook._options import check_template, check_unknown, render_run_name, validate_options
+from flowbook._options import (
+    check_template,
+    check_unknown,
+    render_run_name,
+    translate_task_options,
+    validate_options,
+)
 from flowbook.engine import interrupts
 from flowbook.engine.runs import (
     TaskRun,
@@ -45,6 +51,20 @@ def task_input_hash(context: Any, arguments: dict[str, Any]) -> str | None:
     from flowbook.caching.keys import task_input_hash as _impl
 
     return _impl(context, arguments)
+
+
+# How many ``with Flow(...)`` blocks (Prefect 1's functional API) are open in the process, on
+# any thread. ``Task.__call__`` and ``Task.map`` test it first, so that outside such blocks the
+# hook costs one global look-up; flowbook.functional changes it.
+_flow_blocks = 0
+NOT_BUILDING: Any = object()
+
+
+def _build_call(task: Task[Any, Any], args: Any, kwargs: Any, mapped: bool) -> Any:
+    """A node of the flow whose block is open on this thread, else ``NOT_BUILDING``."""
+    from flowbook.functional import add_call
+
+    return add_call(task, args, kwargs, mapped)
 
 
 class unmapped(Generic[T]):
@@ -81,35 +101,62 @@ class Task(Generic[P, R]):
         refresh_cache: bool | None = None,
         log_prints: bool | None = None,
         persist_result: bool | None = None,
+        trigger: Callable[[Any], bool] | None = None,
+        nout: int | None = None,
+        **prefect1_options: Any,
     ) -> None:
+        """``prefect1_options``: Prefect 1's ``@task`` options (``max_retries``,
+        ``retry_delay``, ``timeout``, ``cache_for``, ...), turned into flowbook's."""
         if not callable(fn):
             raise TypeError(f"@task decorates a function; got {fn!r} of type {type(fn).__name__}")
-        options = {k: v for k, v in locals().items() if k not in ("self", "fn", "__class__")}
-        self._options = {k: v for k, v in options.items() if v is not None}
-        validate_options("task", self._options)
+        given = {
+            k: v
+            for k, v in locals().items()
+            if k not in ("self", "fn", "__class__", "prefect1_options") and v is not None
+        }
+        if prefect1_options:
+            given = translate_task_options({**given, **prefect1_options})
+        self._init_options(fn, given)
+
+    def _init_options(self, fn: Callable[P, R], options: dict[str, Any]) -> None:
+        validate_options("task", options)
+        self._options = options
+        name: str | None = options.get("name")
+        description: str | None = options.get("description")
+        tags: Iterable[str] | None = options.get("tags")
+        retries: int | None = options.get("retries")
+        retry_delay_seconds: float | list[float] | None = options.get("retry_delay_seconds")
+        timeout_seconds: float | None = options.get("timeout_seconds")
+        task_run_name: str | Callable[[], str] | None = options.get("task_run_name")
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
         self.description: str | None = (
             description if description is not None else inspect.getdoc(fn)
         )
-        self.version = version
+        self.version: str | None = options.get("version")
         self.tags: tuple[str, ...] = tuple(sorted(set(tags))) if tags else ()
         self.retries: int = retries or 0
         self.retry_delay_seconds: float | list[float] = retry_delay_seconds or 0
-        self.retry_jitter_factor = retry_jitter_factor
-        self.retry_condition_fn = retry_condition_fn
+        self.retry_jitter_factor: float | None = options.get("retry_jitter_factor")
+        self.retry_condition_fn: Callable[..., bool] | None = options.get("retry_condition_fn")
         self.timeout_seconds = None if timeout_seconds is None else float(timeout_seconds)
-        self.cache_key_fn = cache_key_fn
-        self.cache_expiration = cache_expiration
-        self.refresh_cache = bool(refresh_cache)
-        self.log_prints = log_prints
-        self.persist_result = persist_result
+        self.cache_key_fn: Callable[..., Any] | None = options.get("cache_key_fn")
+        self.cache_expiration: datetime.timedelta | None = options.get("cache_expiration")
+        self.refresh_cache = bool(options.get("refresh_cache"))
+        self.log_prints: bool | None = options.get("log_prints")
+        self.persist_result: bool | None = options.get("persist_result")
+        # Prefect 1: whether a run starts, from its upstream runs' states (None: all of them
+        # completed), and how many values a call inside a ``with Flow(...)`` block unpacks to
+        self.trigger: Callable[[Any], bool] | None = options.get("trigger")
+        self.nout: int | None = options.get("nout")
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         # Calls with exactly this many positional arguments and no keywords need no binding
         # to be known valid: the common case in a tight loop or a large map stays cheap.
         self._plain_arity = _plain_arity(self.signature)
         self._param_names = tuple(self.signature.parameters)
+        if callable(task_run_name) and _takes_keywords(task_run_name):
+            task_run_name = _KeywordRunName(task_run_name)
         self.task_run_name = task_run_name
         if isinstance(task_run_name, str):
             check_template("task", "task_run_name", task_run_name, *_param_names(self.signature))
@@ -122,7 +169,8 @@ class Task(Generic[P, R]):
         self.__wrapped__ = fn
 
     def with_options(self, **changes: Any) -> Task[P, R]:
-        """A copy of this task with some options changed."""
+        """A copy of this task with some options changed (Prefect 1 names too)."""
+        changes = translate_task_options(changes)
         return Task(self.fn, **{**self._options, **changes})
 
     def __repr__(self) -> str:
@@ -131,6 +179,10 @@ class Task(Generic[P, R]):
     # -- calling -------------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run the task now and return its value (``return_state=True``: its final state)."""
+        if _flow_blocks:  # a ``with Flow(...)`` block is open somewhere: maybe building
+            node = _build_call(self, args, kwargs, False)
+            if node is not NOT_BUILDING:
+                return node  # type: ignore[no-any-return]
         body = interrupts.enter()
         try:
             return_state = bool(kwargs.pop("return_state", False))
@@ -205,6 +257,10 @@ class Task(Generic[P, R]):
         first, and its result is mapped over if it is iterable. All mapped arguments must have
         the same length.
         """
+        if _flow_blocks:  # a ``with Flow(...)`` block is open somewhere: maybe building
+            node = _build_call(self, args, kwargs, True)
+            if node is not NOT_BUILDING:
+                return node  # type: ignore[no-any-return]
         body = interrupts.enter()
         try:
             return self._map(args, kwargs)
@@ -342,6 +398,43 @@ def _param_names(sig: inspect.Signature) -> tuple[list[str], bool]:
     return names, varkw
 
 
+def _takes_keywords(fn: Callable[..., Any]) -> bool:
+    """Whether a run name function wants the run's values as keywords (Prefect 1's
+    ``task_run_name=lambda **kwargs: ...``) rather than nothing (flowbook's form)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.kind is inspect.Parameter.VAR_KEYWORD
+        or (
+            p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+            and p.default is p.empty
+        )
+        for p in params
+    )
+
+
+class _KeywordRunName:
+    """A Prefect 1 run name function, called with the flow run's parameters and the task
+    run's arguments as keywords (the arguments win a clash, as in Prefect 1)."""
+
+    __slots__ = ("__name__", "fn")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.__name__ = str(getattr(fn, "__name__", fn))
+
+    def __call__(self) -> Any:
+        run = current_task_run.get()
+        if run is None:
+            return self.fn()
+        flow_run = run.flow_run
+        values = dict(flow_run.parameters) if flow_run is not None else {}
+        values.update(run.parameters)
+        return self.fn(**values)
+
+
 def _unwrap(run: TaskRun, state: State, return_state: bool) -> Any:
     if return_state:
         run.observed = True  # the caller has the state: a failure in it is the caller's to handle
@@ -383,7 +476,12 @@ def task(__fn: None = None, /, **options: Any) -> Callable[[Callable[P, R]], Tas
 def task(
     __fn: Callable[P, R] | None = None, /, **options: Any
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
-    """Decorate a function as a task: ``@task``, ``@task(retries=2)`` or ``task(fn, ...)``."""
+    """Decorate a function as a task: ``@task``, ``@task(retries=2)`` or ``task(fn, ...)``.
+
+    Prefect 1's options (``@task(max_retries=2, retry_delay=timedelta(seconds=5))``) are
+    turned into flowbook's here, once, with a warning for each one that does nothing here.
+    """
+    options = translate_task_options(options)
     check_unknown("task", options)
     if __fn is None:
         validate_options("task", options)

@@ -86,9 +86,12 @@ def test_misspelt_option_suggests_the_right_one() -> None:
 
 def test_misspelt_task_option_suggests_the_right_one() -> None:
     with pytest.raises(
-        TypeError, match=re.escape("@task() got an unknown option 'timeout'; did you mean")
+        TypeError,
+        match=re.escape(
+            "@task() got an unknown option 'timeout_second'; did you mean 'timeout_seconds'?"
+        ),
     ):
-        task(timeout=3)
+        task(timeout_second=3)
 
 
 def test_misspelt_option_in_the_function_form_of_flow() -> None:

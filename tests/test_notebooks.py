@@ -22,6 +22,7 @@ TOPICS = {
     "06": "parameters, env, .map and the speed-up",
     "07": "Dask in a notebook and on an existing cluster",
     "08": "inspecting and resuming past runs",
+    "09": "Prefect 1 flows as written, and the same flow with @flow",
 }
 
 

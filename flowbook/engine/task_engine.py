@@ -50,6 +50,7 @@ from flowbook.states import (
     Retrying,
     Running,
     State,
+    StateType,
     TimedOut,
 )
 from flowbook.task_runners.base import SubmittedCall
@@ -169,14 +170,23 @@ class TaskRunEngine(SubmittedCall):
         if failed is not None:
             return failed
         run = self.task_run
+        # a run whose trigger let it start gets a failed upstream run's exception as its value
+        strict = self.task.trigger is None
         run.set_arguments(
-            tuple(resolve_futures(a) for a in run.args),
-            {k: resolve_futures(v) for k, v in run.kwargs.items()},
+            tuple(resolve_futures(a, strict) for a in run.args),
+            {k: resolve_futures(v, strict) for k, v in run.kwargs.items()},
         )
         return None
 
     def upstream_failure(self) -> State | None:
-        """``Failed`` if a final upstream run did not complete, else None."""
+        """``Failed`` if a final upstream run did not complete, else None.
+
+        With a trigger (``flowbook.triggers``), the trigger decides instead: a run it
+        refuses ends ``Failed`` with the name ``TriggerFailed``.
+        """
+        trigger = self.task.trigger
+        if trigger is not None:
+            return self._trigger_refusal(trigger)
         for future in self.upstream:
             state = future.state
             if future.done() and not state.is_completed():
@@ -192,6 +202,31 @@ class TaskRunEngine(SubmittedCall):
                     exc,
                 )
         return None
+
+    def _trigger_refusal(self, trigger: Callable[[Any], bool]) -> State | None:
+        """The ``TriggerFailed`` state if ``trigger`` refuses the upstream states, else None.
+
+        A trigger that raises anything else than ``TriggerFailedError`` fails the run with a
+        message naming it, as any other part around the body does.
+        """
+        from flowbook.triggers import TriggerFailedError
+
+        states = {future: future.state for future in dict.fromkeys(self.upstream)}
+        name = getattr(trigger, "__name__", repr(trigger))
+        try:
+            if trigger(states):
+                return None
+            exc = TriggerFailedError(f'Trigger was "{name}" and it returned False.')
+        except TriggerFailedError as refused:
+            exc = refused
+        except Exception as error:
+            return Failed(
+                f"Task run's trigger {name!r} raised {type(error).__name__}: {error}", error
+            )
+        failures = [s for s in states.values() if not s.is_completed()]
+        if failures:  # the first failure behind it, as for runs without a trigger
+            exc.__cause__ = root_cause(failures[0].data)
+        return State(StateType.FAILED, "TriggerFailed", str(exc), exc)
 
     def check_cache(self) -> State | None:
         """A final state without running the body: a cache hit, or a reused earlier result.

@@ -198,23 +198,25 @@ def _may_hold(part: Any) -> bool:
     )
 
 
-def resolve_futures(value: Any) -> Any:
+def resolve_futures(value: Any, raise_on_failure: bool = True) -> Any:
     """``value`` with every future in it replaced by its ``result()``.
 
     Containers that hold a future (at any depth) are rebuilt with the same type; the rest is
-    passed as it is, and a value that holds no future is returned itself.
+    passed as it is, and a value that holds no future is returned itself. With
+    ``raise_on_failure=False`` a failed run's future is replaced by its exception (a task
+    whose trigger lets it start after an upstream failure).
     """
     kind = type(value)
     if kind in _LEAVES:
         return value
     if kind is TaskRunFuture or isinstance(value, TaskRunFuture):
-        return value.result()
+        return value.result(raise_on_failure=raise_on_failure)
     if id(kind) in _OPAQUE_IDS or _nothing_inside(value, kind):
         return value
     holding = _holding_futures(value)
     if not holding:
         return value
-    return _rebuild(value, holding)
+    return _rebuild(value, holding, raise_on_failure)
 
 
 def _holding_futures(root: Any) -> set[int]:
@@ -291,7 +293,7 @@ def _early_copy(container: Any, how: int) -> Any:
     return None
 
 
-def _rebuild(root: Any, holding: set[int]) -> Any:
+def _rebuild(root: Any, holding: set[int], raise_on_failure: bool = True) -> Any:
     """Copy the containers in ``holding`` with their futures resolved; depth first."""
     built: dict[int, Any] = {}  # id of an original container -> its copy (once known)
     stack = [_Frame(root, _how(root))]
@@ -310,7 +312,7 @@ def _rebuild(root: Any, holding: set[int]) -> Any:
             if kind in _LEAVES:
                 frame.parts.append(part)
             elif kind is TaskRunFuture or isinstance(part, TaskRunFuture):
-                frame.parts.append(part.result())
+                frame.parts.append(part.result(raise_on_failure=raise_on_failure))
             elif id(part) not in holding:
                 frame.parts.append(part)
             elif id(part) in built:

@@ -45,6 +45,7 @@ from flowbook.store.schema import (
     cache_entries,
     cache_misses,
     flow_runs,
+    flows,
     logs,
     states,
     task_run_edges,
@@ -58,6 +59,8 @@ __all__ = [
     "CacheEntryInfo",
     "FlowRunDetail",
     "FlowRunInfo",
+    "FlowSummary",
+    "RegisteredFlow",
     "cache_entries_info",
     "cache_miss_explanations",
     "check_limit",
@@ -65,10 +68,12 @@ __all__ = [
     "check_state",
     "clear_cache",
     "delete_run",
+    "find_registered_flow",
     "find_run_id",
     "flow_names",
     "get_run",
     "invalidate_cache",
+    "list_flows",
     "list_runs",
     "why_missed",
 ]
@@ -776,3 +781,175 @@ def _unlink(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+
+
+# -- registered flows (flowbook.registry) ---------------------------------------------------------
+
+
+@dataclass
+class RegisteredFlow:
+    """A flow as ``register`` recorded it (the ``flows`` table)."""
+
+    id: str
+    name: str
+    project: str | None
+    version: int
+    fingerprint: str
+    script: str | None
+    notebook: str | None
+    cell_id: str | None
+    code: str | None
+    parameters: list[dict[str, Any]]
+    """``{"name", "required", "default", "jsonable", "repr"}`` per parameter; ``default`` is
+    None where ``jsonable`` is false (the default could not be written as JSON)."""
+    run_config: dict[str, Any] | None
+    executor: dict[str, Any] | None
+    labels: list[str]
+    registered_at: float
+
+    @property
+    def where(self) -> str:
+        """The script, or the notebook and cell, the flow was registered from."""
+        if self.notebook is not None:
+            cell = f" (cell {self.cell_id})" if self.cell_id else ""
+            return f"{self.notebook}{cell}"
+        return self.script or "an IPython session (no file)"
+
+
+def _registered(row: Any) -> RegisteredFlow:
+    return RegisteredFlow(
+        id=row.id,
+        name=row.name,
+        project=row.project,
+        version=int(row.version),
+        fingerprint=row.fingerprint,
+        script=row.script,
+        notebook=row.notebook,
+        cell_id=row.cell_id,
+        code=row.code,
+        parameters=json.loads(row.parameters),
+        run_config=json.loads(row.run_config) if row.run_config else None,
+        executor=json.loads(row.executor) if row.executor else None,
+        labels=json.loads(row.labels),
+        registered_at=float(row.registered_at),
+    )
+
+
+@dataclass
+class FlowSummary:
+    """One line of ``flowbook flows``: a registered flow, or a flow that only has runs."""
+
+    registered: bool
+    name: str
+    project: str | None
+    runs: int
+    last_run: str | None
+    id: str | None = None
+    version: int | None = None
+    where: str | None = None
+    registered_at: str | None = None
+    parameters: list[dict[str, Any]] | None = None
+    labels: list[str] | None = None
+    run_config: dict[str, Any] | None = None
+    executor: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def list_flows(store: Store, project: str | None = None) -> list[FlowSummary]:
+    """Registered flows, then flows with top-level runs that were never registered (under
+    that name and project), each sorted by project and name; ``project`` keeps one project."""
+    store.flush()
+    registered_query = select(flows).order_by(flows.c.project, flows.c.name)
+    runs_query = (
+        select(
+            flow_runs.c.flow_name,
+            flow_runs.c.project,
+            func.count().label("n"),
+            func.max(flow_runs.c.created_at).label("last"),
+        )
+        .where(flow_runs.c.parent_task_run_id.is_(None))
+        .group_by(flow_runs.c.flow_name, flow_runs.c.project)
+    )
+    if project is not None:
+        registered_query = registered_query.where(flows.c.project == project)
+        runs_query = runs_query.where(flow_runs.c.project == project)
+    with store.engine.connect() as conn:
+        registered = [_registered(row) for row in conn.execute(registered_query)]
+        runs = {
+            (row.flow_name, row.project): (int(row.n), row.last) for row in conn.execute(runs_query)
+        }
+    summaries = []
+    for flow in registered:
+        count, last = runs.pop((flow.name, flow.project), (0, None))
+        summaries.append(
+            FlowSummary(
+                registered=True,
+                name=flow.name,
+                project=flow.project,
+                runs=count,
+                last_run=iso(last),
+                id=flow.id,
+                version=flow.version,
+                where=flow.where,
+                registered_at=iso(flow.registered_at),
+                parameters=flow.parameters,
+                labels=flow.labels,
+                run_config=flow.run_config,
+                executor=flow.executor,
+            )
+        )
+    for (name, flow_project), (count, last) in sorted(
+        runs.items(), key=lambda item: (item[0][1] or "", item[0][0])
+    ):
+        summaries.append(
+            FlowSummary(
+                registered=False,
+                name=name,
+                project=flow_project,
+                runs=count,
+                last_run=iso(last),
+            )
+        )
+    return summaries
+
+
+def get_registered_flow(store: Store, flow_id: str) -> RegisteredFlow | None:
+    """The registered flow with this id, or None."""
+    with store.engine.connect() as conn:
+        row = conn.execute(select(flows).where(flows.c.id == flow_id)).first()
+    return None if row is None else _registered(row)
+
+
+def find_registered_flow(
+    store: Store, name: str | None = None, project: str | None = None, flow_id: str | None = None
+) -> RegisteredFlow:
+    """The registered flow of this id, or of this name (and project); a LookupError when none
+    is, a ValueError naming the projects when a name alone names several."""
+    if flow_id is not None:
+        found = get_registered_flow(store, flow_id)
+        if found is None:
+            raise LookupError(
+                f"no flow with id {flow_id!r} is registered; `flowbook flows` lists the "
+                "registered flows and their ids"
+            )
+        return found
+    query = select(flows).where(flows.c.name == name).order_by(flows.c.project)
+    if project is not None:
+        query = query.where(flows.c.project == project)
+    with store.engine.connect() as conn:
+        rows = [_registered(row) for row in conn.execute(query)]
+    if not rows:
+        in_project = f" in project {project!r}" if project is not None else ""
+        raise LookupError(
+            f"no flow named {name!r} is registered{in_project}; `flowbook flows` lists the "
+            "registered flows (register one with flow.register(project_name=...))"
+        )
+    if len(rows) > 1:
+        projects = ", ".join(repr(r.project) for r in rows)
+        raise ValueError(
+            f"flow name {name!r} is registered in several projects ({projects}); say which "
+            "with --project"
+        )
+    return rows[0]

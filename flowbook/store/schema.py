@@ -13,7 +13,8 @@ which explain cache misses (rows of version 1 keep NULL ``key_parts``: their mis
 explained with less detail); 3 adds ``flow_runs.notebook`` and ``flow_runs.cell_id``, where a
 top-level flow run started in a Jupyter kernel came from (NULL elsewhere, and for older rows);
 4 adds ``task_runs.result_checksum`` and ``cache_entries.checksum`` (NULL for older rows, which
-are read unchecked) and the ``write_drops`` table of records the store could not write.
+are read unchecked) and the ``write_drops`` table of records the store could not write; 5 adds
+the ``flows`` table of registered flows (``flowbook.registry``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from sqlalchemy import (
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "metadata"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 
@@ -211,6 +212,34 @@ write_drops = Table(
     Column("reason", Text, nullable=False),
 )
 
+# Registered flows (schema >= 5): one row per flow name and project, written by
+# ``flowbook.registry.register_flow`` and read by ``flowbook flows`` and ``flowbook run``.
+flows = Table(
+    "flows",
+    metadata,
+    # a hash of the name and the project: the same id each time the flow is registered
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("project", String(255)),
+    # 1 at the first registration, one more each time the fingerprint changes
+    Column("version", Integer, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    # where it is defined: a script's absolute path, or a notebook's path and cell id
+    Column("script", Text),
+    Column("notebook", Text),
+    Column("cell_id", Text),
+    # the script's (or the cell's) source at registration
+    Column("code", Text),
+    # JSON: [{"name", "required", "default", "jsonable", "repr"}, ...]
+    Column("parameters", Text, nullable=False),
+    # JSON: the run config's and the executor's describe(), or NULL
+    Column("run_config", Text),
+    Column("executor", Text),
+    Column("labels", Text, nullable=False),  # JSON list
+    Column("registered_at", Float, nullable=False),
+    Index("ix_flows_name", "name"),
+)
+
 Migration = Callable[[Connection], None]
 
 
@@ -239,6 +268,11 @@ def _v3_to_v4(conn: Connection) -> None:
     write_drops.create(conn)
 
 
+def _v4_to_v5(conn: Connection) -> None:
+    """Registered flows: a new table."""
+    flows.create(conn)
+
+
 # MIGRATIONS[n] upgrades an existing store from version n to n + 1 (a new store is created at
 # SCHEMA_VERSION directly). Each step must keep every row it finds.
-MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+MIGRATIONS: dict[int, Migration] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4, 4: _v4_to_v5}

@@ -98,6 +98,7 @@ class AttemptSpec:
     topic: str = ""
     log_level: int = logging.INFO
     origin_pid: int = 0  # the submitting process: workers inside it are threads of the kernel
+    map_group: tuple[str, int, int] | None = None  # for flowbook.context's map_index
 
 
 # -- what is running on this worker, for interrupts --------------------------------------------
@@ -264,6 +265,7 @@ def _task_run(
     run.run_count = spec.run_count
     run.log_prints = spec.log_prints
     run.flow_run = spec.flow_run  # type: ignore[assignment]
+    run.map_group = spec.map_group
     return run
 
 

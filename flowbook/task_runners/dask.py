@@ -725,7 +725,11 @@ class _DaskCall:
         if engine._cancelled():
             self.finish(Cancelled("The flow run was cancelled before this task run started."))
             return
-        pending = [f for f in engine.upstream if not f.done() and self._live_future(f) is None]
+        # a trigger decides from final upstream states: wait for all of them in the kernel
+        gated = engine.task.trigger is not None
+        pending = [
+            f for f in engine.upstream if not f.done() and (gated or self._live_future(f) is None)
+        ]
         if pending:
             self._after(pending, self.submit_attempt)
             return
@@ -752,6 +756,7 @@ class _DaskCall:
             topic=self.conn.topic,
             log_level=logging.getLogger("flowbook").getEffectiveLevel(),
             origin_pid=os.getpid(),
+            map_group=run.map_group,
         )
         from flowbook.task_runners._dask_worker import run_attempt
 
@@ -779,7 +784,8 @@ class _DaskCall:
                 if isinstance(data, DaskResult):
                     deps.append(data.future)
                     return data.future
-                return value.result()
+                # a failed run's exception: only a run whose trigger let it start gets here
+                return value.result(raise_on_failure=False)
             live = self._live_future(value)
             deps.append(live)
             return live

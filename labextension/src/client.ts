@@ -7,6 +7,7 @@ import {
   CacheClearRequest,
   ICacheClearResult,
   ICacheList,
+  IFlowList,
   IRunDetails,
   IRunList
 } from './types.js';
@@ -35,6 +36,13 @@ export class FlowbookClient {
   /** `GET runs/<id>`: one run with its states, task runs, logs and parameters. */
   getRun(id: string): Promise<ApiResult<IRunDetails>> {
     return this._request<IRunDetails>(runPath(id), '', { method: 'GET' });
+  }
+
+  /** `GET flows`: registered flows and flows with runs, optionally of one project. */
+  listFlows(options: { project?: string } = {}): Promise<ApiResult<IFlowList>> {
+    return this._request<IFlowList>('flows', buildQuery({ project: options.project }), {
+      method: 'GET'
+    });
   }
 
   /** `GET cache`: the cache entries, optionally of one flow or task. */

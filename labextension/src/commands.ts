@@ -7,7 +7,11 @@ import { FlowRunsPanel, PANEL_ID } from './panel.js';
 
 /** The extension's command ids. */
 export namespace CommandIDs {
-  /** Shows the panel; args `{view?: 'runs' | 'cache', run?: <run id>, flow?, state?}`. */
+  /**
+   * Shows the panel; args `{view?: 'runs' | 'flows' | 'cache', run?: <run id>, flow?, state?,
+   * project?}`: `flow`, `state` and `project` filter the run list, except with `view: 'flows'`,
+   * where `project` filters the flows.
+   */
   export const openRunsPanel = 'flowbook:open-runs-panel';
   /** Goes to a run's cell; args `{notebook: <path>, cell_id: <cell id>}`. */
   export const openRunCell = 'flowbook:open-run-cell';
@@ -26,7 +30,7 @@ export function registerCommands(
 ): void {
   app.commands.addCommand(CommandIDs.openRunsPanel, {
     label: 'Show Flow Runs',
-    caption: "Show flowbook's side panel of flow runs and cache entries",
+    caption: "Show flowbook's side panel of flow runs, flows and cache entries",
     icon: args => (args.isPalette ? undefined : panel.title.icon),
     execute: async args => {
       // before the layout is restored, the restorer would collapse the area again
@@ -36,13 +40,18 @@ export function registerCommands(
       const view = stringArg(args, 'view');
       const flow = stringArg(args, 'flow');
       const state = stringArg(args, 'state');
+      const project = stringArg(args, 'project');
       if (run) {
         await panel.openRun(run);
-      } else if (view === 'cache' || view === 'runs') {
+      } else if (view === 'cache' || view === 'runs' || view === 'flows') {
         panel.showView(view);
       }
-      if (flow !== undefined || state !== undefined) {
-        await panel.runList.setFilter({ flow, state });
+      if (view === 'flows' && !run) {
+        if (project !== undefined) {
+          await panel.flowList.setProject(project);
+        }
+      } else if (flow !== undefined || state !== undefined || project !== undefined) {
+        await panel.runList.setFilter({ flow, state, project });
       }
     }
   });

@@ -4,9 +4,12 @@ import { Panel, Widget } from '@lumino/widgets';
 import { CacheList } from './cachelist.js';
 import { FlowbookClient } from './client.js';
 import { button, el } from './dom.js';
+import { flowRunFilter } from './flows.js';
+import { FlowList } from './flowlist.js';
 import { flowRunsIcon } from './icon.js';
 import { RunDetails } from './rundetails.js';
 import { RunList } from './runlist.js';
+import { IFlowSummary } from './types.js';
 
 /** The side panel's widget id (for `app.shell.activateById`). */
 export const PANEL_ID = 'flowbook-runs-panel';
@@ -15,11 +18,12 @@ export const PANEL_ID = 'flowbook-runs-panel';
 export const REFRESH_INTERVAL_MS = 3000;
 
 /** The panel's views; `data-view` on the panel node says which one is shown. */
-export type PanelView = 'runs' | 'details' | 'cache';
+export type PanelView = 'runs' | 'details' | 'flows' | 'cache';
 
 /**
- * The "Flow runs" side panel (`.fb-runs-panel`): a header with the Runs / Cache tabs and a
- * refresh button, then the run list, one run's details, or the cache. While the panel is
+ * The "Flow runs" side panel (`.fb-runs-panel`): a header with the Runs / Flows / Cache tabs
+ * and a refresh button, then the run list, one run's details, the flows (a click on one
+ * lists its runs), or the cache. While the panel is
  * visible (and the browser tab too) the shown view reloads every `REFRESH_INTERVAL_MS`.
  */
 export class FlowRunsPanel extends Panel {
@@ -40,11 +44,16 @@ export class FlowRunsPanel extends Panel {
     const tabs = el('div', 'fb-tabs');
     tabs.setAttribute('role', 'tablist');
     this._runsTab = button('fb-tab fb-tab-runs', 'Runs', 'Past and running flow runs');
+    this._flowsTab = button(
+      'fb-tab fb-tab-flows',
+      'Flows',
+      'Registered flows, and the flows that have runs'
+    );
     this._cacheTab = button('fb-tab fb-tab-cache', 'Cache', 'Cached task results');
-    for (const tab of [this._runsTab, this._cacheTab]) {
+    for (const tab of [this._runsTab, this._flowsTab, this._cacheTab]) {
       tab.setAttribute('role', 'tab');
     }
-    tabs.append(this._runsTab, this._cacheTab);
+    tabs.append(this._runsTab, this._flowsTab, this._cacheTab);
     const refresh = button('fb-runs-refresh', '⟳', 'Refresh');
     refresh.setAttribute('aria-label', 'Refresh');
     header.append(heading, tabs, refresh);
@@ -56,12 +65,19 @@ export class FlowRunsPanel extends Panel {
       onBack: () => this.showView('runs'),
       onOpenCell: options.openCell
     });
+    this._flows = new FlowList({
+      client: options.client,
+      onSelect: flow => void this.showFlowRuns(flow),
+      onOpenCell: options.openCell
+    });
     this._cache = new CacheList({ client: options.client });
     this.addWidget(this._list);
     this.addWidget(this._details);
+    this.addWidget(this._flows);
     this.addWidget(this._cache);
 
     this._runsTab.addEventListener('click', () => this.showView('runs'));
+    this._flowsTab.addEventListener('click', () => this.showView('flows'));
     this._cacheTab.addEventListener('click', () => this.showView('cache'));
     refresh.addEventListener('click', () => void this.refresh());
     this._applyView();
@@ -75,6 +91,11 @@ export class FlowRunsPanel extends Panel {
   /** The run list (for its filters). */
   get runList(): RunList {
     return this._list;
+  }
+
+  /** The flows view (for its project filter). */
+  get flowList(): FlowList {
+    return this._flows;
   }
 
   /** Shows a view and reloads it. */
@@ -94,6 +115,13 @@ export class FlowRunsPanel extends Panel {
     return this._details.load(runId);
   }
 
+  /** Shows the run list filtered to one flow's runs (its name, and its project if any). */
+  showFlowRuns(flow: Pick<IFlowSummary, 'name' | 'project'>): Promise<void> {
+    this._view = 'runs';
+    this._applyView();
+    return this._list.setFilter(flowRunFilter(flow));
+  }
+
   /** Reloads the view shown now. */
   refresh(ifIdle = false): Promise<void> {
     switch (this._view) {
@@ -101,6 +129,8 @@ export class FlowRunsPanel extends Panel {
         return this._list.refresh(ifIdle);
       case 'details':
         return this._details.refresh(ifIdle);
+      case 'flows':
+        return this._flows.refresh(ifIdle);
       case 'cache':
         return this._cache.refresh(ifIdle);
     }
@@ -156,18 +186,27 @@ export class FlowRunsPanel extends Panel {
     this.node.dataset.view = this._view;
     this._list.setHidden(this._view !== 'runs');
     this._details.setHidden(this._view !== 'details');
+    this._flows.setHidden(this._view !== 'flows');
     this._cache.setHidden(this._view !== 'cache');
-    const runsSelected = this._view !== 'cache';
-    this._runsTab.setAttribute('aria-selected', String(runsSelected));
-    this._cacheTab.setAttribute('aria-selected', String(!runsSelected));
-    this._runsTab.classList.toggle('fb-mod-selected', runsSelected);
-    this._cacheTab.classList.toggle('fb-mod-selected', !runsSelected);
+    // the details of a run belong to the Runs tab
+    const selected = this._view === 'details' ? 'runs' : this._view;
+    const tabs: Array<[HTMLButtonElement, PanelView]> = [
+      [this._runsTab, 'runs'],
+      [this._flowsTab, 'flows'],
+      [this._cacheTab, 'cache']
+    ];
+    for (const [tab, view] of tabs) {
+      tab.setAttribute('aria-selected', String(view === selected));
+      tab.classList.toggle('fb-mod-selected', view === selected);
+    }
   }
 
   private readonly _list: RunList;
   private readonly _details: RunDetails;
+  private readonly _flows: FlowList;
   private readonly _cache: CacheList;
   private readonly _runsTab: HTMLButtonElement;
+  private readonly _flowsTab: HTMLButtonElement;
   private readonly _cacheTab: HTMLButtonElement;
   private _view: PanelView = 'runs';
   private _timer: number | null = null;

@@ -2,6 +2,7 @@ import { Widget } from '@lumino/widgets';
 
 import { FlowbookClient } from './client.js';
 import {
+  button,
   child,
   el,
   reconcile,
@@ -20,8 +21,10 @@ export const RUN_LIST_LIMIT = 200;
 
 /**
  * The list of runs from the store (all kernels, also past ones), newest first, with a flow
- * and a state filter. Rows (`.fb-runs-row`, keyed by `data-run-id`) are updated in place on
- * each refresh; clicking one calls `onOpen` with the run's id.
+ * and a state filter, and a project filter set from the Flows view (shown as a button that
+ * removes it; choosing another flow removes it too). Rows (`.fb-runs-row`, keyed by
+ * `data-run-id`) are updated in place on each refresh; clicking one calls `onOpen` with the
+ * run's id.
  */
 export class RunList extends Widget {
   constructor(options: { client: FlowbookClient; onOpen: (runId: string) => void }) {
@@ -41,7 +44,13 @@ export class RunList extends Widget {
     for (const option of STATE_FILTERS) {
       this._stateSelect.append(new Option(option.label, option.value));
     }
-    filters.append(this._flowSelect, this._stateSelect);
+    this._projectChip = button(
+      'fb-runs-filter-project',
+      '',
+      "Only the runs of this project's flow; click to show every project's"
+    );
+    this._projectChip.hidden = true;
+    filters.append(this._flowSelect, this._stateSelect, this._projectChip);
 
     this._error = el('div', 'fb-error');
     this._error.setAttribute('role', 'alert');
@@ -55,7 +64,14 @@ export class RunList extends Widget {
     const onFilter = (): void => {
       void this.refresh();
     };
-    this._flowSelect.addEventListener('change', onFilter);
+    this._flowSelect.addEventListener('change', () => {
+      this._setProject(''); // the project went with the flow chosen in the Flows view
+      onFilter();
+    });
+    this._projectChip.addEventListener('click', () => {
+      this._setProject('');
+      onFilter();
+    });
     this._stateSelect.addEventListener('change', onFilter);
     this._list.addEventListener('click', event => this._openFrom(event));
     this._list.addEventListener('keydown', event => {
@@ -68,7 +84,11 @@ export class RunList extends Widget {
 
   /** The current filters. */
   get filter(): IRunFilter {
-    return { flow: this._flowSelect.value, state: this._stateSelect.value };
+    return {
+      flow: this._flowSelect.value,
+      state: this._stateSelect.value,
+      project: this._project
+    };
   }
 
   /** Sets filters (e.g. from a command) and refreshes. */
@@ -80,7 +100,16 @@ export class RunList extends Widget {
     if (filter.state !== undefined) {
       this._stateSelect.value = filter.state;
     }
+    if (filter.project !== undefined) {
+      this._setProject(filter.project);
+    }
     return this.refresh();
+  }
+
+  private _setProject(project: string): void {
+    this._project = project;
+    setText(this._projectChip, `Project: ${project} ✕`);
+    this._projectChip.hidden = project === '';
   }
 
   /**
@@ -141,7 +170,8 @@ export class RunList extends Widget {
       () => this._createRow(),
       (row, run) => this._updateRow(row, run, now)
     );
-    const filtered = filter.flow !== '' || filter.state !== '';
+    const filtered =
+      filter.flow !== '' || filter.state !== '' || (filter.project ?? '') !== '';
     setText(
       this._empty,
       filtered
@@ -205,9 +235,11 @@ export class RunList extends Widget {
   private readonly _onOpen: (runId: string) => void;
   private readonly _flowSelect: HTMLSelectElement;
   private readonly _stateSelect: HTMLSelectElement;
+  private readonly _projectChip: HTMLButtonElement;
   private readonly _error: HTMLElement;
   private readonly _list: HTMLElement;
   private readonly _empty: HTMLElement;
+  private _project = '';
   private _flows: string[] = [];
   private _flowSignature = '';
   private _generation = 0;

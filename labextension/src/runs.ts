@@ -79,6 +79,7 @@ export function isFinalState(stateType: string | null | undefined): boolean {
 /** The fields the filters and the sort read. */
 export interface IFilterable {
   flow_name: string;
+  project?: string | null;
   state: string | null;
   state_type: string | null;
   start_time: string | null;
@@ -95,10 +96,14 @@ export function stateMatches(run: IFilterable, state: string): boolean {
   );
 }
 
-/** The runs that match both filters, in their order. */
+/** The runs that match the filters (flow, state, and project when set), in their order. */
 export function filterRuns<T extends IFilterable>(runs: readonly T[], filter: IRunFilter): T[] {
+  const project = filter.project ?? '';
   return runs.filter(
-    run => (filter.flow === '' || run.flow_name === filter.flow) && stateMatches(run, filter.state)
+    run =>
+      (filter.flow === '' || run.flow_name === filter.flow) &&
+      (project === '' || run.project === project) &&
+      stateMatches(run, filter.state)
   );
 }
 

@@ -18,6 +18,8 @@ export interface IRunSummary {
   task_runs?: unknown;
   notebook: string | null;
   cell_id: string | null;
+  /** The project of the flow when it ran (a registered flow's), else null or absent. */
+  project?: string | null;
 }
 
 /** `GET runs?flow=F&state=S&limit=N`. */
@@ -99,8 +101,56 @@ export interface ICacheClearResult {
  */
 export type ApiResult<T> = { ok: true; value: T } | { ok: false; status: number; message: string };
 
-/** The run list's filters; an empty string means "any". */
+/** The run list's filters; an empty string (or no `project`) means "any". */
 export interface IRunFilter {
   flow: string;
   state: string;
+  /** Only runs recorded with this project (set from the Flows view). */
+  project?: string;
+}
+
+/** One parameter of a registered flow, with its default when it has one. */
+export interface IFlowParameter {
+  name: string;
+  required: boolean;
+  /** The default as JSON; null when required, or when JSON cannot hold it (`jsonable` false). */
+  default?: unknown;
+  jsonable?: boolean;
+  /** Python's `repr` of the default. */
+  repr?: string;
+}
+
+/**
+ * One row of `GET flows`: a registered flow (`registered` true: id, version, where it is
+ * defined, when registered, parameters, labels, run config, executor) or a flow that only
+ * has runs (those fields null). Both have the number of top-level runs and the last one.
+ */
+export interface IFlowSummary {
+  registered: boolean;
+  name: string;
+  project: string | null;
+  runs: number;
+  last_run: string | null;
+  last_run_id: string | null;
+  last_state: string | null;
+  last_state_type: string | null;
+  id: string | null;
+  version: number | null;
+  /** The script, or the notebook and cell, it was registered from. */
+  where: string | null;
+  script: string | null;
+  /** The notebook, relative to the server's root when inside it. */
+  notebook: string | null;
+  cell_id: string | null;
+  registered_at: string | null;
+  parameters: IFlowParameter[] | null;
+  labels: string[] | null;
+  run_config: Record<string, unknown> | null;
+  executor: Record<string, unknown> | null;
+}
+
+/** `GET flows?project=P`: the flows, and the projects of all flows (whatever the filter). */
+export interface IFlowList {
+  flows: IFlowSummary[];
+  projects: string[];
 }

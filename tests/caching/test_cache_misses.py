@@ -484,7 +484,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_rows(
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
         finally:
             db.close()
-        assert version == str(schema.SCHEMA_VERSION) == "4"
+        assert version == str(schema.SCHEMA_VERSION) == "5"
         assert entries == [
             ("double", 0, '{"x": "1"}', None),
             ("double", 1, '{"x": "2"}', None),
@@ -520,7 +520,7 @@ def test_migration_on_postgresql_keeps_rows(
     double(1)
     close_store()
     # back to version 1: without the column and the table version 2 added, the columns
-    # version 3 added, and the columns and the table version 4 added
+    # version 3 added, the columns and the table version 4 added, and the table version 5 added
     engine = sa.create_engine(postgres_url)
     try:
         with engine.begin() as conn:
@@ -531,13 +531,14 @@ def test_migration_on_postgresql_keeps_rows(
             conn.execute(sa.text("ALTER TABLE task_runs DROP COLUMN result_checksum"))
             conn.execute(sa.text("ALTER TABLE cache_entries DROP COLUMN checksum"))
             conn.execute(sa.text("DROP TABLE write_drops"))
+            conn.execute(sa.text("DROP TABLE flows"))
             conn.execute(sa.text("UPDATE flowbook_meta SET value = '1'"))
         reload_settings()
         assert get_store() is not None
         with engine.connect() as conn:
             version = conn.execute(sa.text("SELECT value FROM flowbook_meta")).scalar()
             rows = conn.execute(sa.text("SELECT task_name, key_parts FROM cache_entries")).all()
-        assert version == "4"
+        assert version == "5"
         assert [tuple(r) for r in rows] == [("double", None)]
         assert double(1) == 2  # served by the old entry
         assert double(2) == 4

@@ -105,7 +105,7 @@ def test_a_healthy_store_is_reported_with_its_contents(
         assert lines[0].startswith(f"store:      {home / 'flowbook.db'} (sqlite, ")
     else:
         assert lines[0].startswith(f"store:      {url} (postgresql, ")
-    assert lines[0].endswith(", schema version 4)")
+    assert lines[0].endswith(", schema version 5)")
     assert lines[1:] == [
         f"results:    {home / 'results'}",
         "records:    flow runs: 1, task runs: 3, log lines: 10, cache entries: 1",
@@ -118,7 +118,7 @@ def test_a_healthy_store_is_reported_with_its_contents(
     assert report["ok"] is True
     assert report["problems"] == []
     assert report["counts"] == {"flow_runs": 1, "task_runs": 3, "logs": 10, "cache_entries": 1}
-    assert report["schema_version"] == 4
+    assert report["schema_version"] == 5
     assert report["size_bytes"] > 0
 
 

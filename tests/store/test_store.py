@@ -1132,7 +1132,7 @@ def test_a_version_2_store_gains_the_run_origin_and_keeps_its_rows(
     assert before["task_runs"] == before["cache_entries"] == 2
 
     assert get_store() is not None
-    assert store.one("SELECT value FROM flowbook_meta").value == "4" == str(schema.SCHEMA_VERSION)
+    assert store.one("SELECT value FROM flowbook_meta").value == "5" == str(schema.SCHEMA_VERSION)
     columns = {c["name"] for c in sa.inspect(store.engine).get_columns("flow_runs")}
     assert {"notebook", "cell_id"} <= columns
     for table, count in before.items():
@@ -1155,8 +1155,10 @@ def test_a_version_2_store_gains_the_run_origin_and_keeps_its_rows(
 
 
 def back_to_version_3(store: StoreUnderTest) -> None:
-    """Undo what schema version 4 added (checksum columns, the write_drops table)."""
+    """Undo what schema versions 4 and 5 added (checksum columns, the write_drops table;
+    the flows table)."""
     with store.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE flows"))
         conn.execute(sa.text("ALTER TABLE task_runs DROP COLUMN result_checksum"))
         conn.execute(sa.text("ALTER TABLE cache_entries DROP COLUMN checksum"))
         conn.execute(sa.text("DROP TABLE write_drops"))
@@ -1184,7 +1186,7 @@ def test_a_version_3_store_gains_checksums_and_keeps_its_rows(store: StoreUnderT
     }
 
     assert get_store() is not None
-    assert store.one("SELECT value FROM flowbook_meta").value == "4"
+    assert store.one("SELECT value FROM flowbook_meta").value == "5"
     inspector = sa.inspect(store.engine)
     assert "result_checksum" in {c["name"] for c in inspector.get_columns("task_runs")}
     assert "checksum" in {c["name"] for c in inspector.get_columns("cache_entries")}

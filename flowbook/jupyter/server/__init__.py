@@ -7,6 +7,7 @@ kernel reads them) under ``{base_url}flowbook/api/``:
 
 - ``GET runs?flow=&state=&limit=``: top-level flow runs, newest first, and the flow names;
 - ``GET runs/<id>``: one flow run with its states, task runs, logs and parameters;
+- ``GET flows?project=``: registered flows and the flows that only have runs;
 - ``GET cache?flow=&task=``: cache entries;
 - ``POST cache/clear``: delete cache entries.
 

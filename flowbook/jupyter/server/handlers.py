@@ -82,6 +82,12 @@ class RunHandler(_FlowbookHandler):
         await self.answer(api.run_detail, checked, self.server_root)
 
 
+class FlowsHandler(_FlowbookHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        await self.answer(api.flow_list, self.arg("project"), self.server_root)
+
+
 class CacheHandler(_FlowbookHandler):
     @web.authenticated
     async def get(self) -> None:
@@ -110,6 +116,7 @@ def setup_handlers(serverapp: Any) -> None:
         [
             (url_path_join(base, "runs"), RunsHandler),
             (url_path_join(base, "runs", "([^/]+)"), RunHandler),
+            (url_path_join(base, "flows"), FlowsHandler),
             (url_path_join(base, "cache"), CacheHandler),
             (url_path_join(base, "cache", "clear"), CacheClearHandler),
         ],
