@@ -62,11 +62,11 @@ class Node:
 
     def __getitem__(self, key: Any) -> TaskNode:
         """A node that takes item ``key`` of this node's result (Prefect 1's ``GetItem``)."""
-        flow = current_block() or self._flow_of()
+        flow = current_block()  # as in Prefect 1, only inside an open block
         if flow is None:
             raise TypeError(
                 f"{self.name!r}[{key!r}] adds a node to a flow: index a task's result inside "
-                "its 'with Flow(...)' block"
+                "a 'with Flow(...)' block (re-enter the flow with 'with flow:' to add it)"
             )
         return flow._add_call(_get_item_task(), (self, key), {}, mapped=False)
 
@@ -188,6 +188,40 @@ class Edge:
         return f"<Edge{key}: {self.upstream_task.slug}{arrow}{self.downstream_task.slug}>"
 
 
+def _kind(value: Any) -> str | None:
+    """How ``handles_in`` and ``substitute`` look into a value: the one rule for both, the
+    containers the engine resolves futures in (exact lists, tuples, sets, frozensets and
+    dicts, and namedtuples)."""
+    kind = type(value)
+    if kind in (list, tuple, set, frozenset) or (
+        isinstance(value, tuple) and isinstance(getattr(kind, "_fields", None), tuple)
+    ):
+        return "items"
+    if kind is dict:
+        return "dict"
+    return None
+
+
+def check_containers(task_name: str, value: Any) -> None:
+    """Refuse a node inside a container the engine would pass on with a future inside (a
+    subclass of list, set or dict, such as an ``OrderedDict``): the task would get no value."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, unmapped):
+            todo.append(item.value)
+        elif _kind(item) is not None:
+            todo.extend(item.items() if isinstance(item, dict) else item)
+        elif isinstance(item, (list, tuple, set, frozenset, dict)):
+            inner = item.values() if isinstance(item, dict) else item
+            if any(handles_in(list(inner))):
+                raise TypeError(
+                    f"task {task_name!r} got a task's result inside a "
+                    f"{type(item).__name__}, which is passed on as it is; put it in a "
+                    "list, tuple, set, dict or namedtuple (e.g. dict(...) for a dict subclass)"
+                )
+
+
 def handles_in(value: Any) -> Iterator[tuple[Node, bool]]:
     """The nodes inside an argument, each with whether it is wrapped in ``unmapped``."""
     todo: list[tuple[Any, bool]] = [(value, False)]
@@ -197,27 +231,40 @@ def handles_in(value: Any) -> Iterator[tuple[Node, bool]]:
             yield item, whole
         elif isinstance(item, unmapped):
             todo.append((item.value, True))
-        elif isinstance(item, (list, tuple, set, frozenset)):
-            todo.extend((v, whole) for v in item)
-        elif isinstance(item, dict):
-            todo.extend((v, whole) for v in (*item.keys(), *item.values()))
+        else:
+            kind = _kind(item)
+            if kind == "items":
+                todo.extend((v, whole) for v in item)
+            elif kind == "dict":
+                todo.extend((v, whole) for v in (*item.keys(), *item.values()))
 
 
 def substitute(value: Any, results: dict[Node, Any]) -> Any:
-    """``value`` with every node replaced by its result (a future, a list of them, a value)."""
+    """``value`` with every node replaced by its result (a future, a list of them, a value;
+    for a node that did not run, its exception). Containers are rebuilt with their type (a
+    namedtuple field by field)."""
     if isinstance(value, Node):
-        return results[value]
+        result = results[value]
+        return result.state.result if isinstance(result, NotRun) else result
     if isinstance(value, unmapped):
         return unmapped(substitute(value.value, results))
-    if type(value) in (list, tuple, set, frozenset):
-        return type(value)(substitute(v, results) for v in value)
-    if type(value) is dict:
+    kind = _kind(value)
+    if kind == "dict":
         return {substitute(k, results): substitute(v, results) for k, v in value.items()}
-    return value
+    if kind is None:
+        return value
+    items = [substitute(v, results) for v in value]
+    if type(value) in (list, tuple, set, frozenset):
+        return type(value)(items)
+    if not any(handles_in(value)):
+        return value
+    return type(value)(*items)  # a namedtuple
 
 
 class NotRun:
-    """The result of a node that could not be submitted (what it maps over failed)."""
+    """The result of a node that was not submitted: what it maps over did not complete, it
+    could not be submitted, or its trigger refused an upstream node that was not submitted.
+    ``state.result`` is the exception a downstream task whose trigger lets it run receives."""
 
     def __init__(self, state: p1.State) -> None:
         self.state = state

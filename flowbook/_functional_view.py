@@ -108,6 +108,16 @@ _P1_TYPES = {
 }
 
 
+def _state_type(node: Node, flow_state: State | None) -> str:
+    """The widget's state type of a node: a mapped task with a failed run shows failed."""
+    from flowbook.engine.state import all_succeeded
+
+    name = _state_of(node, flow_state)
+    if name == "Mapped" and flow_state is not None and not all_succeeded(flow_state.result[node]):
+        return "FAILED"
+    return _P1_TYPES.get(name or "", "PENDING")
+
+
 def run_view(flow: FunctionalFlow, flow_state: State | None = None) -> Any:
     """The run widget showing the graph (a ``RunView``), as a stored run's would be shown."""
     from types import SimpleNamespace
@@ -130,7 +140,7 @@ def run_view(flow: FunctionalFlow, flow_state: State | None = None) -> Any:
                 "task_name": _label(node),
                 "subflow_run_id": None,
                 "state": state,
-                "state_type": _P1_TYPES.get(state or "", "PENDING"),
+                "state_type": _state_type(node, flow_state),
                 "message": None,
                 "states": [],
                 "start_time": None,

@@ -332,6 +332,14 @@ _PREFECT1_NO_OPS = {
 _PREFECT1_TASK_OPTIONS = frozenset(_PREFECT1_TWINS) | frozenset(_PREFECT1_NO_OPS)
 
 
+def replaced_by(changes: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` (already translated) without the flowbook options that Prefect 1 options in
+    ``changes`` replace: ``with_options(cache_for=...)`` sets a new ``cache_expiration`` and
+    keeps the task's ``cache_key_fn``, so the two are translated together."""
+    replaced = {_PREFECT1_TWINS[name] for name in changes if name in _PREFECT1_TWINS}
+    return {k: v for k, v in options.items() if k not in replaced}
+
+
 def translate_task_options(options: dict[str, Any], stacklevel: int = 3) -> dict[str, Any]:
     """``options`` with Prefect 1 ``@task`` options replaced by flowbook's.
 

@@ -344,6 +344,7 @@ class _BadInput(ValueError):
 
 def _run_registered(store: Any, args: argparse.Namespace) -> int:
     """``flowbook run``: load the registered flow from its script and run it here."""
+    from flowbook.engine.env import acquire_env, release_env
     from flowbook.registry import LoadError, load_registered_flow
     from flowbook.store import queries
 
@@ -356,44 +357,41 @@ def _run_registered(store: Any, args: argparse.Namespace) -> int:
             )
         except ValueError as exc:  # a name registered in several projects
             raise _BadInput(str(exc)) from None
-        parameters = _run_parameters(registered, args.param)
+        given = _given_parameters(args.param)
         env = _run_env(args.env)
     except _BadInput as exc:
         _fail(exc)
         return 2
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)  # for the script's import too, as an agent's --env was
+    # for the script's import too, as an agent's --env was
+    label = f"flowbook run of flow {registered.name!r}"
+    acquire_env(label, env)
     try:
         try:
             flow = load_registered_flow(registered)
         except LoadError as exc:
             _fail(exc)
             return 1
+        try:
+            # checked against the flow the script defines now, which is the one that runs
+            parameters = _run_parameters(flow, given)
+        except _BadInput as exc:
+            _fail(exc)
+            return 2
         flow.project = registered.project
         _env_over_the_flows(flow, env)
         return _run_loaded(flow, parameters)
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        release_env(label, env)
 
 
-def _run_parameters(registered: Any, given: list[str]) -> dict[str, Any]:
-    known = {p["name"]: p for p in registered.parameters}
-    names = ", ".join(known) or "none"
+def _given_parameters(given: list[str]) -> dict[str, Any]:
+    """The values of ``--param KEY=JSON``, by name."""
     values: dict[str, Any] = {}
     for item in given:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise _BadInput(
                 f"--param {item!r} is not KEY=JSON; give e.g. --param 'people=[\"Ford\"]'"
-            )
-        if key not in known:
-            raise _BadInput(
-                f"{key!r} is not a parameter of flow {registered.name!r}; its "
-                f"parameters are: {names}"
             )
         try:
             values[key] = json.loads(text)
@@ -402,18 +400,32 @@ def _run_parameters(registered: Any, given: list[str]) -> dict[str, Any]:
                 f"the value of parameter {key!r}, {text!r}, is not JSON; give "
                 f"a JSON value (a string in double quotes: --param '{key}=\"{text}\"')"
             ) from None
-    for name, p in known.items():
-        if name in values:
-            continue
-        if p["required"]:
+    return values
+
+
+def _run_parameters(flow: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` checked against the loaded flow's parameters; the others keep its defaults."""
+    if callable(getattr(flow, "parameters", None)):  # a functional flow
+        required = {p.name: bool(p.required) for p in flow.parameters()}
+        open_ended = False
+    else:
+        kinds = flow.signature.parameters.values()
+        required = {
+            p.name: p.default is p.empty
+            for p in kinds
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in kinds)
+    names = ", ".join(sorted(required)) or "none"
+    for key in values:
+        if key not in required and not open_ended:
             raise _BadInput(
-                f"flow {registered.name!r} needs parameter {name!r}; give it "
-                f"with --param '{name}=JSON'"
+                f"{key!r} is not a parameter of flow {flow.name!r}; its parameters are: {names}"
             )
-        if not p["jsonable"]:
+    for name in sorted(required):
+        if required[name] and name not in values:
             raise _BadInput(
-                f"the default of parameter {name!r}, {p['repr']}, is not JSON, "
-                f"so flowbook run cannot pass it; give a value with --param '{name}=JSON'"
+                f"flow {flow.name!r} needs parameter {name!r}; give it with --param '{name}=JSON'"
             )
     return values
 

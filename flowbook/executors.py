@@ -24,6 +24,7 @@ import os
 import warnings
 from typing import Any, Literal
 
+from flowbook.run_configs import _jsonable
 from flowbook.task_runners.base import TaskRunner
 from flowbook.task_runners.concurrent import ConcurrentTaskRunner
 from flowbook.task_runners.sequential import SequentialTaskRunner
@@ -244,13 +245,3 @@ class DaskExecutor(Executor):
             "client_kwargs": _jsonable(self.client_kwargs),
             "debug": self.debug,
         }
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return repr(value)

@@ -32,6 +32,25 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def check_run_config(value: Any) -> None:
+    """``TypeError`` unless ``value`` is None or a run config (``flowbook.run_configs``)."""
+    if value is not None and not isinstance(getattr(value, "env", None), dict):
+        raise TypeError(
+            f"flow.run_config = {value!r}: a run config is one of flowbook.run_configs "
+            "(LocalRun(env=...), UniversalRun(), ...)"
+        )
+
+
+def check_executor(value: Any, given: str | None = None) -> None:
+    """``TypeError`` unless ``value`` is None or an executor (``flowbook.executors``);
+    ``given`` is how the message names where it was given (``flow.executor = ...``)."""
+    if value is not None and not callable(getattr(value, "task_runner", None)):
+        raise TypeError(
+            f"{given or f'flow.executor = {value!r}'}: an executor is one of "
+            "flowbook.executors (LocalExecutor(), LocalDaskExecutor(), DaskExecutor(...))"
+        )
+
+
 class Flow(Generic[P, R]):
     """A function decorated with ``@flow``; ``Flow("name")`` is a Prefect 1 functional flow."""
 
@@ -100,6 +119,46 @@ class Flow(Generic[P, R]):
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__name__ = fn_name
         self.__wrapped__ = fn
+        self._run_config: Any = None
+        self._executor: Any = None
+
+    # -- Prefect 1's run config and executor ---------------------------------------------------
+    @property
+    def run_config(self) -> Any:
+        """A Prefect 1 run config (``flowbook.run_configs``): its ``env`` is set for this
+        flow's runs over ``@flow(env=...)``; ``None`` leaves the flow's own ``env``."""
+        return self._run_config
+
+    @run_config.setter
+    def run_config(self, value: Any) -> None:
+        check_run_config(value)
+        if getattr(value, "working_dir", None) is not None:
+            raise TypeError(
+                f"flow.run_config = {value!r}: working_dir applies to the runs of a Prefect 1 "
+                f"flow (with Flow(...)), not to the @flow {self.name!r}; use absolute paths in "
+                "its tasks, or leave working_dir out"
+            )
+        self._run_config = value
+        own = self._options.get("env") or {}
+        self.env = {**own, **value.env} if value is not None else dict(own)
+
+    @property
+    def executor(self) -> Any:
+        """A Prefect 1 executor (``flowbook.executors``): the task runner of this flow's runs;
+        ``None`` goes back to ``@flow(task_runner=...)``."""
+        return self._executor
+
+    @executor.setter
+    def executor(self, value: Any) -> None:
+        check_executor(value)
+        self._executor = value
+        if value is not None:
+            self.task_runner = value.task_runner()
+        else:
+            runner = self._options.get("task_runner")
+            self.task_runner = (
+                runner() if isinstance(runner, type) else runner or ConcurrentTaskRunner()
+            )
 
     @property
     def version(self) -> str:
@@ -111,8 +170,13 @@ class Flow(Generic[P, R]):
         return self._version
 
     def with_options(self, **changes: Any) -> Flow[P, R]:
-        """A copy of this flow with some options changed."""
-        return Flow(self.fn, **{**self._options, **changes})
+        """A copy of this flow with some options changed (its run config and executor kept)."""
+        copy = Flow(self.fn, **{**self._options, **changes})
+        if self._executor is not None and "task_runner" not in changes:
+            copy.executor = self._executor
+        if self._run_config is not None:
+            copy.run_config = self._run_config
+        return copy
 
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r}, fn={getattr(self.fn, '__qualname__', self.fn)!r})"

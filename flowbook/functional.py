@@ -23,7 +23,9 @@ ends the run Failed ("Some reference tasks failed.") unless every reference task
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar
@@ -37,6 +39,7 @@ from flowbook._functional_graph import (
     Parameter,
     TaskNode,
     TaskStates,
+    check_containers,
     current_block,
     handles_in,
     pop_block,
@@ -44,11 +47,15 @@ from flowbook._functional_graph import (
     substitute,
 )
 from flowbook.engine import state as p1
+from flowbook.engine.interrupts import current_body
 from flowbook.engine.runs import current_flow_run
-from flowbook.flows import Flow
+from flowbook.exceptions import UpstreamTaskError
+from flowbook.flows import Flow, check_executor, check_run_config
 from flowbook.futures import FutureList, TaskRunFuture
-from flowbook.states import Completed
+from flowbook.states import Completed, StateType
 from flowbook.states import Failed as FlowbookFailed
+from flowbook.states import State as FlowbookState
+from flowbook.task_runners.base import TaskRunner
 from flowbook.task_runners.sequential import SequentialTaskRunner
 from flowbook.tasks import Task, unmapped
 
@@ -62,6 +69,10 @@ class FunctionalFlowWarning(UserWarning):
 # where a flow run's body leaves its nodes' states for ``flow.run()`` (calling the flow the
 # ``@flow`` way does not ask for them)
 _outcome: ContextVar[dict[Node, p1.State] | None] = ContextVar("_outcome", default=None)
+# the task runner of ``flow.run(executor=...)``, for that flow's run only
+_run_runner: ContextVar[tuple[FunctionalFlow, TaskRunner] | None] = ContextVar(
+    "_run_runner", default=None
+)
 
 
 # -- the flow ------------------------------------------------------------------------------------
@@ -106,8 +117,10 @@ class FunctionalFlow(Flow[..., Any]):
                 "(runs happen in this process, results go to flowbook's store, and there are "
                 "no state handlers); the option is ignored",
                 FunctionalFlowWarning,
-                stacklevel=3,
+                stacklevel=2,  # the line that made the flow (type.__call__ has no frame)
             )
+        self._generation = 0  # one more at each change of the graph (keys _fingerprint)
+        self._fingerprint: tuple[tuple[int, str], str] | None = None
         super().__init__(self._graph_body, name=name, task_runner=SequentialTaskRunner())
         self.description = None
         self.__name__ = name
@@ -134,11 +147,7 @@ class FunctionalFlow(Flow[..., Any]):
 
     @run_config.setter
     def run_config(self, value: Any) -> None:
-        if value is not None and not isinstance(getattr(value, "env", None), dict):
-            raise TypeError(
-                f"flow.run_config = {value!r}: a run config is one of flowbook.run_configs "
-                "(LocalRun(env=...), UniversalRun(), ...)"
-            )
+        check_run_config(value)
         self._run_config = value
         # the engine sets a flow's env for each run and restores it after (@flow(env=...))
         self.env = dict(value.env) if value is not None else {}
@@ -149,20 +158,32 @@ class FunctionalFlow(Flow[..., Any]):
 
     @executor.setter
     def executor(self, value: Any) -> None:
-        if value is not None and not callable(getattr(value, "task_runner", None)):
-            raise TypeError(
-                f"flow.executor = {value!r}: an executor is one of flowbook.executors "
-                "(LocalExecutor(), LocalDaskExecutor(), DaskExecutor(...))"
-            )
+        check_executor(value)
         self._executor = value
         # Prefect 1's default executor ran tasks one at a time
         self.task_runner = value.task_runner() if value is not None else SequentialTaskRunner()
+
+    @property
+    def task_runner(self) -> TaskRunner:
+        """The executor's task runner; during ``flow.run(executor=...)``, that one's."""
+        given = _run_runner.get()
+        if given is not None and given[0] is self:
+            return given[1]
+        return self._task_runner
+
+    @task_runner.setter
+    def task_runner(self, value: TaskRunner) -> None:
+        self._task_runner = value
 
     @property
     def version(self) -> str:
         if self._version is None:
             return self.fingerprint()[:16]
         return self._version
+
+    def _changed(self) -> None:
+        """The graph changed: its fingerprint (and version) is computed again when asked."""
+        self._generation += 1
 
     def __repr__(self) -> str:
         return f"<Flow: name={self.name!r}, tasks={len(self._nodes)}>"
@@ -205,13 +226,15 @@ class FunctionalFlow(Flow[..., Any]):
                 f"task {task.name!r} was called with arguments that do not match its "
                 f"parameters {task.signature}: {exc}"
             ) from None
+        for value in (*args, *kwargs.values()):
+            check_containers(task.name, value)
         node = TaskNode(self, task, args, kwargs, mapped, self._new_slug(task.name))
         for value in (*args, *kwargs.values()):
             for handle, _ in handles_in(value):
                 self.add_task(handle)
         for up in upstream:
             node.wait_for.append(self._as_node(up))
-        self.add_task(node)
+        self.add_task(node)  # (counts as the change)
         return node
 
     def _as_node(self, task: Any) -> Node:
@@ -250,6 +273,7 @@ class FunctionalFlow(Flow[..., Any]):
                     )
         if isinstance(task, Node):
             self._nodes[task] = None
+            self._changed()
             return task
         return self._as_node(task)
 
@@ -272,6 +296,7 @@ class FunctionalFlow(Flow[..., Any]):
             if mapped:
                 down.mapped = True
             down.kwargs[key] = up if mapped or not down.mapped else unmapped(up)
+        self._changed()
         self._check_acyclic()
         return Edge(up, down, key, mapped)
 
@@ -296,6 +321,7 @@ class FunctionalFlow(Flow[..., Any]):
             else:
                 assert isinstance(node, TaskNode)
                 node.kwargs[key] = value  # a constant
+                self._changed()
 
     # -- reading -------------------------------------------------------------------------------
     @property
@@ -354,6 +380,7 @@ class FunctionalFlow(Flow[..., Any]):
                     "tasks of the flow"
                 )
         self._reference = nodes or None
+        self._changed()
 
     def sorted_tasks(self) -> list[Node]:
         """The nodes in an order where every node comes after its upstream nodes."""
@@ -391,7 +418,17 @@ class FunctionalFlow(Flow[..., Any]):
         self.sorted_tasks()
 
     def fingerprint(self) -> str:
-        """A stable hash of the graph, the parameters and the tasks' source code."""
+        """A stable hash of the graph, the parameters and the tasks' source code and options:
+        equal in every process for unchanged code (computed again only after a change)."""
+        key = (self._generation, self.name)
+        known = self._fingerprint
+        if known is not None and known[0] == key:
+            return known[1]
+        digest = self._compute_fingerprint()
+        self._fingerprint = (key, digest)
+        return digest
+
+    def _compute_fingerprint(self) -> str:
         from flowbook.caching.hashing import stable_hash
         from flowbook.caching.source import source_hash
 
@@ -401,12 +438,23 @@ class FunctionalFlow(Flow[..., Any]):
             except Exception:  # a value without stable content: its type is what is known
                 return f"<{type(value).__qualname__}>"
 
+        def option(value: Any) -> str:
+            # a function is hashed by its name and its code, never by its address (a
+            # function's str() holds it, and it differs in every process)
+            text = constant(value)
+            if callable(value) and not isinstance(value, type):
+                try:
+                    text += f" {source_hash(value)}"
+                except Exception:  # a callable without source: its name is what is known
+                    pass
+            return text
+
         def described(value: Any) -> str:
             if isinstance(value, Node):
                 return f"@{value.slug}"
             if isinstance(value, unmapped):
                 return f"unmapped({described(value.value)})"
-            if type(value) in (list, tuple, set, frozenset, dict) and any(handles_in(value)):
+            if isinstance(value, (list, tuple, set, frozenset, dict)) and any(handles_in(value)):
                 items = value.items() if isinstance(value, dict) else enumerate(value)
                 return f"{type(value).__name__}[{','.join(described(v) for _, v in items)}]"
             return constant(value)
@@ -418,11 +466,15 @@ class FunctionalFlow(Flow[..., Any]):
                 continue
             assert isinstance(node, TaskNode)
             task = node.task
+            # the function's qualified name, not its task_key: that one starts with the
+            # module, which depends on how the script was started (script:<path>, its name)
+            qualname = getattr(task.fn, "__qualname__", task.name)
+            options = sorted(f"{k}={option(v)}" for k, v in task._options.items())
             args = ";".join(f"{k}={described(v)}" for k, v in node.inputs())
             waits = ",".join(sorted(u.slug for u in node.wait_for))
             lines.append(
-                f"task {node.slug} {task.task_key} {source_hash(task.fn)} "
-                f"{sorted(map(str, task._options.items()))} map={node.mapped} {args} {waits}"
+                f"task {node.slug} {qualname} {source_hash(task.fn)} {options} "
+                f"map={node.mapped} {args} {waits}"
             )
         lines.append("ref " + ",".join(sorted(n.slug for n in self.reference_tasks())))
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
@@ -448,6 +500,10 @@ class FunctionalFlow(Flow[..., Any]):
                 f"flow {self.name!r} needs a value for the required parameter(s) "
                 f"{', '.join(map(repr, missing))}; pass them as flow.run(parameters={{...}})"
             )
+        # the engine binds the parameters on the thread that starts the run, before the
+        # run's record is written: the version it records (read by the store's writer
+        # thread too) is computed here, once, and not while the graph may be changing
+        self.fingerprint()
         return {n: kwargs.get(n, p.default) for n, p in params.items()}
 
     def run(
@@ -458,11 +514,24 @@ class FunctionalFlow(Flow[..., Any]):
     ) -> p1.State:
         """Run the graph now, as one flowbook flow run; returns a Prefect 1-shaped state.
 
-        A failing task does not raise: its state is in ``state.result[handle]``.
+        As in Prefect 1, keyword arguments named after the flow's parameters are parameter
+        values (``flow.run(x=1)``; ``parameters=`` wins for a name given both ways), and
+        ``executor=`` runs this run with that executor. A failing task does not raise: its
+        state is in ``state.result[handle]``.
         """
         from flowbook.engine import interrupts
         from flowbook.engine.flow_engine import FlowRunEngine
 
+        if parameters is not None and not isinstance(parameters, dict):
+            raise TypeError(
+                f"flow.run(parameters={parameters!r}): parameters must be a dict of "
+                "parameter names to values"
+            )
+        names = {n.name for n in self._nodes if isinstance(n, Parameter)}
+        params = {k: kw.pop(k) for k in list(kw) if k in names}
+        params.update(parameters or {})
+        executor = kw.pop("executor", None)
+        check_executor(executor, f"flow.run(executor={executor!r})")
         if kw:
             warnings.warn(
                 f"flow.run({', '.join(f'{k}=' for k in kw)}) do nothing in flowbook (Prefect 1 "
@@ -477,20 +546,16 @@ class FunctionalFlow(Flow[..., Any]):
                 FunctionalFlowWarning,
                 stacklevel=2,
             )
-        if parameters is not None and not isinstance(parameters, dict):
-            raise TypeError(
-                f"flow.run(parameters={parameters!r}): parameters must be a dict of "
-                "parameter names to values"
-            )
-        params = dict(parameters or {})
         self.bind_parameters((), params)  # a bad call is an error before any run is made
         outcome: dict[Node, p1.State] = {}
         token = _outcome.set(outcome)
+        runner = _run_runner.set((self, executor.task_runner()) if executor is not None else None)
         body = interrupts.enter()
         try:
             final = FlowRunEngine(self, (), params).run_sync()
         finally:
             interrupts.leave(body)
+            _run_runner.reset(runner)
             _outcome.reset(token)
         states = outcome
         if not states and self._nodes:  # the run ended before the graph ran (it could not start)
@@ -498,7 +563,7 @@ class FunctionalFlow(Flow[..., Any]):
             return p1.Failed(final.message or "The flow run failed.", exc)
         result = TaskStates(states)
         reference = self.reference_tasks()
-        if all(result[n].is_successful() for n in reference if n in result):
+        if all(p1.all_succeeded(result[n]) for n in reference if n in result):
             return p1.Success("All reference tasks succeeded.", result)
         return p1.Failed("Some reference tasks failed.", result)
 
@@ -525,7 +590,7 @@ class FunctionalFlow(Flow[..., Any]):
         if outcome is not None:  # flow.run() asked for the states
             outcome.update(states)
         reference = self.reference_tasks()
-        failed = [states[n] for n in order if n in reference and not states[n].is_successful()]
+        failed = [states[n] for n in order if n in reference and not p1.all_succeeded(states[n])]
         if failed:
             exc = next((s.result for s in failed if isinstance(s.result, BaseException)), None)
             if exc is None:
@@ -544,59 +609,45 @@ class FunctionalFlow(Flow[..., Any]):
     def _submit_all(
         self, order: list[Node], values: dict[str, Any], results: dict[Node, Any]
     ) -> None:
+        """Submit the nodes in topological order without waiting for a run, except where a
+        node cannot be submitted before some runs end: a map over one run's result (its
+        length is that result's), or a node after a node that was not submitted (its trigger
+        is asked about the upstream states, all final). Such a node, and the nodes after it,
+        wait for a later pass, after every node that could be submitted has been; between
+        passes the body waits for one of the runs they wait for to end."""
         upstream: dict[Node, list[Node]] = {}
         for edge in self._edges():
             upstream.setdefault(edge.downstream_task, []).append(edge.upstream_task)
-        for node in order:
-            if isinstance(node, Parameter):
-                results[node] = values[node.name]
-                continue
-            assert isinstance(node, TaskNode)
-            ups = upstream.get(node, ())
-            not_run = [u for u in ups if isinstance(results.get(u), NotRun)]
-            if not_run:
-                results[node] = NotRun(
-                    p1.TriggerFailed(
-                        f"Upstream task {not_run[0].slug!r} did not run; not run.", None
-                    )
-                )
-                continue
-            args = tuple(substitute(a, results) for a in node.args)
-            kwargs = {k: substitute(v, results) for k, v in node.kwargs.items()}
-            wait_for: list[TaskRunFuture[Any]] = []
-            for up in node.wait_for:
-                value = results[up]
-                if isinstance(value, TaskRunFuture):
-                    wait_for.append(value)
-                elif isinstance(value, FutureList):
-                    wait_for.extend(value)
-            if node.mapped:
-                blocked = self._blocked_map(node, args, kwargs)
-                if blocked is not None:
-                    results[node] = NotRun(blocked)
+        todo = order
+        while todo:
+            later: list[Node] = []
+            held: set[Node] = set()
+            awaited: list[TaskRunFuture[Any]] = []
+            for node in todo:
+                if isinstance(node, Parameter):
+                    results[node] = values[node.name]
                     continue
-                if wait_for:
-                    kwargs["wait_for"] = wait_for
-                results[node] = node.task.map(*args, **kwargs)
-            else:
-                results[node] = node.task.submit(*args, wait_for=wait_for or None, **kwargs)
-
-    @staticmethod
-    def _blocked_map(
-        node: TaskNode, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> p1.State | None:
-        """TriggerFailed when a single upstream run the map is over did not complete."""
-        for value in (*args, *kwargs.values()):
-            if isinstance(value, TaskRunFuture):
-                value.wait()
-                if not value.state.is_completed():
-                    value.task_run.observed = True
-                    return p1.TriggerFailed(
-                        f"Upstream task run {value.task_run.name!r} did not complete "
-                        f"({value.state.name}); {node.slug!r} has nothing to map over.",
-                        None,
+                assert isinstance(node, TaskNode)
+                ups = upstream.get(node, [])
+                if any(u in held for u in ups):
+                    held.add(node)
+                    later.append(node)
+                    continue
+                pending = _awaited(node, ups, results)
+                if pending:
+                    held.add(node)
+                    later.append(node)
+                    awaited.extend(pending)
+                    continue
+                try:
+                    results[node] = _submit_node(node, ups, results)
+                except Exception as exc:  # this node cannot run; the others go on
+                    results[node] = NotRun(
+                        p1.Failed(f"Task {node.slug!r} could not be submitted: {exc}", exc)
                     )
-        return None
+            todo = later
+            if todo:
+                _wait_for_one(awaited)
 
     @staticmethod
     def _collect(results: dict[Node, Any]) -> dict[Node, p1.State]:
@@ -631,6 +682,143 @@ class FunctionalFlow(Flow[..., Any]):
         from flowbook._functional_view import visualize
 
         return visualize(self, flow_state, filename, format)
+
+
+# -- submitting one node -------------------------------------------------------------------------
+def _futures_of(value: Any) -> list[TaskRunFuture[Any]]:
+    if isinstance(value, TaskRunFuture):
+        return [value]
+    if isinstance(value, FutureList):
+        return list(value)
+    return []
+
+
+def _mapped_inputs(node: TaskNode) -> list[Node]:
+    """The nodes a mapped node maps over whole (not inside ``unmapped`` or a container)."""
+    return [v for v in (*node.args, *node.kwargs.values()) if isinstance(v, Node)]
+
+
+def _awaited(node: TaskNode, ups: list[Node], results: dict[Node, Any]) -> list[TaskRunFuture[Any]]:
+    """The unfinished runs ``node`` cannot be submitted before (see ``_submit_all``)."""
+    if node.mapped:
+        # a map over one run's result: how many runs it makes is known when that run ends
+        over = [results[u] for u in _mapped_inputs(node)]
+        pending = [f for f in over if isinstance(f, TaskRunFuture) and not f.done()]
+        if pending:
+            return pending
+    if node.task.trigger is not None and any(isinstance(results[u], NotRun) for u in ups):
+        return [f for u in ups for f in _futures_of(results[u]) if not f.done()]
+    return []
+
+
+def _submit_node(node: TaskNode, ups: list[Node], results: dict[Node, Any]) -> Any:
+    """Submit ``node``: its future(s), or ``NotRun`` with the state it ends in."""
+    from flowbook.triggers import always_run
+
+    task = node.task
+    not_run = [u for u in ups if isinstance(results[u], NotRun)]
+    if node.mapped:
+        for u in _mapped_inputs(node):
+            value = results[u]
+            if isinstance(value, NotRun):
+                return NotRun(
+                    p1.TriggerFailed(
+                        f"Upstream task {u.slug!r} did not run; {node.slug!r} has nothing to "
+                        "map over.",
+                        _upstream_error(node, u, value),
+                    )
+                )
+            if isinstance(value, TaskRunFuture) and not value.state.is_completed():
+                value.task_run.observed = True
+                return NotRun(
+                    p1.TriggerFailed(
+                        f"Upstream task run {value.task_run.name!r} did not complete "
+                        f"({value.state.name}); {node.slug!r} has nothing to map over.",
+                        _upstream_error(node, u, value),
+                    )
+                )
+    if not_run:
+        # as Prefect 1 did, the trigger sees a node that was not submitted as failed; when it
+        # lets the task run, the task gets that node's exception as its value, as it gets a
+        # failed run's, and the engine is told not to ask the trigger again
+        refused = _trigger_refusal(node, ups, results, not_run)
+        if refused is not None:
+            return NotRun(refused)
+        task = copy.copy(task)
+        task.trigger = always_run
+    args = tuple(substitute(a, results) for a in node.args)
+    kwargs = {k: substitute(v, results) for k, v in node.kwargs.items()}
+    wait_for = [f for up in node.wait_for for f in _futures_of(results[up])]
+    if node.mapped:
+        if wait_for:
+            kwargs["wait_for"] = wait_for
+        return task.map(*args, **kwargs)
+    return task.submit(*args, wait_for=wait_for or None, **kwargs)
+
+
+def _upstream_error(node: TaskNode, up: Node, value: Any) -> UpstreamTaskError:
+    """The exception of a node not run because of ``up``, caused by ``up``'s own."""
+    error = UpstreamTaskError(f"task {node.slug!r} did not run: upstream task {up.slug!r} failed")
+    cause = value.state.result if isinstance(value, NotRun) else value.state.data
+    if isinstance(cause, BaseException):
+        error.__cause__ = cause
+    return error
+
+
+def _trigger_refusal(
+    node: TaskNode, ups: list[Node], results: dict[Node, Any], not_run: list[Node]
+) -> p1.State | None:
+    """The state of ``node`` when its trigger refuses its upstream states, else None.
+
+    The upstream states are those the engine gives a trigger (each upstream run's final
+    state, keyed by its future), and for each upstream node that was not submitted a
+    ``Failed`` state keyed by the node. Without a trigger, any such node refuses.
+    """
+    from flowbook.triggers import judge
+
+    trigger = node.task.trigger
+    first = not_run[0]
+    if trigger is None:
+        return p1.TriggerFailed(
+            f"Upstream task {first.slug!r} did not run; not run.",
+            _upstream_error(node, first, results[first]),
+        )
+    states: dict[Any, FlowbookState] = {}
+    for up in ups:
+        value = results[up]
+        if isinstance(value, NotRun):
+            kind = "TriggerFailed" if isinstance(value.state, p1.TriggerFailed) else "Failed"
+            states[up] = FlowbookState(
+                StateType.FAILED, kind, value.state.message, value.state.result
+            )
+        for future in _futures_of(value):
+            states[future] = future.state
+    refused = judge(trigger, states)
+    if refused is None:
+        return None
+    if refused.name != "TriggerFailed":  # the trigger itself raised
+        return p1.Failed(refused.message, refused.data)
+    cause = results[first].state.result
+    if isinstance(cause, BaseException):
+        refused.data.__cause__ = cause
+    return p1.TriggerFailed(refused.message, refused.data)
+
+
+def _wait_for_one(futures: list[TaskRunFuture[Any]]) -> None:
+    """Block until one of ``futures`` is final (a kernel interrupt may stop the wait)."""
+    if not futures or any(f.done() for f in futures):
+        return
+    event = threading.Event()
+    for future in futures:
+        future.add_done_callback(lambda _: event.set())
+    body = current_body()
+    if body is not None:
+        body.waiting += 1
+    try:
+        event.wait()
+    finally:
+        if body is not None:
+            body.waiting -= 1
 
 
 def add_call(

@@ -86,14 +86,17 @@ def register_flow(
     """Record ``flow`` in the run store under ``project_name``; returns the flow's id.
 
     Prints what Prefect 1 printed (with the store's location where Prefect 1 gave the flow's
-    URL; ``no_url=True`` leaves that line out). Sets ``flow.project``.
+    URL; ``no_url=True`` leaves that line out). Without ``project_name`` the flow's own
+    ``project`` (``@flow(project=...)``) is used. Sets ``flow.project`` once the flow is saved.
     """
     if project_name is not None and (not isinstance(project_name, str) or not project_name.strip()):
         raise ValueError(
             f"project_name={project_name!r} is not a project name; give a non-empty string "
             "such as project_name='tutorial' (or leave it out)"
         )
-    label_list = _check_labels(labels)
+    from flowbook.run_configs import _check_labels  # the run configs' rule for labels
+
+    label_list = _check_labels("register", labels)
     given = {
         "idempotency_key": idempotency_key,
         "set_schedule_active": set_schedule_active,
@@ -108,9 +111,11 @@ def register_flow(
                 UserWarning,
                 stacklevel=_caller_stacklevel(),
             )
-    flow.project = project_name
+    if project_name is None:  # @flow(project=...) names the project a flow belongs to
+        project_name = getattr(flow, "project", None)
     fid = flow_id(flow.name, project_name)
     if _loading.get():
+        flow.project = project_name
         return fid
 
     from flowbook._setup import ensure_configured
@@ -143,6 +148,7 @@ def register_flow(
         "registered_at": time.time(),
     }
     version, changed = _save(store, row)
+    flow.project = project_name
     _print_registration(store, fid, project_name, all_labels, version, changed, no_url)
     return fid
 
@@ -159,23 +165,6 @@ def _caller_stacklevel() -> int:
 
 def _is_flowbook(module: object) -> bool:
     return isinstance(module, str) and (module == "flowbook" or module.startswith("flowbook."))
-
-
-def _check_labels(labels: Iterable[str] | None) -> list[str]:
-    if labels is None:
-        return []
-    if isinstance(labels, str) or not isinstance(labels, Iterable):
-        raise TypeError(
-            f"labels={labels!r} is not a list of labels; give a list of strings, such as "
-            "labels=['dev']"
-        )
-    found = list(labels)
-    bad = [label for label in found if not isinstance(label, str)]
-    if bad:
-        raise TypeError(
-            f"labels={found!r} holds {bad[0]!r}, which is not a string; labels are strings"
-        )
-    return found
 
 
 def _describe(obj: Any) -> str | None:
@@ -282,27 +271,32 @@ def _cell_code() -> str | None:
 
 
 def _save(store: Store, row: dict[str, Any]) -> tuple[int, bool]:
-    """Insert or update the flow's row; (its version, whether the version is new)."""
+    """Insert or update the flow's row; (its version, whether the version is new).
+
+    The version goes up in the database (``version + 1`` where the fingerprint differs), not
+    from a value read before: two processes registering at once cannot both write N + 1.
+    """
     from sqlalchemy import select, update
     from sqlalchemy.exc import IntegrityError
 
     from flowbook.store.schema import flows
 
+    this = flows.c.id == row["id"]
     for attempt in range(2):
         try:
             with store.engine.begin() as conn:
-                old = conn.execute(
-                    select(flows.c.version, flows.c.fingerprint).where(flows.c.id == row["id"])
-                ).first()
-                if old is None:
-                    conn.execute(flows.insert().values(**row, version=1))
-                    return 1, True
-                changed = old.fingerprint != row["fingerprint"]
-                version = int(old.version) + 1 if changed else int(old.version)
-                conn.execute(
-                    update(flows).where(flows.c.id == row["id"]).values(**row, version=version)
-                )
-                return version, changed
+                bumped = conn.execute(
+                    update(flows)
+                    .where(this, flows.c.fingerprint != row["fingerprint"])
+                    .values(**row, version=flows.c.version + 1)
+                ).rowcount
+                if not bumped:
+                    kept = conn.execute(update(flows).where(this).values(**row)).rowcount
+                    if not kept:
+                        conn.execute(flows.insert().values(**row, version=1))
+                        return 1, True
+                version = conn.execute(select(flows.c.version).where(this)).scalar_one()
+                return int(version), bool(bumped)
         except IntegrityError:
             if attempt:  # another process inserted the row meanwhile: update it now
                 raise

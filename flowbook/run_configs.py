@@ -24,9 +24,9 @@ import os
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from flowbook.engine.env import Holdings
 from flowbook.exceptions import FlowbookError
 
 __all__ = [
@@ -90,8 +90,8 @@ def _check_labels(owner: str, labels: Any) -> list[str]:
     for label in labels:
         if not isinstance(label, str):
             raise TypeError(
-                f"{owner}(labels=...): label {label!r} is a {type(label).__name__}; labels "
-                "are strings such as 'dev'"
+                f"{owner}(labels=...): label {label!r} is not a string "
+                f"({type(label).__name__}); labels are strings such as 'dev'"
             )
         if label not in out:  # Prefect 1 kept them as a set
             out.append(label)
@@ -111,52 +111,27 @@ def _check_working_dir(owner: str, working_dir: Any) -> str | None:
 
 
 # -- the working directory of runs ----------------------------------------------------------------
-@dataclass
-class _Holding:
-    path: str
-    original: str
-    holders: list[str]
+_CWD = "cwd"  # the one key of the holdings below
 
 
-_cwd_lock = threading.Lock()
-_cwd_held: _Holding | None = None
+def _read_cwd(key: str) -> str | None:
+    return os.getcwd()
 
 
-def _acquire_cwd(run_label: str, path: str) -> None:
-    global _cwd_held
-    with _cwd_lock:
-        held = _cwd_held
-        if held is not None:
-            if held.path != path:
-                raise WorkingDirConflictError(
-                    f"{run_label} runs in working_dir={path!r}, but {held.holders[0]} is "
-                    f"running in this process in {held.path!r}; the current directory is "
-                    "shared by the whole process, so run these flows one after the other, or "
-                    "use absolute paths instead of working_dir"
-                )
-            held.holders.append(run_label)
-            return
-        if not os.path.isdir(path):
-            raise FileNotFoundError(
-                f"{run_label} runs in working_dir={path!r}, which is not an existing "
-                "directory; create it, or give LocalRun(working_dir=...) a directory that exists"
-            )
-        original = os.getcwd()
+def _write_cwd(key: str, path: str | None) -> None:
+    if path is not None:
         os.chdir(path)
-        _cwd_held = _Holding(path, original, [run_label])
 
 
-def _release_cwd(run_label: str) -> None:
-    global _cwd_held
-    with _cwd_lock:
-        held = _cwd_held
-        if held is None or run_label not in held.holders:
-            return
-        held.holders.remove(run_label)
-        if not held.holders:
-            _cwd_held = None
-            with contextlib.suppress(OSError):  # the old directory may be gone by now
-                os.chdir(held.original)
+def _cwd_conflict(run_label: str, key: str, path: str, held: str, holder: str) -> Exception:
+    return WorkingDirConflictError(
+        f"{run_label} runs in working_dir={path!r}, but {holder} is running in this process "
+        f"in {held!r}; the current directory is shared by the whole process, so run these "
+        "flows one after the other, or use absolute paths instead of working_dir"
+    )
+
+
+_cwd = Holdings(_read_cwd, _write_cwd, _cwd_conflict)
 
 
 # -- run configs --------------------------------------------------------------------------------
@@ -208,11 +183,16 @@ class RunConfig:
         if path is None:
             yield
             return
-        _acquire_cwd(run_label, path)
+        if not os.path.isdir(path):
+            raise FileNotFoundError(
+                f"{run_label} runs in working_dir={path!r}, which is not an existing "
+                "directory; create it, or give LocalRun(working_dir=...) a directory that exists"
+            )
+        _cwd.acquire(run_label, {_CWD: path})
         try:
             yield
         finally:
-            _release_cwd(run_label)
+            _cwd.release(run_label, [_CWD])
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary: ``type``, ``env``, ``labels``, ``working_dir``, and the options
@@ -244,12 +224,14 @@ class RunConfig:
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` as JSON can hold it (for ``describe()``, here and in ``flowbook.executors``):
+    dictionary keys as strings, as JSON writes them; other values by their repr."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
-    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
-        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
     return repr(value)
 
 

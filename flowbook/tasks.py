@@ -23,6 +23,7 @@ from flowbook._options import (
     check_template,
     check_unknown,
     render_run_name,
+    replaced_by,
     translate_task_options,
     validate_options,
 )
@@ -170,8 +171,10 @@ class Task(Generic[P, R]):
 
     def with_options(self, **changes: Any) -> Task[P, R]:
         """A copy of this task with some options changed (Prefect 1 names too)."""
-        changes = translate_task_options(changes)
-        return Task(self.fn, **{**self._options, **changes})
+        # translated together with the options kept, so that a new cache_for keeps the
+        # task's cache_validator and a new cache_validator its cache_for
+        options = translate_task_options({**replaced_by(changes, self._options), **changes})
+        return Task(self.fn, **options)
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r}, fn={getattr(self.fn, '__qualname__', self.fn)!r})"

@@ -167,3 +167,24 @@ MANUAL_ONLY_REFUSED = (
     "tasks that need approval in a flow of their own and run that flow once you approve, or "
     "gate them on a flow parameter (e.g. approved: bool = False) checked in the flow body"
 )
+
+
+def judge(trigger: Callable[[Any], bool], states: Mapping[Any, State]) -> State | None:
+    """None when ``trigger`` lets the run start on these upstream states, else the state the
+    run ends in: ``TriggerFailed`` (its exception a ``TriggerFailedError``), or ``Failed``
+    naming the trigger when it raised anything else (as any part around a body that raises)."""
+    name = getattr(trigger, "__name__", repr(trigger))
+    try:
+        if trigger(states):
+            return None
+        refusal = TriggerFailedError(f'Trigger was "{name}" and it returned False.')
+    except TriggerFailedError as exc:
+        refusal = exc
+    except Exception as error:
+        return State(
+            StateType.FAILED,
+            None,
+            f"Task run's trigger {name!r} raised {type(error).__name__}: {error}",
+            error,
+        )
+    return State(StateType.FAILED, "TriggerFailed", str(refusal), refusal)

@@ -7,7 +7,8 @@ kernel exposes as ``__session__``), never the cell's temporary file, so re-runni
 the identity and two notebooks with a function of the same name do not share entries. A kernel
 that is not told its notebook (nbclient, ``jupyter execute``) falls back to its working
 directory: notebooks in different folders stay apart; give such kernels ``JPY_SESSION_NAME``
-to keep notebooks of one folder apart too.
+to keep notebooks of one folder apart too. A script ``flowbook run`` imports (under the module
+name ``flowbook.registry.RUN_MODULE_NAME``) is named by its path, as under ``python script.py``.
 """
 
 from __future__ import annotations
@@ -33,8 +34,21 @@ def _main_identity() -> str:
     return f"__main__:{os.getcwd()}"
 
 
+def _registered_script_identity(fn: Callable[..., Any]) -> str | None:
+    """``script:<path>`` for a function of a script ``flowbook run`` imported: the identity
+    ``python script.py`` gives it, so that both share cache entries."""
+    path = getattr(fn, "__globals__", {}).get("__file__")
+    if isinstance(path, str) and path:
+        return f"script:{os.path.abspath(path)}"
+    return None
+
+
 def task_identity(fn: Callable[..., Any]) -> str:
+    from flowbook.registry import RUN_MODULE_NAME
+
     module = getattr(fn, "__module__", None) or "?"
     if module == "__main__":
         module = _main_identity()
+    elif module == RUN_MODULE_NAME:
+        module = _registered_script_identity(fn) or module
     return f"{module}:{getattr(fn, '__qualname__', getattr(fn, '__name__', repr(fn)))}"

@@ -27,7 +27,9 @@ __all__ = [
     "Success",
     "TimedOut",
     "TriggerFailed",
+    "all_succeeded",
     "from_flowbook",
+    "mapped_state",
 ]
 
 
@@ -39,8 +41,7 @@ class State:
     ) -> None:
         self.message = message
         self.result = result
-        # the states of a mapped task's runs (Prefect 1 kept them on ``Mapped``; a mapped
-        # task whose runs failed keeps them too, so that they can be inspected)
+        # the states of a mapped task's runs (Prefect 1 kept them on ``Mapped``)
         self.map_states: list[State] = list(map_states or [])
 
     def __repr__(self) -> str:
@@ -97,7 +98,8 @@ class Skipped(Success):
 
 
 class Mapped(Success):
-    """A mapped task whose runs all succeeded: ``map_states`` holds their states, in order."""
+    """A mapped task: ``map_states`` holds its runs' states, in order (some may have failed:
+    ``all_succeeded(state)`` tells)."""
 
 
 class Failed(Finished):
@@ -152,17 +154,21 @@ def from_flowbook(state: FlowbookState | None) -> State:
 
 
 def mapped_state(children: list[State]) -> State:
-    """The state of a mapped task from the states of its runs (Prefect 1's ``Mapped``).
+    """The state of a mapped task from the states of its runs: Prefect 1's ``Mapped``.
 
-    The parent is ``Mapped`` (a success) when every child succeeded, else ``Failed``,
-    ``TriggerFailed`` when the children all failed on their upstream tasks; either way
-    ``map_states`` lists the children and ``result`` their results.
+    As in Prefect 1, the parent is ``Mapped`` (``is_mapped()`` and ``is_successful()``) even
+    when some of its runs failed: ``map_states`` lists the runs' states and ``result`` their
+    results, and whether the mapped task succeeded is ``all_succeeded(state)``.
     """
     results = [child.result for child in children]
-    failed = [child for child in children if not child.is_successful()]
-    if not failed:
-        return Mapped(f"Mapped tasks submitted for execution ({len(children)}).", results, children)
-    if all(isinstance(child, TriggerFailed) for child in failed):
-        message = f"{len(failed)}/{len(children)} mapped runs did not run."
-        return TriggerFailed(message, results, children)
-    return Failed(f"{len(failed)}/{len(children)} mapped runs failed.", results, children)
+    failed = sum(1 for child in children if not all_succeeded(child))
+    message = f"Mapped tasks submitted for execution ({len(children)})."
+    if failed:
+        message = f"{message[:-1]}; {failed} of them did not succeed."
+    return Mapped(message, results, children)
+
+
+def all_succeeded(state: State) -> bool:
+    """Whether ``state`` is a success, and for a ``Mapped`` state every one of its runs too
+    (how a flow's reference tasks are judged, as Prefect 1 looked into ``map_states``)."""
+    return state.is_successful() and all(all_succeeded(child) for child in state.map_states)

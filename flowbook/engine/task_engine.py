@@ -50,7 +50,6 @@ from flowbook.states import (
     Retrying,
     Running,
     State,
-    StateType,
     TimedOut,
 )
 from flowbook.task_runners.base import SubmittedCall
@@ -209,24 +208,15 @@ class TaskRunEngine(SubmittedCall):
         A trigger that raises anything else than ``TriggerFailedError`` fails the run with a
         message naming it, as any other part around the body does.
         """
-        from flowbook.triggers import TriggerFailedError
+        from flowbook.triggers import judge
 
         states = {future: future.state for future in dict.fromkeys(self.upstream)}
-        name = getattr(trigger, "__name__", repr(trigger))
-        try:
-            if trigger(states):
-                return None
-            exc = TriggerFailedError(f'Trigger was "{name}" and it returned False.')
-        except TriggerFailedError as refused:
-            exc = refused
-        except Exception as error:
-            return Failed(
-                f"Task run's trigger {name!r} raised {type(error).__name__}: {error}", error
-            )
-        failures = [s for s in states.values() if not s.is_completed()]
-        if failures:  # the first failure behind it, as for runs without a trigger
-            exc.__cause__ = root_cause(failures[0].data)
-        return State(StateType.FAILED, "TriggerFailed", str(exc), exc)
+        refused = judge(trigger, states)
+        if refused is not None and refused.name == "TriggerFailed":
+            failures = [s for s in states.values() if not s.is_completed()]
+            if failures:  # the first failure behind it, as for runs without a trigger
+                refused.data.__cause__ = root_cause(failures[0].data)
+        return refused
 
     def check_cache(self) -> State | None:
         """A final state without running the body: a cache hit, or a reused earlier result.

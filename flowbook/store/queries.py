@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -837,7 +837,11 @@ def _registered(row: Any) -> RegisteredFlow:
 
 @dataclass
 class FlowSummary:
-    """One line of ``flowbook flows``: a registered flow, or a flow that only has runs."""
+    """One line of ``flowbook flows``: a registered flow, or a flow that only has runs.
+
+    It also carries what the panel's Flows view shows and ``flowbook flows --json`` does not:
+    where the flow was registered from (``script``, or ``notebook`` and ``cell_id``) and the
+    id and state of its newest top-level run (None without runs)."""
 
     registered: bool
     name: str
@@ -852,44 +856,81 @@ class FlowSummary:
     labels: list[str] | None = None
     run_config: dict[str, Any] | None = None
     executor: dict[str, Any] | None = None
+    script: str | None = None
+    notebook: str | None = None
+    cell_id: str | None = None
+    last_run_id: str | None = None
+    last_state: str | None = None
+    last_state_type: str | None = None
+
+    _VIEW_ONLY: ClassVar[tuple[str, ...]] = (
+        "script",
+        "notebook",
+        "cell_id",
+        "last_run_id",
+        "last_state",
+        "last_state_type",
+    )
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields of ``flowbook flows --json``."""
+        out = asdict(self)
+        for name in self._VIEW_ONLY:
+            del out[name]
+        return out
 
 
 def list_flows(store: Store, project: str | None = None) -> list[FlowSummary]:
     """Registered flows, then flows with top-level runs that were never registered (under
-    that name and project), each sorted by project and name; ``project`` keeps one project."""
+    that name and project), each sorted by project and name; ``project`` keeps one project.
+
+    Two queries, whatever the number of flows (the Flows view asks every few seconds): the
+    registered rows, and per flow name and project the count of top-level runs and the time
+    of the newest, joined to that run's row for its id and state."""
     store.flush()
     registered_query = select(flows).order_by(flows.c.project, flows.c.name)
-    runs_query = (
-        select(
-            flow_runs.c.flow_name,
-            flow_runs.c.project,
-            func.count().label("n"),
-            func.max(flow_runs.c.created_at).label("last"),
-        )
-        .where(flow_runs.c.parent_task_run_id.is_(None))
-        .group_by(flow_runs.c.flow_name, flow_runs.c.project)
-    )
+    top_level = flow_runs.c.parent_task_run_id.is_(None)
+    per_flow = select(
+        flow_runs.c.flow_name,
+        flow_runs.c.project,
+        func.count().label("n"),
+        func.max(flow_runs.c.created_at).label("last"),
+    ).where(top_level)
     if project is not None:
         registered_query = registered_query.where(flows.c.project == project)
-        runs_query = runs_query.where(flow_runs.c.project == project)
+        per_flow = per_flow.where(flow_runs.c.project == project)
+    counts = per_flow.group_by(flow_runs.c.flow_name, flow_runs.c.project).subquery()
+    # the max() above is a plain aggregate (any SQL database); joining back on it finds the
+    # newest run through the created_at index, several rows when runs share that time
+    runs_query = select(
+        counts,
+        flow_runs.c.id,
+        flow_runs.c.state_name,
+        flow_runs.c.state_type,
+    ).join(
+        flow_runs,
+        and_(
+            flow_runs.c.flow_name == counts.c.flow_name,
+            flow_runs.c.project.is_not_distinct_from(counts.c.project),
+            flow_runs.c.created_at == counts.c.last,
+            top_level,
+        ),
+    )
     with store.engine.connect() as conn:
         registered = [_registered(row) for row in conn.execute(registered_query)]
-        runs = {
-            (row.flow_name, row.project): (int(row.n), row.last) for row in conn.execute(runs_query)
-        }
+        runs: dict[tuple[str, str | None], Any] = {}
+        for row in conn.execute(runs_query):
+            key = (row.flow_name, row.project)
+            if key not in runs or row.id > runs[key].id:  # a tie: the same run every time
+                runs[key] = row
     summaries = []
     for flow in registered:
-        count, last = runs.pop((flow.name, flow.project), (0, None))
+        newest = runs.pop((flow.name, flow.project), None)
         summaries.append(
             FlowSummary(
                 registered=True,
                 name=flow.name,
                 project=flow.project,
-                runs=count,
-                last_run=iso(last),
                 id=flow.id,
                 version=flow.version,
                 where=flow.where,
@@ -898,21 +939,32 @@ def list_flows(store: Store, project: str | None = None) -> list[FlowSummary]:
                 labels=flow.labels,
                 run_config=flow.run_config,
                 executor=flow.executor,
+                script=flow.script,
+                notebook=flow.notebook,
+                cell_id=flow.cell_id,
+                **_newest_run(newest),
             )
         )
-    for (name, flow_project), (count, last) in sorted(
+    for (name, flow_project), newest in sorted(
         runs.items(), key=lambda item: (item[0][1] or "", item[0][0])
     ):
         summaries.append(
-            FlowSummary(
-                registered=False,
-                name=name,
-                project=flow_project,
-                runs=count,
-                last_run=iso(last),
-            )
+            FlowSummary(registered=False, name=name, project=flow_project, **_newest_run(newest))
         )
     return summaries
+
+
+def _newest_run(row: Any) -> dict[str, Any]:
+    """A flow's runs as FlowSummary fields, from its newest top-level run's row (None: none)."""
+    if row is None:
+        return {"runs": 0, "last_run": None}
+    return {
+        "runs": int(row.n),
+        "last_run": iso(row.last),
+        "last_run_id": row.id,
+        "last_state": row.state_name,
+        "last_state_type": row.state_type,
+    }
 
 
 def get_registered_flow(store: Store, flow_id: str) -> RegisteredFlow | None:

@@ -8,7 +8,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from flowbook.task_runners._dask_worker import ignore_interrupts
 
-__all__ = ["IgnoreInterrupts"]
+__all__ = ["IgnoreInterrupts", "RestoreEnvironment"]
 
 
 class IgnoreInterrupts(WorkerPlugin):
@@ -23,3 +23,24 @@ class IgnoreInterrupts(WorkerPlugin):
 
     def setup(self, worker: Any) -> None:
         ignore_interrupts(worker)
+
+
+class RestoreEnvironment(WorkerPlugin):
+    """Worker processes started while runs held environment variables (``@flow(env=...)``)
+    inherited the runs' values; this puts back the values from before those runs, so that a
+    run's ``env`` reaches its own task runs only (each attempt sets it, and restores it)."""
+
+    name = "flowbook-restore-environment"
+    idempotent = True
+
+    def __init__(self, originals: dict[str, str | None]) -> None:
+        self.originals = originals
+
+    def setup(self, worker: Any) -> None:
+        import os
+
+        for key, value in self.originals.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -315,15 +315,22 @@ def _start_local(runner: DaskTaskRunner, key: tuple[Any, ...], distributed: Any)
         # Dask's worker warnings (a cancelled task, a restarted worker) would land in
         # whatever cell runs; flowbook reports those events on the runs themselves
         kwargs.setdefault("silence_logs", logging.ERROR)
+    from flowbook.engine.env import env_without_runs
+
+    # the worker processes inherit this process's environment, with the values of the runs
+    # going on now (the run starting the cluster among them)
+    held = env_without_runs()
     with dask.config.set(config):
         cluster = cluster_class(**kwargs)
     try:
         if runner.adapt_kwargs is not None:
             cluster.adapt(**runner.adapt_kwargs)
         client = distributed.Client(cluster, **runner.client_kwargs)
-        from flowbook.task_runners._dask_plugins import IgnoreInterrupts
+        from flowbook.task_runners._dask_plugins import IgnoreInterrupts, RestoreEnvironment
 
         client.register_plugin(IgnoreInterrupts(), name=IgnoreInterrupts.name)
+        if held:
+            client.register_plugin(RestoreEnvironment(held), name=RestoreEnvironment.name)
     except BaseException:
         with contextlib.suppress(Exception):
             cluster.close()

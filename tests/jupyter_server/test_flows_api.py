@@ -6,6 +6,10 @@ flow from a cell. A server with the extension then lists them all: registered fl
 their project, version, where they are defined (the notebook relative to the server's root),
 parameters with defaults, number of runs and last run's state; flows that only have runs with
 their count and last run; the project filter; the projects of every flow; authentication.
+
+In the test process, on SQLite and PostgreSQL: the view reads the store in the same two
+queries whatever the number of flows (the panel asks every few seconds), and each flow's last
+run is its own project's newest top-level run, once even when two runs share a time.
 """
 
 from __future__ import annotations
@@ -14,19 +18,29 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from server_process import ENABLE_BY_FLAG, ServerProcess, start_server
 
+from flowbook import flow
 from flowbook.jupyter.server import api
-from flowbook.registry import flow_id
+from flowbook.registry import flow_id, register_flow
 from flowbook.settings import reload_settings
+from flowbook.store import get_store
+from flowbook.store.queries import list_runs
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "jupyter"))
 from kernel_session import KernelSession
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "store"))
+from store_under_test import StoreUnderTest, store
+
+__all__ = ["store"]
 
 API = "flowbook/api/"
 
@@ -278,3 +292,86 @@ def test_without_a_store_the_flows_say_why(monkeypatch: pytest.MonkeyPatch) -> N
     finally:
         monkeypatch.delenv("FLOWBOOK_STORE")
         reload_settings()
+
+
+def _register_and_run(name: str, project: str, runs: int) -> None:
+    @flow(name=name, project=project)
+    def numbered(n: int = 0) -> int:
+        return n
+
+    register_flow(numbered, project_name=project)
+    for n in range(runs):
+        numbered(n)
+
+
+def _newest_run(name: str, project: str) -> str:
+    opened = get_store()
+    assert opened is not None
+    return next(r.id for r in list_runs(opened, flow=name, limit=None) if r.project == project)
+
+
+def _flow_list_and_its_selects(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[str]]:
+    """``api.flow_list``'s answer, and the SELECT statements it sent to the store."""
+    opened = get_store()
+    assert opened is not None
+    opened.flush()
+    monkeypatch.setattr(api, "_crash_checked_at", time.monotonic())  # no crash check now
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    sa.event.listen(opened.engine, "before_cursor_execute", record)
+    try:
+        body = api.flow_list(None, None)
+    finally:
+        sa.event.remove(opened.engine, "before_cursor_execute", record)
+    return body, statements
+
+
+def test_the_flows_view_reads_the_store_in_two_queries_whatever_the_number_of_flows(
+    store: StoreUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one name in two projects, the newest run of that name in the other project
+    _register_and_run("etl", "a", runs=2)
+    _register_and_run("etl", "b", runs=1)
+    body, few = _flow_list_and_its_selects(monkeypatch)
+    assert len(few) == 2, few
+    flows = by_key(body["flows"])
+    assert (flows[(True, "a", "etl")]["runs"], flows[(True, "b", "etl")]["runs"]) == (2, 1)
+    for project in ("a", "b"):
+        assert flows[(True, project, "etl")]["last_run_id"] == _newest_run("etl", project)
+
+    for i in range(12):
+        _register_and_run(f"more-{i}", "c", runs=2)
+    body, many = _flow_list_and_its_selects(monkeypatch)
+    assert len(body["flows"]) == 14
+    assert len(many) == 2, many
+    more = by_key(body["flows"])[(True, "c", "more-7")]
+    assert (more["runs"], more["last_run_id"]) == (2, _newest_run("more-7", "c"))
+
+
+def test_runs_that_share_a_time_list_their_flow_once_with_one_last_run(
+    store: StoreUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _register_and_run("tied", "a", runs=2)
+
+    @flow(name="only-ran")
+    def only_ran() -> int:
+        return 1
+
+    only_ran()
+    only_ran()
+    opened = get_store()
+    assert opened is not None
+    opened.flush()
+    store.execute("UPDATE flow_runs SET created_at = 1700000000.5")
+
+    for _ in range(2):  # the same answer each time
+        body, _selects = _flow_list_and_its_selects(monkeypatch)
+        assert [(f["name"], f["runs"]) for f in body["flows"]] == [("tied", 2), ("only-ran", 2)]
+        for listed in body["flows"]:
+            ids = [r.id for r in list_runs(opened, flow=listed["name"])]
+            assert listed["last_run_id"] == max(ids)
+            assert listed["last_run"] == "2023-11-14T22:13:20.500000+00:00"

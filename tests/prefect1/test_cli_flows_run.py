@@ -280,6 +280,93 @@ def test_bad_input_exits_2_naming_it(
     assert store.count("flow_runs") == 0
 
 
+CACHED_SCRIPT = """\
+from datetime import timedelta
+from pathlib import Path
+
+import flowbook
+from flowbook import flow, task
+from flowbook.registry import register_flow
+
+
+@task(cache_for=timedelta(hours=1))
+def extract():
+    with open(Path(__file__).with_suffix(".calls"), "a") as f:
+        f.write("call\\n")
+    print("slug=" + flowbook.context.get("task_slug"))
+    return 42
+
+
+@flow(name="cached-flow")
+def cached_flow():
+    return extract()
+
+
+register_flow(cached_flow, project_name="a")
+
+if __name__ == "__main__":
+    cached_flow()
+"""
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_flowbook_run_gives_tasks_the_identity_python_script_gives_them(
+    store: StoreUnderTest, tmp_path: Path
+) -> None:
+    script = tmp_path / "cached.py"
+    script.write_text(CACHED_SCRIPT)
+    ran = subprocess.run(
+        [sys.executable, str(script)],
+        env=child_env(store.env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert f"slug=script:{script}:extract" in ran.stdout
+    done = cli(store.env, "run", "-n", "cached-flow", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    # the cache entry `python cached.py` made is used: the task ran once
+    assert script.with_suffix(".calls").read_text() == "call\n"
+    assert store.rows("SELECT DISTINCT task_key FROM task_runs") == [(f"script:{script}:extract",)]
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_parameters_are_checked_against_the_script_as_it_is_now(
+    store: StoreUnderTest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "changing.py"
+    script.write_text(
+        "from flowbook import flow\nfrom flowbook.registry import register_flow\n\n"
+        "@flow(name='changing')\ndef changing(count: int = 1):\n    return count\n\n"
+        "register_flow(changing, project_name='a')\n"
+    )
+    subprocess.run(
+        [sys.executable, str(script)], env=child_env(store.env), check=True, capture_output=True
+    )
+    # edited since it was registered: `count` is gone, `day` (a default JSON cannot hold)
+    # and `extra` are new
+    script.write_text(
+        "import datetime\nfrom flowbook import flow\n"
+        "from flowbook.registry import register_flow\n\n"
+        "@flow(name='changing')\n"
+        "def changing(day=datetime.date(2020, 1, 1), extra: int = 0):\n"
+        "    print(f'day={day!r} extra={extra!r}')\n\n"
+        "register_flow(changing, project_name='a')\n"
+    )
+    capsys.readouterr()
+    assert main(["run", "-n", "changing", "--param", "extra=2"]) == 0
+    out = capsys.readouterr().out
+    assert "day=datetime.date(2020, 1, 1) extra=2" in out
+    assert out.splitlines()[-1].startswith("flow 'changing': Completed")
+
+    assert main(["run", "-n", "changing", "--param", "count=3"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "flowbook: 'count' is not a parameter of flow 'changing'; its parameters are: day, extra"
+    )
+    assert store.rows("SELECT state_name FROM flow_runs") == [("Completed",)]
+
+
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 def test_flows_that_cannot_be_found_or_loaded(
     store: StoreUnderTest,
@@ -319,12 +406,6 @@ def test_flows_that_cannot_be_found_or_loaded(
         "flowbook: flow name 'shared-name' is registered in several projects ('a', 'b'); say "
         "which with --project",
     )
-    assert run("-n", "dated") == (
-        2,
-        "flowbook: the default of parameter 'day', datetime.date(2020, 1, 1), is not JSON, so "
-        "flowbook run cannot pass it; give a value with --param 'day=JSON'",
-    )
-
     # the script (this test module) no longer defines the flow under that name
     assert run("-n", "dated", "--param", 'day="2021-01-01"') == (
         1,

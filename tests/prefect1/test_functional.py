@@ -425,3 +425,248 @@ def test_visualize_in_a_notebook_is_the_run_widgets_graph(monkeypatch: pytest.Mo
     assert view.header["flow"] == "widget-flow"
     ran = f.visualize(flow_state=f.run())
     assert {n["label"]: n["state"] for n in ran.graph["nodes"]}["inc-1 (mapped)"] == "Completed"
+
+
+# -- review fixes --------------------------------------------------------------------------------
+REGISTER_TWICE = """
+from datetime import timedelta
+
+from flowbook import Flow, Parameter, task
+from flowbook.engine.cache_validators import all_inputs
+from flowbook.triggers import always_run
+
+
+def shout(**kwargs):
+    return "loud"
+
+
+@task(cache_for=timedelta(hours=1))
+def a(x):
+    return x
+
+
+@task(cache_for=timedelta(hours=1), cache_validator=all_inputs, trigger=always_run,
+      task_run_name=shout)
+def b(x):
+    return x
+
+
+with Flow("fp-flow") as flow:
+    b(a(Parameter("x", default=1)))
+flow.register(project_name="fp")
+"""
+
+
+def test_registering_unchanged_code_from_two_processes_keeps_the_version(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+
+    script = tmp_path / "fp.py"
+    script.write_text(REGISTER_TWICE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWBOOK_")}
+    env["FLOWBOOK_HOME"] = str(tmp_path / "home")
+    outs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        outs.append(done.stdout)
+    assert "Version: 1\n" in outs[0]
+    assert "Version: 1 (unchanged)" in outs[1]
+
+
+def test_the_fingerprint_names_functions_by_code_not_by_address_or_module() -> None:
+    from datetime import timedelta
+
+    from flowbook.engine.cache_validators import all_inputs, duration_only
+
+    def build(validator: Any) -> FunctionalFlow:
+        cached = inc.with_options(cache_for=timedelta(hours=1), cache_validator=validator)
+        with Flow("fp-options") as f:
+            cached(1)
+        assert isinstance(f, FunctionalFlow)
+        return f
+
+    text = build(duration_only)._compute_fingerprint()
+    assert build(duration_only)._compute_fingerprint() == text
+    assert build(all_inputs)._compute_fingerprint() != text
+
+
+def test_version_is_computed_once_per_graph(monkeypatch: pytest.MonkeyPatch) -> None:
+    with Flow("fp-once") as f:
+        inc(1)
+    assert isinstance(f, FunctionalFlow)
+    counted: list[int] = []
+    compute = FunctionalFlow._compute_fingerprint
+
+    def counting(self: FunctionalFlow) -> str:
+        counted.append(1)
+        return compute(self)
+
+    monkeypatch.setattr(FunctionalFlow, "_compute_fingerprint", counting)
+    assert f.run().is_successful()
+    assert f.run().is_successful()
+    first = f.version
+    assert len(counted) == 1  # one computation for two runs (records, journal, writer)
+    with f:
+        inc(2)
+    assert f.version != first
+    assert len(counted) == 2
+
+
+def test_parameters_given_as_keywords_and_an_executor_for_one_run() -> None:
+    from flowbook.executors import LocalDaskExecutor
+
+    threads: list[int] = []
+
+    @task
+    def where(x: int) -> int:
+        threads.append(threading.get_ident())
+        return x
+
+    with Flow("kw-params") as f:
+        x = Parameter("x", default=1)
+        out = where(x)
+    assert f.run(x=100).result[out].result == 100
+    assert f.run(parameters={"x": 3}, x=100).result[out].result == 3  # parameters= wins
+    assert threads == [threading.get_ident()] * 2
+    state = f.run(x=5, executor=LocalDaskExecutor())
+    assert state.result[out].result == 5
+    assert threads[-1] != threading.get_ident()  # that run used the executor's runner
+    assert f.executor is None
+    with pytest.warns(FunctionalFlowWarning, match=r"flow.run\(context=\) do nothing"):
+        assert f.run(x=7, context={}).result[out].result == 7
+    with pytest.raises(TypeError, match=r"flow.run\(executor='dask'\): an executor is one of"):
+        f.run(executor="dask")
+
+
+@task
+def double(x: int) -> int:
+    return 2 * x
+
+
+@task
+def alert(value: Any) -> str:
+    calls.append(("alert", type(value).__name__))
+    return "alerted"
+
+
+def test_a_trigger_is_asked_after_a_map_that_could_not_start() -> None:
+    from flowbook.triggers import always_run, any_failed
+
+    cleanup = record.with_options(trigger=always_run)
+    on_failure = alert.with_options(trigger=any_failed)
+    with Flow("not-run-trigger") as f:
+        a = fail(1)
+        d = double.map(a)
+        done = cleanup("cleanup", upstream_tasks=[d])
+        warned = on_failure(d)
+        plain = inc(d)
+        calm = alert.with_options(trigger=any_failed)(inc(1))
+    state = f.run()
+    assert isinstance(state.result[d], p1.TriggerFailed)
+    assert state.result[done].is_successful()
+    assert state.result[warned].result == "alerted"
+    assert ("record", "cleanup") in calls
+    assert ("alert", "UpstreamTaskError") in calls  # the not-run node's exception
+    assert isinstance(state.result[plain], p1.TriggerFailed)
+    refused = state.result[calm]
+    assert isinstance(refused, p1.TriggerFailed)
+    assert refused.message == 'Trigger was "any_failed" but none of the upstream tasks failed.'
+
+
+def test_a_node_that_cannot_be_submitted_fails_alone() -> None:
+    with Flow("bad-node") as f:
+        o = inc(1)
+        bad = add.map([1, 2, 3], [1, 2])
+        after = inc(bad)
+    state = f.run()
+    assert state.is_failed()
+    assert state.result[o].result == 2
+    failed = state.result[bad]
+    assert type(failed) is p1.Failed
+    assert isinstance(failed.result, ValueError)
+    assert "add.map() got iterables of different lengths" in failed.message
+    assert isinstance(state.result[after], p1.TriggerFailed)
+
+
+def test_a_map_after_a_slow_task_does_not_hold_up_other_branches() -> None:
+    from flowbook.executors import LocalDaskExecutor
+
+    @task
+    def slow() -> list[int]:
+        time.sleep(1.0)
+        return [1, 2]
+
+    @task
+    def other() -> int:
+        time.sleep(1.0)
+        return 3
+
+    with Flow("slow-map", executor=LocalDaskExecutor()) as f:
+        d = double.map(slow())
+        o = other()
+    started = time.monotonic()
+    state = f.run()
+    assert time.monotonic() - started < 1.8
+    assert state.result[d].result == [2, 4]
+    assert state.result[o].result == 3
+
+
+def test_a_mapped_task_with_a_failed_run_is_mapped_and_fails_the_flow() -> None:
+    @task
+    def picky(x: int) -> int:
+        if x == 2:
+            raise ValueError("not 2")
+        return x
+
+    with Flow("mapped-failure") as f:
+        m = picky.map([1, 2, 3])
+    state = f.run()
+    mapped = state.result[m]
+    assert mapped.is_mapped()
+    assert mapped.is_successful()
+    assert [type(s).__name__ for s in mapped.map_states] == ["Success", "Failed", "Success"]
+    assert not p1.all_succeeded(mapped)
+    assert state.is_failed()
+    assert state.message == "Some reference tasks failed."
+    assert flowbook.runs.list(flow="mapped-failure", limit=1)[0].state == "Failed"
+
+
+def test_handles_in_namedtuples_reach_the_task_and_in_dict_subclasses_are_refused() -> None:
+    from collections import OrderedDict, namedtuple
+
+    Point = namedtuple("Point", "x y")
+
+    @task
+    def look(value: Any) -> Any:
+        return value
+
+    with Flow("containers") as f:
+        a = inc(1)
+        point = look(Point(a, 5))
+        with pytest.raises(TypeError, match=r"'look' got a task's result inside a OrderedDict"):
+            look(OrderedDict(k=a))
+    state = f.run()
+    assert state.result[point].result == Point(2, 5)
+    assert type(state.result[point].result) is Point
+    assert f.edges == {Edge(a, point, "value", False)}
+
+
+def test_flow_option_warnings_point_at_the_callers_line() -> None:
+    with pytest.warns(FunctionalFlowWarning) as seen:
+        Flow("stack-flow", storage=object())
+    assert seen[0].filename == __file__
+
+
+def test_indexing_a_handle_after_its_block_closed_is_refused() -> None:
+    with Flow("closed-block") as f:
+        p = pair(3)
+    with pytest.raises(TypeError, match=r"'pair'\[0\] adds a node to a flow: index a task's"):
+        p[0]
+    assert f.tasks == {p}
+    with f:
+        first = p[0]
+    assert f.run().result[first].result == 3

@@ -173,8 +173,17 @@ def test_a_flow_registered_in_a_notebook_records_the_notebook_and_cell(
         ({"project_name": ""}, ValueError, "project_name='' is not a project name"),
         ({"project_name": "  "}, ValueError, "project_name='  ' is not a project name"),
         ({"project_name": 5}, ValueError, "project_name=5 is not a project name"),
-        ({"labels": "dev"}, TypeError, "labels='dev' is not a list of labels"),
-        ({"labels": ["dev", 3]}, TypeError, "labels=['dev', 3] holds 3, which is not a string"),
+        (
+            {"labels": "dev"},
+            TypeError,
+            "register(labels='dev'): labels must be a list of strings; a single label is "
+            "written labels=['dev']",
+        ),
+        (
+            {"labels": ["dev", 3]},
+            TypeError,
+            "register(labels=...): label 3 is not a string (int); labels are strings such as 'dev'",
+        ),
     ],
 )
 def test_bad_arguments_are_errors_naming_them(
@@ -218,6 +227,38 @@ def test_prefect_1_options_without_meaning_warn_naming_them(store: StoreUnderTes
     ]
     assert all(w.filename == __file__ for w in caught)
     assert len(flow_rows(store)) == 1
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_register_without_a_project_keeps_the_flows_own(
+    store: StoreUnderTest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    @flow(name="owned", project="x")
+    def owned() -> None:
+        pass
+
+    assert register_flow(owned) == flow_id("owned", "x")
+    assert owned.project == "x"
+    assert [(r["name"], r["project"]) for r in flow_rows(store)] == [("owned", "x")]
+    assert " └── Project: x" in capsys.readouterr().out
+    register_flow(owned, project_name="y")
+    assert owned.project == "y"
+
+
+def test_a_flow_that_cannot_be_registered_is_left_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flowbook.store import StoreError
+
+    monkeypatch.setattr("flowbook.store.get_store", lambda: None)  # FLOWBOOK_STORE=off
+
+    @flow(name="kept", project="x")
+    def kept() -> None:
+        pass
+
+    with pytest.raises(StoreError, match="FLOWBOOK_STORE=off"):
+        register_flow(kept, project_name="y")
+    assert kept.project == "x"
 
 
 def test_a_version_4_store_gains_the_flows_table_and_keeps_its_rows(

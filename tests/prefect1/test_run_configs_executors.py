@@ -79,6 +79,47 @@ def test_local_run_env_is_set_for_the_run_and_restored_also_after_a_failure(
     assert os.environ["FB_P1_OTHER"] == "before"
 
 
+def test_run_config_and_executor_set_on_a_decorated_flow_apply_to_its_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("FB_P1_GREETING", raising=False)
+
+    @task
+    def read_env() -> tuple[str | None, str | None]:
+        return os.environ.get("FB_P1_GREETING"), os.environ.get("FB_P1_OWN")
+
+    @flow(env={"FB_P1_OWN": "own", "FB_P1_GREETING": "Hi"})
+    def greets() -> tuple[str | None, str | None]:
+        return read_env()
+
+    assert greets.run_config is None
+    assert greets.executor is None
+    greets.run_config = LocalRun(env={"FB_P1_GREETING": "Hello"})
+    greets.executor = LocalExecutor()
+    assert isinstance(greets.task_runner, SequentialTaskRunner)
+    assert greets() == ("Hello", "own")  # the run config's env over the flow's own
+    assert "FB_P1_GREETING" not in os.environ
+    copy = greets.with_options(name="greets-copy")
+    assert (copy.run_config, copy.executor) == (greets.run_config, greets.executor)
+    assert isinstance(copy.task_runner, SequentialTaskRunner)
+
+    greets.run_config = None
+    greets.executor = None
+    assert greets() == ("Hi", "own")
+    assert isinstance(greets.task_runner, ConcurrentTaskRunner)
+
+    with pytest.raises(TypeError) as raised:
+        greets.run_config = LocalRun(working_dir=".")
+    assert str(raised.value) == (
+        f"flow.run_config = LocalRun(working_dir={os.getcwd()!r}): working_dir applies to the "
+        "runs of a Prefect 1 flow (with Flow(...)), not to the @flow 'greets'; use absolute "
+        "paths in its tasks, or leave working_dir out"
+    )
+    with pytest.raises(TypeError, match=r"flow.executor = 'threads': an executor is one of"):
+        greets.executor = "threads"
+    assert greets.run_config is None
+
+
 def test_universal_run_env_and_labels() -> None:
     config = UniversalRun(env={"A": "1"}, labels=["dev", "gpu", "dev"])
     assert config.env == {"A": "1"}
@@ -221,7 +262,8 @@ def test_env_conflicts_between_overlapping_runs_are_refused() -> None:
         ),
         (
             lambda: KubernetesRun(labels=["dev", 3]),
-            "KubernetesRun(labels=...): label 3 is a int; labels are strings such as 'dev'",
+            "KubernetesRun(labels=...): label 3 is not a string (int); labels are strings "
+            "such as 'dev'",
         ),
         (
             lambda: LocalRun(labels=5),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from datetime import timedelta
 from typing import Any
 
@@ -158,6 +159,40 @@ def test_cache_for_alone_is_duration_only() -> None:
     assert load(1) == 1
     assert load(2) == 1  # inputs do not matter: the first result, until it expires
     assert calls == [1]
+
+
+def test_with_options_cache_for_keeps_the_validator() -> None:
+    calls: list[int] = []
+
+    @task(cache_for=timedelta(hours=1), cache_validator=cache_validators.all_inputs)
+    def square(x: int) -> int:
+        calls.append(x)
+        return x * x
+
+    longer = square.with_options(cache_for=timedelta(hours=2))
+    assert longer.cache_key_fn is cache_validators.all_inputs
+    assert longer.cache_expiration == timedelta(hours=2)
+    assert (longer(3), longer(4), longer(3)) == (9, 16, 9)  # other inputs: their own entry
+    assert calls == [3, 4]
+
+
+def test_with_options_cache_validator_keeps_cache_for() -> None:
+    calls: list[int] = []
+
+    @task(cache_for=timedelta(hours=1))
+    def square(x: int) -> int:
+        calls.append(x)
+        return x * x
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "will not be cached" warning
+        per_input = square.with_options(cache_validator=cache_validators.all_inputs)
+    assert per_input.cache_key_fn is cache_validators.all_inputs
+    assert per_input.cache_expiration == timedelta(hours=1)
+    assert (per_input(3), per_input(4), per_input(3)) == (9, 16, 9)
+    assert calls == [3, 4]
+    never = square.with_options(cache_validator=cache_validators.never_use)
+    assert never.cache_expiration is None
 
 
 def test_partial_inputs_only_keys_on_the_named_inputs() -> None:

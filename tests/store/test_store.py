@@ -1191,6 +1191,9 @@ def test_a_version_3_store_gains_checksums_and_keeps_its_rows(store: StoreUnderT
     assert "result_checksum" in {c["name"] for c in inspector.get_columns("task_runs")}
     assert "checksum" in {c["name"] for c in inspector.get_columns("cache_entries")}
     assert "write_drops" in inspector.get_table_names()
+    # version 5's table of registered flows, with every column, empty
+    assert {c["name"] for c in inspector.get_columns("flows")} == set(schema.flows.c.keys())
+    assert store.one("SELECT count(*) AS n FROM flows").n == 0
     for table, count in before.items():
         assert store.one(f"SELECT count(*) AS n FROM {table}").n == count, table
     # entries written before version 4 have no checksum and are still served

@@ -22,7 +22,7 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from flowbook.store.queries import STATE_NAMES
@@ -318,8 +318,11 @@ def clear_cache(request: ClearRequest) -> dict[str, Any]:
 def flow_list(project: str | None, root: str | None) -> dict[str, Any]:
     """The flows the store knows (``flowbook flows``): registered flows and flows that only
     have top-level runs, each with its last run's state; ``project`` keeps one project. The
-    projects are those of all flows, whatever the filter, so the panel can offer them all."""
-    from flowbook.store.queries import get_registered_flow, list_flows
+    projects are those of all flows, whatever the filter, so the panel can offer them all.
+
+    The panel asks every few seconds: ``list_flows`` answers with two queries, whatever the
+    number of flows and runs."""
+    from flowbook.store.queries import list_flows
 
     store = _store()
     _check_crashed(store)
@@ -329,38 +332,9 @@ def flow_list(project: str | None, root: str | None) -> dict[str, Any]:
     for flow in every:
         if project is not None and flow.project != project:
             continue
-        row = flow.as_dict()
-        row.update(script=None, notebook=None, cell_id=None)
-        if flow.registered and flow.id is not None:
-            registered = get_registered_flow(store, flow.id)
-            if registered is not None:
-                notebook = relative_notebook(registered.notebook, root)
-                row.update(script=registered.script, notebook=notebook, cell_id=registered.cell_id)
-                if notebook is not None:
-                    row["where"] = notebook + (
-                        f" (cell {registered.cell_id})" if registered.cell_id else ""
-                    )
-        row.update(_last_run(store, flow.name, flow.project) if flow.runs else _NO_RUN)
+        row = asdict(flow)
+        row["notebook"] = notebook = relative_notebook(flow.notebook, root)
+        if notebook is not None:
+            row["where"] = notebook + (f" (cell {flow.cell_id})" if flow.cell_id else "")
         out.append(row)
     return {"flows": out, "projects": projects}
-
-
-_NO_RUN: dict[str, Any] = {"last_run_id": None, "last_state": None, "last_state_type": None}
-
-
-def _last_run(store: Store, name: str, project: str | None) -> dict[str, Any]:
-    """The newest top-level run of flow ``name`` in ``project``: its id and state.
-
-    Runs are listed by flow name; the newest is almost always of the right project, so the
-    whole list is read only when a name is shared by several projects."""
-    from flowbook.store.queries import list_runs
-
-    for limit in (1, None):
-        for run in list_runs(store, flow=name, limit=limit, top_level=True):
-            if run.project == project:
-                return {
-                    "last_run_id": run.id,
-                    "last_state": run.state,
-                    "last_state_type": run.state_type,
-                }
-    return dict(_NO_RUN)
