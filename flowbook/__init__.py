@@ -7,6 +7,8 @@ validated with pydantic when a flow or task is first decorated.
 from typing import Any
 
 from flowbook import context
+from flowbook._annotations import allow_failure
+from flowbook._tags import tags
 from flowbook.flows import Flow, flow
 from flowbook.functional import Parameter
 from flowbook.futures import FutureList, TaskRunFuture, as_completed, wait
@@ -39,11 +41,13 @@ __all__ = [
     "Task",
     "TaskRunFuture",
     "__version__",
+    "allow_failure",
     "as_completed",
     "context",
     "flow",
     "get_run_logger",
     "load_ipython_extension",
+    "tags",
     "task",
     "unload_ipython_extension",
     "unmapped",

@@ -38,6 +38,7 @@ def _models() -> dict[str, Any]:
 
     from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
+    from flowbook.cache_policies import CachePolicy
     from flowbook.task_runners.base import TaskRunner
 
     NonNegInt = Annotated[int, Field(strict=True, ge=0)]
@@ -62,16 +63,28 @@ def _models() -> dict[str, Any]:
         retry_jitter_factor: NonNegFloat | None = None
         retry_condition_fn: Callable[..., Any] | None = None
         cache_key_fn: Callable[..., Any] | None = None
+        cache_policy: CachePolicy | None = None
         cache_expiration: datetime.timedelta | None = None
         refresh_cache: StrictBool | None = None
         trigger: Callable[..., Any] | None = None
         nout: PosInt | None = None
+        # state hooks: lists of functions, checked by flowbook.engine.hooks.check_hooks
+        on_completion: Any = None
+        on_failure: Any = None
+        on_running: Any = None
 
     class FlowOptions(_Common):
         flow_run_name: StrictStr | Callable[..., Any] | None = None
         task_runner: TaskRunner | type[TaskRunner] | None = None
         env: dict[StrictStr, StrictStr] | None = None
         project: StrictStr | None = None
+        # state hooks: lists of functions, checked by flowbook.engine.hooks.check_hooks
+        on_completion: Any = None
+        on_failure: Any = None
+        on_cancellation: Any = None
+        on_crashed: Any = None
+        on_running: Any = None
+        validate_parameters: StrictBool | None = None
 
     return {"task": TaskOptions, "flow": FlowOptions}
 
@@ -151,6 +164,11 @@ def _locate(value: Any, loc: tuple[Any, ...]) -> tuple[str, Any]:
 
 def _check_extra_rules(kind: str, options: dict[str, Any]) -> None:
     _check_names(kind, options)
+    from flowbook.engine.hooks import check_hooks
+
+    for option in ("on_completion", "on_failure", "on_cancellation", "on_crashed", "on_running"):
+        if options.get(option) is not None:
+            check_hooks(kind, option, options[option])
     delays = options.get("retry_delay_seconds")
     if isinstance(delays, list):
         if not delays:
@@ -206,6 +224,7 @@ _EXPECTED = {
     "retry_jitter_factor": "a number >= 0",
     "retry_condition_fn": "a function (task, task_run, state) -> bool",
     "cache_key_fn": "a function (context, parameters) -> key",
+    "cache_policy": "a cache policy (flowbook.cache_policies: INPUTS, TASK_SOURCE, ...)",
     "cache_expiration": "a datetime.timedelta",
     "refresh_cache": "True or False",
     "trigger": "a trigger from flowbook.triggers, such as all_successful or any_failed",
@@ -213,6 +232,7 @@ _EXPECTED = {
     "task_runner": "a task runner such as ConcurrentTaskRunner() or SequentialTaskRunner()",
     "env": "a dict of str to str",
     "project": "a string",
+    "validate_parameters": "True or False",
 }
 
 
@@ -324,8 +344,8 @@ _PREFECT1_NO_OPS = {
     "cache_expiration",
     "state_handlers": "flowbook calls no state handlers; read the run's final state "
     "(return_state=True) or flowbook.runs instead",
-    "on_failure": "flowbook calls no failure callbacks; read the run's final state "
-    "(return_state=True) or flowbook.runs instead",
+    "on_failure": "Prefect 1's on_failure is a function (task, state); flowbook's "
+    "on_failure is a list of hooks (task, task_run, state)",
     "skip_on_upstream_skip": "flowbook task runs are never skipped",
     "cache_key": "a flowbook cache entry belongs to one task; tasks do not share entries",
 }
@@ -357,7 +377,12 @@ def translate_task_options(options: dict[str, Any], stacklevel: int = 3) -> dict
                 f"@task() got both {old}={out[old]!r} (Prefect 1) and {new}={out[new]!r}; "
                 f"{old} is Prefect 1's name for {new}: give only one of them"
             )
+    hooks = out.get("on_failure")
+    if callable(hooks):  # Prefect 1's one function (task, state): a hook calling it
+        out["on_failure"] = [_Prefect1OnFailure(hooks)]
     for name, why in _PREFECT1_NO_OPS.items():
+        if name == "on_failure" and isinstance(out.get(name), (list, tuple)):
+            continue  # flowbook's (Prefect 3's) on_failure hooks
         if name in out and out.pop(name) is not None:
             warnings.warn(
                 f"@task({name}=...): the Prefect 1 option {name!r} does nothing in flowbook "
@@ -459,6 +484,19 @@ def _timeout(value: Any) -> float:
     if not seconds > 0:
         raise ValueError(f"@task(timeout={value!r}): timeout must be more than 0 seconds")
     return seconds
+
+
+class _Prefect1OnFailure:
+    """Prefect 1's ``on_failure`` function ``(task, state)`` as a state hook."""
+
+    __slots__ = ("__name__", "fn")
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+        self.__name__ = _name_of(fn)
+
+    def __call__(self, task: Any, task_run: Any, state: Any) -> Any:
+        return self.fn(task, state)
 
 
 class _RetryOn:

@@ -92,6 +92,7 @@ def _on_state_changed(event: StateChanged) -> None:
     if (
         exc is not None
         and state.type is not StateType.CANCELLED
+        and state.type is not StateType.COMPLETED  # an exception returned as a value
         and not isinstance(exc, UpstreamTaskError)
         and _level <= logging.ERROR
         and _owns_exception(run, exc)

@@ -6,6 +6,7 @@ __all__ = [
     "EnvConflictError",
     "FlowbookError",
     "MissingContextError",
+    "ParameterTypeError",
     "RunCancelledError",
     "RunFailedError",
     "RunInterrupted",
@@ -18,6 +19,10 @@ __all__ = [
 
 class FlowbookError(Exception):
     """Base class of flowbook's own errors."""
+
+
+class ParameterTypeError(FlowbookError, TypeError):
+    """A flow was called with a parameter value that does not match its type hint."""
 
 
 class MissingContextError(FlowbookError, RuntimeError):

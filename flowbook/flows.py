@@ -9,6 +9,7 @@ flowbook never touches the kernel's event loop.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from typing_extensions import ParamSpec
 
 from flowbook._options import check_template, check_unknown, render_run_name, validate_options
+from flowbook._validation import compile_validator, has_annotations
 from flowbook.engine import interrupts
 from flowbook.engine.flow_engine import FlowRunEngine
 from flowbook.engine.runs import FlowRun, current_flow_run, current_task_run, is_async_run
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
 from flowbook.task_runners.concurrent import ConcurrentTaskRunner
 
 __all__ = ["Flow", "flow"]
+
+_UNBOUND: Any = object()
+_NOT_COMPILED: Any = object()
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -81,7 +86,18 @@ class Flow(Generic[P, R]):
         tags: Iterable[str] | None = None,
         project: str | None = None,
         persist_result: bool | None = None,
+        validate_parameters: bool | None = None,
+        on_completion: list[Callable[..., Any]] | None = None,
+        on_failure: list[Callable[..., Any]] | None = None,
+        on_cancellation: list[Callable[..., Any]] | None = None,
+        on_crashed: list[Callable[..., Any]] | None = None,
+        on_running: list[Callable[..., Any]] | None = None,
     ) -> None:
+        # @flow over @classmethod / @staticmethod: the function inside; __get__ binds ``cls``
+        self._isclassmethod = isinstance(fn, classmethod)
+        self._isstaticmethod = isinstance(fn, staticmethod)
+        if isinstance(fn, (classmethod, staticmethod)):
+            fn = fn.__func__
         if not callable(fn):
             raise TypeError(f"@flow decorates a function; got {fn!r} of type {type(fn).__name__}")
         options = {k: v for k, v in locals().items() if k not in ("self", "fn", "__class__")}
@@ -106,6 +122,7 @@ class Flow(Generic[P, R]):
         self.project = project
         self.persist_result = persist_result
         self.is_async = inspect.iscoroutinefunction(fn)
+        self.is_generator = inspect.isgeneratorfunction(fn)
         self.signature = inspect.signature(fn)
         self.flow_run_name = flow_run_name
         if isinstance(flow_run_name, str):
@@ -119,8 +136,22 @@ class Flow(Generic[P, R]):
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__name__ = fn_name
         self.__wrapped__ = fn
+        # what a flow accessed on an instance (or a classmethod flow on its class) is bound to
+        self._bound_to: Any = _UNBOUND
+        self.validate_parameters = validate_parameters is not False
+        # compiled at the first call (None: nothing to check, so calls pay nothing)
+        self._validator: Any = (
+            _NOT_COMPILED if self.validate_parameters and has_annotations(self.signature) else None
+        )
         self._run_config: Any = None
         self._executor: Any = None
+        # state hooks (flowbook.engine.hooks); _state_hooks is None for a flow without any
+        self.on_completion_hooks: list[Callable[..., Any]] = list(on_completion or ())
+        self.on_failure_hooks: list[Callable[..., Any]] = list(on_failure or ())
+        self.on_cancellation_hooks: list[Callable[..., Any]] = list(on_cancellation or ())
+        self.on_crashed_hooks: list[Callable[..., Any]] = list(on_crashed or ())
+        self.on_running_hooks: list[Callable[..., Any]] = list(on_running or ())
+        self._hooks_changed()
 
     # -- Prefect 1's run config and executor ---------------------------------------------------
     @property
@@ -169,9 +200,26 @@ class Flow(Generic[P, R]):
             self._version = source_hash(self.fn)[:16]
         return self._version
 
+    def __get__(self, instance: Any, owner: Any = None) -> Flow[P, R]:
+        """A flow defined in a class binds like a method: ``obj.flow(...)`` passes ``obj`` as
+        its first parameter, and a flow over a ``classmethod`` gets the class."""
+        if self._isclassmethod:
+            target = owner if owner is not None else type(instance)
+        elif instance is not None and not self._isstaticmethod:
+            target = instance
+        else:
+            return self
+        if self._validator is _NOT_COMPILED:  # once here, not once per bound copy
+            self._validator = compile_validator(self.name, self.fn, self.signature)
+        bound = copy.copy(self)
+        bound._bound_to = target
+        return bound
+
     def with_options(self, **changes: Any) -> Flow[P, R]:
         """A copy of this flow with some options changed (its run config and executor kept)."""
         copy = Flow(self.fn, **{**self._options, **changes})
+        copy._isclassmethod, copy._isstaticmethod = self._isclassmethod, self._isstaticmethod
+        copy._bound_to = self._bound_to
         if self._executor is not None and "task_runner" not in changes:
             copy.executor = self._executor
         if self._run_config is not None:
@@ -180,6 +228,53 @@ class Flow(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r}, fn={getattr(self.fn, '__qualname__', self.fn)!r})"
+
+    # -- state hooks (decorators: ``@my_flow.on_failure``) -------------------------------------
+    _state_hooks: Any = None  # (for flows made without __init__)
+
+    def on_completion(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Add ``fn(flow, flow_run, state)`` to the hooks of a run's ``Completed`` state."""
+        return self._add_hook("on_completion", self.on_completion_hooks, fn)
+
+    def on_failure(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Add ``fn(flow, flow_run, state)`` to the hooks of a run's ``Failed`` state."""
+        return self._add_hook("on_failure", self.on_failure_hooks, fn)
+
+    def on_cancellation(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Add ``fn(flow, flow_run, state)`` to the hooks of a run's ``Cancelled`` state."""
+        return self._add_hook("on_cancellation", self.on_cancellation_hooks, fn)
+
+    def on_crashed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Add ``fn(flow, flow_run, state)`` to the hooks of a run's ``Crashed`` state."""
+        return self._add_hook("on_crashed", self.on_crashed_hooks, fn)
+
+    def on_running(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Add ``fn(flow, flow_run, state)`` to the hooks of each attempt's start."""
+        return self._add_hook("on_running", self.on_running_hooks, fn)
+
+    def _add_hook(
+        self, option: str, hooks: list[Callable[..., Any]], fn: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        from flowbook.engine.hooks import check_hooks
+
+        check_hooks("flow", option, [fn])
+        hooks.append(fn)
+        self._options[option] = list(hooks)  # with_options copies keep it
+        self._hooks_changed()
+        return fn
+
+    def _hooks_changed(self) -> None:
+        from flowbook.engine.hooks import StateHooks
+
+        self._state_hooks = StateHooks.build(
+            {
+                "on_completion": self.on_completion_hooks,
+                "on_failure": self.on_failure_hooks,
+                "on_cancellation": self.on_cancellation_hooks,
+                "on_crashed": self.on_crashed_hooks,
+                "on_running": self.on_running_hooks,
+            }
+        )
 
     # -- calling -------------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -192,7 +287,16 @@ class Flow(Generic[P, R]):
 
     def _call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         return_state = bool(kwargs.pop("return_state", False))
+        if self._bound_to is not _UNBOUND:
+            args = (self._bound_to, *args)
         engine = FlowRunEngine(self, args, kwargs)
+        if self.is_generator:
+            if return_state:
+                raise ValueError(
+                    f"flow {self.name!r} is a generator flow: calling it returns a generator "
+                    "of the values it yields, not a state; call it without return_state=True"
+                )
+            return engine.run_generator()
         if self.is_async:
             caller = current_task_run.get() or current_flow_run.get()
             if caller is None or is_async_run(caller):
@@ -209,6 +313,8 @@ class Flow(Generic[P, R]):
         """
         from flowbook.background import BackgroundRun
 
+        if self._bound_to is not _UNBOUND:
+            args = (self._bound_to, *args)  # type: ignore[assignment]
         return BackgroundRun(FlowRunEngine(self, args, kwargs))
 
     def resume(self, run: str, return_state: bool = False) -> Any:
@@ -293,6 +399,22 @@ class Flow(Generic[P, R]):
             ) from None
         bound.apply_defaults()
         return dict(bound.arguments)
+
+    def validated_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """``parameters`` checked and coerced against the function's type hints (pydantic);
+        ``ParameterTypeError`` names the flow, each bad parameter, its value and type."""
+        validator = self._validator
+        if validator is _NOT_COMPILED:
+            validator = self._validator = compile_validator(self.name, self.fn, self.signature)
+        if validator is None:
+            return parameters
+        validated: dict[str, Any] = validator(parameters)
+        return validated
+
+    def call_arguments(self, parameters: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The positional and keyword arguments that pass ``parameters`` to the function."""
+        bound = inspect.BoundArguments(self.signature, parameters)
+        return bound.args, bound.kwargs
 
     def run_name(self, run: FlowRun) -> str:
         template = self.flow_run_name

@@ -21,7 +21,15 @@ from flowbook.states import State
 if TYPE_CHECKING:
     from flowbook.engine.runs import TaskRun
 
-__all__ = ["DoneAndNotDone", "FutureList", "TaskRunFuture", "as_completed", "wait"]
+__all__ = [
+    "DoneAndNotDone",
+    "FutureList",
+    "PrefectFuture",
+    "PrefectFutureList",
+    "TaskRunFuture",
+    "as_completed",
+    "wait",
+]
 
 R = TypeVar("R")
 _lock = threading.Lock()
@@ -196,6 +204,11 @@ def as_completed(
             raise TimeoutError(
                 f"{pending} of {len(items)} futures unfinished after {timeout} s"
             ) from None
+
+
+# Prefect 3's names for the same classes (``from prefect.futures import PrefectFuture``)
+PrefectFuture = TaskRunFuture
+PrefectFutureList = FutureList
 
 
 def _check_futures(futures: Iterable[Any], caller: str) -> list[Any]:

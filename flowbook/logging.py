@@ -25,7 +25,10 @@ from flowbook.exceptions import MissingContextError
 if TYPE_CHECKING:
     from flowbook.settings import Settings
 
-__all__ = ["RunLogger", "get_run_logger"]
+# Prefect's import path for run loggers (``prefect.logging.loggers``) names this module too
+sys.modules.setdefault(f"{__name__}.loggers", sys.modules[__name__])
+
+__all__ = ["RunLogger", "flow_run_logger", "get_run_logger", "task_run_logger"]
 
 ROOT = logging.getLogger("flowbook")
 _FLOW_LOGGER = logging.getLogger("flowbook.flow_runs")
@@ -75,6 +78,38 @@ def get_run_logger() -> RunLogger:
         "get_run_logger() was called outside a flow or task run; call it inside a function "
         "decorated with @flow or @task, or use logging.getLogger(__name__) elsewhere"
     )
+
+
+def flow_run_logger(flow_run: FlowRun, flow: Any = None, **kwargs: Any) -> RunLogger:
+    """The logger of ``flow_run``, wherever it is called (a state hook runs outside the run's
+    context, so ``get_run_logger()`` cannot find it there). ``flow`` is accepted for
+    compatibility: the run knows its flow. ``kwargs`` are added to every record."""
+    return _run_logger(_FLOW_LOGGER, flow_run, FlowRun, "flow_run_logger", kwargs)
+
+
+def task_run_logger(
+    task_run: TaskRun, task: Any = None, flow_run: Any = None, flow: Any = None, **kwargs: Any
+) -> RunLogger:
+    """The logger of ``task_run`` (see ``flow_run_logger``); ``task``, ``flow_run`` and
+    ``flow`` are accepted for compatibility: the run knows them."""
+    return _run_logger(_TASK_LOGGER, task_run, TaskRun, "task_run_logger", kwargs)
+
+
+def _run_logger(
+    logger: logging.Logger, run: Any, kind: type[Any], name: str, extra: dict[str, Any]
+) -> RunLogger:
+    if not isinstance(run, kind):
+        raise TypeError(
+            f"{name}() takes a {kind.__name__} (the run a hook is given), not {run!r} of "
+            f"type {type(run).__name__}"
+        )
+    from flowbook._setup import ensure_configured
+
+    ensure_configured()
+    adapter = RunLogger(logger, run)
+    if extra:
+        adapter.extra = {**extra, **(adapter.extra or {})}
+    return adapter
 
 
 def plain_logger() -> logging.Logger:

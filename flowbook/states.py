@@ -297,9 +297,13 @@ def Pending(
 
 
 def Running(
-    message: str | None = None, *, run_id: str | None = None, timestamp_s: float | None = None
+    message: str | None = None,
+    *,
+    name: str | None = None,
+    run_id: str | None = None,
+    timestamp_s: float | None = None,
 ) -> State:
-    return _make(_RUNNING, "Running", message, None, run_id, timestamp_s)
+    return _make(_RUNNING, name or "Running", message, None, run_id, timestamp_s)
 
 
 def Retrying(
@@ -312,10 +316,11 @@ def Completed(
     message: str | None = None,
     data: Any = None,
     *,
+    name: str | None = None,
     run_id: str | None = None,
     timestamp_s: float | None = None,
 ) -> State:
-    return _make(_COMPLETED, "Completed", message, data, run_id, timestamp_s)
+    return _make(_COMPLETED, name or "Completed", message, data, run_id, timestamp_s)
 
 
 def Cached(
@@ -332,10 +337,11 @@ def Failed(
     message: str | None = None,
     data: Any = None,
     *,
+    name: str | None = None,
     run_id: str | None = None,
     timestamp_s: float | None = None,
 ) -> State:
-    return _make(_FAILED, "Failed", message, data, run_id, timestamp_s)
+    return _make(_FAILED, name or "Failed", message, data, run_id, timestamp_s)
 
 
 def TimedOut(
@@ -352,17 +358,19 @@ def Crashed(
     message: str | None = None,
     data: Any = None,
     *,
+    name: str | None = None,
     run_id: str | None = None,
     timestamp_s: float | None = None,
 ) -> State:
-    return _make(_CRASHED, "Crashed", message, data, run_id, timestamp_s)
+    return _make(_CRASHED, name or "Crashed", message, data, run_id, timestamp_s)
 
 
 def Cancelled(
     message: str | None = None,
     data: Any = None,
     *,
+    name: str | None = None,
     run_id: str | None = None,
     timestamp_s: float | None = None,
 ) -> State:
-    return _make(_CANCELLED, "Cancelled", message, data, run_id, timestamp_s)
+    return _make(_CANCELLED, name or "Cancelled", message, data, run_id, timestamp_s)

@@ -40,7 +40,7 @@ from flowbook.engine.timeouts import run_coro_sync
 from flowbook.futures import FutureList, TaskRunFuture
 from flowbook.states import State
 
-__all__ = ["Task", "task", "task_input_hash", "unmapped"]
+__all__ = ["Task", "exponential_backoff", "task", "task_input_hash", "unmapped"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -80,6 +80,40 @@ class unmapped(Generic[T]):
         return f"unmapped({self.value!r})"
 
 
+def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
+    """For ``retry_delay_seconds=``: retry ``n`` (from 0) waits ``backoff_factor * 2**n``
+    seconds; at most 50 delays."""
+    if (
+        not isinstance(backoff_factor, (int, float))
+        or isinstance(backoff_factor, bool)
+        or backoff_factor < 0
+    ):
+        raise ValueError(
+            f"exponential_backoff(backoff_factor={backoff_factor!r}): give a number of seconds "
+            ">= 0, the delay before the first retry"
+        )
+
+    def delays(retries: int) -> list[float]:
+        return [backoff_factor * 2**n for n in range(min(retries, 50))]
+
+    return delays
+
+
+def _delays_from_callable(options: dict[str, Any]) -> dict[str, Any]:
+    """``retry_delay_seconds=exponential_backoff(...)``: a function of the number of retries
+    that gives the list of delays (none without retries)."""
+    make = options["retry_delay_seconds"]
+    retries = options.get("retries") or 0
+    try:
+        delays = make(retries)
+    except Exception as exc:
+        raise ValueError(
+            f"@task(retry_delay_seconds={make!r}): the function raised {type(exc).__name__}: "
+            f"{exc} when called with the number of retries ({retries})"
+        ) from exc
+    return {**options, "retry_delay_seconds": list(delays) or None}
+
+
 class Task(Generic[P, R]):
     """A function decorated with ``@task``."""
 
@@ -93,17 +127,21 @@ class Task(Generic[P, R]):
         tags: Iterable[str] | None = None,
         task_run_name: str | Callable[[], str] | None = None,
         retries: int | None = None,
-        retry_delay_seconds: float | list[float] | None = None,
+        retry_delay_seconds: float | list[float] | Callable[[int], list[float]] | None = None,
         retry_jitter_factor: float | None = None,
         retry_condition_fn: Callable[..., bool] | None = None,
         timeout_seconds: float | None = None,
         cache_key_fn: Callable[..., Any] | None = None,
+        cache_policy: Any = None,
         cache_expiration: datetime.timedelta | None = None,
         refresh_cache: bool | None = None,
         log_prints: bool | None = None,
         persist_result: bool | None = None,
         trigger: Callable[[Any], bool] | None = None,
         nout: int | None = None,
+        on_completion: list[Callable[..., Any]] | None = None,
+        on_failure: list[Callable[..., Any]] | None = None,
+        on_running: list[Callable[..., Any]] | None = None,
         **prefect1_options: Any,
     ) -> None:
         """``prefect1_options``: Prefect 1's ``@task`` options (``max_retries``,
@@ -120,6 +158,8 @@ class Task(Generic[P, R]):
         self._init_options(fn, given)
 
     def _init_options(self, fn: Callable[P, R], options: dict[str, Any]) -> None:
+        if callable(options.get("retry_delay_seconds")):
+            options = _delays_from_callable(options)
         validate_options("task", options)
         self._options = options
         name: str | None = options.get("name")
@@ -141,7 +181,10 @@ class Task(Generic[P, R]):
         self.retry_jitter_factor: float | None = options.get("retry_jitter_factor")
         self.retry_condition_fn: Callable[..., bool] | None = options.get("retry_condition_fn")
         self.timeout_seconds = None if timeout_seconds is None else float(timeout_seconds)
-        self.cache_key_fn: Callable[..., Any] | None = options.get("cache_key_fn")
+        from flowbook.cache_policies import _for_task
+
+        # the key function the engine calls (None: not cached), from cache_policy/cache_key_fn
+        self.cache_policy, self.cache_key_fn = _for_task(self.name, fn, options)
         self.cache_expiration: datetime.timedelta | None = options.get("cache_expiration")
         self.refresh_cache = bool(options.get("refresh_cache"))
         self.log_prints: bool | None = options.get("log_prints")
@@ -150,6 +193,11 @@ class Task(Generic[P, R]):
         # completed), and how many values a call inside a ``with Flow(...)`` block unpacks to
         self.trigger: Callable[[Any], bool] | None = options.get("trigger")
         self.nout: int | None = options.get("nout")
+        # state hooks (flowbook.engine.hooks); _state_hooks is None for a task without any
+        self.on_completion_hooks: list[Callable[..., Any]] = list(options.get("on_completion", ()))
+        self.on_failure_hooks: list[Callable[..., Any]] = list(options.get("on_failure", ()))
+        self.on_running_hooks: list[Callable[..., Any]] = list(options.get("on_running", ()))
+        self._hooks_changed()
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         # Calls with exactly this many positional arguments and no keywords need no binding
@@ -178,6 +226,58 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r}, fn={getattr(self.fn, '__qualname__', self.fn)!r})"
+
+    # -- state hooks (decorators: ``@my_task.on_failure``) -------------------------------------
+    def on_completion(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Add ``fn(task, task_run, state)`` to the hooks of a run's ``Completed`` state."""
+        return self._add_hook("on_completion", self.on_completion_hooks, fn)
+
+    def on_failure(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Add ``fn(task, task_run, state)`` to the hooks of a run's ``Failed`` state."""
+        return self._add_hook("on_failure", self.on_failure_hooks, fn)
+
+    def on_running(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Add ``fn(task, task_run, state)`` to the hooks of each attempt's start."""
+        return self._add_hook("on_running", self.on_running_hooks, fn)
+
+    def _add_hook(
+        self, option: str, hooks: list[Callable[..., Any]], fn: Callable[..., Any]
+    ) -> Callable[..., Any]:
+        from flowbook.engine.hooks import check_hooks
+
+        check_hooks("task", option, [fn])
+        hooks.append(fn)
+        self._options[option] = list(hooks)  # with_options copies keep it
+        self._hooks_changed()
+        return fn
+
+    def __copy__(self) -> Task[P, R]:
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)  # hooks included (pickling leaves them out)
+        return copy
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A task is pickled to run its body elsewhere (Dask, process pools); its hooks run
+        # where its lifecycle does, in this process, so they stay here and need not pickle.
+        state = dict(self.__dict__)
+        if self._state_hooks is not None:
+            hooks = ("on_completion", "on_failure", "on_running")
+            state["_options"] = {k: v for k, v in self._options.items() if k not in hooks}
+            state.update(
+                on_completion_hooks=[], on_failure_hooks=[], on_running_hooks=[], _state_hooks=None
+            )
+        return state
+
+    def _hooks_changed(self) -> None:
+        from flowbook.engine.hooks import StateHooks
+
+        self._state_hooks = StateHooks.build(
+            {
+                "on_completion": self.on_completion_hooks,
+                "on_failure": self.on_failure_hooks,
+                "on_running": self.on_running_hooks,
+            }
+        )
 
     # -- calling -------------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -307,7 +407,11 @@ class Task(Generic[P, R]):
                 "iterables of one length, or wrap the ones meant whole in unmapped(...)"
             )
         n = next(iter(lengths.values()))
-        extra_wait = list(wait_for or ()) + futures_used
+        extra_wait = futures_used
+        if wait_for is not None:
+            from flowbook.engine.task_engine import wait_for_list
+
+            extra_wait = [*wait_for_list(wait_for), *futures_used]
         result: FutureList[Any] = FutureList()
         group = new_id()
         for j in range(n):
@@ -486,6 +590,8 @@ def task(
     """
     options = translate_task_options(options)
     check_unknown("task", options)
+    if callable(options.get("retry_delay_seconds")):
+        options = _delays_from_callable(options)
     if __fn is None:
         validate_options("task", options)
         return lambda fn: Task(fn, **options)

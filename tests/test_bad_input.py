@@ -480,7 +480,8 @@ def test_unmapped_keeps_an_argument_whole() -> None:
 # -- futures ---------------------------------------------------------------------------------
 
 
-def test_wait_for_with_a_non_future() -> None:
+def test_wait_for_ignores_values_that_are_not_futures() -> None:
+    """As in Prefect 3: only the futures in ``wait_for=`` are waited for."""
     ran = []
 
     @task
@@ -490,17 +491,10 @@ def test_wait_for_with_a_non_future() -> None:
 
     @flow
     def waiting() -> int:
-        return work.submit(wait_for=[42]).result()
+        return work.submit(wait_for=[42, "x", None]).result()
 
-    with pytest.raises(
-        TypeError,
-        match=re.escape(
-            "wait_for= takes futures from Task.submit()/Task.map(); got 42 of type int when "
-            "calling task 'work'"
-        ),
-    ):
-        waiting()
-    assert ran == []
+    assert waiting() == 1
+    assert ran == [1]
 
 
 def test_wait_with_a_non_future() -> None:

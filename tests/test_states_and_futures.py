@@ -405,8 +405,8 @@ def test_upstream_failure_skips_the_downstream(events: Any) -> None:
         up = broken.submit()
         futures.append(downstream.submit(up))
 
-    with pytest.raises(ValueError, match=r"^upstream broke$"):
-        chained()
+    # nothing is looked at or returned, so (Prefect 3) the flow itself completes
+    assert chained() is None
     assert ran == []
     state = futures[0].state
     assert state.is_failed()
@@ -435,8 +435,7 @@ def test_upstream_failure_through_wait_for(events: Any) -> None:
         up = broken.submit()
         after.submit(wait_for=[up])
 
-    with pytest.raises(KeyError, match="'k'"):
-        chained()
+    assert chained() is None  # (Prefect 3: the flow did not look at them)
     assert ran == []
     assert events.states("after-0") == ["Pending", "Failed"]
 
@@ -521,13 +520,14 @@ def test_states_carry_the_id_of_their_run() -> None:
         raise ValueError("no")
 
     @flow(flow_run_name="ids-run")
-    def ids() -> tuple[Any, Any, Any]:
+    def ids() -> dict[str, tuple[Any, Any, Any]]:
         seen["flow"] = current_flow.id
-        return ok(1, return_state=True), boom(return_state=True), ok.submit(2).state
+        # in a dict: states returned bare would decide the flow's own state (Prefect 3)
+        return {"states": (ok(1, return_state=True), boom(return_state=True), ok.submit(2).state)}
 
     state = ids(return_state=True)
     assert state.run_id == seen["flow"]
-    completed, failed, submitted = state.result()
+    completed, failed, submitted = state.result()["states"]
     assert completed.is_completed()
     assert failed.is_failed()
     assert submitted.is_completed()

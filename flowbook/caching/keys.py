@@ -39,6 +39,10 @@ _quote = json.encoder.encode_basestring_ascii
 
 
 _Hashes = tuple[tuple[str, str], ...]
+_Made = (
+    tuple[str, CodeIdentity, list[tuple[str, str]]]
+    | tuple[str, CodeIdentity | None, list[tuple[str, str]], tuple[_Hashes | None, str | None]]
+)
 
 
 class KeyParts(NamedTuple):
@@ -55,6 +59,13 @@ class KeyParts(NamedTuple):
     written before helpers were part of keys)."""
     closure: _Hashes | None = None
     """``(closure variable, content hash)`` pairs; None when not recorded."""
+    extra: _Hashes | None = None
+    """A cache policy's other parts, ``(part, value or hash)`` pairs: ``"run_id"``,
+    ``"flow_parameter:<name>"``, ``"cache_key_fn"``, ``"policy:<class name>"``; None for keys
+    not made by a cache policy."""
+    policy: str | None = None
+    """The cache policy that made the key (``"INPUTS + TASK_SOURCE"``); None for keys made
+    by ``task_input_hash``."""
 
     def to_json(self) -> str:
         # built by hand with json's own string encoder: written once per new cache entry
@@ -63,6 +74,10 @@ class KeyParts(NamedTuple):
             text += f', "helpers": {_object(self.helpers)}'
         if self.closure is not None:
             text += f', "closure": {_object(self.closure)}'
+        if self.extra is not None:
+            text += f', "extra": {_object(self.extra)}'
+        if self.policy is not None:
+            text += f', "policy": {_quote(self.policy)}'
         return text + "}"
 
     @classmethod
@@ -77,8 +92,15 @@ class KeyParts(NamedTuple):
             return None
         if not isinstance(source, str) or not isinstance(inputs, dict):
             return None
+        policy = data.get("policy")
         return cls(
-            key, source, _pairs(inputs), _pairs(data.get("helpers")), _pairs(data.get("closure"))
+            key,
+            source,
+            _pairs(inputs),
+            _pairs(data.get("helpers")),
+            _pairs(data.get("closure")),
+            _pairs(data.get("extra")),
+            policy if isinstance(policy, str) else None,
         )
 
 
@@ -100,23 +122,37 @@ class CacheKeyContext:
     task: Task[..., Any]
     task_run: TaskRun
     flow_run: FlowRun | None
-    # Left on the instance by task_input_hash: (key, code, [(name, hash), ...]). Not a
-    # field: it is set after creation, on every cached call, so it stays as cheap as a plain
-    # tuple; KeyParts is built from it only when a look-up misses.
-    _made: ClassVar[tuple[str, CodeIdentity, list[tuple[str, str]]] | None] = None
+    # Left on the instance by task_input_hash: (key, code, [(name, hash), ...]), and by a
+    # cache policy: (key, code or None, inputs, (extra parts, policy)). Not a field: it is
+    # set after creation, on every cached call, so it stays as cheap as a plain tuple;
+    # KeyParts is built from it only when a look-up misses.
+    _made: ClassVar[_Made | None] = None
 
     @property
     def parameters(self) -> dict[str, Any]:
         return self.task_run.parameters
 
     @property
+    def task_run_id(self) -> str:
+        return self.task_run.id
+
+    @property
+    def flow_run_id(self) -> str | None:
+        flow_run = self.flow_run
+        return None if flow_run is None else flow_run.id
+
+    @property
     def key_parts(self) -> KeyParts | None:
-        """What the key ``task_input_hash`` made with this context is made of, if it did."""
+        """What the key ``task_input_hash`` (or a cache policy) made with this context is
+        made of, if it did."""
         made = self._made
         if made is None:
             return None
-        key, code, inputs = made
-        return KeyParts(key, code.source, tuple(inputs), code.helpers, code.closure)
+        key, code, inputs = made[0], made[1], made[2]
+        extra, policy = made[3] if len(made) > 3 else (None, None)
+        if code is None:
+            return KeyParts(key, "", tuple(inputs), None, None, extra, policy)
+        return KeyParts(key, code.source, tuple(inputs), code.helpers, code.closure, extra, policy)
 
     def parts_for(self, key: str) -> KeyParts | None:
         """The parts of ``key`` if ``task_input_hash`` made it (also inside a custom key

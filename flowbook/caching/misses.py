@@ -17,9 +17,12 @@ the task store anything before; how many calls hit since). ``explain`` turns tha
    inputs changed.
 5. Nothing to compare with: no entry was ever stored for the task, or they were all removed.
 
-Only keys made by ``task_input_hash`` have parts; for other keys (a custom ``cache_key_fn``)
-and for entries written before flowbook recorded parts, rule 4 says that the key changed but
-not which part.
+Keys made by ``task_input_hash`` and by cache policies (``flowbook.cache_policies``) have
+parts; a policy's key also records the run id (``RUN_ID``), each flow parameter
+(``FLOW_PARAMETERS``), the key of a ``cache_key_fn`` inside a compound policy, and the policy
+itself, so rule 4 can say "another flow run" or "the task's cache policy changed". For other
+keys (a bare ``cache_key_fn``) and for entries written before flowbook recorded parts, rule 4
+says that the key changed but not which part.
 """
 
 from __future__ import annotations
@@ -99,6 +102,9 @@ class MissExplanation:
     removed_helpers: list[str] = field(default_factory=list)
     changed_closure: list[str] = field(default_factory=list)
     """Closure variables of the task whose value changed."""
+    changed_parts: list[str] = field(default_factory=list)
+    """A cache policy's other parts that changed: ``"run_id"``, ``"flow_parameter:<name>"``,
+    ``"cache_key_fn"``, ``"policy"`` (the policy itself)."""
     expired_at: str | None = None
     compared_key: str | None = None
     compared_created: str | None = None
@@ -197,6 +203,9 @@ def explain(miss: MissRecord, entries: list[StoredEntry], history: MissHistory) 
     out.changed_inputs, out.added_inputs, out.removed_inputs = diff.inputs
     out.changed_helpers, out.added_helpers, out.removed_helpers = diff.helpers
     out.changed_closure = diff.closure[0] + diff.closure[1] + diff.closure[2]
+    out.changed_parts = diff.extra[0] + diff.extra[1] + diff.extra[2]
+    if diff.policy:
+        out.changed_parts.append("policy")
     out.reason = _changed_reason(miss, entry, diff)
     return out
 
@@ -211,13 +220,16 @@ class _Diff:
     inputs: _Changes
     helpers: _Changes
     closure: _Changes
+    extra: _Changes = ([], [], [])
+    policy: bool = False
 
     def any(self) -> bool:
-        return self.source or any(any(part) for part in (self.inputs, self.helpers, self.closure))
+        parts = (self.inputs, self.helpers, self.closure, self.extra)
+        return self.source or self.policy or any(any(part) for part in parts)
 
     def size(self) -> int:
-        parts = (*self.inputs, *self.helpers, *self.closure)
-        return int(self.source) + sum(len(names) for names in parts)
+        parts = (*self.inputs, *self.helpers, *self.closure, *self.extra)
+        return int(self.source) + int(self.policy) + sum(len(names) for names in parts)
 
 
 def _compare(new: _Hashes | None, old: _Hashes | None) -> _Changes:
@@ -236,6 +248,8 @@ def _diff(new: KeyParts, old: KeyParts) -> _Diff:
         _compare(new.inputs, old.inputs),
         _compare(new.helpers, old.helpers),
         _compare(new.closure, old.closure),
+        _compare(new.extra, old.extra),
+        new.policy != old.policy,
     )
 
 
@@ -261,6 +275,13 @@ def _names(names: list[str]) -> str:
 def _changed_reason(miss: MissRecord, entry: StoredEntry, diff: _Diff) -> str:
     changed, added, removed = diff.inputs
     what: list[str] = []
+    if diff.policy:
+        what.append(
+            f"the task's cache policy changed (from {entry.key_parts.policy or 'a key function'}"
+            f" to {miss.key_parts.policy or 'a key function'})"
+            if entry.key_parts is not None and miss.key_parts is not None
+            else "the task's cache policy changed"
+        )
     if diff.source and changed:
         noun = "input" if len(changed) == 1 else "inputs"
         what.append(f"the task's source and {noun} {_names(changed)} changed")
@@ -303,6 +324,26 @@ def _code_changes(diff: _Diff) -> list[str]:
     if closure:
         noun = "value" if len(closure) == 1 else "values"
         what.append(f"the closure {noun} {_names(closure)} of the task changed")
+    what.extend(_policy_changes(diff))
+    return what
+
+
+def _policy_changes(diff: _Diff) -> list[str]:
+    """The sentences for a cache policy's other parts: run id, flow parameters, key function."""
+    parts = diff.extra[0] + diff.extra[1] + diff.extra[2]
+    what: list[str] = []
+    if "run_id" in parts:
+        what.append("the call ran in another flow run (the policy keys on RUN_ID)")
+    params = [p.split(":", 1)[1] for p in parts if p.startswith("flow_parameter:")]
+    if params:
+        noun = "parameter" if len(params) == 1 else "parameters"
+        what.append(f"flow {noun} {_names(params)} changed")
+    if "cache_key_fn" in parts:
+        what.append("the key of its cache_key_fn changed")
+    custom = [p.split(":", 1)[1] for p in parts if p.startswith("policy:")]
+    if custom:
+        noun = "policy" if len(custom) == 1 else "policies"
+        what.append(f"the key of cache {noun} {_names(custom)} changed")
     return what
 
 

@@ -27,11 +27,15 @@ import atexit
 import threading
 import time
 import warnings
+from collections.abc import Generator
 from contextvars import Token
+from types import GeneratorType
 from typing import TYPE_CHECKING, Any
 
+from flowbook import _tags
 from flowbook._origin import run_origin
 from flowbook._setup import ensure_configured
+from flowbook._tags import with_context_tags
 from flowbook.engine import heap
 from flowbook.engine.env import acquire_env, release_env
 from flowbook.engine.events import FlowRunCreated, FlowRunFinished, TaskRunCreated, bus
@@ -158,12 +162,20 @@ class FlowRunEngine:
             kwargs = {k: resolve_futures(v) for k, v in kwargs.items()}
             self.args, self.kwargs = args, kwargs
         parameters = flow.bind_parameters(args, kwargs)
+        invalid: Exception | None = None
+        if flow._validator is not None:
+            try:
+                parameters = flow.validated_parameters(parameters)
+                self.args, self.kwargs = flow.call_arguments(parameters)
+            except Exception as exc:  # the run is recorded, and fails before its body
+                invalid = exc
         record = None
         if parent is not None:
             record = TaskRun(None, parent, (), parameters, parent.next_dynamic_key("subflow"))
             record.upstream_ids = tuple(dict.fromkeys(f.task_run.id for f in upstream))
             self.parent_record = record
-        run = FlowRun(flow, parameters, record, flow.tags)
+        run_tags = flow.tags if not _tags.open_blocks else with_context_tags(flow.tags)
+        run = FlowRun(flow, parameters, record, run_tags)
         if parent is None:
             run.notebook, run.cell_id = run_origin()
         run.resumed_from = self.resumed_from
@@ -171,7 +183,7 @@ class FlowRunEngine:
         self.run = run
         if record is not None:
             record.subflow_run = run
-            record.tags = flow.tags
+            record.tags = run_tags
         token = current_flow_run.set(run)
         try:
             run.name = flow.run_name(run)
@@ -182,6 +194,10 @@ class FlowRunEngine:
             self.early = Failed(f"Flow run could not be named: {exc}", exc)
         finally:
             current_flow_run.reset(token)
+        if invalid is not None and self.early is None:
+            self.early = Failed(
+                f"Validation of flow parameters failed with error: {invalid}", invalid
+            )
         if record is not None and parent is not None:
             record.name = run.name
             parent.task_runs.append(record)
@@ -277,35 +293,56 @@ class FlowRunEngine:
             checked += 1
 
     def handle_success(self, value: Any) -> State:
+        """The final state of a body that returned ``value`` (Prefect 3's rules).
+
+        A state the body made itself decides; task runs' states (or an iterable of states)
+        decide by the aggregate rule; futures are resolved to their results. A task run that
+        failed without the body looking at it no longer fails the flow: the return decides.
+        """
+        if isinstance(value, GeneratorType):
+            value = list(value)  # a returned generator is consumed: its values, as a list
+        reason = self.cancel_reason
+        if reason is not None:  # cancelled meanwhile: whatever the body returned
+            self.cancel(reason)
+            error = RunCancelledError(
+                f"flow run {self.run.name!r} of flow {self.flow.name!r}: {reason}"
+            )
+            return Cancelled(reason, error)
         self.wait_for_task_runs()
         returned = self._returned_state(value)
-        if returned is not None and not returned.is_completed():
+        if returned is not None and (
+            not returned.is_completed() or self._is_manual(value) or returned.message
+        ):
             return returned
         data = returned.data if returned is not None else value
         runs = self.run.task_runs[self.attempt_start :]
         failed = [r for r in runs if r.state is not None and r.state.type in _FAILED]
         cancelled = [r for r in runs if r.state is not None and r.state.is_cancelled()]
-        unseen = [r for r in failed + cancelled if not r.observed]
-        if unseen:
-            first = unseen[0]
-            assert first.state is not None
-            exc = root_cause(first.state.data)
-            if failed:
-                return Failed(f"{len(failed)}/{len(runs)} states failed.", exc)
-            return Cancelled(f"{len(cancelled)}/{len(runs)} states cancelled.", exc)
         if failed or cancelled:
-            handled = len(failed) + len(cancelled)
-            return Completed(
-                f"All states completed; {handled}/{len(runs)} failed task runs were handled "
-                "by the flow.",
-                data,
-            )
+            unseen = sum(1 for r in failed + cancelled if not r.observed)
+            handled = len(failed) + len(cancelled) - unseen
+            parts = []
+            if handled:
+                parts.append(f"{handled}/{len(runs)} failed task runs were handled by the flow")
+            if unseen:
+                parts.append(
+                    f"{unseen}/{len(runs)} task runs failed without the flow looking at them"
+                )
+            return Completed(f"The flow returned; {'; '.join(parts)}.", data)
         return Completed("All states completed.", data)
 
+    @staticmethod
+    def _is_manual(value: Any) -> bool:
+        """A state the body made itself (no run has entered it): it is the final state."""
+        return isinstance(value, State) and value.run_id is None
+
     def _returned_state(self, value: Any) -> State | None:
-        """The state a flow body returned, directly or as futures; None for plain values."""
+        """The state a flow body's return value decides, directly or as futures; None for
+        plain values."""
         if isinstance(value, State):
-            return value
+            if value.run_id is None:
+                return value.copy() if value.is_final() else self._not_final(value)
+            return self._aggregate(value, [value])
         if isinstance(value, TaskRunFuture):
             value.wait()
             state = value.state
@@ -313,20 +350,66 @@ class FlowRunEngine:
             if state.is_completed():
                 return Completed(data=state.data)
             return self._failure_state(state)
-        if (
-            isinstance(value, (list, tuple))
-            and value
-            and all(isinstance(v, TaskRunFuture) for v in value)
-        ):
-            results = []
-            for future in value:
-                future.wait()
-                future.task_run.observed = True
-                if not future.state.is_completed():
-                    return self._failure_state(future.state)
-                results.append(resolve_data(future.state.data))
-            return Completed(data=type(value)(results) if type(value) is tuple else results)
+        if isinstance(value, (list, tuple, set, frozenset)) and value:
+            if all(isinstance(v, State) for v in value):
+                return self._aggregate(value, list(value))
+            if any(isinstance(v, State) for v in value) and all(
+                isinstance(v, (State, TaskRunFuture)) for v in value
+            ):
+                # states and futures: the futures' states count, and are what is returned
+                states = [self._state_of(v) for v in value]
+                return self._aggregate(type(value)(states), states)
+            if isinstance(value, (list, tuple)) and all(
+                isinstance(v, TaskRunFuture) for v in value
+            ):
+                results = []
+                for future in value:
+                    future.wait()
+                    future.task_run.observed = True
+                    if not future.state.is_completed():
+                        return self._failure_state(future.state)
+                    results.append(resolve_data(future.state.data))
+                return Completed(data=type(value)(results) if type(value) is tuple else results)
         return None
+
+    @staticmethod
+    def _state_of(value: State | TaskRunFuture[Any]) -> State:
+        if isinstance(value, State):
+            return value
+        value.wait()
+        value.task_run.observed = True
+        return value.state
+
+    @staticmethod
+    def _not_final(state: State) -> State:
+        message = (
+            f"The flow returned the state {state.short()}, which is not final; a flow "
+            "returns a final state (Completed, Failed, Cancelled, Crashed) or a value."
+        )
+        return Failed(message, ValueError(message))
+
+    @staticmethod
+    def _aggregate(value: Any, states: list[State]) -> State:
+        """Prefect's aggregate rule over returned states: all completed → ``Completed``
+        (the value is what the call returns), any cancelled → ``Cancelled``, else
+        ``Failed`` with the first failure's exception."""
+        total = len(states)
+        if all(s.is_completed() for s in states):
+            return Completed("All states completed.", value)
+        cancelled = [s for s in states if s.is_cancelled()]
+        if cancelled:
+            return Cancelled(
+                f"{len(cancelled)}/{total} states cancelled.", root_cause(cancelled[0].data)
+            )
+        bad = [s for s in states if not s.is_completed()]
+        failed = [s for s in bad if s.type in _FAILED]
+        first = (failed or bad)[0]
+        exc = root_cause(first.data) if isinstance(first.data, BaseException) else None
+        if exc is None:
+            exc = RunFailedError(f"A returned state is {first.short()}")
+        if failed:
+            return Failed(f"{len(failed)}/{total} states failed.", exc)
+        return Failed(f"{len(bad)}/{total} states are not final.", exc)
 
     def _failure_state(self, state: State) -> State:
         runs = self.run.task_runs[self.attempt_start :]
@@ -527,6 +610,49 @@ class FlowRunEngine:
             return self._outside_body(exc)
         finally:
             self._leave(tokens)
+
+    def run_generator(self) -> Generator[Any, None, Any]:
+        """Drive a generator flow (a body with ``yield``): each value it yields is handed to
+        the caller as the caller iterates, and the run ends when the body returns (its
+        return value decides the final state, as for any flow), raises, or the caller stops
+        iterating (``close()``: the run completes with ``None``). Not retried."""
+        tokens = self._enter()
+        try:
+            if self.early is not None:
+                state = self.finish(self.early)
+            elif not self.begin_attempt():
+                state = self.finish(Cancelled("The flow run was cancelled."))
+            else:
+                state = yield from self._drive(self.call_sync())
+        finally:
+            try:
+                self._leave(tokens)
+            except ValueError:  # closed by the garbage collector, in another context
+                pass
+        return self.outcome(state, False)
+
+    def _drive(self, gen: Any) -> Generator[Any, None, State]:
+        try:
+            while True:
+                try:
+                    item = call_body(next, (gen,), {}, self._register_body)
+                except StopIteration as stop:
+                    state = self.handle_success(stop.value)
+                    break
+                yield item
+        except GeneratorExit:
+            gen.close()
+            self.finish(self.handle_success(None))
+            raise
+        except BaseException as exc:
+            state, delay = self.handle_exception(exc)
+            if delay is not None:  # a generator flow is not retried: its values went out
+                message = f"Flow run encountered an exception {type(exc).__name__}: {exc}"
+                state = Failed(message, exc)
+            if not isinstance(exc, Exception):
+                self.finish(state)
+                raise
+        return self.finish(state)
 
     # -- result --------------------------------------------------------------------------------
     def outcome(self, state: State, return_state: bool) -> Any:

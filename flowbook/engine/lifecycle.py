@@ -10,6 +10,10 @@ runs (no lock object per run), re-entrant so that a subscriber may look at the r
 
 A task run's future is resolved after its final state is announced, outside the lock: the
 future's callbacks start dependent runs, which must not wait for this run's lock.
+
+State hooks (``engine/hooks.py``) are called here too, after the state is announced and
+outside the lock, on the thread that set the state; a task run's hooks before its future is
+resolved. A flow or task without hooks costs one attribute look-up.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 from typing import TYPE_CHECKING
 
 from flowbook.engine.events import StateChanged, bus
+from flowbook.engine.hooks import run_flow_hooks, run_task_hooks
 from flowbook.states import _FINAL_VALUES, _StateFields
 
 if TYPE_CHECKING:
@@ -52,6 +57,9 @@ def set_task_run_state(run: TaskRun, state: State) -> bool:
             run.end_s = _time()
         if StateChanged in _subscribers:
             bus.emit(StateChanged(run, state, previous))
+    task = run.task
+    if task is not None and task._state_hooks is not None:
+        run_task_hooks(run, state, previous, task._state_hooks)
     if final:
         future = run.future
         if future is not None:
@@ -82,4 +90,7 @@ def set_flow_run_state(run: FlowRun, state: State) -> bool:
             run.end_s = _time()
         if StateChanged in _subscribers:
             bus.emit(StateChanged(run, state, previous))
+    hooks = run.flow._state_hooks
+    if hooks is not None:
+        run_flow_hooks(run, state, previous, hooks)
     return True

@@ -24,15 +24,23 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from flowbook import _tags
 from flowbook._setup import ensure_configured
+from flowbook._tags import with_context_tags
 from flowbook.engine.events import TaskRunCreated, bus
 from flowbook.engine.interrupts import AsyncBody, Body, call_body
 from flowbook.engine.lifecycle import first_task_run_state, set_task_run_state
 from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run
 from flowbook.engine.timeouts import await_body, call_with_timeout
-from flowbook.engine.values import collect_futures, resolve_futures
+from flowbook.engine.values import (
+    collect_futures,
+    resolve_futures,
+    tolerated_futures,
+    unwrap_annotations,
+)
 from flowbook.exceptions import (
     RunCancelledError,
+    RunFailedError,
     RunInterrupted,
     RunTimeoutError,
     UpstreamTaskError,
@@ -50,6 +58,7 @@ from flowbook.states import (
     Retrying,
     Running,
     State,
+    StateType,
     TimedOut,
 )
 from flowbook.task_runners.base import SubmittedCall
@@ -62,6 +71,16 @@ __all__ = ["TaskRunEngine", "await_task", "call_task"]
 _COLLECTIONS = (list, tuple, set, frozenset, dict)
 
 
+def wait_for_list(wait_for: Any) -> Any:
+    """``wait_for=`` as a collection: one future (or any single value) becomes a tuple of
+    it, other iterables (a generator) a tuple of their items."""
+    if isinstance(wait_for, _COLLECTIONS):
+        return wait_for
+    if isinstance(wait_for, Iterable) and not isinstance(wait_for, (str, bytes)):
+        return tuple(wait_for)
+    return (wait_for,)
+
+
 def root_cause(error: Any) -> BaseException | None:
     """The exception behind a chain of skipped task runs (the first one that really failed)."""
     while isinstance(error, UpstreamTaskError) and error.__cause__ is not None:
@@ -70,6 +89,29 @@ def root_cause(error: Any) -> BaseException | None:
 
 
 _log = logging.getLogger("flowbook.task_runs")
+
+_FAILED_TYPES = (StateType.FAILED, StateType.CRASHED)
+
+
+class _FailedStateReturned(Exception):
+    """A task body returned a failed state: the run fails (and may retry) as if it raised."""
+
+    def __init__(self, state: State) -> None:
+        super().__init__(f"the task returned the state {state.short()}")
+        self.state = state
+
+    def final_state(self) -> State:
+        """The returned state, as the run's final state: a state the body made itself is
+        used as given, with a ``RunFailedError`` as its exception when it has none (so
+        calling the task raises); another run's state is copied."""
+        state = self.state
+        data = state.data
+        if not isinstance(data, BaseException):
+            data = RunFailedError(f"the task returned the state {state.short()}")
+        return state.copy(data=data, run_id=None)
+
+    def __repr__(self) -> str:
+        return f"returned {self.state.short()}"
 
 
 class TaskRunEngine(SubmittedCall):
@@ -82,11 +124,13 @@ class TaskRunEngine(SubmittedCall):
     ``Pending`` or ``Running``.
     """
 
-    # _key_parts: set by check_cache on a cache miss only (read when run.cache_key is set)
+    # _key_parts: set by check_cache on a cache miss only (read when run.cache_key is set);
+    # _tolerated: set for runs with annotated arguments only (read when an upstream run failed)
     __slots__ = (
         "_context",
         "_early",
         "_key_parts",
+        "_tolerated",
         "flow_run",
         "future",
         "task",
@@ -115,7 +159,7 @@ class TaskRunEngine(SubmittedCall):
         run = TaskRun(task, flow_run, args, kwargs, dynamic_key)
         if parameters is not None:
             run.set_parameters(parameters)
-        run.tags = task.tags
+        run.tags = task.tags if not _tags.open_blocks else with_context_tags(task.tags)
         run.map_group = map_group
         log_prints = task.log_prints
         if log_prints is None:
@@ -127,19 +171,19 @@ class TaskRunEngine(SubmittedCall):
         run.log_prints = log_prints
         self.task_run = run
         upstream: list[TaskRunFuture[Any]] = []
+        annotated = False  # quote / allow_failure among the arguments
         if args:
-            collect_futures(args, upstream)
+            annotated = collect_futures(args, upstream)
         if kwargs:
-            collect_futures(kwargs.values(), upstream)
+            annotated = collect_futures(kwargs.values(), upstream) or annotated
         if wait_for is not None:
-            collect_futures(wait_for, upstream)
-            extra = [w for w in wait_for if not isinstance(w, (TaskRunFuture, *_COLLECTIONS))]
-            if extra:
-                raise TypeError(
-                    f"wait_for= takes futures from Task.submit()/Task.map(); got {extra[0]!r} "
-                    f"of type {type(extra[0]).__name__} when calling task {task.name!r}"
-                )
+            # one future or many, at any depth; values that are not futures have nothing to
+            # wait for and are left alone (as in Prefect)
+            wait_for = wait_for_list(wait_for)
+            annotated = collect_futures(wait_for, upstream) or annotated
         self.upstream = upstream
+        if annotated:
+            self._note_annotations(wait_for)
         if upstream:
             run.upstream_ids = tuple(dict.fromkeys(f.task_run.id for f in upstream))
         self.future: TaskRunFuture[Any] | None = TaskRunFuture(run) if with_future else None
@@ -157,6 +201,18 @@ class TaskRunEngine(SubmittedCall):
         if bus.wants(TaskRunCreated):
             bus.emit(TaskRunCreated(run, run.upstream_ids))
         first_task_run_state(run, Pending())
+
+    def _note_annotations(self, wait_for: Iterable[Any] | None) -> None:
+        """Arguments wrapped in ``quote`` or ``allow_failure``: which upstream runs may fail,
+        and, when there is no upstream run to wait for, the unwrapped arguments at once."""
+        run = self.task_run
+        values = [*run.args, *run.kwargs.values(), *(wait_for or ())]
+        self._tolerated = tolerated_futures(values, self.upstream)
+        if not self.upstream:
+            run.set_arguments(
+                tuple(unwrap_annotations(a) for a in run.args),
+                {k: unwrap_annotations(v) for k, v in run.kwargs.items()},
+            )
 
     # -- phases --------------------------------------------------------------------------------
     def resolve_inputs(self) -> State | None:
@@ -189,6 +245,8 @@ class TaskRunEngine(SubmittedCall):
         for future in self.upstream:
             state = future.state
             if future.done() and not state.is_completed():
+                if state.type is StateType.FAILED and future in getattr(self, "_tolerated", ()):
+                    continue  # given inside allow_failure(...): the run gets its exception
                 upstream = future.task_run
                 exc = UpstreamTaskError(
                     f"task run {self.task_run.name!r} did not start: upstream task run "
@@ -322,6 +380,28 @@ class TaskRunEngine(SubmittedCall):
                 )
         return Completed(data=value)
 
+    def returned_state(self, state: State) -> State:
+        """The final state of a body that returned ``state`` (Prefect's rules).
+
+        A failed (or crashed) state fails the run and is retried like an exception
+        (``_FailedStateReturned`` carries it to ``handle_exception``). A final state the body
+        made itself is the run's final state as given; another run's state (from
+        ``return_state=True``) completes the run with that state as its value.
+        """
+        if state.type in _FAILED_TYPES:
+            raise _FailedStateReturned(state)
+        if state.run_id is not None:
+            if state.is_cancelled():
+                return Cancelled("1/1 states cancelled.", state.data)
+            if state.is_completed():
+                return Completed("All states completed.", state)
+        if not state.is_final():
+            raise ValueError(
+                f"task {self.task.name!r} returned the state {state.short()}, which is not "
+                "final; a task returns a value or a final state (Completed, Failed, Cancelled)"
+            )
+        return state.copy()
+
     def handle_exception(
         self, exc: BaseException, crashed: str | None = None
     ) -> tuple[State, float | None]:
@@ -336,6 +416,8 @@ class TaskRunEngine(SubmittedCall):
             return Cancelled(f"Task run was interrupted ({type(exc).__name__}).", exc), None
         if crashed is not None:
             final = Crashed(crashed, exc)
+        elif isinstance(exc, _FailedStateReturned):
+            final = exc.final_state()
         elif isinstance(exc, RunTimeoutError) and exc.run_id == run.id:
             final = TimedOut(
                 f"Task run exceeded its timeout of {task.timeout_seconds:g} second(s).", exc
@@ -403,6 +485,7 @@ class TaskRunEngine(SubmittedCall):
                     return self.finish(_CANCELLED_BEFORE_START())
                 try:
                     value = self.call_sync()
+                    returned = self.returned_state(value) if isinstance(value, State) else None
                 except BaseException as exc:
                     state, delay = self.handle_exception(exc)
                     if delay is None:
@@ -415,6 +498,8 @@ class TaskRunEngine(SubmittedCall):
                     return self.finish(
                         Cancelled("The flow run was cancelled while awaiting a retry.")
                     )
+                if returned is not None:
+                    return self.finish(returned)
                 return self.finish(self.handle_success(value))
         except Exception as exc:
             return self.finish(_internal_failure(exc))
@@ -429,6 +514,7 @@ class TaskRunEngine(SubmittedCall):
                     return self.finish(_CANCELLED_BEFORE_START())
                 try:
                     value = await self.call_async()
+                    returned = self.returned_state(value) if isinstance(value, State) else None
                 except BaseException as exc:
                     state, delay = self.handle_exception(exc)
                     if delay is None:
@@ -443,6 +529,8 @@ class TaskRunEngine(SubmittedCall):
                     return self.finish(
                         Cancelled("The flow run was cancelled while awaiting a retry.")
                     )
+                if returned is not None:
+                    return self.finish(returned)
                 return self.finish(self.handle_success(value))
         except Exception as exc:
             return self.finish(_internal_failure(exc))

@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Any, Final
 
+from flowbook._annotations import Annotation, allow_failure, opaque
 from flowbook.futures import FutureList, TaskRunFuture
 
 __all__ = ["collect_futures", "resolve_futures"]
@@ -33,8 +34,10 @@ __all__ = ["collect_futures", "resolve_futures"]
 _LEAVES: Final = frozenset({int, float, str, bool, bytes, complex, type(None)})
 
 # How the walks treat a type: its parts are items (list, tuple, set, ...), dict values,
-# fields (dataclass, pydantic), or it is passed as it is.
-_ITEMS, _VALUES, _DATACLASS, _PYDANTIC, _OPAQUE = range(5)
+# fields (dataclass, pydantic), or it is passed as it is; or it is an annotation
+# (``quote``, ``opaque``, ``allow_failure``: flowbook._annotations), which the walks treat
+# themselves.
+_ITEMS, _VALUES, _DATACLASS, _PYDANTIC, _OPAQUE, _ANNOTATION = range(6)
 _EXACT: Final[dict[type, int]] = {
     list: _ITEMS,
     tuple: _ITEMS,
@@ -88,6 +91,8 @@ def _how(value: object) -> int:
 
 def _decide(value: object) -> tuple[int, tuple[str, ...]]:
     kind = type(value)
+    if isinstance(value, Annotation):
+        return _ANNOTATION, _NO_FIELDS
     if isinstance(value, tuple) and isinstance(getattr(kind, "_fields", None), tuple):
         return _ITEMS, _NO_FIELDS  # a namedtuple
     if isinstance(getattr(kind, "__dataclass_fields__", None), dict):
@@ -127,6 +132,8 @@ def _nothing_inside(value: Any, kind: type) -> bool:
         how, names = _DECIDED.get(id(kind)) or _decision(value)
         if how == _OPAQUE:
             return True
+        if how == _ANNOTATION:
+            return False
         # a namedtuple's items, or the fields of a dataclass or pydantic model
         items = value if how == _ITEMS else [getattr(value, name, None) for name in names]
     leaves = _LEAVES
@@ -147,11 +154,16 @@ def _nothing_inside(value: Any, kind: type) -> bool:
     return True
 
 
-def collect_futures(values: Iterable[Any], found: list[TaskRunFuture[Any]]) -> None:
+def collect_futures(
+    values: Iterable[Any], found: list[TaskRunFuture[Any]], into_allowed: bool = True
+) -> bool:
     """Append every future found in ``values``, at any depth, in the order a call lists them.
 
     A future is appended once for each place it sits in, except that a container reached
-    twice (shared, or on a cycle) is looked into once.
+    twice (shared, or on a cycle) is looked into once. The value of a ``quote`` is not looked
+    into; that of an ``allow_failure`` is unless ``into_allowed`` is False. Returns whether
+    an annotation was met (the caller then treats the arguments with ``unwrap_annotations``
+    and ``tolerated_futures``).
     """
     remaining = iter(values)
     for value in remaining:
@@ -164,12 +176,15 @@ def collect_futures(values: Iterable[Any], found: list[TaskRunFuture[Any]]) -> N
             # From the first container on, the walk keeps its own stack (last in, first out).
             stack = [value, *remaining]
             stack.reverse()
-            _collect_nested(stack, found)
-            return
+            return _collect_nested(stack, found, into_allowed)
+    return False
 
 
-def _collect_nested(stack: list[Any], found: list[TaskRunFuture[Any]]) -> None:
+def _collect_nested(
+    stack: list[Any], found: list[TaskRunFuture[Any]], into_allowed: bool = True
+) -> bool:
     seen: set[int] = set()
+    annotated = False
     pop = stack.pop
     while stack:
         value = pop()
@@ -180,12 +195,22 @@ def _collect_nested(stack: list[Any], found: list[TaskRunFuture[Any]]) -> None:
             found.append(value)
             continue
         how = _how(value)
+        if how == _ANNOTATION:
+            annotated = True
+            inner = value.value
+            if isinstance(value, opaque):
+                if isinstance(inner, TaskRunFuture):
+                    found.append(inner)
+            elif into_allowed and isinstance(value, allow_failure) and _may_hold(inner):
+                stack.append(inner)
+            continue
         if how == _OPAQUE or id(value) in seen:
             continue
         seen.add(id(value))
         parts = [part for part in _parts(value, how) if _may_hold(part)]
         parts.reverse()
         stack.extend(parts)
+    return annotated
 
 
 def _may_hold(part: Any) -> bool:
@@ -213,6 +238,8 @@ def resolve_futures(value: Any, raise_on_failure: bool = True) -> Any:
         return value.result(raise_on_failure=raise_on_failure)
     if id(kind) in _OPAQUE_IDS or _nothing_inside(value, kind):
         return value
+    if isinstance(value, Annotation):
+        return _unwrap(value, raise_on_failure)
     holding = _holding_futures(value)
     if not holding:
         return value
@@ -239,6 +266,8 @@ def _holding_futures(root: Any) -> set[int]:
                 continue
             if kind is TaskRunFuture or isinstance(part, TaskRunFuture):
                 holds = True
+            elif isinstance(part, Annotation):
+                holds = True  # rebuilt with the annotation unwrapped
             elif _how(part) != _OPAQUE:
                 above = parents.get(id(part))
                 if above is None:
@@ -313,6 +342,8 @@ def _rebuild(root: Any, holding: set[int], raise_on_failure: bool = True) -> Any
                 frame.parts.append(part)
             elif kind is TaskRunFuture or isinstance(part, TaskRunFuture):
                 frame.parts.append(part.result(raise_on_failure=raise_on_failure))
+            elif isinstance(part, Annotation):
+                frame.parts.append(_unwrap(part, raise_on_failure))
             elif id(part) not in holding:
                 frame.parts.append(part)
             elif id(part) in built:
@@ -373,3 +404,29 @@ def _finish(frame: _Frame) -> Any:
             object.__setattr__(new, name, part)
         return new
     return container.model_copy(update=changed)
+
+
+def _unwrap(annotation: Annotation[Any], raise_on_failure: bool) -> Any:
+    """The value an annotated argument gives the task: a ``quote``'s value as it is, an
+    ``allow_failure``'s with its futures resolved (a failed run's to its exception), an
+    ``opaque`` future's result."""
+    value = annotation.value
+    if isinstance(annotation, allow_failure):
+        return resolve_futures(value, raise_on_failure=False)
+    if isinstance(annotation, opaque) and isinstance(value, TaskRunFuture):
+        return value.result(raise_on_failure=raise_on_failure)
+    return value
+
+
+def unwrap_annotations(value: Any) -> Any:
+    """``value`` with its annotations unwrapped, for arguments that hold no future to wait
+    for (``resolve_futures`` does the same for the others)."""
+    return resolve_futures(value)
+
+
+def tolerated_futures(values: Iterable[Any], upstream: Iterable[TaskRunFuture[Any]]) -> set[Any]:
+    """The futures of ``upstream`` that sit only inside ``allow_failure`` in ``values``:
+    their runs may fail without stopping the task run that takes them."""
+    strict: list[TaskRunFuture[Any]] = []
+    collect_futures(values, strict, into_allowed=False)
+    return set(upstream).difference(strict)

@@ -27,12 +27,12 @@ class ConcurrentTaskRunner(TaskRunner):
             not isinstance(max_workers, int) or isinstance(max_workers, bool)
         ):
             raise TypeError(
-                f"ConcurrentTaskRunner(max_workers={max_workers!r}): max_workers must be an int, "
-                f"not {type(max_workers).__name__}"
+                f"{type(self).__name__}(max_workers={max_workers!r}): max_workers must be an "
+                f"int, not {type(max_workers).__name__}"
             )
         if max_workers is not None and max_workers < 1:
             raise ValueError(
-                f"ConcurrentTaskRunner(max_workers={max_workers!r}): max_workers must be a "
+                f"{type(self).__name__}(max_workers={max_workers!r}): max_workers must be a "
                 "positive integer, or None for the default "
                 f"({DEFAULT_MAX_WORKERS} on this machine)"
             )
@@ -66,4 +66,4 @@ class ConcurrentTaskRunner(TaskRunner):
         super().shutdown(cancel_pending)
 
     def __repr__(self) -> str:
-        return f"ConcurrentTaskRunner(max_workers={self.max_workers})"
+        return f"{type(self).__name__}(max_workers={self.max_workers})"

@@ -37,16 +37,25 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Self
 
+from flowbook._annotations import Annotation, quote
 from flowbook.engine.runs import FlowRun, TaskRun, current_flow_run, current_task_run
 from flowbook.futures import FutureList, TaskRunFuture
 from flowbook.states import Cancelled, DeferredResult, State
+from flowbook.task_runners._dask_client import get_async_dask_client, get_dask_client
 from flowbook.task_runners._dask_worker import AttemptSpec, FlowRunInfo
 from flowbook.task_runners.base import SubmittedCall, TaskRunner, when_final
 
 if TYPE_CHECKING:
     from flowbook.engine.task_engine import TaskRunEngine
 
-__all__ = ["DaskTaskRunner", "close_cluster", "cluster_info", "restart_cluster"]
+__all__ = [
+    "DaskTaskRunner",
+    "close_cluster",
+    "cluster_info",
+    "get_async_dask_client",
+    "get_dask_client",
+    "restart_cluster",
+]
 
 _log = logging.getLogger("flowbook.dask")
 
@@ -734,8 +743,13 @@ class _DaskCall:
             return
         # a trigger decides from final upstream states: wait for all of them in the kernel
         gated = engine.task.trigger is not None
+        # runs given inside allow_failure(...) may fail: their end is awaited here too, so
+        # that a failure becomes its exception instead of failing the Dask dependency
+        tolerated = getattr(engine, "_tolerated", ())
         pending = [
-            f for f in engine.upstream if not f.done() and (gated or self._live_future(f) is None)
+            f
+            for f in engine.upstream
+            if not f.done() and (gated or f in tolerated or self._live_future(f) is None)
         ]
         if pending:
             self._after(pending, self.submit_attempt)
@@ -805,6 +819,9 @@ class _DaskCall:
             return {k: self._to_dask(v, deps) for k, v in value.items()}
         if kind is set or kind is frozenset:
             return kind(self._to_dask(v, deps) for v in value)
+        if isinstance(value, Annotation):  # quote, opaque, allow_failure: the value given
+            inner = value.value
+            return inner if isinstance(value, quote) else self._to_dask(inner, deps)
         return value
 
     # -- worker events -------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Helpers importable under Prefect's names: ``flowbook.utilities.annotations``."""
