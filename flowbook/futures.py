@@ -28,6 +28,8 @@ __all__ = [
     "PrefectFutureList",
     "TaskRunFuture",
     "as_completed",
+    "resolve_futures_to_results",
+    "resolve_futures_to_states",
     "wait",
 ]
 
@@ -157,6 +159,13 @@ class FutureList(list[TaskRunFuture[R]]):
     """The futures of a ``.map()`` call, with ``result()`` and ``wait()`` over all of them."""
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[R]:
+        """The results in the list's order. A failure is raised as soon as it happens, not
+        after the runs before it in the list have finished."""
+        if raise_on_failure and not all(f.done() for f in self):
+            for f in as_completed(self, timeout):
+                if not f.state.is_completed():
+                    f.result(raise_on_failure=True)
+            timeout = None  # every run is final now
         deadline = None if timeout is None else time.monotonic() + timeout
         out = []
         for f in self:
@@ -204,6 +213,30 @@ def as_completed(
             raise TimeoutError(
                 f"{pending} of {len(items)} futures unfinished after {timeout} s"
             ) from None
+
+
+def resolve_futures_to_results(expr: Any) -> Any:
+    """``expr`` with every future in it replaced by its result (waiting for it); containers
+    holding a future are rebuilt with the same type, anything else is returned as it is."""
+    from flowbook.engine.values import resolve_futures
+
+    return resolve_futures(expr)
+
+
+def resolve_futures_to_states(expr: Any) -> Any:
+    """``expr`` with every future in a list, tuple, set or dict (at any depth) replaced by its
+    final state (waiting for it); other objects are returned as they are."""
+    if isinstance(expr, TaskRunFuture):
+        expr.wait()
+        return expr.state
+    kind = type(expr)
+    if kind is dict:
+        return {k: resolve_futures_to_states(v) for k, v in expr.items()}
+    if kind in (list, tuple, set, frozenset):
+        return kind(resolve_futures_to_states(v) for v in expr)
+    if isinstance(expr, tuple) and hasattr(expr, "_fields"):  # a namedtuple
+        return kind(*(resolve_futures_to_states(v) for v in expr))
+    return expr
 
 
 # Prefect 3's names for the same classes (``from prefect.futures import PrefectFuture``)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 # Prefect's import path for run loggers (``prefect.logging.loggers``) names this module too
 sys.modules.setdefault(f"{__name__}.loggers", sys.modules[__name__])
 
-__all__ = ["RunLogger", "flow_run_logger", "get_run_logger", "task_run_logger"]
+__all__ = ["RunLogger", "flow_run_logger", "get_logger", "get_run_logger", "task_run_logger"]
 
 ROOT = logging.getLogger("flowbook")
 _FLOW_LOGGER = logging.getLogger("flowbook.flow_runs")
@@ -110,6 +110,15 @@ def _run_logger(
     if extra:
         adapter.extra = {**extra, **(adapter.extra or {})}
     return adapter
+
+
+def get_logger(name: str | None = None) -> logging.Logger:
+    """A plain logger with flowbook's configuration, usable anywhere: ``flowbook`` or
+    ``flowbook.<name>``. Its records belong to no run (as Prefect's ``get_logger``)."""
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"get_logger() takes a logger name (a str), not {name!r}")
+    root = plain_logger()
+    return root.getChild(name) if name else root
 
 
 def plain_logger() -> logging.Logger:

@@ -321,13 +321,16 @@ class FlowRunEngine:
         if failed or cancelled:
             unseen = sum(1 for r in failed + cancelled if not r.observed)
             handled = len(failed) + len(cancelled) - unseen
+            if not unseen:
+                return Completed(
+                    f"All states completed; {handled}/{len(runs)} failed task runs were handled "
+                    "by the flow.",
+                    data,
+                )
             parts = []
             if handled:
                 parts.append(f"{handled}/{len(runs)} failed task runs were handled by the flow")
-            if unseen:
-                parts.append(
-                    f"{unseen}/{len(runs)} task runs failed without the flow looking at them"
-                )
+            parts.append(f"{unseen}/{len(runs)} task runs failed without the flow looking at them")
             return Completed(f"The flow returned; {'; '.join(parts)}.", data)
         return Completed("All states completed.", data)
 

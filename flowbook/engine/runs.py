@@ -114,7 +114,13 @@ class FlowRun:
         self.task_runner: TaskRunner | None = None
         # Every task run of this flow run, subflow records included, in creation order.
         self.task_runs: list[TaskRun] = []
-        self.log_prints = bool(flow.log_prints)
+        log_prints: bool | None = flow.log_prints
+        if log_prints is None and parent_task_run is not None:
+            # a nested flow without its own log_prints inherits its parent's (as tasks do);
+            # the ignore: mypy has not yet seen FlowRun.log_prints, assigned just below
+            parent = parent_task_run.flow_run
+            log_prints = parent.log_prints if parent is not None else None  # type: ignore[has-type]
+        self.log_prints = bool(log_prints)
         self.cancel_event = threading.Event()
         # the BackgroundRun handle of a run started with Flow.run_background
         self.background: Any = None

@@ -95,8 +95,8 @@ PIPELINE = code(
     def pipeline(n):
         squares = square.map(range(n))
         result = total.submit(squares)
-        explode.submit()
-        return result.result()
+        exploded = explode.submit()
+        return result.result(), exploded.result()
 
     state = pipeline(20, return_state=True)
     """

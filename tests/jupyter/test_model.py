@@ -105,10 +105,11 @@ def test_a_map_is_one_node_with_its_progress_and_a_downstream_edge(feeder: Feede
 
 def test_a_failed_run_shows_first_with_its_traceback(feeder: Feeder) -> None:
     @flow
-    def mixed() -> None:
+    def mixed() -> Any:
         futures = [inc.submit(1), fail.submit(7)]
         for f in futures:
             f.wait()
+        return futures  # (their results: the failure fails the flow)
 
     state = mixed(return_state=True)
     assert state.is_failed()

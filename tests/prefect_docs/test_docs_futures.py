@@ -1,0 +1,312 @@
+"""docs/v3/api-ref/python/prefect-futures.mdx (the futures API reference), entry by entry.
+
+Each test names the entry of that page (PrefectHQ/prefect repository) whose documented
+behaviour it checks. PrefectFuture / PrefectFutureList being flowbook's TaskRunFuture /
+FutureList is checked in test_api_small.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import namedtuple
+from typing import Any
+
+import pytest
+
+from flowbook import flow, runtime, task
+from flowbook.futures import (
+    PrefectFuture,
+    as_completed,
+    resolve_futures_to_results,
+    resolve_futures_to_states,
+    wait,
+)
+from flowbook.states import State
+
+PAGE = "docs/v3/api-ref/python/prefect-futures.mdx"
+
+
+@task
+def _sleep_task(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@task
+def _fails_after(seconds: float) -> None:
+    time.sleep(seconds)
+    raise RuntimeError(f"failed after {seconds}")
+
+
+def test_wait_with_a_timeout_splits_done_and_not_done() -> None:
+    # wait: "A named 2-tuple of sets. The first set, named 'done', contains the futures that
+    # completed ... before the wait completed. The second set, named 'not_done', contains
+    # uncompleted futures"
+    @flow
+    def my_flow() -> tuple[int, int, bool]:
+        futures = _sleep_task.map([0.0, 0.0, 0.4])
+        result = wait(futures, timeout=0.15)
+        done, not_done = result
+        assert result.done is done
+        assert result.not_done is not_done
+        return len(done), len(not_done), futures[2] in not_done
+
+    assert my_flow() == (2, 1, True)
+
+
+def test_wait_without_a_timeout_waits_for_all() -> None:
+    # wait: "timeout: ... If None, then there is no limit on the wait time"
+    @flow
+    def my_flow() -> tuple[int, int]:
+        done, not_done = wait(_sleep_task.map([0.05, 0.1]))
+        return len(done), len(not_done)
+
+    assert my_flow() == (2, 0)
+
+
+def test_wait_removes_duplicate_futures() -> None:
+    # wait: "Duplicate futures given to *futures* are removed and will be returned only once"
+    @flow
+    def my_flow() -> int:
+        f = _sleep_task.submit(0.0)
+        done, _ = wait([f, f, f])
+        return len(done)
+
+    assert my_flow() == 1
+
+
+def test_as_completed_yields_futures_in_the_order_they_finish() -> None:
+    # as_completed(futures, timeout): a generator of the futures as they complete
+    @flow
+    def my_flow() -> list[float]:
+        futures = _sleep_task.map([0.3, 0.0, 0.15])
+        return [f.result() for f in as_completed(futures)]
+
+    assert my_flow() == [0.0, 0.15, 0.3]
+
+
+def test_as_completed_with_a_timeout_raises_timeout_error() -> None:
+    # as_completed(futures, timeout: float | None = None)
+    @flow
+    def my_flow() -> list[float]:
+        seen: list[float] = []
+        futures = _sleep_task.map([0.0, 0.4])
+        completed = as_completed(futures, timeout=0.15)
+        seen.append(next(completed).result())
+        with pytest.raises(TimeoutError, match=r"1 of 2 futures unfinished after 0.15 s"):
+            next(completed)
+        return seen
+
+    assert my_flow() == [0.0]
+
+
+def test_future_state_is_the_current_state_of_the_run() -> None:
+    # PrefectFuture.state: "The current state of the task run associated with this future"
+    started = threading.Event()
+    release = threading.Event()
+
+    @task
+    def held() -> int:
+        started.set()
+        release.wait(5)
+        return 1
+
+    @flow
+    def my_flow() -> tuple[str, str]:
+        future = held.submit()
+        started.wait(5)
+        while_running = future.state.type.value
+        release.set()
+        future.wait()
+        return while_running, future.state.type.value
+
+    assert my_flow() == ("RUNNING", "COMPLETED")
+
+
+def test_future_task_run_id_is_the_runs_id() -> None:
+    # PrefectFuture.task_run_id: "The ID of the task run associated with this future"
+    @task
+    def own_id() -> str:
+        return str(runtime.task_run.id)
+
+    @flow
+    def my_flow() -> tuple[str, str]:
+        future = own_id.submit()
+        return str(future.task_run_id), future.result()
+
+    future_id, run_id = my_flow()
+    assert future_id == run_id
+
+
+def test_future_result_with_a_timeout_raises_timeout_error() -> None:
+    # PrefectFuture.result(timeout: float | None = None, raise_on_failure: bool = True)
+    @flow
+    def my_flow() -> float:
+        future = _sleep_task.submit(0.3)
+        with pytest.raises(TimeoutError, match=r"did not finish within 0.05 s"):
+            future.result(timeout=0.05)
+        return future.result()
+
+    assert my_flow() == 0.3
+
+
+def test_future_wait_with_a_timeout_returns_without_raising() -> None:
+    # PrefectFuture.wait(timeout: float | None = None) -> None: waiting gives up quietly
+    @flow
+    def my_flow() -> tuple[bool, bool]:
+        future = _sleep_task.submit(0.3)
+        future.wait(timeout=0.01)
+        early = future.state.is_final()
+        future.wait()
+        return early, future.state.is_final()
+
+    assert my_flow() == (False, True)
+
+
+def test_add_done_callback_is_called_with_the_future() -> None:
+    # PrefectFuture.add_done_callback: "fn: A callable that will be called with this future as
+    # its only argument when the future completes"
+    called: list[tuple[Any, str]] = []
+
+    futures: list[PrefectFuture[float]] = []
+
+    @flow
+    def my_flow() -> None:
+        future = _sleep_task.submit(0.05)
+        futures.append(future)
+        future.add_done_callback(lambda f: called.append((f, f.state.type.value)))
+        future.wait()
+        # once done, a new callback is called at once
+        future.add_done_callback(lambda f: called.append((f, "late")))
+
+    my_flow()
+    assert [c[1] for c in called] == ["COMPLETED", "late"]
+    assert all(c[0] is futures[0] for c in called)
+
+
+def test_future_list_result_keeps_the_lists_order() -> None:
+    # PrefectFutureList.result: "A list of results of the task runs, in the same order as the
+    # futures in the list"
+    @flow
+    def my_flow() -> list[float]:
+        return _sleep_task.map([0.2, 0.0, 0.1]).result()
+
+    assert my_flow() == [0.2, 0.0, 0.1]
+
+
+def test_future_list_result_raises_a_failure_as_soon_as_it_happens() -> None:
+    # PrefectFutureList.result: "Uses as_completed internally so that failures are raised as
+    # soon as they occur rather than waiting for earlier, still-running futures to finish"
+    @flow
+    def my_flow() -> float:
+        slow = _sleep_task.submit(0.5)
+        quick_failure = _fails_after.submit(0.0)
+        futures = type(_sleep_task.map([]))([slow, quick_failure])
+        start = time.perf_counter()
+        with pytest.raises(RuntimeError, match=r"failed after 0\.0"):
+            futures.result()
+        return time.perf_counter() - start
+
+    state = my_flow(return_state=True)
+    assert state.result(raise_on_failure=False) < 0.3
+
+
+def test_future_list_result_with_a_timeout_raises_timeout_error() -> None:
+    # PrefectFutureList.result: "TimeoutError: If the timeout is reached before all futures
+    # complete"
+    @flow
+    def my_flow() -> None:
+        futures = _sleep_task.map([0.0, 0.4])
+        with pytest.raises(TimeoutError):
+            futures.result(timeout=0.1)
+
+    my_flow()
+
+
+def test_future_list_result_without_raising_gives_exceptions_in_place() -> None:
+    # PrefectFutureList.result: "raise_on_failure: If True, an exception will be raised if any
+    # task run fails"; with False the failed run's exception takes its place
+    @task
+    def maybe(x: int) -> int:
+        if x == 1:
+            raise ValueError(f"bad {x}")
+        return x
+
+    @flow
+    def my_flow() -> list[Any]:
+        return maybe.map([0, 1, 2]).result(raise_on_failure=False)
+
+    values = my_flow(return_state=True).result(raise_on_failure=False)
+    assert values[0] == 0
+    assert values[2] == 2
+    assert isinstance(values[1], ValueError)
+    assert str(values[1]) == "bad 1"
+
+
+def test_future_list_wait_with_a_timeout_does_not_raise() -> None:
+    # PrefectFutureList.wait: "This method will not raise if the timeout is reached"
+    @flow
+    def my_flow() -> list[bool]:
+        futures = _sleep_task.map([0.0, 0.3])
+        futures.wait(timeout=0.1)
+        return [f.done() for f in futures]
+
+    assert my_flow() == [True, False]
+
+
+Pair = namedtuple("Pair", "left right")
+
+
+def test_resolve_futures_to_results_keeps_the_structure() -> None:
+    # resolve_futures_to_results: "recursively find PrefectFutures and build a new collection
+    # with the same structure with futures resolved to their final results"; "Unsupported
+    # object types will be returned without modification"
+    marker = object()
+
+    @flow
+    def my_flow() -> Any:
+        a, b = _sleep_task.submit(0.0), _sleep_task.submit(0.05)
+        return resolve_futures_to_results(
+            {"list": [a, (b, 3)], "pair": Pair(a, "x"), "other": marker}
+        )
+
+    assert my_flow() == {"list": [0.0, (0.05, 3)], "pair": Pair(0.0, "x"), "other": marker}
+
+
+def test_resolve_futures_to_states_keeps_the_structure() -> None:
+    # resolve_futures_to_states: "build a new collection with the same structure with futures
+    # resolved to their final states. Resolving futures to their final states may wait for
+    # execution to complete"
+    @flow
+    def my_flow() -> Any:
+        ok, bad = _sleep_task.submit(0.05), _fails_after.submit(0.0)
+        return resolve_futures_to_states({"runs": [ok, (bad,)], "n": 1, "s": {2}})
+
+    resolved = my_flow(return_state=True).result(raise_on_failure=False)
+    ok_state, (bad_state,) = resolved["runs"]
+    assert isinstance(ok_state, State)
+    assert ok_state.is_completed()
+    assert isinstance(bad_state, State)
+    assert bad_state.is_failed()
+    assert resolved["n"] == 1
+    assert resolved["s"] == {2}
+
+
+# -- how it fails ---------------------------------------------------------------------------
+
+
+def test_as_completed_refuses_something_that_is_not_a_future() -> None:
+    # as_completed(futures: list[PrefectFuture[R]]): futures only
+    with pytest.raises(TypeError, match=r"as_completed\(\) takes futures .* got 42 of type int"):
+        list(as_completed([42]))  # type: ignore[arg-type]
+
+
+def test_a_failed_task_run_reraises_its_exception_from_result() -> None:
+    # PrefectFuture.result(raise_on_failure=True): the task run's exception is raised
+    @flow
+    def my_flow() -> None:
+        _fails_after.submit(0.0).result()
+
+    with pytest.raises(RuntimeError, match=r"failed after 0\.0"):
+        my_flow()
