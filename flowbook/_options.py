@@ -94,7 +94,7 @@ def check_unknown(kind: str, options: dict[str, Any]) -> None:
     fields = _models()[kind].model_fields
     for name in options:
         if name not in fields:
-            known = [*fields, *_PREFECT1_TASK_OPTIONS] if kind == "task" else list(fields)
+            known = [*fields, *_ACCEPTED_TASK_OPTIONS] if kind == "task" else list(fields)
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise TypeError(
@@ -349,7 +349,15 @@ _PREFECT1_NO_OPS = {
     "skip_on_upstream_skip": "flowbook task runs are never skipped",
     "cache_key": "a flowbook cache entry belongs to one task; tasks do not share entries",
 }
+# Prefect 3 ``@task`` options flowbook accepts and does not honour, and why: accepted with a
+# warning naming them, so that Prefect 3 code runs as written.
+_PREFECT3_NO_OPS = {
+    "result_storage_key": "flowbook keeps each task run's result in its run store under the "
+    "run's id, not under a key of yours; to reuse a result, give cache_policy= or "
+    "cache_key_fn=",
+}
 _PREFECT1_TASK_OPTIONS = frozenset(_PREFECT1_TWINS) | frozenset(_PREFECT1_NO_OPS)
+_ACCEPTED_TASK_OPTIONS = _PREFECT1_TASK_OPTIONS | frozenset(_PREFECT3_NO_OPS)
 
 
 def replaced_by(changes: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
@@ -363,14 +371,22 @@ def replaced_by(changes: dict[str, Any], options: dict[str, Any]) -> dict[str, A
 def translate_task_options(options: dict[str, Any], stacklevel: int = 3) -> dict[str, Any]:
     """``options`` with Prefect 1 ``@task`` options replaced by flowbook's.
 
-    Options flowbook cannot honour are dropped with one ``UserWarning`` each (``stacklevel``:
-    where the user's call is, counted from this function's caller); a Prefect 1 option given
-    with its flowbook twin is a ``TypeError`` naming both. Without Prefect 1 options,
-    ``options`` itself is returned.
+    Options flowbook cannot honour (Prefect 1's and Prefect 3's) are dropped with one
+    ``UserWarning`` each (``stacklevel``: where the user's call is, counted from this
+    function's caller); a Prefect 1 option given with its flowbook twin is a ``TypeError``
+    naming both. Without such options, ``options`` itself is returned.
     """
-    if _PREFECT1_TASK_OPTIONS.isdisjoint(options):
+    if _ACCEPTED_TASK_OPTIONS.isdisjoint(options):
         return options
     out = dict(options)
+    for name, why in _PREFECT3_NO_OPS.items():
+        if name in out and out.pop(name) is not None:
+            warnings.warn(
+                f"@task({name}=...): the option {name!r} does nothing in flowbook ({why}); "
+                "remove it to silence this warning",
+                UserWarning,
+                stacklevel=stacklevel,
+            )
     for old, new in _PREFECT1_TWINS.items():
         if out.get(old) is not None and out.get(new) is not None:
             raise TypeError(

@@ -25,13 +25,13 @@ share an entry, whatever their policies.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flowbook.caching.hashing import UnhashableInputError, stable_hash
+from flowbook.caching.keys import checked_code, hashed_inputs, key_digest
+from flowbook.registry import caller_stacklevel
 
 if TYPE_CHECKING:
     from flowbook.caching.dependencies import CodeIdentity
@@ -75,20 +75,13 @@ class _Parts:
         self.inputs: list[tuple[str, str]] | None = None
         self.extra: list[tuple[str, str]] = []
 
-    def key(self) -> str | None:
+    def key(self, task_key: str) -> str | None:
+        """The key of these parts (``task_input_hash``'s digest: ``INPUTS + TASK_SOURCE``
+        makes the key it makes); None when there is nothing to key on."""
         code, inputs, extra = self.code, self.inputs, self.extra
         if code is None and not inputs and not extra:
             return None  # nothing to key on: the call is not cached
-        digest = hashlib.sha256(b"flowbook-policy")
-        if code is not None:
-            digest.update(b"\0source=" + code.source.encode())
-            if code.digest is not None:
-                digest.update(b"\0code=" + code.digest.encode())
-        for name, value_hash in inputs or ():
-            digest.update(b"\0input:" + name.encode() + b"=" + value_hash.encode())
-        for name, value in sorted(extra):
-            digest.update(b"\0" + name.encode() + b"=" + value.encode())
-        return digest.hexdigest()
+        return key_digest(task_key, code, inputs or [], extra)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -157,7 +150,7 @@ class CachePolicy:
             self._collect(task_ctx, inputs or {}, flow_parameters or {}, parts)
         except _Uncached:
             return None
-        return parts.key()
+        return parts.key(_task_key(task_ctx))
 
     def _collect(
         self, ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], parts: _Parts
@@ -245,23 +238,19 @@ class Inputs(CachePolicy):
     def _collect(
         self, ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], parts: _Parts
     ) -> None:
-        hashed: list[tuple[str, str]] = []
-        exclude = self.exclude
-        for name in sorted(inputs):
-            if name in exclude:
-                continue
-            try:
-                hashed.append((name, stable_hash(inputs[name])))
-            except UnhashableInputError as exc:
-                warnings.warn(
-                    f"task {_task_name(ctx)!r}: input {name!r} cannot be hashed by content "
-                    f"({exc}); this call runs without the cache. Leave it out of the key "
-                    f"(cache_policy={self!r} - {name!r}), pass data that can be compared by "
-                    "value, or use cache_policy=NO_CACHE",
-                    _key_warning(),
-                    stacklevel=4,
-                )
-                raise _Uncached from None
+        hashed = hashed_inputs(
+            inputs,
+            _task_name(ctx),
+            "input",
+            lambda name: (
+                f"Leave it out of the key (cache_policy={self!r} - {name!r}), pass "
+                "data that can be compared by value, or use cache_policy=NO_CACHE"
+            ),
+            4,
+            self.exclude,
+        )
+        if hashed is None:
+            raise _Uncached
         parts.inputs = hashed
 
     def __sub__(self, other: object) -> CachePolicy:
@@ -283,20 +272,17 @@ class TaskSource(CachePolicy):
     def _collect(
         self, ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], parts: _Parts
     ) -> None:
-        from flowbook.caching.dependencies import code_identity
-
         task = getattr(ctx, "task", None)
         fn = getattr(task, "fn", None)
         if fn is None:
             return
-        code = code_identity(fn)
-        if code.problem is not None:
-            warnings.warn(
-                f"task {_task_name(ctx)!r}: {code.problem}; its calls run without the cache. "
-                "Leave TASK_SOURCE out of its cache policy, or make the value plain data",
-                _key_warning(),
-                stacklevel=4,
-            )
+        code = checked_code(
+            fn,
+            _task_name(ctx),
+            "Leave TASK_SOURCE out of its cache policy, or make the value plain data",
+            4,
+        )
+        if code is None:
             raise _Uncached
         parts.code = code
 
@@ -311,18 +297,10 @@ class FlowParameters(CachePolicy):
     def _collect(
         self, ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], parts: _Parts
     ) -> None:
-        for name in sorted(flow_parameters):
-            try:
-                value_hash = stable_hash(flow_parameters[name])
-            except UnhashableInputError as exc:
-                warnings.warn(
-                    f"task {_task_name(ctx)!r}: flow parameter {name!r} cannot be hashed by "
-                    f"content ({exc}); this call runs without the cache",
-                    _key_warning(),
-                    stacklevel=4,
-                )
-                raise _Uncached from None
-            parts.extra.append((f"flow_parameter:{name}", value_hash))
+        hashed = hashed_inputs(flow_parameters, _task_name(ctx), "flow parameter", "", 4)
+        if hashed is None:
+            raise _Uncached
+        parts.extra.extend((f"flow_parameter:{name}", value_hash) for name, value_hash in hashed)
 
     def __repr__(self) -> str:
         return "FLOW_PARAMETERS"
@@ -330,19 +308,17 @@ class FlowParameters(CachePolicy):
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class RunId(CachePolicy):
-    """Keys on the id of the flow run the task runs in; outside a flow, of the task run
-    itself (so such a call is never served from the cache)."""
+    """Keys on the id of the flow run the task runs in. Outside a flow the run is the task
+    run itself (Prefect's "prevailing task run id"): no later call can have that key, so the
+    call runs uncached rather than store an entry and a miss that nothing can ever use."""
 
     def _collect(
         self, ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], parts: _Parts
     ) -> None:
         flow_run = getattr(ctx, "flow_run", None)
-        if flow_run is not None:
-            parts.extra.append(("run_id", str(flow_run.id)))
-            return
-        task_run = getattr(ctx, "task_run", None)
-        if task_run is not None:
-            parts.extra.append(("run_id", str(task_run.id)))
+        if flow_run is None:
+            raise _Uncached
+        parts.extra.append(("run_id", str(flow_run.id)))
 
     def __repr__(self) -> str:
         return "RUN_ID"
@@ -433,10 +409,8 @@ def _task_name(ctx: Any) -> str:
     return str(getattr(task, "name", task))
 
 
-def _key_warning() -> type[Warning]:
-    from flowbook.caching.keys import CacheKeyWarning
-
-    return CacheKeyWarning
+def _task_key(ctx: Any) -> str:
+    return str(getattr(getattr(ctx, "task", None), "task_key", ""))
 
 
 class _PolicyKeyFn:
@@ -460,7 +434,7 @@ class _PolicyKeyFn:
             self.policy._collect(context, parameters, flow_parameters, parts)
         except _Uncached:
             return None
-        key = parts.key()
+        key = parts.key(_task_key(context))
         if key is not None:
             from flowbook.caching.keys import CacheKeyContext
 
@@ -487,7 +461,7 @@ def _for_task(
             f"task {name!r}: both cache_policy={policy!r} and cache_key_fn="
             f"{getattr(key_fn, '__name__', key_fn)} are given; cache_key_fn is used",
             CachePolicyWarning,
-            stacklevel=_user_stacklevel(),
+            stacklevel=caller_stacklevel(),
         )
     if key_fn is not None:
         effective: CachePolicy = CacheKeyFnPolicy(cache_key_fn=key_fn)
@@ -503,7 +477,7 @@ def _for_task(
             f"task {name!r}: persist_result=False, so its calls are not cached; {what} is "
             "ignored. Remove persist_result=False to cache them",
             CachePolicyWarning,
-            stacklevel=_user_stacklevel(),
+            stacklevel=caller_stacklevel(),
         )
         return NO_CACHE, None
     if isinstance(effective, _None):
@@ -531,18 +505,5 @@ def _check_excluded(name: str, fn: Callable[..., Any], policy: CachePolicy) -> N
             f"task {name!r}: cache_policy={policy!r} leaves out input {missing!r}, which is "
             f"not a parameter of the task (parameters: {', '.join(params) or 'none'})",
             CachePolicyWarning,
-            stacklevel=_user_stacklevel(),
+            stacklevel=caller_stacklevel(),
         )
-
-
-def _user_stacklevel() -> int:
-    """The stack level of the first frame outside flowbook (the decorated function's line)."""
-    frame = inspect.currentframe()
-    level = 1
-    while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        if level > 1 and not (module == "flowbook" or module.startswith("flowbook.")):
-            return level - 1
-        frame = frame.f_back
-        level += 1
-    return 2

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
+from flowbook._hook_methods import HookMethods
 from flowbook._options import check_template, check_unknown, render_run_name, validate_options
 from flowbook._validation import compile_validator, has_annotations
 from flowbook.engine import interrupts
@@ -56,8 +57,11 @@ def check_executor(value: Any, given: str | None = None) -> None:
         )
 
 
-class Flow(Generic[P, R]):
+class Flow(HookMethods, Generic[P, R]):
     """A function decorated with ``@flow``; ``Flow("name")`` is a Prefect 1 functional flow."""
+
+    _hook_kind = "flow"
+    _hook_options = ("on_completion", "on_failure", "on_cancellation", "on_crashed", "on_running")
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         # Prefect 1 spelled a flow ``with Flow("name") as flow:``: a name where ``@flow``'s
@@ -100,6 +104,12 @@ class Flow(Generic[P, R]):
             fn = fn.__func__
         if not callable(fn):
             raise TypeError(f"@flow decorates a function; got {fn!r} of type {type(fn).__name__}")
+        if inspect.isasyncgenfunction(fn):
+            raise TypeError(
+                f"@flow cannot decorate the async generator function "
+                f"{getattr(fn, '__qualname__', fn)!r}: async generator flows are not supported; "
+                "make it a generator flow (def with yield) or an async flow that returns a list"
+            )
         options = {k: v for k, v in locals().items() if k not in ("self", "fn", "__class__")}
         self._options = {k: v for k, v in options.items() if v is not None}
         validate_options("flow", self._options)
@@ -213,7 +223,15 @@ class Flow(Generic[P, R]):
             self._validator = compile_validator(self.name, self.fn, self.signature)
         bound = copy.copy(self)
         bound._bound_to = target
+        bound._copy_hooks()  # a hook added to the bound copy stays on it
         return bound
+
+    def bound_parameter(self) -> str | None:
+        """The name of the parameter the bound object fills (``self``, ``cls``), or None
+        for a flow that is not bound."""
+        if self._bound_to is _UNBOUND:
+            return None
+        return next(iter(self.signature.parameters))
 
     def with_options(self, **changes: Any) -> Flow[P, R]:
         """A copy of this flow with some options changed (its run config and executor kept)."""
@@ -229,52 +247,14 @@ class Flow(Generic[P, R]):
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r}, fn={getattr(self.fn, '__qualname__', self.fn)!r})"
 
-    # -- state hooks (decorators: ``@my_flow.on_failure``) -------------------------------------
-    _state_hooks: Any = None  # (for flows made without __init__)
-
-    def on_completion(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Add ``fn(flow, flow_run, state)`` to the hooks of a run's ``Completed`` state."""
-        return self._add_hook("on_completion", self.on_completion_hooks, fn)
-
-    def on_failure(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Add ``fn(flow, flow_run, state)`` to the hooks of a run's ``Failed`` state."""
-        return self._add_hook("on_failure", self.on_failure_hooks, fn)
-
+    # -- state hooks (decorators: ``@my_flow.on_failure``; flowbook._hook_methods) ------------
     def on_cancellation(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Add ``fn(flow, flow_run, state)`` to the hooks of a run's ``Cancelled`` state."""
-        return self._add_hook("on_cancellation", self.on_cancellation_hooks, fn)
+        return self._add_hook("on_cancellation", fn)
 
     def on_crashed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Add ``fn(flow, flow_run, state)`` to the hooks of a run's ``Crashed`` state."""
-        return self._add_hook("on_crashed", self.on_crashed_hooks, fn)
-
-    def on_running(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Add ``fn(flow, flow_run, state)`` to the hooks of each attempt's start."""
-        return self._add_hook("on_running", self.on_running_hooks, fn)
-
-    def _add_hook(
-        self, option: str, hooks: list[Callable[..., Any]], fn: Callable[..., Any]
-    ) -> Callable[..., Any]:
-        from flowbook.engine.hooks import check_hooks
-
-        check_hooks("flow", option, [fn])
-        hooks.append(fn)
-        self._options[option] = list(hooks)  # with_options copies keep it
-        self._hooks_changed()
-        return fn
-
-    def _hooks_changed(self) -> None:
-        from flowbook.engine.hooks import StateHooks
-
-        self._state_hooks = StateHooks.build(
-            {
-                "on_completion": self.on_completion_hooks,
-                "on_failure": self.on_failure_hooks,
-                "on_cancellation": self.on_cancellation_hooks,
-                "on_crashed": self.on_crashed_hooks,
-                "on_running": self.on_running_hooks,
-            }
-        )
+        return self._add_hook("on_crashed", fn)
 
     # -- calling -------------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -349,7 +329,8 @@ class Flow(Generic[P, R]):
                 f"run {run!r} of flow {self.name!r} completed: there is nothing to resume; call "
                 "the flow to run it again"
             )
-        engine = FlowRunEngine(self, (), parameters)
+        bound = () if self._bound_to is _UNBOUND else (self._bound_to,)
+        engine = FlowRunEngine(self, bound, parameters)
         engine.resumed_from = run_id
         for row in done:
             try:

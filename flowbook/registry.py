@@ -109,7 +109,7 @@ def register_flow(
             warnings.warn(
                 f"register({option}={value!r}) has no effect in flowbook ({why}); it is ignored",
                 UserWarning,
-                stacklevel=_caller_stacklevel(),
+                stacklevel=caller_stacklevel(),
             )
     if project_name is None:  # @flow(project=...) names the project a flow belongs to
         project_name = getattr(flow, "project", None)
@@ -153,8 +153,9 @@ def register_flow(
     return fid
 
 
-def _caller_stacklevel() -> int:
-    """The stack level of the first frame outside flowbook (for warnings)."""
+def caller_stacklevel() -> int:
+    """The stack level of the first frame outside flowbook, as ``warnings.warn`` counts it
+    from the function calling this one (cache_policies warns with it too)."""
     frame: types.FrameType | None = sys._getframe(1)
     level = 1
     while frame is not None and _is_flowbook(frame.f_globals.get("__name__")):

@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from typing_extensions import ParamSpec
 
+from flowbook._hook_methods import HookMethods
 from flowbook._options import (
     check_template,
     check_unknown,
@@ -114,8 +115,11 @@ def _delays_from_callable(options: dict[str, Any]) -> dict[str, Any]:
     return {**options, "retry_delay_seconds": list(delays) or None}
 
 
-class Task(Generic[P, R]):
+class Task(HookMethods, Generic[P, R]):
     """A function decorated with ``@task``."""
+
+    _hook_kind = "task"
+    _hook_options = ("on_completion", "on_failure", "on_running")
 
     def __init__(
         self,
@@ -227,30 +231,6 @@ class Task(Generic[P, R]):
     def __repr__(self) -> str:
         return f"Task(name={self.name!r}, fn={getattr(self.fn, '__qualname__', self.fn)!r})"
 
-    # -- state hooks (decorators: ``@my_task.on_failure``) -------------------------------------
-    def on_completion(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Add ``fn(task, task_run, state)`` to the hooks of a run's ``Completed`` state."""
-        return self._add_hook("on_completion", self.on_completion_hooks, fn)
-
-    def on_failure(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Add ``fn(task, task_run, state)`` to the hooks of a run's ``Failed`` state."""
-        return self._add_hook("on_failure", self.on_failure_hooks, fn)
-
-    def on_running(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Add ``fn(task, task_run, state)`` to the hooks of each attempt's start."""
-        return self._add_hook("on_running", self.on_running_hooks, fn)
-
-    def _add_hook(
-        self, option: str, hooks: list[Callable[..., Any]], fn: Callable[..., Any]
-    ) -> Callable[..., Any]:
-        from flowbook.engine.hooks import check_hooks
-
-        check_hooks("task", option, [fn])
-        hooks.append(fn)
-        self._options[option] = list(hooks)  # with_options copies keep it
-        self._hooks_changed()
-        return fn
-
     def __copy__(self) -> Task[P, R]:
         copy = object.__new__(type(self))
         copy.__dict__.update(self.__dict__)  # hooks included (pickling leaves them out)
@@ -261,23 +241,12 @@ class Task(Generic[P, R]):
         # where its lifecycle does, in this process, so they stay here and need not pickle.
         state = dict(self.__dict__)
         if self._state_hooks is not None:
-            hooks = ("on_completion", "on_failure", "on_running")
+            hooks = self._hook_options
             state["_options"] = {k: v for k, v in self._options.items() if k not in hooks}
             state.update(
                 on_completion_hooks=[], on_failure_hooks=[], on_running_hooks=[], _state_hooks=None
             )
         return state
-
-    def _hooks_changed(self) -> None:
-        from flowbook.engine.hooks import StateHooks
-
-        self._state_hooks = StateHooks.build(
-            {
-                "on_completion": self.on_completion_hooks,
-                "on_failure": self.on_failure_hooks,
-                "on_running": self.on_running_hooks,
-            }
-        )
 
     # -- calling -------------------------------------------------------------------------------
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:

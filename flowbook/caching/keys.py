@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
@@ -28,7 +29,15 @@ if TYPE_CHECKING:
     from flowbook.engine.runs import FlowRun, TaskRun
     from flowbook.tasks import Task
 
-__all__ = ["CacheKeyContext", "CacheKeyWarning", "KeyParts", "task_input_hash"]
+__all__ = [
+    "CacheKeyContext",
+    "CacheKeyWarning",
+    "KeyParts",
+    "checked_code",
+    "hashed_inputs",
+    "key_digest",
+    "task_input_hash",
+]
 
 
 class CacheKeyWarning(UserWarning):
@@ -165,40 +174,100 @@ def task_input_hash(context: CacheKeyContext, arguments: dict[str, Any]) -> str 
     """Cache key from the task's identity, the code it runs and the content of its arguments.
 
     Returns None (the call runs uncached) with a ``CacheKeyWarning`` naming the argument (or
-    the closure variable) when it cannot be hashed by content.
+    the closure variable) when it cannot be hashed by content. The cache policy
+    ``INPUTS + TASK_SOURCE`` makes the same key from the same helpers.
     """
     task = context.task
-    code = code_identity(task.fn)
-    if code.problem is not None:
-        warnings.warn(
-            f"task {task.name!r}: {code.problem}; its calls run without the cache. Give the "
-            "task a cache_key_fn that keys on something stable, or make the value plain data",
-            CacheKeyWarning,
-            stacklevel=2,
-        )
+    code = checked_code(
+        task.fn,
+        task.name,
+        "Give the task a cache_key_fn that keys on something stable, or make the value plain data",
+        2,
+    )
+    if code is None:
         return None
-    digest = hashlib.sha256()
-    digest.update(task.task_key.encode())
-    digest.update(b"\0")
-    digest.update(code.source.encode())
-    if code.digest is not None:
-        digest.update(b"\0code=" + code.digest.encode())
-    inputs: list[tuple[str, str]] = []
-    for name in sorted(arguments):
-        try:
-            value_hash = stable_hash(arguments[name])
-        except UnhashableInputError as exc:
-            warnings.warn(
-                f"task {task.name!r}: argument {name!r} cannot be hashed by content ({exc}); "
-                "this call runs without the cache. Pass data that can be compared by value, "
-                "or give the task a cache_key_fn that keys on something stable",
-                CacheKeyWarning,
-                stacklevel=2,
-            )
-            return None
-        inputs.append((name, value_hash))
-        digest.update(b"\0" + name.encode() + b"=" + value_hash.encode())
-    key = digest.hexdigest()
+    inputs = hashed_inputs(
+        arguments,
+        task.name,
+        "argument",
+        "Pass data that can be compared by value, or give the task a cache_key_fn that keys on "
+        "something stable",
+        2,
+    )
+    if inputs is None:
+        return None
+    key = key_digest(task.task_key, code, inputs)
     if isinstance(context, CacheKeyContext):
         object.__setattr__(context, "_made", (key, code, inputs))  # frozen for key functions
     return key
+
+
+# -- the parts of a key, shared by task_input_hash and the cache policies ----------------------
+
+
+def checked_code(fn: Any, task_name: str, advice: str, stacklevel: int) -> CodeIdentity | None:
+    """The code ``fn`` runs, or None with a ``CacheKeyWarning`` (``advice`` says what to do)
+    when part of it cannot be hashed. ``stacklevel`` counts from the caller of this."""
+    code = code_identity(fn)
+    if code.problem is not None:
+        warnings.warn(
+            f"task {task_name!r}: {code.problem}; its calls run without the cache. {advice}",
+            CacheKeyWarning,
+            stacklevel=stacklevel + 1,
+        )
+        return None
+    return code
+
+
+def hashed_inputs(
+    values: dict[str, Any],
+    task_name: str,
+    what: str,
+    advice: str | Callable[[str], str],
+    stacklevel: int,
+    exclude: tuple[str, ...] = (),
+) -> list[tuple[str, str]] | None:
+    """``(name, content hash)`` of each value but those in ``exclude``, sorted by name; None
+    with a ``CacheKeyWarning`` naming the ``what`` (argument, input, flow parameter) that
+    cannot be hashed by content; ``advice`` says what to do (given the name, if a function).
+    ``stacklevel`` counts from the caller of this."""
+    hashed: list[tuple[str, str]] = []
+    for name in sorted(values):
+        if name in exclude:
+            continue
+        try:
+            hashed.append((name, stable_hash(values[name])))
+        except UnhashableInputError as exc:
+            if callable(advice):
+                advice = advice(name)
+            warnings.warn(
+                f"task {task_name!r}: {what} {name!r} cannot be hashed by content ({exc}); "
+                "this call runs without the cache" + (f". {advice}" if advice else ""),
+                CacheKeyWarning,
+                stacklevel=stacklevel + 1,
+            )
+            return None
+    return hashed
+
+
+def key_digest(
+    task_key: str,
+    code: CodeIdentity | None,
+    inputs: list[tuple[str, str]],
+    extra: list[tuple[str, str]] | tuple[tuple[str, str], ...] = (),
+) -> str:
+    """The cache key of these parts: the task's identity, its code (None: not part of the
+    key), the input hashes in order and other parts (a cache policy's run id, flow parameters,
+    key function), sorted. Other parts are marked with ``+``, which no input name holds."""
+    digest = hashlib.sha256()
+    digest.update(task_key.encode())
+    digest.update(b"\0")
+    if code is not None:
+        digest.update(code.source.encode())
+        if code.digest is not None:
+            digest.update(b"\0code=" + code.digest.encode())
+    for name, value_hash in inputs:
+        digest.update(b"\0" + name.encode() + b"=" + value_hash.encode())
+    for name, value in sorted(extra):
+        digest.update(b"\0+" + name.encode() + b"=" + value.encode())
+    return digest.hexdigest()

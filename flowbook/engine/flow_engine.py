@@ -39,6 +39,7 @@ from flowbook._tags import with_context_tags
 from flowbook.engine import heap
 from flowbook.engine.env import acquire_env, release_env
 from flowbook.engine.events import FlowRunCreated, FlowRunFinished, TaskRunCreated, bus
+from flowbook.engine.hooks import await_pending, drive_async, stop_driving
 from flowbook.engine.interrupts import (
     AsyncBody,
     Body,
@@ -47,7 +48,12 @@ from flowbook.engine.interrupts import (
     release_sigint,
     sigint_guard,
 )
-from flowbook.engine.lifecycle import set_flow_run_state, set_task_run_state
+from flowbook.engine.lifecycle import (
+    call_final_flow_hooks,
+    set_flow_run_state,
+    set_task_run_state,
+)
+from flowbook.engine.returns import aggregate, state_returned
 from flowbook.engine.runs import FlowRun, TaskRun, current_flow_run, current_task_run
 from flowbook.engine.task_engine import root_cause
 from flowbook.engine.timeouts import await_body, call_with_timeout
@@ -136,6 +142,8 @@ class FlowRunEngine:
         self.body: Body | AsyncBody | None = None
         # a state the run ends in before its body starts (its name could not be made)
         self.early: State | None = None
+        # the time a generator flow's body has run so far (its timeout counts only that)
+        self.body_seconds = 0.0
         self.run: FlowRun
 
     # -- state ---------------------------------------------------------------------------------
@@ -162,11 +170,16 @@ class FlowRunEngine:
             kwargs = {k: resolve_futures(v) for k, v in kwargs.items()}
             self.args, self.kwargs = args, kwargs
         parameters = flow.bind_parameters(args, kwargs)
+        # a flow on a method: the bound object (``self``, ``cls``) is passed, not recorded
+        # (it is not pickled, previewed, hashed for retries, nor a runtime parameter)
+        bound = flow.bound_parameter()
+        bound_value = parameters.pop(bound) if bound is not None else None
         invalid: Exception | None = None
         if flow._validator is not None:
             try:
                 parameters = flow.validated_parameters(parameters)
-                self.args, self.kwargs = flow.call_arguments(parameters)
+                called = parameters if bound is None else {bound: bound_value, **parameters}
+                self.args, self.kwargs = flow.call_arguments(called)
             except Exception as exc:  # the run is recorded, and fails before its body
                 invalid = exc
         record = None
@@ -343,9 +356,7 @@ class FlowRunEngine:
         """The state a flow body's return value decides, directly or as futures; None for
         plain values."""
         if isinstance(value, State):
-            if value.run_id is None:
-                return value.copy() if value.is_final() else self._not_final(value)
-            return self._aggregate(value, [value])
+            return state_returned(value, self._not_final)
         if isinstance(value, TaskRunFuture):
             value.wait()
             state = value.state
@@ -355,13 +366,15 @@ class FlowRunEngine:
             return self._failure_state(state)
         if isinstance(value, (list, tuple, set, frozenset)) and value:
             if all(isinstance(v, State) for v in value):
-                return self._aggregate(value, list(value))
-            if any(isinstance(v, State) for v in value) and all(
-                isinstance(v, (State, TaskRunFuture)) for v in value
+                return aggregate(value, list(value))
+            # ``all`` first: it stops at the first plain value, so a long list of plain
+            # values is not scanned end to end
+            if all(isinstance(v, (State, TaskRunFuture)) for v in value) and any(
+                isinstance(v, State) for v in value
             ):
                 # states and futures: the futures' states count, and are what is returned
                 states = [self._state_of(v) for v in value]
-                return self._aggregate(type(value)(states), states)
+                return aggregate(type(value)(states), states)
             if isinstance(value, (list, tuple)) and all(
                 isinstance(v, TaskRunFuture) for v in value
             ):
@@ -391,29 +404,6 @@ class FlowRunEngine:
         )
         return Failed(message, ValueError(message))
 
-    @staticmethod
-    def _aggregate(value: Any, states: list[State]) -> State:
-        """Prefect's aggregate rule over returned states: all completed → ``Completed``
-        (the value is what the call returns), any cancelled → ``Cancelled``, else
-        ``Failed`` with the first failure's exception."""
-        total = len(states)
-        if all(s.is_completed() for s in states):
-            return Completed("All states completed.", value)
-        cancelled = [s for s in states if s.is_cancelled()]
-        if cancelled:
-            return Cancelled(
-                f"{len(cancelled)}/{total} states cancelled.", root_cause(cancelled[0].data)
-            )
-        bad = [s for s in states if not s.is_completed()]
-        failed = [s for s in bad if s.type in _FAILED]
-        first = (failed or bad)[0]
-        exc = root_cause(first.data) if isinstance(first.data, BaseException) else None
-        if exc is None:
-            exc = RunFailedError(f"A returned state is {first.short()}")
-        if failed:
-            return Failed(f"{len(failed)}/{total} states failed.", exc)
-        return Failed(f"{len(bad)}/{total} states are not final.", exc)
-
     def _failure_state(self, state: State) -> State:
         runs = self.run.task_runs[self.attempt_start :]
         failed = sum(1 for r in runs if r.state is not None and r.state.type in _FAILED)
@@ -421,8 +411,11 @@ class FlowRunEngine:
             return Cancelled(state.message, state.data)
         return Failed(f"{max(failed, 1)}/{len(runs)} states failed.", root_cause(state.data))
 
-    def handle_exception(self, exc: BaseException) -> tuple[State, float | None]:
-        """The state after the body raised ``exc``, and a retry delay (None: no retry)."""
+    def handle_exception(
+        self, exc: BaseException, retry: bool = True
+    ) -> tuple[State, float | None]:
+        """The state after the body raised ``exc``, and a retry delay (None: no retry;
+        never with ``retry=False``). A timeout is retried like a failure."""
         run, flow = self.run, self.flow
         if not isinstance(exc, Exception) or self.cancel_reason is not None:
             reason = self.cancel_reason
@@ -438,9 +431,18 @@ class FlowRunEngine:
                 "The flow run timed out before this task run started.",
                 running="The flow run timed out while this task run was running.",
             )
-            return TimedOut(
+            timed_out = TimedOut(
                 f"Flow run exceeded its timeout of {flow.timeout_seconds:g} second(s).", exc
-            ), None
+            )
+            if not retry or run.run_count > flow.retries:
+                return timed_out, None
+            # the attempt's task runs were cancelled with its runner: the next attempt gets
+            # a fresh one, and the run is no longer cancelled
+            run.cancel_event.clear()
+            runner = flow.task_runner.duplicate()
+            runner.start()
+            run.task_runner = runner
+            return self._awaiting_retry(exc)
         self.wait_for_task_runs()
         runs = run.task_runs[self.attempt_start :]
         from_task = any(r.state is not None and r.state.data is exc for r in runs)
@@ -449,8 +451,12 @@ class FlowRunEngine:
             final = Failed(f"{max(failed, 1)}/{len(runs)} states failed.", root_cause(exc))
         else:
             final = Failed(f"Flow run encountered an exception {type(exc).__name__}: {exc}", exc)
-        if run.run_count > flow.retries:
+        if not retry or run.run_count > flow.retries:
             return final, None
+        return self._awaiting_retry(exc)
+
+    def _awaiting_retry(self, exc: BaseException) -> tuple[State, float]:
+        run, flow = self.run, self.flow
         delay = flow.retry_delay_for(run.run_count)
         return AwaitingRetry(
             f"Flow run failed with exception: {exc!r} - Retry {run.run_count}/{flow.retries} "
@@ -514,6 +520,8 @@ class FlowRunEngine:
             bus.emit(FlowRunFinished(run, state))
         if record is None:
             bus.barrier(run)
+        # after the bookkeeping above: a hook that never returns normally leaves the run ended
+        call_final_flow_hooks(run, state)
         return state
 
     # -- drivers -------------------------------------------------------------------------------
@@ -529,7 +537,7 @@ class FlowRunEngine:
             with _active_lock:
                 _active[id(self)] = self
             _hold_exit_handler()
-        tokens = (current_flow_run.set(self.run), current_task_run.set(None))
+        tokens = self._set_context()
         if self.parent_record is None:
             self.heap_held = heap.hold()
             self.sigint_held = sigint_guard()
@@ -542,8 +550,22 @@ class FlowRunEngine:
         return tokens
 
     def _leave(self, tokens: tuple[Token[FlowRun | None], Token[TaskRun | None]]) -> None:
+        try:
+            self._reset_context(tokens)
+        finally:
+            self._release()
+
+    def _set_context(self) -> tuple[Token[FlowRun | None], Token[TaskRun | None]]:
+        return current_flow_run.set(self.run), current_task_run.set(None)
+
+    @staticmethod
+    def _reset_context(tokens: tuple[Token[FlowRun | None], Token[TaskRun | None]]) -> None:
         current_task_run.reset(tokens[1])
         current_flow_run.reset(tokens[0])
+
+    def _release(self) -> None:
+        """Give back what a top-level run holds while it runs (the gc freeze, the SIGINT
+        guard); safe to call more than once."""
         if self.heap_held:
             self.heap_held = False
             heap.release()
@@ -585,12 +607,14 @@ class FlowRunEngine:
 
     async def run_async(self) -> State:
         tokens = self._enter()
+        hooks_token = drive_async(self.run)  # its hooks are awaited here, on this loop
         try:
             if self.early is not None:
                 return self.finish(self.early)
             while True:
                 if not self.begin_attempt():
                     return self.finish(Cancelled("The flow run was cancelled."))
+                await await_pending()  # on_running hooks, before the body
                 try:
                     value = await self.call_async()
                     await self.await_task_runs()
@@ -612,50 +636,97 @@ class FlowRunEngine:
         except Exception as exc:
             return self._outside_body(exc)
         finally:
-            self._leave(tokens)
+            try:
+                await await_pending()
+            finally:
+                stop_driving(hooks_token)
+                self._leave(tokens)
 
     def run_generator(self) -> Generator[Any, None, Any]:
         """Drive a generator flow (a body with ``yield``): each value it yields is handed to
         the caller as the caller iterates, and the run ends when the body returns (its
         return value decides the final state, as for any flow), raises, or the caller stops
-        iterating (``close()``: the run completes with ``None``). Not retried."""
+        iterating (``close()``: the run completes with ``None``). Not retried.
+
+        The run is the current flow run only while the body runs (each step to its next
+        ``yield``): the caller's code between values runs in the caller's own context. The
+        gc freeze and the SIGINT guard of a top-level run are held until the run ends."""
         tokens = self._enter()
+        state: State | None = None
         try:
             if self.early is not None:
                 state = self.finish(self.early)
             elif not self.begin_attempt():
                 state = self.finish(Cancelled("The flow run was cancelled."))
             else:
-                state = yield from self._drive(self.call_sync())
-        finally:
-            try:
-                self._leave(tokens)
-            except ValueError:  # closed by the garbage collector, in another context
-                pass
+                gen = self.flow.fn(*self.args, **self.kwargs)  # runs nothing of the body yet
+        except BaseException:
+            self._leave(tokens)
+            raise
+        if state is not None:
+            self._leave(tokens)
+            return self.outcome(state, False)
+        self._reset_context(tokens)
+        state = yield from self._drive(gen)
         return self.outcome(state, False)
 
     def _drive(self, gen: Any) -> Generator[Any, None, State]:
+        thrown: BaseException | None = None  # what the caller threw in at a ``yield``
         try:
             while True:
+                tokens = self._set_context()
                 try:
-                    item = call_body(next, (gen,), {}, self._register_body)
-                except StopIteration as stop:
-                    state = self.handle_success(stop.value)
-                    break
-                yield item
-        except GeneratorExit:
-            gen.close()
-            self.finish(self.handle_success(None))
-            raise
-        except BaseException as exc:
-            state, delay = self.handle_exception(exc)
-            if delay is not None:  # a generator flow is not retried: its values went out
-                message = f"Flow run encountered an exception {type(exc).__name__}: {exc}"
-                state = Failed(message, exc)
-            if not isinstance(exc, Exception):
-                self.finish(state)
+                    try:
+                        item = self._step(gen, thrown)
+                    except StopIteration as stop:
+                        return self.finish(self.handle_success(stop.value))
+                    except BaseException as exc:
+                        # a generator flow is not retried: its values went out already
+                        state, _ = self.handle_exception(exc, retry=False)
+                        self.finish(state)
+                        if not isinstance(exc, Exception):
+                            raise
+                        return state
+                finally:
+                    self._reset_context(tokens)
+                thrown = None
+                try:
+                    yield item
+                except GeneratorExit:
+                    tokens = self._set_context()
+                    try:
+                        try:
+                            gen.close()
+                        except Exception as exc:  # the body's cleanup failed: so does the run
+                            self.finish(self.handle_exception(exc, retry=False)[0])
+                        else:
+                            self.finish(self.handle_success(None))
+                    finally:
+                        self._reset_context(tokens)
+                    raise
+                except BaseException as exc:
+                    thrown = exc
+        finally:
+            self._release()
+
+    def _step(self, gen: Any, thrown: BaseException | None) -> Any:
+        """Run the body to its next ``yield`` (throwing ``thrown`` in at the last one);
+        ``timeout_seconds`` bounds the body's own running time over all its steps."""
+        fn, args = (gen.throw, (thrown,)) if thrown is not None else (next, (gen,))
+        timeout = self.flow.timeout_seconds
+        if timeout is None:
+            return call_body(fn, args, {}, self._register_body)
+        started, what = time.monotonic(), f"Flow run {self.run.name!r}"
+        try:
+            left = max(timeout - self.body_seconds, 0.0)
+            return call_with_timeout(fn, args, {}, left, what, self.run.id, self._register_body)
+        except RunTimeoutError as exc:
+            if exc.run_id != self.run.id:
                 raise
-        return self.finish(state)
+            message = f"{what} exceeded its timeout of {timeout:g} second(s)"
+            raise RunTimeoutError(message, self.run.id) from None
+        finally:
+            self.body_seconds += time.monotonic() - started
 
     # -- result --------------------------------------------------------------------------------
     def outcome(self, state: State, return_state: bool) -> Any:

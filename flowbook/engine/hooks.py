@@ -19,7 +19,14 @@ so a run that is retried calls ``on_failure`` only when it finally fails.
 Hooks run outside any run context (``get_run_logger()`` raises ``MissingContextError`` in
 them; ``flow_run_logger`` / ``task_run_logger`` take the run they are given). A hook that
 raises is logged, naming it, and the next hook runs; the run's state stays what it is.
-An ``async def`` hook is run to completion before the next one.
+An ``async def`` hook is run to completion before the next one: awaited on the run's event
+loop when an async driver drives the run (the lifecycle leaves the calls to it, see
+``AsyncHooks``), else run by ``run_coro_sync``.
+
+A thread that must not wait for user code (the Dask dispatcher, which handles every event of
+a connection) hands its task runs' hook calls to ``HookThreads``: the calls of one run in
+the order they were made, those of different runs side by side, so a hook may wait for
+another run (whose own events and hooks go on meanwhile).
 """
 
 from __future__ import annotations
@@ -27,7 +34,10 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Iterable
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from contextvars import ContextVar, Token
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -40,11 +50,19 @@ if TYPE_CHECKING:
 __all__ = [
     "FLOW_HOOK_OPTIONS",
     "TASK_HOOK_OPTIONS",
+    "AsyncHooks",
+    "HookThreads",
     "StateHooks",
+    "await_flow_hooks",
+    "await_pending",
+    "await_task_hooks",
     "check_hooks",
+    "drive_async",
     "hook_name",
+    "pending_for",
     "run_flow_hooks",
     "run_task_hooks",
+    "stop_driving",
 ]
 
 Hook = Callable[..., Any]
@@ -124,45 +142,201 @@ def run_task_hooks(run: TaskRun, state: State, previous: State | None, hooks: St
     """Call the task's hooks for ``state`` (the lifecycle calls this for tasks with hooks)."""
     fns = hooks.for_state(state, previous)
     if fns:
-        from flowbook.logging import task_run_logger
-
-        _call_all(fns, run.task, run, state, lambda: task_run_logger(run))
+        _call_all(_steps(fns, run.task, run, state, _task_logger(run)))
 
 
 def run_flow_hooks(run: FlowRun, state: State, previous: State | None, hooks: StateHooks) -> None:
     """Call the flow's hooks for ``state`` (the lifecycle calls this for flows with hooks)."""
     fns = hooks.for_state(state, previous)
     if fns:
-        from flowbook.logging import flow_run_logger
-
-        _call_all(fns, run.flow, run, state, lambda: flow_run_logger(run))
+        _call_all(_steps(fns, run.flow, run, state, _flow_logger(run)))
 
 
-def _call_all(
-    fns: tuple[Hook, ...],
-    owner: Any,
-    run: Any,
-    state: State,
-    logger: Callable[[], logging.LoggerAdapter[Any]],
+async def await_task_hooks(
+    run: TaskRun, state: State, previous: State | None, hooks: StateHooks
 ) -> None:
-    log = logger()
+    """``run_task_hooks`` on the running event loop: ``async def`` hooks are awaited there."""
+    fns = hooks.for_state(state, previous)
+    if fns:
+        await _await_all(_steps(fns, run.task, run, state, _task_logger(run)))
+
+
+async def await_flow_hooks(
+    run: FlowRun, state: State, previous: State | None, hooks: StateHooks
+) -> None:
+    """``run_flow_hooks`` on the running event loop: ``async def`` hooks are awaited there."""
+    fns = hooks.for_state(state, previous)
+    if fns:
+        await _await_all(_steps(fns, run.flow, run, state, _flow_logger(run)))
+
+
+def _task_logger(run: TaskRun) -> logging.LoggerAdapter[Any]:
+    from flowbook.logging import task_run_logger
+
+    return task_run_logger(run)
+
+
+def _flow_logger(run: FlowRun) -> logging.LoggerAdapter[Any]:
+    from flowbook.logging import flow_run_logger
+
+    return flow_run_logger(run)
+
+
+def _steps(
+    fns: tuple[Hook, ...], owner: Any, run: Any, state: State, log: logging.LoggerAdapter[Any]
+) -> Generator[Awaitable[Any], None, None]:
+    """Call the hooks in order; an ``async def`` hook's awaitable is yielded to the driver,
+    which sends back nothing or throws in what awaiting it raised."""
+    for fn in fns:
+        name = hook_name(fn)
+        log.info("Running hook %r in response to entering state %r", name, state.name)
+        try:
+            result = fn(owner, run, state)
+            if inspect.isawaitable(result):
+                yield result
+        except Exception:
+            log.error("An error was encountered while running hook %r", name, exc_info=True)
+        else:
+            log.info("Hook %r finished running successfully", name)
+
+
+def _call_all(steps: Generator[Awaitable[Any], None, None]) -> None:
     # outside any run context, as documented: the hook is not part of the run's body
     flow_token = current_flow_run.set(None)
     task_token = current_task_run.set(None)
     try:
-        for fn in fns:
-            name = hook_name(fn)
-            log.info("Running hook %r in response to entering state %r", name, state.name)
+        step = next(steps, None)
+        while step is not None:
             try:
-                result = fn(owner, run, state)
-                if inspect.isawaitable(result):
-                    from flowbook.engine.timeouts import run_coro_sync
+                from flowbook.engine.timeouts import run_coro_sync
 
-                    run_coro_sync(partial(_itself, result))
-            except Exception:
-                log.error("An error was encountered while running hook %r", name, exc_info=True)
+                run_coro_sync(partial(_itself, step))
+            except Exception as exc:
+                step = _throw(steps, exc)
             else:
-                log.info("Hook %r finished running successfully", name)
+                step = next(steps, None)
     finally:
         current_task_run.reset(task_token)
         current_flow_run.reset(flow_token)
+
+
+async def _await_all(steps: Generator[Awaitable[Any], None, None]) -> None:
+    flow_token = current_flow_run.set(None)
+    task_token = current_task_run.set(None)
+    try:
+        step = next(steps, None)
+        while step is not None:
+            try:
+                await step
+            except Exception as exc:
+                step = _throw(steps, exc)
+            else:
+                step = next(steps, None)
+    finally:
+        current_task_run.reset(task_token)
+        current_flow_run.reset(flow_token)
+
+
+def _throw(steps: Generator[Awaitable[Any], None, None], exc: Exception) -> Awaitable[Any] | None:
+    try:
+        return steps.throw(exc)
+    except StopIteration:
+        return None
+
+
+# -- async drivers: hooks awaited on the run's own event loop ---------------------------------
+class AsyncHooks:
+    """The hook calls of the run an async driver is driving, for the driver to await.
+
+    The lifecycle adds them (``pending_for``) instead of calling the hooks; the driver awaits
+    them (``await_pending``) after it began the run and before it returns. ``then`` (a task
+    run's future resolution) runs after its hooks, and runs even when they do not.
+    """
+
+    __slots__ = ("pending", "run")
+
+    def __init__(self, run: object) -> None:
+        self.run = run
+        self.pending: list[tuple[Callable[[], Awaitable[None]], Callable[[], Any] | None]] = []
+
+    def add(self, call: Callable[[], Awaitable[None]], then: Callable[[], Any] | None) -> None:
+        self.pending.append((call, then))
+
+
+_async_hooks: ContextVar[AsyncHooks | None] = ContextVar("flowbook_async_hooks", default=None)
+
+
+def pending_for(run: object) -> AsyncHooks | None:
+    """Where the lifecycle puts ``run``'s hook calls when an async driver drives it here."""
+    hooks = _async_hooks.get()
+    return hooks if hooks is not None and hooks.run is run else None
+
+
+def drive_async(run: object) -> Token[AsyncHooks | None]:
+    """The calling coroutine drives ``run``: its hooks wait for ``await_pending``."""
+    return _async_hooks.set(AsyncHooks(run))
+
+
+def stop_driving(token: Token[AsyncHooks | None]) -> None:
+    _async_hooks.reset(token)
+
+
+async def await_pending() -> None:
+    """Await the hook calls the lifecycle left for the driving coroutine, in order."""
+    hooks = _async_hooks.get()
+    if hooks is None or not hooks.pending:
+        return
+    pending, hooks.pending = hooks.pending, []
+    for i, (call, then) in enumerate(pending):
+        try:
+            await call()
+        except BaseException:
+            for _, later in pending[i + 1 :]:  # their futures resolve all the same
+                if later is not None:
+                    later()
+            raise
+        finally:
+            if then is not None:
+                then()
+
+
+class HookThreads:
+    """Runs hook calls off the calling thread: one run's calls in order, runs side by side.
+
+    A run with calls waiting has a thread of its own, which ends when the run's queue is
+    empty; calls for a run whose thread is busy join its queue. There is no bound on the
+    threads: a hook may wait for another run's hooks, which must not queue behind it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._queues: dict[str, deque[Callable[[], None]]] = {}
+
+    def submit(self, run_id: str, call: Callable[[], None]) -> None:
+        with self._lock:
+            queue = self._queues.get(run_id)
+            if queue is not None:
+                queue.append(call)
+                return
+            self._queues[run_id] = deque((call,))
+        threading.Thread(
+            target=self._drain, args=(run_id,), name=f"{self._name}-{run_id[:8]}", daemon=True
+        ).start()
+
+    def _drain(self, run_id: str) -> None:
+        queue = self._queues[run_id]
+        while True:
+            with self._lock:
+                if not queue:
+                    del self._queues[run_id]
+                    return
+                call = queue[0]
+            try:
+                call()
+            except BaseException:  # this thread serves the run's later calls: keep going
+                logging.getLogger("flowbook.hooks").exception(
+                    "flowbook: a state hook call ended with an error"
+                )
+            with self._lock:
+                queue.popleft()

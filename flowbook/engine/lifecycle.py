@@ -13,24 +13,45 @@ future's callbacks start dependent runs, which must not wait for this run's lock
 
 State hooks (``engine/hooks.py``) are called here too, after the state is announced and
 outside the lock, on the thread that set the state; a task run's hooks before its future is
-resolved. A flow or task without hooks costs one attribute look-up.
+resolved, which happens whatever the hooks do (a hook's ``SystemExit`` included). A thread
+that must not run user code (the Dask dispatcher) names, with ``hand_off_task_hooks``, where
+its task runs' hook calls go; the future is then resolved there, after the hooks. A run
+driven by an async driver leaves its hook calls (and the future's resolution) to the driver,
+which awaits them on its event loop (``hooks.AsyncHooks``). A flow run's final state calls
+its hooks from ``call_final_flow_hooks``, which the flow engine calls once the run's
+bookkeeping is done. A flow or task without hooks costs one attribute look-up.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from flowbook.engine.events import StateChanged, bus
-from flowbook.engine.hooks import run_flow_hooks, run_task_hooks
+from flowbook.engine.hooks import (
+    await_flow_hooks,
+    await_task_hooks,
+    pending_for,
+    run_flow_hooks,
+    run_task_hooks,
+)
 from flowbook.states import _FINAL_VALUES, _StateFields
 
 if TYPE_CHECKING:
+    from flowbook.engine.hooks import StateHooks
     from flowbook.engine.runs import FlowRun, TaskRun
     from flowbook.states import State
 
-__all__ = ["first_task_run_state", "set_flow_run_state", "set_task_run_state"]
+__all__ = [
+    "call_final_flow_hooks",
+    "first_task_run_state",
+    "hand_off_task_hooks",
+    "set_flow_run_state",
+    "set_task_run_state",
+]
 
 _STRIPES = tuple(threading.RLock() for _ in range(64))
 # a state's run id, set once by the run it is given to (states refuse changes to their users)
@@ -38,6 +59,18 @@ _SET_RUN_ID = _StateFields.__dict__["run_id"].__set__
 _FINAL = _FINAL_VALUES
 _subscribers = bus._subscribers  # (read without a lock, as EventBus.emit does)
 _time = time.time
+# per thread: where the task hook calls of states set on it go (None: run them here)
+_hook_hand_off = threading.local()
+
+
+def hand_off_task_hooks(submit: Callable[[str, Callable[[], None]], None] | None) -> None:
+    """Task hooks of states set on this thread go to ``submit(run_id, call)`` from now on.
+
+    ``call`` runs the hooks and then resolves the run's future; ``submit`` must run the
+    calls of one run in order.
+    """
+    _hook_hand_off.submit = submit
+
 
 # The two functions below are on every task run's path three times: they are written out
 # (no helper calls) on purpose.
@@ -59,7 +92,21 @@ def set_task_run_state(run: TaskRun, state: State) -> bool:
             bus.emit(StateChanged(run, state, previous))
     task = run.task
     if task is not None and task._state_hooks is not None:
-        run_task_hooks(run, state, previous, task._state_hooks)
+        submit = getattr(_hook_hand_off, "submit", None)
+        pending = pending_for(run) if submit is None else None
+        if pending is not None:  # an async driver awaits them on its loop
+            pending.add(
+                partial(await_task_hooks, run, state, previous, task._state_hooks),
+                partial(_resolve, run, state) if final else None,
+            )
+        elif submit is None:
+            _task_hooks_then_future(run, state, previous, task._state_hooks, final)
+        else:
+            submit(
+                run.id,
+                partial(_task_hooks_then_future, run, state, previous, task._state_hooks, final),
+            )
+        return True
     if final:
         future = run.future
         if future is not None:
@@ -91,6 +138,38 @@ def set_flow_run_state(run: FlowRun, state: State) -> bool:
         if StateChanged in _subscribers:
             bus.emit(StateChanged(run, state, previous))
     hooks = run.flow._state_hooks
-    if hooks is not None:
-        run_flow_hooks(run, state, previous, hooks)
+    if hooks is not None and state.type._value_ not in _FINAL:
+        _flow_hooks(run, state, previous, hooks)
     return True
+
+
+def call_final_flow_hooks(run: FlowRun, state: State) -> None:
+    """The flow's hooks for the run's final ``state`` (once the run's bookkeeping is done:
+    a hook that raises ``KeyboardInterrupt`` or ``SystemExit`` leaves the run ended)."""
+    hooks = run.flow._state_hooks
+    if hooks is not None:
+        _flow_hooks(run, state, None, hooks)
+
+
+def _flow_hooks(run: FlowRun, state: State, previous: State | None, hooks: StateHooks) -> None:
+    pending = pending_for(run)
+    if pending is None:
+        run_flow_hooks(run, state, previous, hooks)
+    else:  # an async driver awaits them on its loop
+        pending.add(partial(await_flow_hooks, run, state, previous, hooks), None)
+
+
+def _task_hooks_then_future(
+    run: TaskRun, state: State, previous: State | None, hooks: StateHooks, final: bool
+) -> None:
+    try:
+        run_task_hooks(run, state, previous, hooks)
+    finally:
+        if final:
+            _resolve(run, state)
+
+
+def _resolve(run: TaskRun, state: State) -> None:
+    future = run.future
+    if future is not None:
+        future._set_final(state)

@@ -237,6 +237,12 @@ class TaskRun:
         return self.subflow_run.flow.name if self.subflow_run else ""
 
     @property
+    def flow_run_id(self) -> str | None:
+        """The id of the flow run this task run belongs to (None outside a flow), as Prefect's
+        ``TaskRun.flow_run_id``."""
+        return self.flow_run.id if self.flow_run is not None else None
+
+    @property
     def parameters(self) -> dict[str, Any]:
         params = self._parameters
         if params is None:

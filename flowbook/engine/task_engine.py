@@ -28,6 +28,7 @@ from flowbook import _tags
 from flowbook._setup import ensure_configured
 from flowbook._tags import with_context_tags
 from flowbook.engine.events import TaskRunCreated, bus
+from flowbook.engine.hooks import await_pending, drive_async, stop_driving
 from flowbook.engine.interrupts import AsyncBody, Body, call_body
 from flowbook.engine.lifecycle import first_task_run_state, set_task_run_state
 from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run
@@ -73,7 +74,10 @@ _COLLECTIONS = (list, tuple, set, frozenset, dict)
 
 def wait_for_list(wait_for: Any) -> Any:
     """``wait_for=`` as a collection: one future (or any single value) becomes a tuple of
-    it, other iterables (a generator) a tuple of their items."""
+    it, other iterables (a generator) a tuple of their items. A dict is one value, so that
+    the futures among its values are waited for (iterating it would give only its keys)."""
+    if isinstance(wait_for, dict):
+        return (wait_for,)
     if isinstance(wait_for, _COLLECTIONS):
         return wait_for
     if isinstance(wait_for, Iterable) and not isinstance(wait_for, (str, bytes)):
@@ -388,19 +392,18 @@ class TaskRunEngine(SubmittedCall):
         made itself is the run's final state as given; another run's state (from
         ``return_state=True``) completes the run with that state as its value.
         """
+        # (imported here: flowbook.engine.returns imports this module)
+        from flowbook.engine.returns import state_returned
+
         if state.type in _FAILED_TYPES:
             raise _FailedStateReturned(state)
-        if state.run_id is not None:
-            if state.is_cancelled():
-                return Cancelled("1/1 states cancelled.", state.data)
-            if state.is_completed():
-                return Completed("All states completed.", state)
-        if not state.is_final():
-            raise ValueError(
-                f"task {self.task.name!r} returned the state {state.short()}, which is not "
-                "final; a task returns a value or a final state (Completed, Failed, Cancelled)"
-            )
-        return state.copy()
+        return state_returned(state, self._not_final)
+
+    def _not_final(self, state: State) -> State:
+        raise ValueError(
+            f"task {self.task.name!r} returned the state {state.short()}, which is not "
+            "final; a task returns a value or a final state (Completed, Failed, Cancelled)"
+        )
 
     def handle_exception(
         self, exc: BaseException, crashed: str | None = None
@@ -505,6 +508,17 @@ class TaskRunEngine(SubmittedCall):
             return self.finish(_internal_failure(exc))
 
     async def run_async(self) -> State:
+        # the run's hooks are awaited here, on this loop (they would block it if called)
+        token = drive_async(self.task_run)
+        try:
+            return await self._drive_async()
+        finally:
+            try:
+                await await_pending()
+            finally:
+                stop_driving(token)
+
+    async def _drive_async(self) -> State:
         try:
             early = self._start()
             if early is not None:
@@ -512,6 +526,7 @@ class TaskRunEngine(SubmittedCall):
             while True:
                 if not self.begin_run():
                     return self.finish(_CANCELLED_BEFORE_START())
+                await await_pending()  # on_running hooks, before the body
                 try:
                     value = await self.call_async()
                     returned = self.returned_state(value) if isinstance(value, State) else None

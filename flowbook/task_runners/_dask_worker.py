@@ -12,6 +12,10 @@ Everything the kernel needs besides the value travels as Dask events on the run'
 short preview of the value). They are plain msgpack-able dicts. The value itself stays in the
 worker's memory as the Dask future's result until somebody asks for it.
 
+A body that returns a state (``return Failed(...)``) ends its attempt with ``ReturnedState``
+carrying it: Dask must not hand a state to dependent tasks as a value, and the kernel applies
+the returned-state rules (a failed state fails the run and is retried, like on threads).
+
 Nothing here touches a store or a console: a worker is not configured as a flowbook process.
 """
 
@@ -34,6 +38,7 @@ from flowbook.engine.interrupts import AsyncBody, Body, interrupt
 from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run
 from flowbook.engine.task_engine import await_task, call_task
 from flowbook.exceptions import RunInterrupted
+from flowbook.states import State
 
 if TYPE_CHECKING:
     from flowbook.tasks import Task
@@ -41,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AttemptSpec",
     "FlowRunInfo",
+    "ReturnedState",
     "ignore_interrupts",
     "interrupt_task_runs",
     "run_attempt",
@@ -99,6 +105,29 @@ class AttemptSpec:
     log_level: int = logging.INFO
     origin_pid: int = 0  # the submitting process: workers inside it are threads of the kernel
     map_group: tuple[str, int, int] | None = None  # for flowbook.context's map_index
+
+
+class ReturnedState(Exception):
+    """The task body returned ``state``: the kernel decides the run's final state from it."""
+
+    def __init__(self, state: State) -> None:
+        super().__init__(f"the task returned the state {state.short()}")
+        self.state = state
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # states are not picklable themselves: the exception travels as the state's fields
+        state = self.state
+        fields = (state.type._value_, state.name, state.message, state.data, state.run_id)
+        return (_returned_state, (*fields, state.timestamp_s))
+
+
+def _returned_state(
+    kind: str, name: str, message: str | None, data: Any, run_id: str | None, at: float
+) -> ReturnedState:
+    from flowbook.states import StateType
+
+    state = State(StateType(kind), name, message, data, run_id=run_id, timestamp_s=at)
+    return ReturnedState(state)
 
 
 # -- what is running on this worker, for interrupts --------------------------------------------
@@ -303,6 +332,8 @@ def run_attempt(spec: AttemptSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
     ok = False
     try:
         value = context.run(_call, spec, run, task)
+        if isinstance(value, State):
+            raise ReturnedState(value)
         ok = True
         return value
     finally:

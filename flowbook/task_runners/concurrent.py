@@ -18,24 +18,31 @@ __all__ = ["ConcurrentTaskRunner"]
 DEFAULT_MAX_WORKERS = min(32, 4 * (os.cpu_count() or 1) + 4)
 
 
+def check_max_workers(runner: str, max_workers: object, default: str) -> None:
+    """Refuse a ``max_workers`` that is not None or a positive int (``runner`` names the class
+    in the message, ``default`` says what None gives); the thread and process pools share it."""
+    if max_workers is None:
+        return
+    if not isinstance(max_workers, int) or isinstance(max_workers, bool):
+        raise TypeError(
+            f"{runner}(max_workers={max_workers!r}): max_workers must be an int, not "
+            f"{type(max_workers).__name__}"
+        )
+    if max_workers < 1:
+        raise ValueError(
+            f"{runner}(max_workers={max_workers!r}): max_workers must be a positive integer, "
+            f"or None for {default}"
+        )
+
+
 class ConcurrentTaskRunner(TaskRunner):
     """Runs submitted task runs concurrently on a pool of ``max_workers`` threads."""
 
     def __init__(self, max_workers: int | None = None) -> None:
         super().__init__()
-        if max_workers is not None and (
-            not isinstance(max_workers, int) or isinstance(max_workers, bool)
-        ):
-            raise TypeError(
-                f"{type(self).__name__}(max_workers={max_workers!r}): max_workers must be an "
-                f"int, not {type(max_workers).__name__}"
-            )
-        if max_workers is not None and max_workers < 1:
-            raise ValueError(
-                f"{type(self).__name__}(max_workers={max_workers!r}): max_workers must be a "
-                "positive integer, or None for the default "
-                f"({DEFAULT_MAX_WORKERS} on this machine)"
-            )
+        check_max_workers(
+            type(self).__name__, max_workers, f"the default ({DEFAULT_MAX_WORKERS} on this machine)"
+        )
         self.max_workers = max_workers or DEFAULT_MAX_WORKERS
         self._explicit_max_workers = max_workers
         self._pool: WorkerPool | None = None

@@ -16,7 +16,9 @@ scheduler. The one local cluster of a process is replaced when a run asks for a 
 configuration while no run is using it.
 
 Everything kernel-side about a submission happens on one thread per connection, in the order
-it arrived: the Dask futures' callbacks, the workers' events, and retry timers.
+it arrived: the Dask futures' callbacks, the workers' events, and retry timers. User code
+does not run there: the state hooks of its task runs (and the resolution of their futures,
+which follows the hooks) are handed to threads of their own (``HookThreads``).
 """
 
 from __future__ import annotations
@@ -38,11 +40,13 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import Self
 
 from flowbook._annotations import Annotation, quote
+from flowbook.engine.hooks import HookThreads
+from flowbook.engine.lifecycle import hand_off_task_hooks
 from flowbook.engine.runs import FlowRun, TaskRun, current_flow_run, current_task_run
 from flowbook.futures import FutureList, TaskRunFuture
 from flowbook.states import Cancelled, DeferredResult, State
 from flowbook.task_runners._dask_client import get_async_dask_client, get_dask_client
-from flowbook.task_runners._dask_worker import AttemptSpec, FlowRunInfo
+from flowbook.task_runners._dask_worker import AttemptSpec, FlowRunInfo, ReturnedState
 from flowbook.task_runners.base import SubmittedCall, TaskRunner, when_final
 
 if TYPE_CHECKING:
@@ -116,6 +120,7 @@ class _Dispatcher:
         self._timers: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._timers_lock = threading.Lock()
         self._seq = itertools.count()
+        self._hooks = HookThreads(f"{name}-hooks")
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -134,6 +139,7 @@ class _Dispatcher:
         return threading.current_thread() is self._thread
 
     def _loop(self) -> None:
+        hand_off_task_hooks(self._hooks.submit)
         while True:
             timeout = None
             with self._timers_lock:
@@ -794,9 +800,12 @@ class _DaskCall:
         future.add_done_callback(lambda f: self.conn.dispatcher.post(self.on_done, f, number))
 
     def _live_future(self, future: TaskRunFuture[Any]) -> Any:
-        """The Dask future of an upstream run's current attempt, if it has one in flight."""
+        """The Dask future of an upstream run's current attempt, if it has one in flight
+        (not when the run is final: its future resolves once its hooks ran, wait for that)."""
         call = self.conn.calls.get(future.task_run.id)
-        return call.future if call is not None and call.future is not None else None
+        if call is None or call.future is None or call.is_final():
+            return None
+        return call.future
 
     def _to_dask(self, value: Any, deps: list[Any]) -> Any:
         if isinstance(value, TaskRunFuture):
@@ -960,6 +969,9 @@ class _DaskCall:
                 exc = exc.with_traceback(tb)
         except Exception as fetch_error:
             exc = fetch_error
+        if isinstance(exc, ReturnedState):
+            self._returned(exc.state)
+            return
         from distributed.scheduler import KilledWorker
 
         if isinstance(exc, KilledWorker):
@@ -974,6 +986,18 @@ class _DaskCall:
         if not self.started:
             self._begin_run()
         self._after_failure(*self.engine.handle_exception(exc))
+
+    def _returned(self, state: State) -> None:
+        """The body returned ``state``: the run ends as a body returning it on a thread
+        does (a failed state is a failure, retried like an exception; no cache entry)."""
+        if not self.started:
+            self._begin_run()
+        try:
+            final = self.engine.returned_state(state)
+        except Exception as exc:
+            self._after_failure(*self.engine.handle_exception(exc))
+            return
+        self.finish(final)
 
     def _crashed(self, exc: BaseException, message: str) -> None:
         if not self.started:

@@ -15,6 +15,7 @@ import os
 
 from typing_extensions import Self
 
+from flowbook.task_runners.concurrent import check_max_workers
 from flowbook.task_runners.dask import DaskTaskRunner
 
 __all__ = ["ProcessPoolTaskRunner"]
@@ -24,18 +25,7 @@ class ProcessPoolTaskRunner(DaskTaskRunner):
     """Runs submitted task runs in ``max_workers`` worker processes (default: one per CPU)."""
 
     def __init__(self, max_workers: int | None = None) -> None:
-        if max_workers is not None and (
-            not isinstance(max_workers, int) or isinstance(max_workers, bool)
-        ):
-            raise TypeError(
-                f"ProcessPoolTaskRunner(max_workers={max_workers!r}): max_workers must be an "
-                f"int, not {type(max_workers).__name__}"
-            )
-        if max_workers is not None and max_workers < 1:
-            raise ValueError(
-                f"ProcessPoolTaskRunner(max_workers={max_workers!r}): max_workers must be a "
-                "positive integer, or None for one process per CPU"
-            )
+        check_max_workers(type(self).__name__, max_workers, "one process per CPU")
         self._explicit_max_workers = max_workers
         self.max_workers = max_workers or os.cpu_count() or 1
         super().__init__(

@@ -520,3 +520,51 @@ def test_top_level_exports() -> None:
     assert flowbook.tags is tags
     assert flowbook.allow_failure is allow_failure
     assert {"tags", "allow_failure"} <= set(flowbook.__all__)
+
+
+# -- TaskRun.flow_run_id -----------------------------------------------------------------------
+
+
+def test_task_run_has_its_flow_runs_id() -> None:
+    # Prefect's TaskRun.flow_run_id, as a cache_key_fn reads it from its context: the flow
+    # run's id inside a flow, None for a task called outside any flow
+    seen: list[str | None] = []
+
+    def key_fn(context: Any, parameters: dict[str, Any]) -> str:
+        seen.append(context.task_run.flow_run_id)
+        return "k"
+
+    @task(cache_key_fn=key_fn)
+    def step() -> int:
+        return 1
+
+    @flow
+    def my_flow() -> str:
+        step()
+        return str(flowbook.runtime.flow_run.id)
+
+    flow_run_id = my_flow()
+    step()
+    assert seen == [flow_run_id, None]
+
+
+# -- result_storage_key ------------------------------------------------------------------------
+
+
+def test_result_storage_key_is_accepted_with_a_warning_naming_it() -> None:
+    # results are kept by run id in flowbook's store; the option is taken so that Prefect 3
+    # code runs as written, and said to do nothing
+    expected = (
+        r"@task\(result_storage_key=\.\.\.\): the option 'result_storage_key' does nothing in "
+        r"flowbook \(flowbook keeps each task run's result in its run store under the run's id"
+    )
+    with pytest.warns(UserWarning, match=expected):
+
+        @task(result_storage_key="double-{parameters[x]}")
+        def double(x: int) -> int:
+            return 2 * x
+
+    assert double(2) == 4
+    with pytest.warns(UserWarning, match=expected):
+        again = double.with_options(result_storage_key="other")
+    assert again(3) == 6

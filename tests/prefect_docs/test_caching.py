@@ -109,7 +109,8 @@ def test_default_is_inputs_task_source_and_run_id() -> None:
 
 
 # concepts: RUN_ID is "the prevailing flow run ID, or if executed autonomously, the prevailing
-# task run ID": outside a flow, each call is its own run and never hits
+# task run ID": outside a flow, each call is its own run and never hits, so flowbook keeps
+# neither an entry nor a miss for it (one that no call could ever use)
 def test_run_id_outside_a_flow_is_the_task_runs_own() -> None:
     ran: list[int] = []
 
@@ -121,6 +122,45 @@ def test_run_id_outside_a_flow_is_the_task_runs_own() -> None:
     one(1)
     one(1)
     assert ran == [1, 1]
+    assert flowbook.cache.entries(task="one") == []
+    with pytest.raises(LookupError):
+        flowbook.cache.why_missed(one)
+    assert DEFAULT.compute_key(None, {"x": 1}, {}) is None
+
+
+def test_run_id_inside_a_flow_keeps_one_entry_per_call() -> None:
+    @task(cache_policy=RUN_ID)
+    def one() -> int:
+        return 1
+
+    @flow
+    def f() -> list[Any]:
+        return [one(return_state=True), one(return_state=True)]
+
+    assert [s.name for s in f()] == ["Completed", "Cached"]
+    assert len(flowbook.cache.entries(task="one")) == 1
+
+
+# INPUTS + TASK_SOURCE keys the content task_input_hash keys, and makes the same key
+def test_inputs_and_task_source_make_task_input_hashs_key() -> None:
+    from flowbook.caching.keys import task_input_hash
+
+    keys: dict[str, str | None] = {}
+
+    def spy(context: Any, parameters: dict[str, Any]) -> str | None:
+        keys["hash"] = task_input_hash(context, parameters)
+        keys["policy"] = (INPUTS + TASK_SOURCE).compute_key(context, parameters, {})
+        keys["inputs"] = INPUTS.compute_key(context, parameters, {})
+        return keys["hash"]
+
+    @task(cache_key_fn=spy)
+    def add(x: int, y: int = 2) -> int:
+        return x + y
+
+    add(1)
+    assert keys["hash"] is not None
+    assert keys["policy"] == keys["hash"]
+    assert keys["inputs"] not in (None, keys["hash"])
 
 
 # concepts, "Cache policies": TASK_SOURCE keys on the task's code; editing it misses
@@ -374,6 +414,17 @@ def test_excluding_an_unknown_input_warns_naming_it() -> None:
         @task(cache_policy=INPUTS - "debgu")
         def t(x: int, debug: bool = False) -> int:
             return x
+
+
+def test_a_policy_warning_at_decoration_points_at_the_decorated_function() -> None:
+    with pytest.warns(CachePolicyWarning, match="leaves out input 'nope'") as record:
+
+        @task(cache_policy=INPUTS - "nope")
+        def t(x: int) -> int:
+            return x
+
+    assert record[0].filename == __file__
+    assert record[0].lineno == t.fn.__code__.co_firstlineno
 
 
 def test_an_unhashable_input_runs_uncached_naming_it() -> None:

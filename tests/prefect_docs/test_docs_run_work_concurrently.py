@@ -370,3 +370,50 @@ def test_wait_refuses_something_that_is_not_a_future() -> None:
     # "Handling futures": wait() takes the futures of .submit()/.map()
     with pytest.raises(TypeError, match=r"got 'sup' of type str"):
         wait(["sup"])  # type: ignore[list-item]
+
+
+def test_wait_for_a_dict_waits_for_the_futures_among_its_values() -> None:
+    # wait_for takes any collection of futures; a dict's futures are its values, not its keys
+    order: list[str] = []
+
+    @task
+    def slow() -> None:
+        time.sleep(0.2)
+        order.append("slow")
+
+    @task
+    def after(label: str) -> None:
+        order.append(label)
+
+    @flow
+    def my_flow() -> None:
+        after.submit("submit", wait_for={"x": slow.submit()}).wait()
+        after.map(["map"], wait_for={"x": slow.submit()}).wait()
+
+    my_flow()
+    assert order == ["slow", "submit", "slow", "map"]
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        (0, ValueError, "max_workers must be a positive integer, or None for "),
+        ("2", TypeError, "max_workers must be an int, not str"),
+        (True, TypeError, "max_workers must be an int, not bool"),
+    ],
+)
+def test_thread_and_process_pools_refuse_the_same_max_workers(
+    value: Any, error: type[Exception], message: str
+) -> None:
+    from flowbook.task_runners import ThreadPoolTaskRunner
+    from flowbook.task_runners.process_pool import ProcessPoolTaskRunner
+
+    for runner, default in (
+        (ThreadPoolTaskRunner, "the default ("),
+        (ProcessPoolTaskRunner, "one process per CPU"),
+    ):
+        with pytest.raises(error) as raised:
+            runner(max_workers=value)
+        assert str(raised.value).startswith(f"{runner.__name__}(max_workers={value!r}): {message}")
+        if error is ValueError:
+            assert default in str(raised.value)

@@ -428,3 +428,143 @@ def test_a_generator_flow_refuses_return_state() -> None:
 
     with pytest.raises(ValueError, match="flow 'gen' is a generator flow"):
         gen(return_state=True)
+
+
+# a returned list of plain values is not scanned end to end for states: the check stops at
+# the first plain value (``isinstance`` reads ``__class__`` of an object it does not know)
+def test_a_returned_list_of_plain_values_is_not_scanned_for_states() -> None:
+    touched: list[str] = []
+
+    class Probe:
+        @property  # type: ignore[misc]
+        def __class__(self) -> type:
+            touched.append("yes")
+            return Probe
+
+    probe = Probe()
+
+    @flow
+    def plain() -> list[Any]:
+        return [1, probe]
+
+    state = plain(return_state=True)
+    assert state.is_completed()
+    assert touched == []
+
+
+# docs/behaviour.md "A timeout counts as a failure for retries" (Prefect 3 retries it)
+def test_a_timed_out_flow_is_retried() -> None:
+    attempts: list[int] = []
+
+    @flow(retries=1, timeout_seconds=0.3)
+    def slow_once() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            for _ in range(200):
+                time.sleep(0.01)
+        return succeeds()
+
+    state = slow_once(return_state=True)
+    assert len(attempts) == 2
+    assert state.is_completed()
+    assert state.result() == "success"
+
+
+def test_a_timed_out_flow_without_retries_left_ends_timed_out() -> None:
+    attempts: list[int] = []
+
+    @flow(retries=1, timeout_seconds=0.2)
+    def always_slow() -> None:
+        attempts.append(1)
+        for _ in range(100):
+            time.sleep(0.01)
+
+    state = always_slow(return_state=True)
+    assert len(attempts) == 2
+    assert state.name == "TimedOut"
+
+
+def test_an_async_generator_flow_is_refused_at_decoration() -> None:
+    async def agen() -> Any:
+        yield 1
+
+    with pytest.raises(
+        TypeError, match=r"@flow cannot decorate the async generator function '.*agen'"
+    ):
+        flow(agen)
+
+
+# a generator flow's run is the current run only while its body runs: the caller's code
+# between values is outside it, and closing the generator elsewhere still ends the run
+def test_a_generator_flow_is_current_only_while_its_body_runs() -> None:
+    from flowbook.engine.runs import current_flow_run
+
+    inside: list[Any] = []
+
+    @flow
+    def gen() -> Any:
+        inside.append(current_flow_run.get())
+        yield 1
+        inside.append(current_flow_run.get())
+        yield 2
+
+    values = gen()
+    assert next(values) == 1
+    assert current_flow_run.get() is None
+    assert next(values) == 2
+    assert current_flow_run.get() is None
+    assert inside[0] is not None
+    assert inside[0] is inside[1]
+
+
+def test_a_generator_flow_closed_in_another_context_releases_the_gc_freeze(
+    events: Any,
+) -> None:
+    import contextvars
+
+    from flowbook.engine import heap, interrupts
+
+    @flow(flow_run_name="closed-elsewhere")
+    def gen() -> Any:
+        yield 1
+        yield 2
+
+    holders = heap._holders
+    values = gen()
+    assert next(values) == 1
+    contextvars.copy_context().run(values.close)
+    assert heap._holders == holders
+    assert interrupts._signal.getsignal(interrupts._SIGINT) is not interrupts._on_sigint
+    assert events.states("closed-elsewhere")[-1] == "Completed"
+
+
+def test_a_generator_flow_honours_its_timeout() -> None:
+    @flow(timeout_seconds=0.3)
+    def slow() -> Any:
+        yield 1
+        for _ in range(200):
+            time.sleep(0.01)
+        yield 2
+
+    values = slow()
+    assert next(values) == 1
+    time.sleep(0.4)  # the caller's time between values does not count
+    with pytest.raises(Exception, match=r"exceeded its timeout of 0\.3 second"):
+        next(values)
+
+
+def test_a_timed_out_async_flow_is_retried() -> None:
+    import asyncio
+
+    attempts: list[int] = []
+
+    @flow(retries=1, timeout_seconds=0.3)
+    async def slow_once() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            await asyncio.sleep(2)
+        return succeeds()
+
+    state = asyncio.run(slow_once(return_state=True))  # type: ignore[arg-type]
+    assert len(attempts) == 2
+    assert state.result() == "success"

@@ -250,3 +250,44 @@ def test_validation_is_cheap() -> None:
     for _ in range(1000):
         validate({"n": 1, "s": "a", "when": when})
     assert time.perf_counter() - started < 0.1
+
+
+# Prefect leaves the bound object out of a method flow's parameters: it is passed to the
+# body, not recorded (nor pickled, previewed or hashed)
+def test_a_method_flow_does_not_record_the_bound_object() -> None:
+    from flowbook.runtime import flow_run
+
+    seen: dict[str, Any] = {}
+
+    class Counter:
+        @flow
+        def count(self, n: int) -> int:
+            seen.update(flow_run.parameters)
+            return n
+
+        @flow
+        @classmethod
+        def count_cls(cls, n: int) -> int:
+            seen.update(flow_run.parameters)
+            return n
+
+    state = Counter().count("3", return_state=True)  # type: ignore[arg-type]
+    assert state.result() == 3
+    assert seen == {"n": 3}
+    assert set(flowbook.runs.get(state.run_id).parameters) == {"n"}
+    seen.clear()
+    assert Counter.count_cls(4) == 4
+    assert seen == {"n": 4}
+
+
+def test_a_hook_added_to_a_bound_method_flow_stays_on_it() -> None:
+    class Owner:
+        @flow
+        def work(self) -> None:
+            pass
+
+    bound = Owner().work
+    bound.on_completion(lambda f, r, s: None)
+    bound.with_options(name="other")
+    assert Owner.__dict__["work"].on_completion_hooks == []
+    assert "on_completion" not in Owner.__dict__["work"]._options

@@ -618,6 +618,29 @@ def test_a_hook_that_is_not_callable_is_refused_naming_it() -> None:
         t.with_options(on_running=[None])
 
 
+# the hook decorators are one implementation for flows and tasks: a bad hook is refused
+# naming the flow or task's option, and leaves no hook behind
+def test_a_bad_decorated_hook_is_refused_for_flows_and_tasks_alike() -> None:
+    @flow
+    def f() -> None:
+        pass
+
+    @task
+    def t() -> None:
+        pass
+
+    for target, kind in ((f, "flow"), (t, "task")):
+        for option in ("on_completion", "on_failure", "on_running"):
+            with pytest.raises(TypeError, match=rf"^@{kind}\({option}=\[3\]\): {option}\[0\] is 3"):
+                getattr(target, option)(3)
+            assert getattr(target, f"{option}_hooks") == []
+        assert target._state_hooks is None
+    for option in ("on_cancellation", "on_crashed"):
+        with pytest.raises(TypeError, match=rf"^@flow\({option}=\[3\]\): {option}\[0\] is 3"):
+            getattr(f, option)(3)
+    assert not hasattr(t, "on_cancellation")
+
+
 # -- Dask (docs/behaviour.md "State hooks": task hooks run in the kernel) -----------------------
 
 
@@ -701,3 +724,93 @@ def test_a_task_run_not_started_for_a_failed_upstream_calls_on_failure() -> None
 
     f(return_state=True)
     assert [(c[0], c[3].name) for c in calls] == [("", "Failed")]  # never Running
+
+
+# -- a hook that does not return normally (docs/behaviour.md "State hooks": "A hook that raises")
+
+
+def test_a_task_hook_raising_system_exit_still_resolves_the_run() -> None:
+    import sys
+
+    def exits(task: Any, task_run: Any, state: State) -> None:
+        sys.exit(3)
+
+    @task(on_completion=[exits])
+    def t() -> int:
+        return 1
+
+    @flow
+    def f() -> int:
+        return t.submit().result(timeout=10)
+
+    assert f() == 1
+
+
+def test_a_flow_hook_interrupted_leaves_the_flow_run_ended(events: Any) -> None:
+    from flowbook.engine import flow_engine
+    from flowbook.engine.events import FlowRunFinished
+
+    def interrupted(flow: Any, flow_run: Any, state: State) -> None:
+        raise KeyboardInterrupt
+
+    @flow(on_completion=[interrupted])
+    def child() -> int:
+        return 1
+
+    @flow(on_completion=[interrupted])
+    def parent() -> int:
+        try:
+            child()
+        except KeyboardInterrupt:
+            pass
+        return 2
+
+    with pytest.raises(KeyboardInterrupt):
+        parent()
+    finished = events.of(FlowRunFinished)
+    assert [(e.flow_run.flow, e.state.name) for e in finished] == [
+        (child, "Completed"),
+        (parent, "Completed"),
+    ]
+    record = finished[0].flow_run.parent_task_run
+    assert record is not None
+    assert record.state.is_completed()
+    assert not flow_engine._active
+
+
+def test_async_hooks_of_async_runs_are_awaited_on_the_runs_loop_without_blocking_it() -> None:
+    # docs/behaviour.md "State hooks": awaited on the run's own event loop
+    loops: list[Any] = []
+    ticks: list[int] = []
+    ticked_meanwhile: list[bool] = []
+
+    async def async_hook(owner: Any, run: Any, state: State) -> None:
+        loops.append(asyncio.get_running_loop())
+        before = len(ticks)
+        await asyncio.sleep(0.2)
+        ticked_meanwhile.append(len(ticks) > before)
+
+    @task(on_running=[async_hook], on_completion=[async_hook])
+    async def t() -> int:
+        return 2
+
+    @flow(on_running=[async_hook], on_completion=[async_hook])
+    async def f() -> int:
+        return await t()
+
+    async def ticker() -> None:
+        while True:
+            ticks.append(1)
+            await asyncio.sleep(0.01)
+
+    async def main() -> tuple[int, Any]:
+        ticking = asyncio.create_task(ticker())
+        try:
+            return await f(), asyncio.get_running_loop()
+        finally:
+            ticking.cancel()
+
+    value, loop = asyncio.run(main())
+    assert value == 2
+    assert loops == [loop] * 4
+    assert ticked_meanwhile == [True] * 4
