@@ -33,6 +33,10 @@ run that asks. The keys, and what they are here (docs/prefect1.md has the same t
 ``flow_id``, ``task_id``, ``flow_run_version``, ``task_run_version``, ``task_loop_count`` and
 ``task_loop_result`` (Prefect 1's server and ``LOOP`` signal) are absent: ``get`` gives the
 default. Outside runs only ``logger`` and one's own values are present.
+
+``with_context(fn)`` (Prefect 3's helper) wraps ``fn`` to run with the current run's context
+in a process the user starts (``multiprocessing``, ``ProcessPoolExecutor``): there
+``get_run_logger()`` logs to this run (``flowbook._carried_context``).
 """
 
 from __future__ import annotations
@@ -45,10 +49,11 @@ from collections.abc import Iterator as _Iterator
 from contextvars import ContextVar as _ContextVar
 from typing import Any as _Any
 
+from flowbook._carried_context import with_context
 from flowbook.engine.runs import current_flow_run as _current_flow_run
 from flowbook.engine.runs import current_task_run as _current_task_run
 
-__all__ = ["get", "to_dict"]
+__all__ = ["get", "to_dict", "with_context"]
 
 # values given with ``with flowbook.context(...)``; a new dict per block, never mutated
 _user_values: _ContextVar[dict[str, _Any]] = _ContextVar(

@@ -27,7 +27,7 @@ from flowbook.task_runners.base import TaskRunner
 
 if TYPE_CHECKING:
     from flowbook.background import BackgroundRun
-from flowbook.task_runners.concurrent import ConcurrentTaskRunner
+from flowbook.task_runners.thread_pool import ThreadPoolTaskRunner
 
 __all__ = ["Flow", "flow"]
 
@@ -122,7 +122,7 @@ class Flow(HookMethods, Generic[P, R]):
         self._version = version
         if isinstance(task_runner, type):
             task_runner = task_runner()
-        self.task_runner: TaskRunner = task_runner or ConcurrentTaskRunner()
+        self.task_runner: TaskRunner = task_runner or ThreadPoolTaskRunner()
         self.retries: int = retries or 0
         self.retry_delay_seconds: float | list[float] = retry_delay_seconds or 0
         self.timeout_seconds = None if timeout_seconds is None else float(timeout_seconds)
@@ -198,7 +198,7 @@ class Flow(HookMethods, Generic[P, R]):
         else:
             runner = self._options.get("task_runner")
             self.task_runner = (
-                runner() if isinstance(runner, type) else runner or ConcurrentTaskRunner()
+                runner() if isinstance(runner, type) else runner or ThreadPoolTaskRunner()
             )
 
     @property
@@ -209,6 +209,17 @@ class Flow(HookMethods, Generic[P, R]):
 
             self._version = source_hash(self.fn)[:16]
         return self._version
+
+    @property
+    def parameters(self) -> Any:
+        """The parameters as a JSON schema object (Prefect's ``ParameterSchema``), built with
+        pydantic at the first read: decorating and calling a flow never build it."""
+        schema = self.__dict__.get("_parameter_schema")
+        if schema is None:
+            from flowbook._parameter_schema import parameter_schema
+
+            schema = self.__dict__["_parameter_schema"] = parameter_schema(self.fn, self.signature)
+        return schema
 
     def __get__(self, instance: Any, owner: Any = None) -> Flow[P, R]:
         """A flow defined in a class binds like a method: ``obj.flow(...)`` passes ``obj`` as

@@ -8,6 +8,12 @@ events; the console printer, the store and the widget receive them from the even
 ``log_prints=True`` replaces ``builtins.print`` once, process-wide, with a function that asks
 the current context whether the running task or flow captures prints; if not, it is the
 original ``print``. Looking at a context variable is all it costs other code.
+
+``FLOWBOOK_LOGGING_EXTRA_LOGGERS`` names other libraries' loggers: one handler, attached to
+each, turns their records emitted inside a run into that run's ``LogEmitted`` events (stamped
+like ``get_run_logger()`` records, on a copy so the library's record is left as it was).
+Outside a run it does nothing, and ``install`` moves it to the loggers of the settings in force
+so that reloading the settings neither duplicates nor leaves it behind.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import builtins
 import logging
 import sys
+import threading
+import weakref
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -39,20 +47,7 @@ class RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """A logger whose records carry the run they come from."""
 
     def __init__(self, logger: logging.Logger, run: FlowRun | TaskRun) -> None:
-        if isinstance(run, TaskRun):
-            flow_run_id = run.flow_run.id if run.flow_run else None
-            extra = {
-                "flowbook_run": f"Task run {run.name!r}",
-                "flowbook_flow_run_id": flow_run_id,
-                "flowbook_task_run_id": run.id,
-            }
-        else:
-            extra = {
-                "flowbook_run": f"Flow run {run.name!r}",
-                "flowbook_flow_run_id": run.id,
-                "flowbook_task_run_id": None,
-            }
-        super().__init__(logger, extra)
+        super().__init__(logger, _run_stamp(run))
         self.run = run
 
     def process(
@@ -61,6 +56,21 @@ class RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         given = kwargs.get("extra")
         kwargs["extra"] = {**given, **(self.extra or {})} if given else self.extra
         return msg, kwargs
+
+
+def _run_stamp(run: FlowRun | TaskRun) -> dict[str, Any]:
+    """The attributes that tie a record to ``run`` (read by the console, store and widget)."""
+    if isinstance(run, TaskRun):
+        return {
+            "flowbook_run": f"Task run {run.name!r}",
+            "flowbook_flow_run_id": run.flow_run.id if run.flow_run else None,
+            "flowbook_task_run_id": run.id,
+        }
+    return {
+        "flowbook_run": f"Flow run {run.name!r}",
+        "flowbook_flow_run_id": run.id,
+        "flowbook_task_run_id": None,
+    }
 
 
 def get_run_logger() -> RunLogger:
@@ -145,11 +155,73 @@ class _EventBridge(logging.Handler):
 _bridge = _EventBridge()
 
 
+class _ExtraLoggersBridge(logging.Handler):
+    """Records of the loggers ``FLOWBOOK_LOGGING_EXTRA_LOGGERS`` names, emitted inside a run,
+    as ``LogEmitted`` events of that run; outside a run, nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # the record this thread handled last: a record of ``a.b`` reaches the handler once
+        # on ``a.b`` and again on ``a`` when both are named (a weak reference: the record and
+        # its arguments are not kept alive)
+        self._last = threading.local()
+        # FLOWBOOK_LOGGING_LEVEL, for run log lines only: the handler's own level stays NOTSET
+        # so that records outside runs still reach _last_resort
+        self.run_level = logging.INFO
+
+    def emit(self, record: logging.LogRecord) -> None:
+        last = getattr(self._last, "record", None)
+        if last is not None and last() is record:
+            return
+        self._last.record = weakref.ref(record)
+        run: FlowRun | TaskRun | None = current_task_run.get() or current_flow_run.get()
+        if run is None:
+            _last_resort(record)
+            return
+        if record.levelno >= self.run_level and bus.wants(LogEmitted):
+            copy = logging.makeLogRecord(record.__dict__)
+            stamp = _run_stamp(run)
+            copy.__dict__.update(stamp)
+            bus.emit(LogEmitted(copy, stamp["flowbook_flow_run_id"], stamp["flowbook_task_run_id"]))
+
+
+def _last_resort(record: logging.LogRecord) -> None:
+    """What ``logging`` does for a record no handler takes (``logging.lastResort``: WARNING
+    and above to stderr); attaching the handler must not silence it outside runs."""
+    resort = logging.lastResort
+    if resort is None or record.levelno < resort.level:
+        return
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    while logger is not None:
+        if any(h is not _extra_bridge for h in logger.handlers):
+            return
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    resort.handle(record)
+
+
+_extra_bridge = _ExtraLoggersBridge()
+_extra_attached: tuple[str, ...] = ()
+
+
 def install(settings: Settings) -> None:
-    """Attach the bridge handler to the ``flowbook`` logger and set its level."""
+    """Attach the bridge handler to the ``flowbook`` logger and set its level; attach the
+    extra loggers' handler to the loggers the settings name (and to no other)."""
+    global _extra_attached
     if _bridge not in ROOT.handlers:
         ROOT.addHandler(_bridge)
     ROOT.setLevel(settings.logging_level_no)
+    names = settings.logging_extra_loggers
+    for name in _extra_attached:
+        if name not in names:
+            logging.getLogger(name).removeHandler(_extra_bridge)
+    for name in names:
+        logging.getLogger(name).addHandler(_extra_bridge)  # a no-op if attached already
+    _extra_attached = names
+    # the level of run log lines; the library's own logger level still decides first which
+    # records exist, as in Prefect
+    _extra_bridge.run_level = settings.logging_level_no
 
 
 # -- print capture ---------------------------------------------------------------------------

@@ -14,6 +14,20 @@ and what it accepts. A path variable that is set but empty counts as unset.
 | ``FLOWBOOK_LOGGING_LEVEL`` | ``INFO`` | run log lines below this level are dropped |
 | ``FLOWBOOK_CONSOLE`` | ``auto`` | print run lines to stderr: ``on``, ``off``, ``auto`` |
 | ``FLOWBOOK_GC_FREEZE`` | ``on`` | keep the garbage collector off older objects during runs |
+| ``FLOWBOOK_LOGGING_LOG_PRINTS`` | ``false`` | ``log_prints`` of runs that do not set it |
+| ``FLOWBOOK_LOGGING_EXTRA_LOGGERS`` | none | loggers (comma-separated) whose records in a run |
+| | | become that run's log lines |
+| ``FLOWBOOK_TASKS_DEFAULT_RETRIES`` | ``0`` | ``retries`` of tasks that do not set it |
+| ``FLOWBOOK_TASKS_DEFAULT_RETRY_DELAY_SECONDS`` | ``0`` | ``retry_delay_seconds`` of tasks that |
+| | | do not set it: seconds, or a comma-separated list of them |
+| ``FLOWBOOK_TASKS_REFRESH_CACHE`` | ``false`` | ``refresh_cache`` of tasks that do not set it |
+
+The last five are Prefect 3's ``PREFECT_LOGGING_LOG_PRINTS``, ``..._EXTRA_LOGGERS``,
+``PREFECT_TASKS_DEFAULT_RETRIES``, ``..._RETRY_DELAY_SECONDS`` and ``..._REFRESH_CACHE``
+(only the ``FLOWBOOK_`` names are read, as for the other settings), and are read where Prefect
+reads them: the retry defaults when a task is decorated, the others when a run starts. Their
+defaults are published (``_publish_defaults``) to the places the engine already looks, so a
+task or run at the defaults does no more work per call than without them.
 """
 
 from __future__ import annotations
@@ -24,13 +38,16 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, PositiveFloat
+from pydantic import BaseModel, ConfigDict, NonNegativeFloat, NonNegativeInt, PositiveFloat
 
 __all__ = ["Settings", "get_settings", "reload_settings"]
 
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SWITCH = ("on", "off")
 _CONSOLE = ("auto", "on", "off")
+_TRUE = ("true", "on", "1", "yes")
+_FALSE = ("false", "off", "0", "no")
+_MAX_DELAYS = 50  # as for retry_delay_seconds= on a task
 
 
 class Settings(BaseModel):
@@ -49,6 +66,11 @@ class Settings(BaseModel):
     logging_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     console: Literal["auto", "on", "off"] = "auto"
     gc_freeze: Literal["on", "off"] = "on"
+    logging_log_prints: bool = False
+    logging_extra_loggers: tuple[str, ...] = ()
+    tasks_default_retries: NonNegativeInt = 0
+    tasks_default_retry_delay_seconds: NonNegativeFloat | tuple[NonNegativeFloat, ...] = 0.0
+    tasks_refresh_cache: bool = False
 
     @property
     def logging_level_no(self) -> int:
@@ -133,6 +155,67 @@ def _retention() -> float | None:
     return days
 
 
+def _flag(name: str) -> bool:
+    raw = os.environ.get(name, "").strip()
+    if raw.lower() in _TRUE:
+        return True
+    if not raw or raw.lower() in _FALSE:
+        return False
+    raise ValueError(
+        f"environment variable {name}={raw!r} is not valid; use true or false "
+        "(or on/off, 1/0, yes/no)"
+    )
+
+
+def _retries() -> int:
+    name = "FLOWBOOK_TASKS_DEFAULT_RETRIES"
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return 0
+    try:
+        retries = int(raw)
+    except ValueError:
+        retries = -1
+    if retries < 0:
+        raise ValueError(
+            f"environment variable {name}={raw!r} is not valid; use a whole number of retries >= 0"
+        )
+    return retries
+
+
+def _retry_delays() -> float | tuple[float, ...]:
+    name = "FLOWBOOK_TASKS_DEFAULT_RETRY_DELAY_SECONDS"
+    raw = os.environ.get(name, "").strip()
+    parts = [p.strip() for p in raw.split(",") if p.strip()]
+    if not parts:
+        return 0.0
+    try:
+        delays = [float(p) for p in parts]
+    except ValueError:
+        delays = [-1.0]
+    # ``not d >= 0`` also refuses nan; inf is refused as a delay nobody could wait out
+    if any(not 0 <= d < float("inf") for d in delays) or len(delays) > _MAX_DELAYS:
+        raise ValueError(
+            f"environment variable {name}={raw!r} is not valid; use a number of seconds "
+            f">= 0, or a comma-separated list of at most {_MAX_DELAYS} of them (one per retry)"
+        )
+    return delays[0] if len(delays) == 1 else tuple(delays)
+
+
+def _extra_loggers() -> tuple[str, ...]:
+    name = "FLOWBOOK_LOGGING_EXTRA_LOGGERS"
+    raw = os.environ.get(name, "")
+    names = tuple(dict.fromkeys(n.strip() for n in raw.split(",") if n.strip()))
+    for logger in names:
+        if logger == "flowbook" or logger.startswith("flowbook."):
+            raise ValueError(
+                f"environment variable {name}={raw!r} is not valid: {logger!r} is one of "
+                "flowbook's own loggers, whose records are run log lines already; name the "
+                "loggers of other libraries (e.g. dask,urllib3)"
+            )
+    return names
+
+
 def _from_env() -> Settings:
     home = _path("FLOWBOOK_HOME", "~/.flowbook") or Path("~/.flowbook").expanduser()
     options: dict[str, Any] = {
@@ -144,6 +227,11 @@ def _from_env() -> Settings:
         "logging_level": _choice("FLOWBOOK_LOGGING_LEVEL", "INFO", _LEVELS, upper=True),
         "console": _choice("FLOWBOOK_CONSOLE", "auto", _CONSOLE),
         "gc_freeze": _choice("FLOWBOOK_GC_FREEZE", "on", _SWITCH),
+        "logging_log_prints": _flag("FLOWBOOK_LOGGING_LOG_PRINTS"),
+        "logging_extra_loggers": _extra_loggers(),
+        "tasks_default_retries": _retries(),
+        "tasks_default_retry_delay_seconds": _retry_delays(),
+        "tasks_refresh_cache": _flag("FLOWBOOK_TASKS_REFRESH_CACHE"),
     }
     return Settings(**options)
 
@@ -154,14 +242,47 @@ _current: Settings | None = None
 def get_settings() -> Settings:
     global _current
     if _current is None:
-        _current = _from_env()
+        settings = _from_env()
+        _publish_defaults(settings)
+        _current = settings
     return _current
+
+
+def task_defaults(
+    retries: int | None, retry_delay_seconds: float | list[float] | None
+) -> tuple[int, float | list[float]]:
+    """A task's ``retries`` and ``retry_delay_seconds``: its own, or the settings' defaults
+    (read when the task is decorated, as Prefect reads them)."""
+    settings = get_settings()
+    if retries is None:
+        retries = settings.tasks_default_retries
+    if retry_delay_seconds is None:
+        delays = settings.tasks_default_retry_delay_seconds
+        retry_delay_seconds = list(delays) if isinstance(delays, tuple) else delays
+    return retries, retry_delay_seconds
+
+
+def _publish_defaults(settings: Settings) -> None:
+    """Put the run-time defaults where the engine looks anyway, so that reading them costs a
+    run nothing: ``refresh_cache`` into every task that has none of its own (the engine reads
+    ``task.refresh_cache`` either way), ``log_prints`` into a module global the engine reads
+    only for a run with no ``log_prints`` of its own and no parent run to inherit it from."""
+    from flowbook import _run_defaults
+    from flowbook.tasks import _set_refresh_default
+
+    _set_refresh_default(settings.tasks_refresh_cache)
+    _run_defaults.log_prints = settings.logging_log_prints
+    if settings.logging_log_prints:
+        from flowbook.logging import enable_print_capture
+
+        enable_print_capture()
 
 
 def reload_settings() -> Settings:
     """Read the environment again and apply the result to logging, the console and the store."""
     global _current
     _current = _from_env()
+    _publish_defaults(_current)
     from flowbook._setup import apply_settings
 
     apply_settings(_current)

@@ -13,6 +13,7 @@ import datetime
 import inspect
 import itertools
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Sized
 from collections.abc import Mapping as MappingABC
 from typing import Any, Generic, TypeVar, overload
@@ -104,7 +105,11 @@ def _delays_from_callable(options: dict[str, Any]) -> dict[str, Any]:
     """``retry_delay_seconds=exponential_backoff(...)``: a function of the number of retries
     that gives the list of delays (none without retries)."""
     make = options["retry_delay_seconds"]
-    retries = options.get("retries") or 0
+    retries = options.get("retries")
+    if retries is None:  # called with the settings' default number, as in Prefect
+        from flowbook.settings import task_defaults
+
+        retries = task_defaults(None, 0)[0]
     try:
         delays = make(retries)
     except Exception as exc:
@@ -113,6 +118,28 @@ def _delays_from_callable(options: dict[str, Any]) -> dict[str, Any]:
             f"{exc} when called with the number of retries ({retries})"
         ) from exc
     return {**options, "retry_delay_seconds": list(delays) or None}
+
+
+# FLOWBOOK_TASKS_REFRESH_CACHE, read when a task runs as Prefect does, at no cost per call:
+# the settings write it into every live task without refresh_cache= of its own, so the engine
+# reads the same instance attribute as for a task that sets it
+_refresh_default = False
+_refresh_followers: weakref.WeakSet[Task[Any, Any]] = weakref.WeakSet()
+_refresh_lock = threading.Lock()  # a task decorated on another thread during a reload
+
+
+def _follow_refresh_default(task: Task[Any, Any]) -> None:
+    with _refresh_lock:
+        task.refresh_cache = _refresh_default
+        _refresh_followers.add(task)
+
+
+def _set_refresh_default(value: bool) -> None:
+    global _refresh_default
+    with _refresh_lock:
+        _refresh_default = value
+        for follower in list(_refresh_followers):
+            follower.refresh_cache = value
 
 
 class Task(HookMethods, Generic[P, R]):
@@ -173,6 +200,11 @@ class Task(HookMethods, Generic[P, R]):
         retry_delay_seconds: float | list[float] | None = options.get("retry_delay_seconds")
         timeout_seconds: float | None = options.get("timeout_seconds")
         task_run_name: str | Callable[[], str] | None = options.get("task_run_name")
+        if retries is None or retry_delay_seconds is None:
+            from flowbook.settings import task_defaults
+
+            # the settings' defaults, read at decoration as Prefect does (not in _options)
+            retries, retry_delay_seconds = task_defaults(retries, retry_delay_seconds)
         self.fn = fn
         self.name: str = name or str(getattr(fn, "__name__", type(fn).__name__))
         self.description: str | None = (
@@ -190,7 +222,10 @@ class Task(HookMethods, Generic[P, R]):
         # the key function the engine calls (None: not cached), from cache_policy/cache_key_fn
         self.cache_policy, self.cache_key_fn = _for_task(self.name, fn, options)
         self.cache_expiration: datetime.timedelta | None = options.get("cache_expiration")
-        self.refresh_cache = bool(options.get("refresh_cache"))
+        if "refresh_cache" in options:
+            self.refresh_cache = bool(options["refresh_cache"])
+        else:  # the settings' default, kept up to date by _set_refresh_default
+            _follow_refresh_default(self)
         self.log_prints: bool | None = options.get("log_prints")
         self.persist_result: bool | None = options.get("persist_result")
         # Prefect 1: whether a run starts, from its upstream runs' states (None: all of them
@@ -234,6 +269,8 @@ class Task(HookMethods, Generic[P, R]):
     def __copy__(self) -> Task[P, R]:
         copy = object.__new__(type(self))
         copy.__dict__.update(self.__dict__)  # hooks included (pickling leaves them out)
+        if self in _refresh_followers:
+            _follow_refresh_default(copy)
         return copy
 
     def __getstate__(self) -> dict[str, Any]:

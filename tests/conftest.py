@@ -38,6 +38,12 @@ def _clean_flowbook(monkeypatch: pytest.MonkeyPatch, flowbook_home: Path) -> Ite
         "FLOWBOOK_RESULTS_DIR",
         "FLOWBOOK_STORE",
         "FLOWBOOK_LOG_RETENTION_DAYS",
+        "FLOWBOOK_LOGGING_LOG_PRINTS",
+        "FLOWBOOK_LOGGING_EXTRA_LOGGERS",
+        "FLOWBOOK_TASKS_DEFAULT_RETRIES",
+        "FLOWBOOK_TASKS_DEFAULT_RETRY_DELAY_SECONDS",
+        "FLOWBOOK_TASKS_REFRESH_CACHE",
+        "FLOWBOOK_GC_FREEZE",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FLOWBOOK_HOME", str(flowbook_home))

@@ -14,6 +14,7 @@ import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from flowbook import _run_defaults
 from flowbook.states import State
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ class FlowRun:
             # the ignore: mypy has not yet seen FlowRun.log_prints, assigned just below
             parent = parent_task_run.flow_run
             log_prints = parent.log_prints if parent is not None else None  # type: ignore[has-type]
-        self.log_prints = bool(log_prints)
+        self.log_prints = _run_defaults.log_prints if log_prints is None else bool(log_prints)
         self.cancel_event = threading.Event()
         # the BackgroundRun handle of a run started with Flow.run_background
         self.background: Any = None

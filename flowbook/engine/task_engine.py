@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from flowbook import _tags
+from flowbook import _run_defaults, _tags
 from flowbook._setup import ensure_configured
 from flowbook._tags import with_context_tags
 from flowbook.engine.events import TaskRunCreated, bus
@@ -167,7 +167,7 @@ class TaskRunEngine(SubmittedCall):
         run.map_group = map_group
         log_prints = task.log_prints
         if log_prints is None:
-            log_prints = flow_run.log_prints if flow_run else False
+            log_prints = flow_run.log_prints if flow_run else _run_defaults.log_prints
         elif log_prints:
             from flowbook.logging import enable_print_capture
 
@@ -186,15 +186,14 @@ class TaskRunEngine(SubmittedCall):
             wait_for = wait_for_list(wait_for)
             annotated = collect_futures(wait_for, upstream) or annotated
         self.upstream = upstream
-        if annotated:
-            self._note_annotations(wait_for)
+        early = self._note_annotations(wait_for) if annotated else None
         if upstream:
             run.upstream_ids = tuple(dict.fromkeys(f.task_run.id for f in upstream))
         self.future: TaskRunFuture[Any] | None = TaskRunFuture(run) if with_future else None
         run.future = self.future
         self._context: contextvars.Context | None = None
         # a state the run ends in before anything else happens (its name could not be made)
-        self._early: State | None = None
+        self._early: State | None = early
         try:
             run.name = task._run_name(run)
         except Exception as exc:
@@ -206,17 +205,22 @@ class TaskRunEngine(SubmittedCall):
             bus.emit(TaskRunCreated(run, run.upstream_ids))
         first_task_run_state(run, Pending())
 
-    def _note_annotations(self, wait_for: Iterable[Any] | None) -> None:
-        """Arguments wrapped in ``quote`` or ``allow_failure``: which upstream runs may fail,
-        and, when there is no upstream run to wait for, the unwrapped arguments at once."""
+    def _note_annotations(self, wait_for: Iterable[Any] | None) -> State | None:
+        """Arguments wrapped in ``quote`` or ``allow_failure``, or states: which upstream runs
+        may fail, and, when there is no upstream run to wait for, the unwrapped arguments at
+        once (``Failed`` if a state among them did not complete: the run does not start)."""
         run = self.task_run
         values = [*run.args, *run.kwargs.values(), *(wait_for or ())]
         self._tolerated = tolerated_futures(values, self.upstream)
         if not self.upstream:
-            run.set_arguments(
-                tuple(unwrap_annotations(a) for a in run.args),
-                {k: unwrap_annotations(v) for k, v in run.kwargs.items()},
-            )
+            try:
+                run.set_arguments(
+                    tuple(unwrap_annotations(a) for a in run.args),
+                    {k: unwrap_annotations(v) for k, v in run.kwargs.items()},
+                )
+            except UpstreamTaskError as exc:
+                return Failed(f"Task run not run: {exc}", exc)
+        return None
 
     # -- phases --------------------------------------------------------------------------------
     def resolve_inputs(self) -> State | None:

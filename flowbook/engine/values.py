@@ -12,6 +12,11 @@ fields set, pydantic models by ``model_copy(update=...)``, a ``FutureList`` as a
 of results); everything else is the very object the caller passed, and a value without
 futures comes back unchanged, not copied.
 
+A ``State`` among the arguments is resolved like a future that is already final: a completed
+state gives its result; any other raises ``UpstreamTaskError`` (the task run does not start),
+except a failed one inside ``allow_failure``, which gives its exception. The walks meet states
+where they meet annotations, so arguments without them pay nothing for this.
+
 Both are on the per-task hot path: an argument of a built-in scalar type costs one set
 look-up, a future one type check.
 """
@@ -26,7 +31,9 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from flowbook._annotations import Annotation, allow_failure, opaque
+from flowbook.exceptions import UpstreamTaskError
 from flowbook.futures import FutureList, TaskRunFuture
+from flowbook.states import State, StateType
 
 __all__ = ["collect_futures", "resolve_futures"]
 
@@ -36,8 +43,9 @@ _LEAVES: Final = frozenset({int, float, str, bool, bytes, complex, type(None)})
 # How the walks treat a type: its parts are items (list, tuple, set, ...), dict values,
 # fields (dataclass, pydantic), or it is passed as it is; or it is an annotation
 # (``quote``, ``opaque``, ``allow_failure``: flowbook._annotations), which the walks treat
-# themselves.
-_ITEMS, _VALUES, _DATACLASS, _PYDANTIC, _OPAQUE, _ANNOTATION = range(6)
+# themselves; or it is a state (resolved to its result like a final future). The last two
+# come last: ``how >= _ANNOTATION`` picks both out with one comparison.
+_ITEMS, _VALUES, _DATACLASS, _PYDANTIC, _OPAQUE, _ANNOTATION, _STATE = range(7)
 _EXACT: Final[dict[type, int]] = {
     list: _ITEMS,
     tuple: _ITEMS,
@@ -93,6 +101,8 @@ def _decide(value: object) -> tuple[int, tuple[str, ...]]:
     kind = type(value)
     if isinstance(value, Annotation):
         return _ANNOTATION, _NO_FIELDS
+    if isinstance(value, State):
+        return _STATE, _NO_FIELDS
     if isinstance(value, tuple) and isinstance(getattr(kind, "_fields", None), tuple):
         return _ITEMS, _NO_FIELDS  # a namedtuple
     if isinstance(getattr(kind, "__dataclass_fields__", None), dict):
@@ -132,7 +142,7 @@ def _nothing_inside(value: Any, kind: type) -> bool:
         how, names = _DECIDED.get(id(kind)) or _decision(value)
         if how == _OPAQUE:
             return True
-        if how == _ANNOTATION:
+        if how >= _ANNOTATION:  # an annotation or a state: the walks treat it themselves
             return False
         # a namedtuple's items, or the fields of a dataclass or pydantic model
         items = value if how == _ITEMS else [getattr(value, name, None) for name in names]
@@ -162,8 +172,8 @@ def collect_futures(
     A future is appended once for each place it sits in, except that a container reached
     twice (shared, or on a cycle) is looked into once. The value of a ``quote`` is not looked
     into; that of an ``allow_failure`` is unless ``into_allowed`` is False. Returns whether
-    an annotation was met (the caller then treats the arguments with ``unwrap_annotations``
-    and ``tolerated_futures``).
+    an annotation or a state was met (the caller then treats the arguments with
+    ``unwrap_annotations`` and ``tolerated_futures``).
     """
     remaining = iter(values)
     for value in remaining:
@@ -195,8 +205,10 @@ def _collect_nested(
             found.append(value)
             continue
         how = _how(value)
-        if how == _ANNOTATION:
+        if how >= _ANNOTATION:
             annotated = True
+            if how == _STATE:
+                continue
             inner = value.value
             if isinstance(value, opaque):
                 if isinstance(inner, TaskRunFuture):
@@ -240,6 +252,8 @@ def resolve_futures(value: Any, raise_on_failure: bool = True) -> Any:
         return value
     if isinstance(value, Annotation):
         return _unwrap(value, raise_on_failure)
+    if isinstance(value, State):
+        return _state_value(value, raise_on_failure)
     holding = _holding_futures(value)
     if not holding:
         return value
@@ -266,8 +280,8 @@ def _holding_futures(root: Any) -> set[int]:
                 continue
             if kind is TaskRunFuture or isinstance(part, TaskRunFuture):
                 holds = True
-            elif isinstance(part, Annotation):
-                holds = True  # rebuilt with the annotation unwrapped
+            elif isinstance(part, (Annotation, State)):
+                holds = True  # rebuilt with the annotation unwrapped, the state resolved
             elif _how(part) != _OPAQUE:
                 above = parents.get(id(part))
                 if above is None:
@@ -344,6 +358,8 @@ def _rebuild(root: Any, holding: set[int], raise_on_failure: bool = True) -> Any
                 frame.parts.append(part.result(raise_on_failure=raise_on_failure))
             elif isinstance(part, Annotation):
                 frame.parts.append(_unwrap(part, raise_on_failure))
+            elif isinstance(part, State):
+                frame.parts.append(_state_value(part, raise_on_failure))
             elif id(part) not in holding:
                 frame.parts.append(part)
             elif id(part) in built:
@@ -416,6 +432,22 @@ def _unwrap(annotation: Annotation[Any], raise_on_failure: bool) -> Any:
     if isinstance(annotation, opaque) and isinstance(value, TaskRunFuture):
         return value.result(raise_on_failure=raise_on_failure)
     return value
+
+
+def _state_value(state: State, raise_on_failure: bool) -> Any:
+    """What a state among the arguments gives the task: a completed state's result; with
+    ``raise_on_failure=False`` (inside ``allow_failure``) a failed state's exception."""
+    if state.type is StateType.COMPLETED:
+        return state.result()
+    if state.type is StateType.FAILED and not raise_on_failure:
+        return state.result(raise_on_failure=False)
+    exc = UpstreamTaskError(
+        f"an argument is the state {state.short()}, not a completed one; pass a completed "
+        "state, or a failed one inside allow_failure(...) to get its exception"
+    )
+    if isinstance(state.data, BaseException):
+        exc.__cause__ = state.data
+    raise exc
 
 
 def unwrap_annotations(value: Any) -> Any:

@@ -8,7 +8,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from flowbook.task_runners._dask_worker import ignore_interrupts
 
-__all__ = ["IgnoreInterrupts", "RestoreEnvironment"]
+__all__ = ["IgnoreInterrupts", "RestoreEnvironment", "RunInitializer"]
 
 
 class IgnoreInterrupts(WorkerPlugin):
@@ -44,3 +44,22 @@ class RestoreEnvironment(WorkerPlugin):
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+class RunInitializer(WorkerPlugin):
+    """``ProcessPoolTaskRunner(initializer=..., initargs=...)``: ``initializer(*initargs)``
+    once in each worker process, before it runs a task (``ProcessPoolExecutor``'s rule).
+
+    Registered with the cluster's client, it also runs in workers started later (a worker
+    restarted after a crash). Raising fails the registration, and the run that started the
+    cluster; in a worker started later it is logged by Dask.
+    """
+
+    name = "flowbook-initializer"
+
+    def __init__(self, initializer: Any, initargs: tuple[Any, ...]) -> None:
+        self.initializer = initializer
+        self.initargs = initargs
+
+    def setup(self, worker: Any) -> None:
+        self.initializer(*self.initargs)

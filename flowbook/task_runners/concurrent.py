@@ -1,76 +1,37 @@
-"""ConcurrentTaskRunner: submitted task runs execute on a thread pool of the flow run."""
+"""ConcurrentTaskRunner: Prefect 2's name for the thread pool runner (``thread_pool.py``).
+
+Prefect 3 made ``ConcurrentTaskRunner`` an alias of ``ThreadPoolTaskRunner``. Here it is a
+subclass, so that code written for Prefect 2 keeps its runner's name in reprs and error
+messages, and a class check makes the two names one runner: every ``ThreadPoolTaskRunner``
+(the default runner of flows included) is an instance of ``ConcurrentTaskRunner`` too.
+"""
 
 from __future__ import annotations
 
-import os
-import threading
+import abc
+from typing import Any
 
-from typing_extensions import Self
+from flowbook.task_runners.thread_pool import (
+    DEFAULT_MAX_WORKERS,
+    ThreadPoolTaskRunner,
+    check_max_workers,
+)
 
-from flowbook.task_runners._pool import PoolClosedError, WorkerPool
-from flowbook.task_runners.base import SubmittedCall, TaskRunner
-
-__all__ = ["ConcurrentTaskRunner"]
-
-# Notebook tasks mostly wait (HTTP, files, databases) or run in C code that releases the GIL
-# (NumPy, pandas), so the pool is larger than the core count; it is bounded so that a map over
-# 10,000 inputs does not start 10,000 threads. Threads are created only as work arrives.
-DEFAULT_MAX_WORKERS = min(32, 4 * (os.cpu_count() or 1) + 4)
+__all__ = ["DEFAULT_MAX_WORKERS", "ConcurrentTaskRunner", "check_max_workers"]
 
 
-def check_max_workers(runner: str, max_workers: object, default: str) -> None:
-    """Refuse a ``max_workers`` that is not None or a positive int (``runner`` names the class
-    in the message, ``default`` says what None gives); the thread and process pools share it."""
-    if max_workers is None:
-        return
-    if not isinstance(max_workers, int) or isinstance(max_workers, bool):
-        raise TypeError(
-            f"{runner}(max_workers={max_workers!r}): max_workers must be an int, not "
-            f"{type(max_workers).__name__}"
-        )
-    if max_workers < 1:
-        raise ValueError(
-            f"{runner}(max_workers={max_workers!r}): max_workers must be a positive integer, "
-            f"or None for {default}"
-        )
+class _SameRunner(abc.ABCMeta):
+    """``isinstance(x, ConcurrentTaskRunner)`` holds for every thread pool runner."""
+
+    # By the class's real bases, not by issubclass(): ABCMeta's checks of the base classes ask
+    # their subclasses, this one included, and would come back here without end.
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return ThreadPoolTaskRunner in type(instance).__mro__
+
+    def __subclasscheck__(cls, subclass: type) -> bool:
+        return isinstance(subclass, type) and ThreadPoolTaskRunner in subclass.__mro__
 
 
-class ConcurrentTaskRunner(TaskRunner):
-    """Runs submitted task runs concurrently on a pool of ``max_workers`` threads."""
-
-    def __init__(self, max_workers: int | None = None) -> None:
-        super().__init__()
-        check_max_workers(
-            type(self).__name__, max_workers, f"the default ({DEFAULT_MAX_WORKERS} on this machine)"
-        )
-        self.max_workers = max_workers or DEFAULT_MAX_WORKERS
-        self._explicit_max_workers = max_workers
-        self._pool: WorkerPool | None = None
-        self._pool_lock = threading.Lock()
-
-    def duplicate(self) -> Self:
-        return type(self)(max_workers=self._explicit_max_workers)
-
-    def _execute(self, call: SubmittedCall) -> None:
-        pool = self._pool
-        if pool is None:
-            with self._pool_lock:
-                if self._pool is None:
-                    self._pool = WorkerPool(self.max_workers, "flowbook-task")
-                pool = self._pool
-        try:
-            pool.submit(call.run)
-        except PoolClosedError:
-            # The pool was shut down (the flow run was cancelled) while this call waited for
-            # its upstream runs: it must end, not hang.
-            call.cancel("The flow run's task runner shut down before this task run started.")
-
-    def shutdown(self, cancel_pending: bool = False) -> None:
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=not cancel_pending, cancel_pending=cancel_pending)
-        super().shutdown(cancel_pending)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(max_workers={self.max_workers})"
+class ConcurrentTaskRunner(ThreadPoolTaskRunner, metaclass=_SameRunner):
+    """Runs submitted task runs concurrently on a pool of ``max_workers`` threads (Prefect 2's
+    name of ``ThreadPoolTaskRunner``)."""

@@ -46,6 +46,17 @@ from flowbook.engine.runs import FlowRun, TaskRun, current_flow_run, current_tas
 from flowbook.futures import FutureList, TaskRunFuture
 from flowbook.states import Cancelled, DeferredResult, State
 from flowbook.task_runners._dask_client import get_async_dask_client, get_dask_client
+from flowbook.task_runners._dask_options import (
+    check_cluster,
+    check_report_path,
+    check_report_path_type,
+    cluster_address,
+    finish_report,
+    get_annotations,
+    register_initializer,
+    start_report,
+    usable_annotations,
+)
 from flowbook.task_runners._dask_worker import AttemptSpec, FlowRunInfo, ReturnedState
 from flowbook.task_runners.base import SubmittedCall, TaskRunner, when_final
 
@@ -281,15 +292,18 @@ def _connect(runner: DaskTaskRunner, for_run: bool) -> _Connection:
     _register_atexit()
     key = runner._config_key()
     with _registry_lock:
-        if runner.address is not None:
+        if runner.address is not None or runner.cluster is not None:
             conn = _remote.get(key)
             if conn is not None and not conn.closed and _client_gone(conn.client):
                 # the scheduler went away for longer than the client waits to reconnect:
                 # Dask closed the client; connect again (the scheduler may be back)
                 conn.close()
             if conn is None or conn.closed:
-                client = distributed.Client(runner.address, **runner.client_kwargs)
+                # key[1] is the scheduler's address (of address=, or of the cluster object)
+                client = distributed.Client(key[1], **runner.client_kwargs)
                 conn = _remote[key] = _Connection(key, client, None)
+                if runner.cluster is not None and runner.adapt_kwargs is not None:
+                    runner.cluster.adapt(**runner.adapt_kwargs)
             conn.runners += for_run
             return conn
         conn = _local
@@ -346,6 +360,8 @@ def _start_local(runner: DaskTaskRunner, key: tuple[Any, ...], distributed: Any)
         client.register_plugin(IgnoreInterrupts(), name=IgnoreInterrupts.name)
         if held:
             client.register_plugin(RestoreEnvironment(held), name=RestoreEnvironment.name)
+        if runner._initializer is not None:
+            register_initializer(client, runner)
     except BaseException:
         with contextlib.suppress(Exception):
             cluster.close()
@@ -469,12 +485,14 @@ def restart_cluster() -> bool:
 
 # -- the runner -------------------------------------------------------------------------------
 class DaskTaskRunner(TaskRunner):
-    """Runs submitted task runs on a Dask cluster: a local one shared by the process, or the
-    scheduler at ``address``.
+    """Runs submitted task runs on a Dask cluster: a local one shared by the process, the
+    scheduler at ``address``, or a running ``cluster`` object's scheduler.
 
     ``cluster_class`` (a class, or its dotted name) and ``cluster_kwargs`` make the local
-    cluster (``distributed.LocalCluster`` by default), ``adapt_kwargs`` make it adaptive, and
-    ``client_kwargs`` go to ``distributed.Client``.
+    cluster (``distributed.LocalCluster`` by default), ``adapt_kwargs`` make it (or the given
+    ``cluster``) adaptive, and ``client_kwargs`` go to ``distributed.Client``. With
+    ``performance_report_path`` each flow run writes a Dask performance report (HTML) there,
+    covering the time from its first submitted task to its end.
     """
 
     def __init__(
@@ -484,8 +502,14 @@ class DaskTaskRunner(TaskRunner):
         adapt_kwargs: dict[str, Any] | None = None,
         address: str | None = None,
         client_kwargs: dict[str, Any] | None = None,
+        cluster: Any = None,
+        performance_report_path: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
+        if cluster is not None:
+            check_cluster(cluster, address, cluster_class, cluster_kwargs)
+        if performance_report_path is not None:
+            performance_report_path = check_report_path_type(performance_report_path)
         for label, value in (
             ("cluster_kwargs", cluster_kwargs),
             ("adapt_kwargs", adapt_kwargs),
@@ -520,6 +544,12 @@ class DaskTaskRunner(TaskRunner):
         self.adapt_kwargs = dict(adapt_kwargs) if adapt_kwargs is not None else None
         self.address = address
         self.client_kwargs = dict(client_kwargs or {})
+        self.cluster = cluster
+        self.performance_report_path: str | None = performance_report_path
+        # (initializer, initargs) run once in each worker of the local cluster (set by
+        # ProcessPoolTaskRunner)
+        self._initializer: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
+        self._report: Any = None  # the running distributed.performance_report
         self._conn: _Connection | None = None
         self._conn_lock = threading.Lock()
         self._calls: dict[str, _DaskCall] = {}
@@ -544,6 +574,8 @@ class DaskTaskRunner(TaskRunner):
             adapt_kwargs=self.adapt_kwargs,
             address=self.address,
             client_kwargs=self.client_kwargs,
+            cluster=self.cluster,
+            performance_report_path=self.performance_report_path,
         )
 
     # -- configuration ---------------------------------------------------------------------------
@@ -558,12 +590,20 @@ class DaskTaskRunner(TaskRunner):
     def _config_key(self) -> tuple[Any, ...]:
         if self.address is not None:
             return ("address", self.address, repr(sorted(self.client_kwargs.items())))
+        if self.cluster is not None:
+            return (
+                "address",
+                cluster_address(self.cluster),
+                repr(sorted(self.client_kwargs.items())),
+                repr(sorted(self.adapt_kwargs.items())) if self.adapt_kwargs is not None else None,
+            )
         return (
             "local",
             self._class_name(),
             repr(sorted(self.cluster_kwargs.items())),
             repr(sorted(self.adapt_kwargs.items())) if self.adapt_kwargs is not None else None,
             repr(sorted(self.client_kwargs.items())),
+            repr(self._initializer) if self._initializer is not None else None,
         )
 
     def _resolve_cluster_class(self, distributed: Any) -> Callable[..., Any]:
@@ -589,7 +629,18 @@ class DaskTaskRunner(TaskRunner):
         if conn is None:
             with self._conn_lock:
                 if self._conn is None:
-                    self._conn = _connect(self, for_run=True)
+                    path = self.performance_report_path
+                    if path is not None:
+                        check_report_path(path)  # before a cluster starts
+                    conn = _connect(self, for_run=True)
+                    if path is not None:
+                        try:
+                            self._report = start_report(conn, path)
+                        except BaseException:
+                            with _registry_lock:
+                                conn.runners = max(0, conn.runners - 1)
+                            raise
+                    self._conn = conn
                 conn = self._conn
         return conn
 
@@ -612,6 +663,11 @@ class DaskTaskRunner(TaskRunner):
     def submit(self, call: SubmittedCall) -> None:
         conn = self.connection()
         dask_call = _DaskCall(self, conn, call)  # type: ignore[arg-type]
+        # dask.annotate(...) in force here (the submitting thread) applies to the run's
+        # Dask tasks, which the dispatcher thread submits; captured only when there are any
+        annotations = get_annotations()
+        if annotations:
+            dask_call.annotations = usable_annotations(annotations)
         run_id = dask_call.run.id
         self._calls[run_id] = conn.calls[run_id] = dask_call
         conn.dispatcher.post(dask_call.begin)
@@ -645,6 +701,9 @@ class DaskTaskRunner(TaskRunner):
                 self._cancel_outstanding(
                     "The flow run's task runner shut down before this task run finished."
                 )
+            report, self._report = self._report, None
+            if report is not None:  # while the connection is still this run's
+                finish_report(conn, report, self.performance_report_path)
             with _registry_lock:
                 conn.runners = max(0, conn.runners - 1)
             if self._dashboard_link is None:
@@ -656,8 +715,15 @@ class DaskTaskRunner(TaskRunner):
         super().shutdown(cancel_pending)
 
     def __repr__(self) -> str:
+        report = (
+            f", performance_report_path={self.performance_report_path!r}"
+            if self.performance_report_path is not None
+            else ""
+        )
         if self.address is not None:
-            return f"DaskTaskRunner(address={self.address!r})"
+            return f"DaskTaskRunner(address={self.address!r}{report})"
+        if self.cluster is not None:
+            return f"DaskTaskRunner(cluster={self.cluster!r}{report})"
         parts = []
         if self.cluster_class is not None:
             parts.append(f"cluster_class={self._class_name()!r}")
@@ -665,6 +731,8 @@ class DaskTaskRunner(TaskRunner):
             parts.append(f"cluster_kwargs={self.cluster_kwargs!r}")
         if self.adapt_kwargs is not None:
             parts.append(f"adapt_kwargs={self.adapt_kwargs!r}")
+        if self.performance_report_path is not None:
+            parts.append(f"performance_report_path={self.performance_report_path!r}")
         return f"DaskTaskRunner({', '.join(parts)})"
 
 
@@ -699,6 +767,7 @@ class _DaskCall:
         self.end_msg: dict[str, Any] | None = None
         self.waiting_end = False
         self.cancel_reason: str | None = None
+        self.annotations: dict[str, Any] | None = None  # dask.annotate(...) at submission
 
     def is_final(self) -> bool:
         state = self.run.state
@@ -792,9 +861,17 @@ class _DaskCall:
         self.waiting_end = False
         self.deps = deps
         key = f"{task.name}-{run.id}-{self.submissions}"
-        future = self.conn.client.submit(
-            run_attempt, spec, args, kwargs, key=key, pure=False, retries=0
-        )
+        if self.annotations:
+            from dask.base import annotate
+
+            with annotate(**self.annotations):
+                future = self.conn.client.submit(
+                    run_attempt, spec, args, kwargs, key=key, pure=False, retries=0
+                )
+        else:
+            future = self.conn.client.submit(
+                run_attempt, spec, args, kwargs, key=key, pure=False, retries=0
+            )
         self.future = future
         number = self.submissions
         future.add_done_callback(lambda f: self.conn.dispatcher.post(self.on_done, f, number))

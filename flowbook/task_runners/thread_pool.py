@@ -1,15 +1,90 @@
-"""ThreadPoolTaskRunner: Prefect 3's name for the thread pool runner."""
+"""ThreadPoolTaskRunner: submitted task runs execute on a thread pool of the flow run.
+
+The default runner of every flow. ``ConcurrentTaskRunner`` (``concurrent.py``) is the same
+runner under Prefect 2's name.
+"""
 
 from __future__ import annotations
 
-from flowbook.task_runners.concurrent import ConcurrentTaskRunner
+import os
+import threading
+from typing import Any
 
-__all__ = ["ThreadPoolTaskRunner"]
+from typing_extensions import Self
+
+from flowbook.task_runners._pool import PoolClosedError, WorkerPool
+from flowbook.task_runners.base import SubmittedCall, TaskRunner
+
+__all__ = ["DEFAULT_MAX_WORKERS", "ThreadPoolTaskRunner", "check_max_workers"]
+
+# Notebook tasks mostly wait (HTTP, files, databases) or run in C code that releases the GIL
+# (NumPy, pandas), so the pool is larger than the core count; it is bounded so that a map over
+# 10,000 inputs does not start 10,000 threads. Threads are created only as work arrives.
+DEFAULT_MAX_WORKERS = min(32, 4 * (os.cpu_count() or 1) + 4)
 
 
-class ThreadPoolTaskRunner(ConcurrentTaskRunner):
+def check_max_workers(runner: str, max_workers: object, default: str) -> None:
+    """Refuse a ``max_workers`` that is not None or a positive int (``runner`` names the class
+    in the message, ``default`` says what None gives); the thread and process pools share it."""
+    if max_workers is None:
+        return
+    if not isinstance(max_workers, int) or isinstance(max_workers, bool):
+        raise TypeError(
+            f"{runner}(max_workers={max_workers!r}): max_workers must be an int, not "
+            f"{type(max_workers).__name__}"
+        )
+    if max_workers < 1:
+        raise ValueError(
+            f"{runner}(max_workers={max_workers!r}): max_workers must be a positive integer, "
+            f"or None for {default}"
+        )
+
+
+class ThreadPoolTaskRunner(TaskRunner):
     """Runs submitted task runs concurrently on a pool of ``max_workers`` threads.
 
-    The same runner as ``ConcurrentTaskRunner`` (Prefect 2's name). Without ``max_workers``
-    the pool is bounded by ``DEFAULT_MAX_WORKERS``, where Prefect 3 has no bound.
+    Without ``max_workers`` the pool is bounded by ``DEFAULT_MAX_WORKERS``, where Prefect 3
+    has no bound.
     """
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        super().__init__()
+        check_max_workers(
+            type(self).__name__, max_workers, f"the default ({DEFAULT_MAX_WORKERS} on this machine)"
+        )
+        self.max_workers = max_workers or DEFAULT_MAX_WORKERS
+        self._explicit_max_workers = max_workers
+        self._pool: WorkerPool | None = None
+        self._pool_lock = threading.Lock()
+
+    def duplicate(self) -> Self:
+        return type(self)(max_workers=self._explicit_max_workers)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a runner pickles as its configuration: a flow pickled with its runner (cloudpickle,
+        # a copy for another process) gets a fresh, unstarted pool, as duplicate() gives
+        return (type(self), (self._explicit_max_workers,))
+
+    def _execute(self, call: SubmittedCall) -> None:
+        pool = self._pool
+        if pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = WorkerPool(self.max_workers, "flowbook-task")
+                pool = self._pool
+        try:
+            pool.submit(call.run)
+        except PoolClosedError:
+            # The pool was shut down (the flow run was cancelled) while this call waited for
+            # its upstream runs: it must end, not hang.
+            call.cancel("The flow run's task runner shut down before this task run started.")
+
+    def shutdown(self, cancel_pending: bool = False) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=not cancel_pending, cancel_pending=cancel_pending)
+        super().shutdown(cancel_pending)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(max_workers={self.max_workers})"

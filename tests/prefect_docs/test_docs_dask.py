@@ -204,11 +204,6 @@ def _own_priority() -> Any:
     return worker.state.tasks[thread_state.key].priority[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowbook submits to Dask from a dispatcher thread of its own, where the caller's "
-    "dask.annotate(...) block is not in force, so annotations do not reach the Dask tasks",
-)
 def test_dask_annotate_sets_the_priority_of_submitted_tasks() -> None:
     # index.mdx, "Use Dask annotations": "with dask.annotate(priority=-10): future =
     # show.submit(1)  # low priority task"
@@ -220,32 +215,167 @@ def test_dask_annotate_sets_the_priority_of_submitted_tasks() -> None:
     assert my_flow() == 10  # Dask orders by -priority
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowbook's DaskTaskRunner takes address= for a running cluster, not a cluster "
-    "object (cluster=)",
-)
 def test_a_running_cluster_object_is_accepted() -> None:
     # api-ref/prefect_dask-task_runners.mdx, DaskTaskRunner: "cluster: Currently running dask
     # cluster"
     cluster = distributed.LocalCluster(**THREADS)
     try:
-        runner = DaskTaskRunner(cluster=cluster)  # type: ignore[call-arg]
+        runner = DaskTaskRunner(cluster=cluster)
         assert runner is not None
     finally:
         cluster.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowbook's DaskTaskRunner does not write Dask performance reports "
-    "(performance_report_path=)",
-)
 def test_performance_report_path_is_accepted(tmp_path: Any) -> None:
     # api-ref/prefect_dask-task_runners.mdx, DaskTaskRunner: "performance_report_path: Path
     # where the Dask performance report will be saved"
-    runner = DaskTaskRunner(performance_report_path=str(tmp_path / "r.html"))  # type: ignore[call-arg]
+    runner = DaskTaskRunner(performance_report_path=str(tmp_path / "r.html"))
     assert runner is not None
+
+
+@task
+def _own_annotations(x: int = 0) -> tuple[Any, Any]:
+    from distributed.worker import thread_state
+
+    ts = distributed.get_worker().state.tasks[thread_state.key]
+    return ts.priority[0], ts.resource_restrictions
+
+
+def test_dask_annotate_reaches_mapped_runs_and_ends_with_its_block() -> None:
+    # index.mdx, "Use Dask annotations": a priority set with dask.annotate(...) around the
+    # submission (here a .map()) reaches the Dask tasks; submissions after the block (the
+    # second "with dask.annotate(priority=10)" example) have their own
+    @flow(task_runner=DaskTaskRunner(cluster_kwargs=THREADS))
+    def my_flow() -> tuple[list[Any], Any, Any]:
+        with dask.annotate(priority=-10):
+            low = _own_annotations.map(range(2))
+        with dask.annotate(priority=10):
+            high = _own_annotations.submit()
+        plain = _own_annotations.submit()
+        return [p for p, _ in low.result()], high.result()[0], plain.result()[0]
+
+    low, high, plain = my_flow()
+    assert low == [10, 10]
+    assert high == -10
+    assert plain == 0
+
+
+def test_dask_annotate_resources_restrict_where_a_task_runs() -> None:
+    # index.mdx, "Use Dask annotations": cluster_kwargs={"n_workers": 1, "resources": {"GPU": 1,
+    # "process": 1}}; "with dask.annotate(resources={'GPU': 1})" makes the task require it
+    @flow(task_runner=DaskTaskRunner(cluster_kwargs={**THREADS, "resources": {"GPU": 1}}))
+    def my_flow() -> tuple[Any, Any]:
+        with dask.annotate(resources={"GPU": 1}):
+            gpu = _own_annotations.submit()
+        return gpu.result()[1], _own_annotations.submit().result()[1]
+
+    gpu, plain = my_flow()
+    assert gpu == {"GPU": 1}
+    assert plain in (None, {})
+
+
+@task
+def _fails_counted(tally: str) -> None:
+    with open(tally, "a") as f:  # the body runs from a pickled copy: count in a file
+        f.write("attempt\n")
+    raise ValueError("counted failure")
+
+
+def test_a_retries_annotation_leaves_retries_to_the_task(tmp_path: Any) -> None:
+    # index.mdx, "Use Dask annotations" passes annotations through; a Dask-level `retries`
+    # would run an attempt again behind the task's own retries (flowbook's choice, see
+    # docs/behaviour.md): the task with retries=0 runs once
+    tally = tmp_path / "tally"
+
+    @flow(task_runner=DaskTaskRunner(cluster_kwargs=THREADS))
+    def my_flow() -> bool:
+        with dask.annotate(retries=3, priority=1):
+            future = _fails_counted.submit(str(tally))
+        future.wait()
+        return future.state.is_failed()
+
+    assert my_flow() is True
+    assert tally.read_text().splitlines() == ["attempt"]
+
+
+def test_a_running_cluster_object_runs_the_tasks_and_is_left_running() -> None:
+    # api-ref/prefect_dask-task_runners.mdx, DaskTaskRunner: "you can provide the cluster object
+    # via the `cluster` kwarg"; index.mdx, "Connect to an existing cluster": "Multiple Prefect
+    # flow runs can use the same existing Dask cluster"
+    cluster = distributed.LocalCluster(**THREADS)
+    try:
+        workers = set(cluster.scheduler.workers)
+
+        @flow(task_runner=DaskTaskRunner(cluster=cluster))
+        def my_flow(x: int) -> tuple[str, int]:
+            placed = _where.submit(x).result()
+            return placed[2], placed[3]
+
+        assert my_flow(1) == (next(iter(workers)), 1)
+        assert my_flow(2)[1] == 2  # a second flow run on the same cluster
+        local = fb_dask.cluster_info()  # no local cluster of flowbook's was started for it
+        assert local is None or local["scheduler_address"] != cluster.scheduler_address
+        fb_dask._close_all()  # what a kernel's exit does
+        assert cluster.status.name == "running"
+        assert set(cluster.scheduler.workers) == workers
+    finally:
+        fb_dask._close_all()
+        cluster.close()
+
+
+def test_adapt_kwargs_with_a_cluster_object_make_it_adaptive() -> None:
+    # api-ref/prefect_dask-task_runners.mdx, DaskTaskRunner: "adapt_kwargs: Additional kwargs to
+    # pass to `cluster.adapt`"; with a cluster object, that cluster is made adaptive
+    cluster = distributed.LocalCluster(**THREADS)
+    try:
+
+        @flow(
+            task_runner=DaskTaskRunner(cluster=cluster, adapt_kwargs={"minimum": 1, "maximum": 2})
+        )
+        def my_flow() -> int:
+            return _where.submit(5).result()[3]
+
+        assert my_flow() == 5
+        assert cluster._adaptive is not None
+        assert cluster._adaptive.maximum == 2
+    finally:
+        fb_dask._close_all()
+        cluster.close()
+
+
+def test_a_performance_report_is_written_for_the_run(tmp_path: Any) -> None:
+    # api-ref/prefect_dask-task_runners.mdx, DaskTaskRunner: "performance_report_path: Path
+    # where the Dask performance report will be saved. If not provided, no performance report
+    # will be generated."
+    path = tmp_path / "report.html"
+
+    @flow(task_runner=DaskTaskRunner(cluster_kwargs=THREADS, performance_report_path=str(path)))
+    def my_flow() -> list[int]:
+        return [p[3] for p in _where.map(range(3)).result()]
+
+    assert my_flow() == [0, 1, 2]
+    html = path.read_text()
+    assert "Dask Performance Report" in html
+    assert "run_attempt" in html or "_where" in html  # the run's tasks are in its task stream
+
+    @flow(task_runner=DaskTaskRunner(cluster_kwargs=THREADS))
+    def without() -> int:
+        return _where.submit(1).result()[3]
+
+    path.unlink()
+    assert without() == 1
+    assert not path.exists()
+
+    @task
+    def double(x: int) -> int:
+        return 2 * x
+
+    @flow(task_runner=DaskTaskRunner(cluster_kwargs=THREADS, performance_report_path=str(path)))
+    def submits_nothing() -> int:
+        return double(2)  # a direct call runs in the flow, not on Dask
+
+    assert submits_nothing() == 4
+    assert not path.exists()
 
 
 # -- how it fails ---------------------------------------------------------------------------
@@ -285,3 +415,57 @@ def test_a_task_that_raises_on_dask_fails_its_future() -> None:
     assert failed is True
     assert isinstance(exc, KeyError)
     assert exc.args == ("missing 3",)
+
+
+def test_cluster_and_address_together_are_refused() -> None:
+    # api-ref/prefect_dask-task_runners.mdx: `cluster` is a running cluster, `address` a running
+    # scheduler's address: one or the other
+    cluster = distributed.LocalCluster(**THREADS)
+    try:
+        with pytest.raises(ValueError, match=r"address='tcp://127.0.0.1:1'\): give a running"):
+            DaskTaskRunner(cluster=cluster, address="tcp://127.0.0.1:1")
+        with pytest.raises(ValueError, match=r"cluster_class and cluster_kwargs make a new"):
+            DaskTaskRunner(cluster=cluster, cluster_kwargs={"n_workers": 1})
+    finally:
+        cluster.close()
+
+
+def test_a_cluster_of_the_wrong_type_is_named() -> None:
+    # api-ref/prefect_dask-task_runners.mdx: "cluster (distributed.deploy.Cluster, optional)"
+    with pytest.raises(
+        TypeError, match=r"DaskTaskRunner\(cluster='tcp://127.0.0.1:1'\): .* not str"
+    ):
+        DaskTaskRunner(cluster="tcp://127.0.0.1:1")
+
+
+def test_a_closed_cluster_object_fails_the_run_naming_it() -> None:
+    cluster = distributed.LocalCluster(**THREADS)
+    cluster.close()
+
+    @flow(task_runner=DaskTaskRunner(cluster=cluster))
+    def my_flow() -> int:
+        return _where.submit(1).result()[3]
+
+    with pytest.raises(RuntimeError, match=r"DaskTaskRunner\(cluster=.*\): the cluster is closed"):
+        my_flow()
+
+
+def test_an_unwritable_performance_report_path_fails_before_any_task(tmp_path: Any) -> None:
+    missing = str(tmp_path / "no_such_dir" / "r.html")
+    ran: list[int] = []
+
+    @task
+    def record() -> None:
+        ran.append(1)
+
+    for path, problem in ((missing, "does not exist"), (str(tmp_path), "it is a directory")):
+
+        @flow(task_runner=DaskTaskRunner(cluster_kwargs=THREADS, performance_report_path=path))
+        def my_flow() -> None:
+            record.submit().wait()
+
+        with pytest.raises(ValueError, match=rf"performance_report_path={path!r}.*{problem}"):
+            my_flow()
+    assert ran == []
+    with pytest.raises(TypeError, match=r"DaskTaskRunner\(performance_report_path=3\)"):
+        DaskTaskRunner(performance_report_path=3)  # type: ignore[arg-type]

@@ -116,11 +116,6 @@ def test_inspect_signature_of_a_flow_is_the_functions() -> None:
 
 # flows.mdx "View the parameter schema for a flow": schleeb.parameters, the parameter schema
 # built from the signature (the page marks this example notest)
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowbook flows have no .parameters schema object (Prefect's ParameterSchema is "
-    "built for the server's deployment forms)",
-)
 def test_flow_parameters_schema() -> None:
     @flow
     def schleeb(x: int, y: str) -> None:

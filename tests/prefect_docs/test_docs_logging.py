@@ -190,11 +190,6 @@ def test_without_log_prints_print_is_print(events: Any, capsys: pytest.CaptureFi
 
 # add-logging.mdx "Log with print statements": the default for all runs from the
 # PREFECT_LOGGING_LOG_PRINTS setting
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowbook has no setting for the default of log_prints (FLOWBOOK_LOGGING_LOG_PRINTS); "
-    "prints are captured only for runs with log_prints=True",
-)
 def test_log_prints_default_from_a_setting(events: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from flowbook.settings import reload_settings
 
@@ -248,24 +243,15 @@ def test_threads_log_to_the_run_with_a_copied_context(events: Any) -> None:
 
 # add-logging.mdx "Log from subprocesses": with_context(fn) carries the run context into
 # multiprocessing workers
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowbook has no flowbook.context.with_context: the run context is not carried "
-    "into processes a task starts itself (ProcessPoolTaskRunner runs tasks in processes)",
-)
 def test_with_context_carries_the_run_into_subprocesses() -> None:
-    from flowbook.context import with_context  # type: ignore[attr-defined]
+    # what it does in processes: tests/prefect_docs/test_with_context.py
+    from flowbook.context import with_context
 
     assert callable(with_context)
 
 
 # docs/v3/advanced/logging-customization.mdx "Include logs from other libraries":
 # PREFECT_LOGGING_EXTRA_LOGGERS=dask,scipy makes those libraries' records run logs
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowbook has no extra-loggers setting: records of other libraries' loggers are not "
-    "turned into run log lines (users can add their own handlers to flowbook.flow_runs)",
-)
 def test_extra_loggers_are_included(events: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from flowbook.settings import reload_settings
 

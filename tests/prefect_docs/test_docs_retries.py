@@ -228,11 +228,6 @@ def test_a_negative_jitter_factor_is_refused() -> None:
 
 # retries.mdx "Configure task retry behavior globally": PREFECT_TASKS_DEFAULT_RETRIES and
 # PREFECT_TASKS_DEFAULT_RETRY_DELAY_SECONDS set the retries of every task without its own
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowbook has no setting for default task retries (FLOWBOOK_TASKS_DEFAULT_RETRIES): "
-    "a task retries only with retries= of its own",
-)
 def test_default_task_retries_from_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     from flowbook.settings import reload_settings
 

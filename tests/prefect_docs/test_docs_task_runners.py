@@ -79,11 +79,6 @@ def test_the_default_runner_runs_submitted_tasks_concurrently_on_threads() -> No
     assert elapsed < 0.6  # four 0.2 s sleeps at once, not one after the other
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowbook's default runner is ConcurrentTaskRunner (Prefect 2's name); "
-    "ThreadPoolTaskRunner is its subclass, so the default is not an instance of it",
-)
 def test_the_default_runner_is_a_thread_pool_task_runner() -> None:
     # task-runners.mdx, "Available task runners": "The default task runner in Prefect is the
     # ThreadPoolTaskRunner"
@@ -270,15 +265,10 @@ def _add_to_path(*paths: str) -> None:
     sys.path[:0] = paths
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowbook's ProcessPoolTaskRunner (a local Dask cluster of processes) takes "
-    "max_workers only, not initializer/initargs",
-)
 def test_process_pool_takes_an_initializer() -> None:
     # task-runners.mdx, "Configure a task runner": "The ProcessPoolTaskRunner also accepts
     # initializer and initargs parameters, mirroring ProcessPoolExecutor"
     from flowbook.task_runners import ProcessPoolTaskRunner
 
-    runner = ProcessPoolTaskRunner(initializer=_add_to_path, initargs=("/opt/my_app/libs",))  # type: ignore[call-arg]
+    runner = ProcessPoolTaskRunner(initializer=_add_to_path, initargs=("/opt/my_app/libs",))
     assert runner is not None

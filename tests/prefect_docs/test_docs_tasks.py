@@ -360,12 +360,6 @@ def test_a_pydantic_model_with_a_future_is_rebuilt_without_validation() -> None:
 
 # tasks.mdx "Parameter resolution": Prefect resolves "any PrefectFuture or State objects
 # nested inside" parameters: a state passed in becomes its result
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowbook resolves futures inside arguments, not states: a State passed to a task "
-    "reaches it as a State (resolving states too would change engine/values.py's walks and "
-    "what a failed state in the arguments does)",
-)
 def test_a_state_passed_to_a_task_is_resolved_to_its_result() -> None:
     @task
     def double(values: list[Any]) -> list[Any]:
