@@ -10,13 +10,20 @@ Called in another process, the wrapper runs ``fn`` inside that picture: ``get_ru
 ``flowbook.runtime`` and ``flowbook.context`` answer as in the run, and records of the
 ``flowbook`` loggers travel back to the process that made the wrapper, over a local
 connection (``multiprocessing.connection``, with a random key) it opens at the first
-``with_context`` inside a run. There they are run logs like any other: the console, the store
-and the widget show them under the run. The process running ``fn`` never opens the store or
-prints run logs itself. Before the wrapper returns, the records it sent have been handled, so
-a task run's logs are complete when its ``pool.map`` returns.
+``with_context`` inside a run. So do the records of the loggers
+``FLOWBOOK_LOGGING_EXTRA_LOGGERS`` named where the wrapper was made, and ``print`` when the
+run has ``log_prints``. There they are run logs like any other: the console, the store and
+the widget show them under the run. The process running ``fn`` never opens the store or
+prints run logs itself (a forked one drops the handlers it inherited). Before the wrapper
+returns, the records it sent have been handled, so a task run's logs are complete when its
+``pool.map`` returns.
 
-Called in the process that made it (directly, or on a thread), the wrapper runs ``fn`` in a
-copy of the context it was made in: the real run records, nothing sent anywhere.
+Called in the process that made it (directly, on a thread, or a copy of it: ``copy``,
+``pickle`` and in-process executors make one), the wrapper runs ``fn`` in a copy of the
+context it was made in: the real run records, nothing sent anywhere. A copy has no such
+context (it is not pickled), so it runs ``fn`` with the picture's run set in a copy of the
+caller's context: its records are still that run's, through this process's own logging.
+Whether the wrapper is in another process is decided by the process id alone.
 
 A parameter or context value that cannot be pickled is left out of the picture (the others
 still travel). Nothing here is imported by ``import flowbook`` beyond the standard library.
@@ -29,7 +36,7 @@ import logging
 import os
 import threading
 import time
-import traceback
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -83,6 +90,9 @@ class _Picture:
     user_values: dict[str, bytes]
     log_level: int
     origin_pid: int
+    # the loggers FLOWBOOK_LOGGING_EXTRA_LOGGERS named, and their level for run log lines
+    extra_loggers: tuple[str, ...] = ()
+    extra_level: int = logging.INFO
     address: Any = None  # where records go back to (None outside runs: nothing to send)
     authkey: bytes = b""
     dropped: list[str] = field(default_factory=list)
@@ -114,6 +124,7 @@ def _restored(values: dict[str, bytes]) -> dict[str, Any]:
 
 def _take_picture() -> _Picture:
     from flowbook import _tags, context
+    from flowbook import logging as fb_logging
 
     dropped: list[str] = []
     flow_run = current_flow_run.get()
@@ -157,6 +168,8 @@ def _take_picture() -> _Picture:
         user_values=_portable(context._user_values.get(), "context value", dropped),
         log_level=logging.getLogger("flowbook").getEffectiveLevel(),
         origin_pid=os.getpid(),
+        extra_loggers=tuple(fb_logging._extra_attached),
+        extra_level=fb_logging._extra_bridge.run_level,
         dropped=dropped,
     )
     if flow_run is not None or task_run is not None:
@@ -181,29 +194,42 @@ class ContextWrappedCallable:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         picture = self._picture
-        if self._local is not None and picture.origin_pid == os.getpid():
-            return self._local.copy().run(self.fn, *args, **kwargs)
+        if picture.origin_pid == os.getpid():
+            if self._local is not None:
+                return self._local.copy().run(self.fn, *args, **kwargs)
+            # a copy made in this process (pickle, copy.deepcopy): this process's logging
+            return contextvars.copy_context().run(self._call_here, args, kwargs)
         return contextvars.copy_context().run(self._call_elsewhere, args, kwargs)
 
-    def _call_elsewhere(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        from flowbook import _tags, context
+    def _call_here(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        _enter(self._picture)
+        return self.fn(*args, **kwargs)
 
+    def _call_elsewhere(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         picture = self._picture
         _prepare_process(picture)
-        if picture.flow_run is not None:
-            flow_run = _FlowRunPicture(
-                **{**vars(picture.flow_run), "parameters": _restored(picture.flow_run.parameters)}
-            )
-            current_flow_run.set(flow_run)  # type: ignore[arg-type]
-        if picture.task_run is not None:
-            current_task_run.set(_task_run(picture.task_run, picture.flow_run))
-        _tags._current.set(picture.tags)
-        context._user_values.set(_restored(picture.user_values))
+        _enter(picture)
         _sending.set(picture)
         try:
             return self.fn(*args, **kwargs)
         finally:
             _Sender.sync(picture)
+
+
+def _enter(picture: _Picture) -> None:
+    """Set the picture's run, tags and context values in the current context."""
+    from flowbook import _tags, context
+
+    flow_run = None
+    if picture.flow_run is not None:
+        flow_run = _FlowRunPicture(
+            **{**vars(picture.flow_run), "parameters": _restored(picture.flow_run.parameters)}
+        )
+        current_flow_run.set(flow_run)  # type: ignore[arg-type]
+    if picture.task_run is not None:
+        current_task_run.set(_task_run(picture.task_run, flow_run))
+    _tags._current.set(picture.tags)
+    context._user_values.set(_restored(picture.user_values))
 
 
 def _task_run(data: dict[str, Any], flow_run: Any) -> TaskRun:
@@ -242,51 +268,116 @@ _prepared_pid = 0
 
 
 def _prepare_process(picture: _Picture) -> None:
-    """Once per process: mark it configured (no store, no console here), replace the handler
-    that makes run-log events with one sending records back."""
+    """In a process other than the one that made the wrapper: once per process, mark it
+    configured (no store, no console here) and replace the handlers that make run-log events
+    with ones sending records back; at each call, the extra loggers and ``log_prints`` of the
+    picture's run."""
     global _prepared_pid
-    if _prepared_pid == os.getpid():
-        return
-    with _prepared_lock:
-        if _prepared_pid == os.getpid():
-            return
-        from flowbook import _setup
-        from flowbook import logging as fb_logging
+    if picture.origin_pid == os.getpid():
+        return  # the process that made the wrapper keeps its own logging
+    from flowbook import logging as fb_logging
 
-        _setup.mark_configured()
-        root = logging.getLogger("flowbook")
-        # a forked process inherits the handler and the event bus, not the threads behind it
-        root.removeHandler(fb_logging._bridge)
-        root.addHandler(_ForwardingHandler())
-        root.propagate = False
-        root.setLevel(picture.log_level)
-        _prepared_pid = os.getpid()
+    if _prepared_pid != os.getpid():
+        with _prepared_lock:
+            if _prepared_pid != os.getpid():
+                from flowbook import _setup
+
+                _setup.mark_configured()
+                root = logging.getLogger("flowbook")
+                # a forked process inherits the handlers and the event bus (with the console
+                # and the store writer), not the threads behind them
+                root.removeHandler(fb_logging._bridge)
+                for name in fb_logging._extra_attached:
+                    logging.getLogger(name).removeHandler(fb_logging._extra_bridge)
+                root.addHandler(_ForwardingHandler())
+                root.propagate = False
+                root.setLevel(picture.log_level)
+                _prepared_pid = os.getpid()
+    for name in picture.extra_loggers:
+        logging.getLogger(name).addHandler(_extra_forwarding)  # a no-op if attached already
+    flow_run, task_run = picture.flow_run, picture.task_run
+    if (task_run is not None and task_run["log_prints"]) or (
+        flow_run is not None and flow_run.log_prints
+    ):
+        fb_logging.enable_print_capture()  # a spawned process starts with the plain print
 
 
 class _ForwardingHandler(logging.Handler):
+    """On the ``flowbook`` logger: its (stamped) records go back."""
+
     def emit(self, record: logging.LogRecord) -> None:
         picture = _sending.get()
         if picture is None or picture.address is None:
             return
-        try:
-            message = record.getMessage()
-            if record.exc_info:
-                message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        except Exception:  # a bad format string must not break the user's function
-            message = str(record.msg)
-        _Sender.send(
-            picture,
-            {
-                "logger": record.name,
-                "level": record.levelno,
-                "msg": message,
-                "t": record.created,
-                "run": getattr(record, "flowbook_run", None),
-                "flow_run_id": getattr(record, "flowbook_flow_run_id", None),
-                "task_run_id": getattr(record, "flowbook_task_run_id", None),
-                "pid": os.getpid(),
-            },
-        )
+        _forward(picture, record, vars(record), extra=False)
+
+
+class _ExtraForwardingHandler(logging.Handler):
+    """On the extra loggers: their records inside a wrapper's call go back stamped with the
+    picture's run; elsewhere ``logging``'s last resort, as without the handler."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = threading.local()  # as _ExtraLoggersBridge: a record of a.b reaches a too
+
+    def emit(self, record: logging.LogRecord) -> None:
+        last = getattr(self._last, "record", None)
+        if last is not None and last() is record:
+            return
+        self._last.record = weakref.ref(record)
+        picture = _sending.get()
+        run = current_task_run.get() or current_flow_run.get()
+        if picture is None or picture.address is None or run is None:
+            _last_resort(record)
+            return
+        if record.levelno >= picture.extra_level:
+            from flowbook.logging import _run_stamp
+
+            _forward(picture, record, _run_stamp(run), extra=True)
+
+
+_extra_forwarding = _ExtraForwardingHandler()
+
+
+def _last_resort(record: logging.LogRecord) -> None:
+    resort = logging.lastResort
+    if resort is None or record.levelno < resort.level:
+        return
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    while logger is not None:
+        if any(h is not _extra_forwarding for h in logger.handlers):
+            return
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    resort.handle(record)
+
+
+def _forward(
+    picture: _Picture, record: logging.LogRecord, stamp: dict[str, Any], *, extra: bool
+) -> None:
+    try:
+        message = record.getMessage()
+        if record.exc_info:
+            from flowbook._tracebacks import format_exc_info
+
+            message += "\n" + format_exc_info(*record.exc_info)
+    except Exception:  # a bad format string must not break the user's function
+        message = str(record.msg)
+    _Sender.send(
+        picture,
+        {
+            "logger": record.name,
+            "level": record.levelno,
+            "msg": message,
+            "t": record.created,
+            "run": stamp.get("flowbook_run"),
+            "flow_run_id": stamp.get("flowbook_flow_run_id"),
+            "task_run_id": stamp.get("flowbook_task_run_id"),
+            "pid": os.getpid(),
+            "extra": extra,
+        },
+    )
 
 
 class _Sender:
@@ -389,6 +480,13 @@ def _replay(msg: dict[str, Any]) -> None:
             "flowbook_task_run_id": msg.get("task_run_id"),
         }
     )
+    if msg.get("extra"):
+        # another library's record: straight to the run-log events (its logger here would
+        # not know the run)
+        from flowbook import logging as fb_logging
+
+        fb_logging._bridge.handle(record)
+        return
     logging.getLogger(record.name).handle(record)
 
 

@@ -110,6 +110,7 @@ class BackgroundRun(Generic[R]):
         state = self._final or self.state
         if not raise_on_failure and not state.is_completed():
             return state
+        __tracebackhide__ = True  # a failure raised here shows the caller's frame, not this one
         return self._engine.outcome(state, return_state=False)
 
     def cancel(self, reason: str = "Cancelled by the user.") -> bool:

@@ -3,6 +3,7 @@
     flowbook runs [--flow NAME] [--state STATE] [--limit N] [--json]
     flowbook runs show RUN [--json]
     flowbook runs delete RUN
+    flowbook runs diff RUN_A RUN_B [--json]
     flowbook cache ls [--task NAME] [--flow NAME] [--json]
     flowbook cache clear [--task NAME] [--flow NAME] [--expired] [--all]
     flowbook cache why TASK [--json]
@@ -85,12 +86,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     runs.add_argument("--limit", type=_limit, default=20, help="at most N runs (default 20)")
     runs.add_argument("--json", action="store_true", help="print JSON")
-    runs_sub = runs.add_subparsers(dest="action", metavar="{show,delete}")
+    runs_sub = runs.add_subparsers(dest="action", metavar="{show,delete,diff}")
     show = runs_sub.add_parser("show", help="a run's states, task runs and logs")
     show.add_argument("run", type=_run_ref, help="run id, id prefix or run name")
     show.add_argument("--json", action="store_true", help="print JSON")
     remove = runs_sub.add_parser("delete", help="delete a run and everything recorded for it")
     remove.add_argument("run", type=_run_ref, help="run id, id prefix or run name")
+    diff = runs_sub.add_parser(
+        "diff",
+        help="compare two runs: parameters, state, duration, and the task runs that differ",
+    )
+    diff.add_argument("run_a", metavar="RUN_A", type=_run_ref, help="run id, id prefix or name")
+    diff.add_argument("run_b", metavar="RUN_B", type=_run_ref, help="run id, id prefix or name")
+    diff.add_argument("--json", action="store_true", help="print JSON")
 
     cache = sub.add_parser("cache", help="list or clear cache entries, explain misses")
     cache_sub = cache.add_subparsers(dest="action", required=True, metavar="{ls,clear,why}")
@@ -218,6 +226,17 @@ def _runs(store: Any, args: argparse.Namespace) -> int:
             print(json.dumps(detail.as_dict(), indent=2))
         else:
             _print_detail(detail)
+        return 0
+    if args.action == "diff":
+        from flowbook.diff import compare_runs
+
+        compared = compare_runs(store, args.run_a, args.run_b)
+        if args.json:
+            print(json.dumps(compared.as_dict(), indent=2))
+        else:
+            from flowbook.diff import render_text
+
+            print(render_text(compared))
         return 0
     if args.action == "delete":
         count = queries.delete_run(store, args.run)
@@ -594,8 +613,21 @@ def _print_detail(detail: Any) -> None:
         print(f"    {t['name']:<30} {t['state'] or '-':<12} {t['message'] or ''}".rstrip())
     if detail.logs:
         print("  logs:")
+        names = {t["id"]: f"Task run {t['name']!r}" for t in detail.task_run_list}
         for line in detail.logs:
-            print(f"    {_when(line['timestamp'])} | {line['logger']} - {line['message']}")
+            print("    " + _log_line(line, names, f"Flow run {detail.name!r}"))
+
+
+def _log_line(line: dict[str, Any], names: dict[str, str], flow_run: str) -> str:
+    """A stored log line as the console wrote it; printed text is marked with its stream."""
+    import logging
+
+    who = line["logger"]
+    if who in ("stdout", "stderr"):  # printed text (see docs: the store keeps prints)
+        who = f"{names.get(line['task_run_id'] or '', flow_run)} [{who}]"
+    level = logging.getLevelName(line["level"])
+    message = str(line["message"]).replace("\n", "\n      ")
+    return f"{_when(line['timestamp'], ms=True)} | {level:<7} | {who} - {message}"
 
 
 def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
@@ -607,8 +639,13 @@ def _print_table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> No
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _when(iso: str | None) -> str:
-    return "" if not iso else iso.replace("T", " ")[:19]
+def _when(iso: str | None, *, ms: bool = False) -> str:
+    if not iso:
+        return ""
+    when = iso.replace("T", " ")[:19]
+    if ms:
+        when += iso[19:23] if iso[19:20] == "." else ".000"
+    return when
 
 
 def _secs(value: float | None) -> str:

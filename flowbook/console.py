@@ -13,18 +13,18 @@ and from ``LogEmitted`` events the runs' own log lines, in the same format. It w
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from flowbook import _run_lines
+
+# one formatter for every traceback flowbook shows or stores; its name stays importable here
+from flowbook._tracebacks import format_exc_info
+from flowbook._tracebacks import format_user_traceback as format_user_traceback
 from flowbook.engine.events import FlowRunCreated, LogEmitted, StateChanged, TaskRunCreated, bus
-from flowbook.engine.runs import FlowRun, TaskRun
-from flowbook.exceptions import UpstreamTaskError
-from flowbook.states import StateType
 
 if TYPE_CHECKING:
     from flowbook.settings import Settings
@@ -52,10 +52,6 @@ def _write(ts: float, level: int, who: str, message: str) -> None:
             stream.flush()
 
 
-def _who(run: FlowRun | TaskRun) -> str:
-    return f"Task run {run.name!r}" if isinstance(run, TaskRun) else f"Flow run {run.name!r}"
-
-
 def _on_flow_run_created(event: FlowRunCreated) -> None:
     if _level <= logging.INFO:
         run = event.flow_run
@@ -63,7 +59,7 @@ def _on_flow_run_created(event: FlowRunCreated) -> None:
             time.time(),
             logging.INFO,
             "flowbook.engine",
-            f"Created flow run {run.name!r} for flow {run.flow.name!r}",
+            _run_lines.created_flow_run_text(run.name, run.flow.name),
         )
 
 
@@ -80,56 +76,20 @@ def _on_task_run_created(event: TaskRunCreated) -> None:
 
 def _on_state_changed(event: StateChanged) -> None:
     state, run = event.state, event.run
-    if state.name == "AwaitingRetry":
-        if _level <= logging.INFO:
-            _write(state.timestamp_s, logging.INFO, _who(run), state.message or "Awaiting retry")
-        return
-    if not state.is_final():
+    if not state.is_final() and state.name != "AwaitingRetry":
         if _level <= logging.DEBUG:
-            _write(state.timestamp_s, logging.DEBUG, _who(run), f"Entered state {state.short()}")
+            _write(
+                state.timestamp_s,
+                logging.DEBUG,
+                _run_lines.who(run),
+                f"Entered state {state.short()}",
+            )
         return
-    exc = state.data if isinstance(state.data, BaseException) else None
-    if (
-        exc is not None
-        and state.type is not StateType.CANCELLED
-        and state.type is not StateType.COMPLETED  # an exception returned as a value
-        and not isinstance(exc, UpstreamTaskError)
-        and _level <= logging.ERROR
-        and _owns_exception(run, exc)
-    ):
-        if isinstance(run, TaskRun):
-            what, retries = "Task run", run.task.retries if run.task else 0
-        else:
-            what, retries = "Flow run", run.flow.retries
-        tail = " - Retries are exhausted" if retries else ""
-        tb = format_user_traceback(exc)
-        _write(
-            state.timestamp_s,
-            logging.ERROR,
-            _who(run),
-            f"{what} failed with exception: {exc!r}{tail}\n{tb}",
-        )
-    level = logging.INFO if state.is_completed() else logging.ERROR
-    if _level <= level:
-        _write(state.timestamp_s, level, _who(run), f"Finished in state {state.short()}")
-
-
-def _owns_exception(run: FlowRun | TaskRun, exc: BaseException) -> bool:
-    """A flow that failed because a task failed does not print the task's traceback again."""
-    if isinstance(run, TaskRun):
-        return run.subflow_run is None
-    return not any(r.state is not None and r.state.data is exc for r in run.task_runs)
-
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def format_user_traceback(exc: BaseException) -> str:
-    """The traceback of ``exc`` without flowbook's own frames in front of the user's code."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__)).rstrip()
+    if _level > logging.INFO and state.type._value_ == "COMPLETED":
+        return  # the common end of a task run, told at INFO only: nothing to build
+    for level, text in _run_lines.state_lines(run, state):
+        if _level <= level:
+            _write(state.timestamp_s, level, _run_lines.who(run), text)
 
 
 def _on_log(event: LogEmitted) -> None:
@@ -139,7 +99,7 @@ def _on_log(event: LogEmitted) -> None:
     who = getattr(record, "flowbook_run", None) or record.name
     message = record.getMessage()
     if record.exc_info and record.exc_info[0] is not None:
-        message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        message += "\n" + format_exc_info(*record.exc_info)
     _write(record.created, record.levelno, who, message)
 
 

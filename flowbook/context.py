@@ -34,6 +34,14 @@ run that asks. The keys, and what they are here (docs/prefect1.md has the same t
 ``task_loop_result`` (Prefect 1's server and ``LOOP`` signal) are absent: ``get`` gives the
 default. Outside runs only ``logger`` and one's own values are present.
 
+Prefect 3's run context objects are here too: ``FlowRunContext.get()`` and
+``TaskRunContext.get()`` give the current flow run's or task run's context, or ``None``
+outside one (never raising); ``get_run_context()`` gives the task run's context inside a task
+run, else the flow run's, and raises ``MissingContextError`` outside runs. A context object is
+built when asked for, from the run records (``flowbook.engine.runs``): runs never make one.
+Its ``flow_run``/``task_run`` are those records themselves (the objects state hooks receive),
+so what they say is always current.
+
 ``with_context(fn)`` (Prefect 3's helper) wraps ``fn`` to run with the current run's context
 in a process the user starts (``multiprocessing``, ``ProcessPoolExecutor``): there
 ``get_run_logger()`` logs to this run (``flowbook._carried_context``).
@@ -50,10 +58,20 @@ from contextvars import ContextVar as _ContextVar
 from typing import Any as _Any
 
 from flowbook._carried_context import with_context
+from flowbook.engine.runs import FlowRun as _FlowRun
+from flowbook.engine.runs import TaskRun as _TaskRun
 from flowbook.engine.runs import current_flow_run as _current_flow_run
 from flowbook.engine.runs import current_task_run as _current_task_run
 
-__all__ = ["get", "to_dict", "with_context"]
+__all__ = [
+    "FlowRunContext",
+    "RunContext",
+    "TaskRunContext",
+    "get",
+    "get_run_context",
+    "to_dict",
+    "with_context",
+]
 
 # values given with ``with flowbook.context(...)``; a new dict per block, never mutated
 _user_values: _ContextVar[dict[str, _Any]] = _ContextVar(
@@ -230,6 +248,141 @@ class _ContextModule(_types.ModuleType):
             yield self
         finally:
             _user_values.reset(token)
+
+
+# -- Prefect 3's run context objects ---------------------------------------------------------
+
+
+class RunContext:
+    """What flow run and task run contexts share: ``start_time``, ``parameters``,
+    ``log_prints`` (the base class of Prefect's two run contexts)."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: _FlowRun | _TaskRun) -> None:
+        self._run = run
+
+    @property
+    def start_time(self) -> _dt.datetime:
+        """When the run started (before its first attempt, when it was created), UTC."""
+        run = self._run
+        started = run.start_s if run.start_s is not None else run.created_s
+        return _dt.datetime.fromtimestamp(started, _UTC)
+
+    @property
+    def parameters(self) -> dict[str, _Any]:
+        """The run's parameters by name (a copy)."""
+        return dict(self._run.parameters)
+
+    @property
+    def log_prints(self) -> bool:
+        return self._run.log_prints
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, RunContext) and type(other) is type(self) and other._run is self._run
+        )
+
+    def __hash__(self) -> int:
+        return hash((type(self), id(self._run)))
+
+
+class FlowRunContext(RunContext):
+    """The context of the current flow run: ``FlowRunContext.get()`` (``None`` outside one).
+
+    Inside a task run it is the task's flow run's context, as in Prefect. On Dask workers and
+    in processes started with ``with_context`` there is none (``None``): the flow run stays
+    in the kernel, as Prefect does not send its flow run context to distributed workers.
+    """
+
+    __slots__ = ()
+    _run: _FlowRun
+
+    @classmethod
+    def get(cls) -> FlowRunContext | None:
+        run = _current_flow_run.get()
+        # workers and child processes hold a picture of the flow run, not its record
+        return cls(run) if isinstance(run, _FlowRun) else None
+
+    @property
+    def flow_run(self) -> _FlowRun:
+        """The flow run's record: ``id``, ``name``, ``flow_name``, ``parameters``, ``tags``,
+        ``run_count``, ``state``."""
+        return self._run
+
+    @property
+    def flow(self) -> _Any:
+        """The ``Flow`` that runs."""
+        return self._run.flow
+
+    @property
+    def task_runner(self) -> _Any:
+        """The flow run's task runner (``None`` before the run enters it)."""
+        return self._run.task_runner
+
+    @property
+    def persist_result(self) -> bool | None:
+        return self._run.flow.persist_result
+
+    @property
+    def detached(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"FlowRunContext(flow_run={self._run!r})"
+
+
+class TaskRunContext(RunContext):
+    """The context of the current task run: ``TaskRunContext.get()`` (``None`` outside one)."""
+
+    __slots__ = ()
+    _run: _TaskRun
+
+    @classmethod
+    def get(cls) -> TaskRunContext | None:
+        run = _current_task_run.get()
+        return cls(run) if isinstance(run, _TaskRun) else None
+
+    @property
+    def task_run(self) -> _TaskRun:
+        """The task run's record: ``id``, ``name``, ``task_name``, ``parameters``, ``tags``,
+        ``run_count``, ``flow_run_id``, ``state``."""
+        return self._run
+
+    @property
+    def task(self) -> _Any:
+        """The ``Task`` that runs."""
+        return self._run.task
+
+    @property
+    def persist_result(self) -> bool | None:
+        task = self._run.task
+        return task.persist_result if task is not None else None
+
+    def __repr__(self) -> str:
+        return f"TaskRunContext(task_run={self._run!r})"
+
+
+def get_run_context() -> FlowRunContext | TaskRunContext:
+    """The current task run's context inside a task run, else the current flow run's.
+
+    Raises ``MissingContextError`` outside flow and task runs (``FlowRunContext.get()`` and
+    ``TaskRunContext.get()`` give ``None`` instead). A flow called inside a task runs with
+    no task run of its own in context, so its body gets its flow run's context, as in Prefect.
+    """
+    task_ctx = TaskRunContext.get()
+    if task_ctx is not None:
+        return task_ctx
+    flow_ctx = FlowRunContext.get()
+    if flow_ctx is not None:
+        return flow_ctx
+    from flowbook.exceptions import MissingContextError
+
+    raise MissingContextError(
+        "get_run_context() was called outside a flow or task run; call it inside a function "
+        "decorated with @flow or @task, or use FlowRunContext.get() / TaskRunContext.get(), "
+        "which give None outside runs"
+    )
 
 
 _sys.modules[__name__].__class__ = _ContextModule

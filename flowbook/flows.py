@@ -18,6 +18,7 @@ from typing_extensions import ParamSpec
 
 from flowbook._hook_methods import HookMethods
 from flowbook._options import check_template, check_unknown, render_run_name, validate_options
+from flowbook._tracebacks import without_internal_frames
 from flowbook._validation import compile_validator, has_annotations
 from flowbook.engine import interrupts
 from flowbook.engine.flow_engine import FlowRunEngine
@@ -273,6 +274,12 @@ class Flow(HookMethods, Generic[P, R]):
         body = interrupts.enter()
         try:
             return self._call(args, kwargs)  # type: ignore[no-any-return]
+        except BaseException as exc:
+            # the caller sees its own frames and the user's, not the engine's (IPython and
+            # pytest also hide this frame, marked by the local below); failure path only
+            __tracebackhide__ = True
+            without_internal_frames(exc)
+            raise exc
         finally:
             interrupts.leave(body)
 
@@ -365,7 +372,12 @@ class Flow(HookMethods, Generic[P, R]):
         return engine.outcome(engine.run_sync(), return_state)
 
     async def _run_async(self, engine: FlowRunEngine, return_state: bool) -> Any:
-        return engine.outcome(await engine.run_async(), return_state)
+        try:
+            return engine.outcome(await engine.run_async(), return_state)
+        except BaseException as exc:
+            __tracebackhide__ = True
+            without_internal_frames(exc)
+            raise exc
 
     def register(
         self, project_name: str | None = None, labels: Iterable[str] | None = None, **kwargs: Any

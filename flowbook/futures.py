@@ -98,6 +98,7 @@ class TaskRunFuture(Generic[R]):
         state = self._final
         assert state is not None
         if raise_on_failure and not state.is_completed():
+            __tracebackhide__ = True  # IPython shows the caller's frame, not this one
             self.task_run.observed = True
         result: R = state.result(raise_on_failure=raise_on_failure)
         return result
@@ -162,6 +163,7 @@ class FutureList(list[TaskRunFuture[R]]):
         """The results in the list's order; a failure is raised when its turn comes. (Raising
         a later run's failure first, as Prefect 3 does, needs a callback on every future: 8%
         on a 10,000-task map's ``.result()``.)"""
+        __tracebackhide__ = True  # a failure raised here shows the caller's frame, not this one
         deadline = None if timeout is None else time.monotonic() + timeout
         out = []
         for f in self:

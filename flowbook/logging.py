@@ -19,11 +19,12 @@ so that reloading the settings neither duplicates nor leaves it behind.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import sys
 import threading
 import weakref
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from flowbook.engine.events import LogEmitted, bus
@@ -36,7 +37,14 @@ if TYPE_CHECKING:
 # Prefect's import path for run loggers (``prefect.logging.loggers``) names this module too
 sys.modules.setdefault(f"{__name__}.loggers", sys.modules[__name__])
 
-__all__ = ["RunLogger", "flow_run_logger", "get_logger", "get_run_logger", "task_run_logger"]
+__all__ = [
+    "RunLogger",
+    "disable_run_logger",
+    "flow_run_logger",
+    "get_logger",
+    "get_run_logger",
+    "task_run_logger",
+]
 
 ROOT = logging.getLogger("flowbook")
 _FLOW_LOGGER = logging.getLogger("flowbook.flow_runs")
@@ -73,8 +81,11 @@ def _run_stamp(run: FlowRun | TaskRun) -> dict[str, Any]:
     }
 
 
-def get_run_logger() -> RunLogger:
-    """The logger of the current task run, or of the current flow run outside tasks."""
+def get_run_logger() -> RunLogger | logging.Logger:
+    """The logger of the current task run, or of the current flow run outside tasks.
+
+    Outside runs it raises ``MissingContextError``, except inside ``disable_run_logger()``,
+    where it gives a disabled logger (so a task's function can be tested with ``.fn()``)."""
     from flowbook._setup import ensure_configured
 
     ensure_configured()
@@ -84,10 +95,35 @@ def get_run_logger() -> RunLogger:
     flow_run = current_flow_run.get()
     if flow_run is not None:
         return RunLogger(_FLOW_LOGGER, flow_run)
+    if _FLOW_LOGGER.disabled and _TASK_LOGGER.disabled:
+        return _NULL_LOGGER
     raise MissingContextError(
         "get_run_logger() was called outside a flow or task run; call it inside a function "
-        "decorated with @flow or @task, or use logging.getLogger(__name__) elsewhere"
+        "decorated with @flow or @task, use logging.getLogger(__name__) elsewhere, or call "
+        "the function inside `with disable_run_logger():` (flowbook.logging) to test it"
     )
+
+
+# what get_run_logger() gives outside runs inside disable_run_logger(): drops every record
+_NULL_LOGGER = logging.getLogger("flowbook.disabled_run_logger")
+_NULL_LOGGER.disabled = True
+
+
+@contextlib.contextmanager
+def disable_run_logger() -> Iterator[None]:
+    """Disable the run loggers (``flowbook.flow_runs``, ``flowbook.task_runs``) for the block.
+
+    For tests of a task's or flow's function called with ``.fn()``: there
+    ``get_run_logger()`` gives a disabled logger instead of raising. Runs inside the block
+    log nothing through their run loggers (nor their captured prints), in any thread: the
+    loggers are the process's. On leaving, each logger is as it was.
+    """
+    was = _FLOW_LOGGER.disabled, _TASK_LOGGER.disabled
+    _FLOW_LOGGER.disabled = _TASK_LOGGER.disabled = True
+    try:
+        yield
+    finally:
+        _FLOW_LOGGER.disabled, _TASK_LOGGER.disabled = was
 
 
 def flow_run_logger(flow_run: FlowRun, flow: Any = None, **kwargs: Any) -> RunLogger:

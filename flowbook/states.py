@@ -173,6 +173,7 @@ class State(_StateFields):
 
                 exc = RunFailedError(f"Run ended in state {self.short()} with no exception")
             if raise_on_failure:
+                __tracebackhide__ = True  # IPython shows the caller's frame, not this one
                 raise exc
             return exc
         from flowbook.exceptions import UnfinishedRunError

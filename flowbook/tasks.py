@@ -29,6 +29,7 @@ from flowbook._options import (
     translate_task_options,
     validate_options,
 )
+from flowbook._tracebacks import without_internal_frames
 from flowbook.engine import interrupts
 from flowbook.engine.runs import (
     TaskRun,
@@ -122,7 +123,8 @@ def _delays_from_callable(options: dict[str, Any]) -> dict[str, Any]:
 
 # FLOWBOOK_TASKS_REFRESH_CACHE, read when a task runs as Prefect does, at no cost per call:
 # the settings write it into every live task without refresh_cache= of its own, so the engine
-# reads the same instance attribute as for a task that sets it
+# reads the same instance attribute (_refresh_cache, the value in force) as for a task that
+# sets it; task.refresh_cache stays None for those, as in Prefect
 _refresh_default = False
 _refresh_followers: weakref.WeakSet[Task[Any, Any]] = weakref.WeakSet()
 _refresh_lock = threading.Lock()  # a task decorated on another thread during a reload
@@ -130,7 +132,7 @@ _refresh_lock = threading.Lock()  # a task decorated on another thread during a 
 
 def _follow_refresh_default(task: Task[Any, Any]) -> None:
     with _refresh_lock:
-        task.refresh_cache = _refresh_default
+        task._refresh_cache = _refresh_default
         _refresh_followers.add(task)
 
 
@@ -139,7 +141,7 @@ def _set_refresh_default(value: bool) -> None:
     with _refresh_lock:
         _refresh_default = value
         for follower in list(_refresh_followers):
-            follower.refresh_cache = value
+            follower._refresh_cache = value
 
 
 class Task(HookMethods, Generic[P, R]):
@@ -222,10 +224,9 @@ class Task(HookMethods, Generic[P, R]):
         # the key function the engine calls (None: not cached), from cache_policy/cache_key_fn
         self.cache_policy, self.cache_key_fn = _for_task(self.name, fn, options)
         self.cache_expiration: datetime.timedelta | None = options.get("cache_expiration")
-        if "refresh_cache" in options:
-            self.refresh_cache = bool(options["refresh_cache"])
-        else:  # the settings' default, kept up to date by _set_refresh_default
-            _follow_refresh_default(self)
+        # refresh_cache as given (None: the settings' default, kept up to date in
+        # _refresh_cache by _set_refresh_default); the setter sets _refresh_cache
+        self.refresh_cache = options.get("refresh_cache")
         self.log_prints: bool | None = options.get("log_prints")
         self.persist_result: bool | None = options.get("persist_result")
         # Prefect 1: whether a run starts, from its upstream runs' states (None: all of them
@@ -262,6 +263,22 @@ class Task(HookMethods, Generic[P, R]):
         # task's cache_validator and a new cache_validator its cache_for
         options = translate_task_options({**replaced_by(changes, self._options), **changes})
         return Task(self.fn, **options)
+
+    @property
+    def refresh_cache(self) -> bool | None:
+        """``refresh_cache`` as given to ``@task`` (None: FLOWBOOK_TASKS_REFRESH_CACHE decides
+        when the task runs)."""
+        return self._refresh_cache_option
+
+    @refresh_cache.setter
+    def refresh_cache(self, value: bool | None) -> None:
+        self._refresh_cache_option = value
+        if value is None:
+            _follow_refresh_default(self)
+            return
+        with _refresh_lock:
+            _refresh_followers.discard(self)
+            self._refresh_cache = bool(value)
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r}, fn={getattr(self.fn, '__qualname__', self.fn)!r})"
@@ -310,6 +327,12 @@ class Task(HookMethods, Generic[P, R]):
             finally:
                 current_task_run.reset(token)
             return _unwrap(engine.task_run, state, return_state)  # type: ignore[no-any-return]
+        except BaseException as exc:
+            # the caller sees its own frames and the user's, not the engine's (IPython and
+            # pytest also hide this frame, marked by the local below); failure path only
+            __tracebackhide__ = True
+            without_internal_frames(exc)
+            raise exc
         finally:
             interrupts.leave(body)
 
@@ -319,7 +342,12 @@ class Task(HookMethods, Generic[P, R]):
             state = await engine.run_async()
         finally:
             current_task_run.reset(token)
-        return _unwrap(engine.task_run, state, return_state)
+        try:
+            return _unwrap(engine.task_run, state, return_state)
+        except BaseException as exc:
+            __tracebackhide__ = True
+            without_internal_frames(exc)
+            raise exc
 
     def submit(self, *args: Any, **kwargs: Any) -> TaskRunFuture[Any]:
         """Hand the task to the flow run's task runner; returns a future at once."""

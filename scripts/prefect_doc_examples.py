@@ -1,7 +1,7 @@
 """Run the Python examples of Prefect 3's documentation with the imports renamed.
 
     python scripts/prefect_doc_examples.py --prefect-repo PATH [--engine flowbook|prefect]
-        [--python PYTHON] [--jobs N] [--timeout S] [--show N] [--json OUT]
+        [--python PYTHON] [--jobs N] [--timeout S] [--json OUT]
 
 PATH is a clone of github.com/PrefectHQ/prefect (a work tree, or a bare git directory: the
 pages are read with ``git show HEAD:<page>``). The pages are those of the features flowbook
@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -153,20 +155,29 @@ def run_example(example: Example, engine: str, python: str, timeout: float) -> t
             "FLOWBOOK_HOME": os.path.join(workdir, "flowbook-home"),
             "PREFECT_HOME": prefect_home,
         }
+        # a session of its own, so that the processes an example starts (Dask workers, pools)
+        # go with it when it is stopped
+        proc = subprocess.Popen(
+            [python, path],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=workdir,
+            env=env,
+            start_new_session=True,
+        )
         try:
-            done = subprocess.run(
-                [python, path],
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                cwd=workdir,
-                env=env,
-            )
+            _, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
             return "timeout", f"still running after {timeout:g} s"
-        if done.returncode == 0:
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        if proc.returncode == 0:
             return "ran", ""
-        last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        last = (stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
         return "failed", last
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

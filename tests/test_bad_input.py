@@ -623,8 +623,10 @@ def test_unknown_flow_run_attribute_lists_the_available_names() -> None:
     with pytest.raises(
         AttributeError,
         match=re.escape(
-            "flowbook.runtime.flow_run has no attribute 'nope'; available: flow_name, id, name, "
-            "parameters, parent_flow_run_id, project, run_count, start_time, tags, version"
+            "flowbook.runtime.flow_run has no attribute 'nope'; available: api_url, flow_name, "
+            "flow_version, id, job_variables, name, parameters, parent_deployment_id, "
+            "parent_flow_run_id, project, root_flow_run_id, run_count, scheduled_start_time, "
+            "start_time, tags, ui_url, version"
         ),
     ):
         _ = flow_run.nope
@@ -634,8 +636,8 @@ def test_unknown_task_run_attribute_lists_the_available_names() -> None:
     with pytest.raises(
         AttributeError,
         match=re.escape(
-            "flowbook.runtime.task_run has no attribute 'nope'; available: id, name, "
-            "parameters, run_count, tags, task_name"
+            "flowbook.runtime.task_run has no attribute 'nope'; available: api_url, id, name, "
+            "parameters, run_count, tags, task_name, ui_url"
         ),
     ):
         _ = task_run.nope

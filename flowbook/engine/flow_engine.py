@@ -36,6 +36,7 @@ from flowbook import _tags
 from flowbook._origin import run_origin
 from flowbook._setup import ensure_configured
 from flowbook._tags import with_context_tags
+from flowbook._tracebacks import without_internal_frames
 from flowbook.engine import heap
 from flowbook.engine.env import acquire_env, release_env
 from flowbook.engine.events import FlowRunCreated, FlowRunFinished, TaskRunCreated, bus
@@ -417,6 +418,7 @@ class FlowRunEngine:
         """The state after the body raised ``exc``, and a retry delay (None: no retry;
         never with ``retry=False``). A timeout is retried like a failure."""
         run, flow = self.run, self.flow
+        without_internal_frames(exc)  # the state keeps the user's frames only
         if not isinstance(exc, Exception) or self.cancel_reason is not None:
             reason = self.cancel_reason
             if reason is None:
@@ -738,6 +740,7 @@ class FlowRunEngine:
         if self.parent_record is not None:
             self.parent_record.observed = True
         exc = state.data
+        __tracebackhide__ = True  # the caller's frame is shown, not this one
         if isinstance(exc, BaseException):
             raise exc
         raise RunFailedError(f"Flow run {self.run.name!r} ended in state {state.short()}")

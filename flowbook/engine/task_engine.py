@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from flowbook import _run_defaults, _tags
 from flowbook._setup import ensure_configured
 from flowbook._tags import with_context_tags
+from flowbook._tracebacks import without_internal_frames
 from flowbook.engine.events import TaskRunCreated, bus
 from flowbook.engine.hooks import await_pending, drive_async, stop_driving
 from flowbook.engine.interrupts import AsyncBody, Body, call_body
@@ -314,7 +315,7 @@ class TaskRunEngine(SubmittedCall):
             return Failed(f"cache_key_fn raised {type(exc).__name__}: {exc}", exc)
         run.cache_key = cache_key
         backend = get_cache_backend()
-        if not task.refresh_cache:
+        if not task._refresh_cache:
             try:
                 entry = backend.get(task.task_key, cache_key)
             except Exception as exc:
@@ -419,6 +420,7 @@ class TaskRunEngine(SubmittedCall):
         that raises is logged and means "don't retry".
         """
         task, run = self.task, self.task_run
+        without_internal_frames(exc)  # the state keeps the user's frames only
         if not isinstance(exc, Exception):
             return Cancelled(f"Task run was interrupted ({type(exc).__name__}).", exc), None
         if crashed is not None:
@@ -561,6 +563,8 @@ class TaskRunEngine(SubmittedCall):
             return _CANCELLED_BEFORE_START()
         try:
             resolved = self.resolve_inputs()
+        except UpstreamTaskError as exc:  # a state among the arguments: as _note_annotations
+            return Failed(f"Task run not run: {exc}", exc)
         except Exception as exc:
             return Failed(
                 f"Task run's inputs could not be resolved ({type(exc).__name__}: {exc}).", exc

@@ -26,11 +26,10 @@ import logging
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Iterator
 from typing import Any
 
-from flowbook import console
+from flowbook import _run_lines, console
 from flowbook.engine.events import (
     FlowRunCreated,
     FlowRunFinished,
@@ -40,7 +39,6 @@ from flowbook.engine.events import (
     bus,
 )
 from flowbook.engine.runs import FlowRun, TaskRun, current_flow_run, current_task_run
-from flowbook.exceptions import UpstreamTaskError
 from flowbook.jupyter.model import RunModel
 from flowbook.states import StateType
 
@@ -125,6 +123,13 @@ class _RoutedWrite:
 
     def __delete__(self, stream: Any) -> None:
         vars(stream).pop(_INNER, None)
+
+
+def _store_writer() -> Any:
+    """The run store's writer if a store is open (this never opens one nor imports it)."""
+    module = sys.modules.get("flowbook.store")
+    store = module.get_store(open_if_needed=False) if module is not None else None
+    return store.writer if store is not None else None
 
 
 class NotebookFrontend:
@@ -281,28 +286,10 @@ class NotebookFrontend:
 
     @staticmethod
     def _state_line(model: RunModel, run: FlowRun | TaskRun, state: Any) -> None:
-        """The engine's log line for a failure, a retry or a run's end."""
-        is_task = type(run) is TaskRun
+        """The engine's log lines for a failure, a retry or a run's end (``_run_lines``)."""
         task = run.task_name if isinstance(run, TaskRun) else ""
-        message = f"Finished in state {state.short()}"
-        level = "INFO" if state.is_completed() else "ERROR"
-        if state.name == "AwaitingRetry":
-            message, level = state.message or "Awaiting retry", "WARNING"
-        exc = state.data
-        if (
-            isinstance(exc, BaseException)
-            and state.type in (StateType.FAILED, StateType.CRASHED)
-            and not isinstance(exc, UpstreamTaskError)
-            and (not is_task or getattr(run, "subflow_run", None) is None)
-        ):
-            from flowbook.console import format_user_traceback
-
-            if is_task or not any(
-                r.state is not None and r.state.data is exc
-                for r in run.task_runs  # type: ignore[union-attr]
-            ):
-                message += "\n" + format_user_traceback(exc)
-        model.add_log(state.timestamp_s, level, run.name, message, task)
+        for level, text in _run_lines.state_lines(run, state):
+            model.add_log(state.timestamp_s, logging.getLevelName(level), run.name, text, task)
 
     def _on_log(self, event: LogEmitted) -> None:
         flow_run_id = event.flow_run_id
@@ -318,7 +305,9 @@ class NotebookFrontend:
             who, task = (flow_run.name if flow_run is not None else record.name), ""
         message = record.getMessage()
         if record.exc_info and record.exc_info[0] is not None:
-            message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            from flowbook._tracebacks import format_exc_info
+
+            message += "\n" + format_exc_info(*record.exc_info)
         live.model.add_log(record.created, logging.getLevelName(record.levelno), who, message, task)
 
     def _on_flow_run_finished(self, event: FlowRunFinished) -> None:
@@ -401,6 +390,10 @@ class NotebookFrontend:
         assert run is not None
         task = run.task_name if isinstance(run, TaskRun) else ""
         live.model.add_output(name, text, run.name, task, run.id)
+        writer = _store_writer()
+        if writer is not None:  # the store keeps what the widget shows (store/printed.py)
+            task_run_id = run.id if isinstance(run, TaskRun) else None
+            writer.put(("output", flow_run.id, task_run_id, name, text, time.time()))
         return True
 
     # -- updates ---------------------------------------------------------------------------------

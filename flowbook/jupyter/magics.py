@@ -6,8 +6,8 @@ expression) is the flow's result and the cell's output. ``--param k=v`` values a
 Python literals (else kept as strings); each becomes a variable of the cell and a parameter of
 the run.
 
-``%flowbook runs | show RUN | rerun RUN | cache [clear ...] | dask [close|restart] |
-widgets on|off``: see ``usage``.
+``%flowbook runs | show RUN | rerun RUN | diff RUN_A RUN_B | cache [clear ...] |
+dask [close|restart] | widgets on|off``: see ``usage``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ FLOWBOOK_USAGE = """\
 %flowbook runs [--flow NAME] [--state STATE] [--limit N]   past runs, newest first
 %flowbook show RUN          the widget of a past run (id, id prefix or name), from the store
 %flowbook rerun RUN         run that run's flow again with the same parameters
+%flowbook diff RUN_A RUN_B  compare two runs: parameters, state, duration, differing task runs
 %flowbook cache             the cache explorer
 %flowbook cache clear [--task T] [--flow F] [--expired] [--all]
 %flowbook dask              the kernel's Dask cluster: scheduler, dashboard link, workers
@@ -223,6 +224,7 @@ class FlowbookMagics(Magics):
             "runs": self._runs,
             "show": self._show,
             "rerun": self._rerun,
+            "diff": self._diff,
             "cache": self._cache,
             "dask": self._dask,
             "widgets": self._widgets,
@@ -273,6 +275,24 @@ class FlowbookMagics(Magics):
         _, flow_name, _, parameters, _ = load_for_resume(store, ref)
         flow_obj = self._find_flow(flow_name)
         return flow_obj(**parameters)
+
+    def _diff(self, rest: list[str]) -> Any:
+        if len(rest) != 2:
+            raise UsageError(
+                "%flowbook diff takes two runs (ids, id prefixes or names); got "
+                f"{' '.join(rest) or 'none'}\n\nUsage:\n{FLOWBOOK_USAGE}"
+            )
+        from flowbook.diff import compare_runs
+        from flowbook.jupyter.tables import RunDiffTable
+        from flowbook.store import get_store
+
+        store = get_store()
+        if store is None:
+            raise UsageError("%flowbook diff needs the run store; it is off (FLOWBOOK_STORE=off)")
+        try:
+            return RunDiffTable(compare_runs(store, rest[0], rest[1]))
+        except (LookupError, ValueError) as exc:
+            raise UsageError(f"%flowbook diff: {exc}") from None
 
     def _find_flow(self, name: str) -> Any:
         from flowbook.flows import Flow

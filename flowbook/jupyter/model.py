@@ -21,14 +21,25 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from flowbook._preview import parameters_preview, preview
 from flowbook.engine.runs import FlowRun, TaskRun
 from flowbook.jupyter.layout import LayoutNode, layout
 from flowbook.states import State
 
-__all__ = ["FOLD", "MAX_BARS", "MAX_LOGS", "RunModel", "StoredRun"]
+__all__ = [
+    "FOLD",
+    "MAX_BARS",
+    "MAX_LOGS",
+    "RunModel",
+    "StoredRun",
+    "TaskRunDetail",
+    "run_detail",
+    "stored_inputs",
+    "stored_run_detail",
+    "task_run_detail",
+]
 
 FOLD = 12
 MAX_LOGS = 2000
@@ -37,6 +48,7 @@ MAX_DETAIL_RUNS = 20
 MAX_TRACEBACK = 6000
 
 _NO_ATTRIBUTE: Any = object()
+_PRINTED = {"stdout": "PRINT", "stderr": "STDERR"}  # stored printed lines' level names
 _FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 _BAD = ("FAILED", "CRASHED")
 # which state a node with a mix of states shows: the first type present in this order
@@ -105,7 +117,7 @@ def _name_for(kind: str, counts: Mapping[str, int]) -> str:
 
 
 def _format_traceback(exc: BaseException) -> str:
-    from flowbook.console import format_user_traceback
+    from flowbook._tracebacks import format_user_traceback
 
     text = format_user_traceback(exc)
     if len(text) > MAX_TRACEBACK:
@@ -113,8 +125,76 @@ def _format_traceback(exc: BaseException) -> str:
     return text
 
 
-def run_detail(run: TaskRun) -> dict[str, Any]:
-    """The detail of one task run (or subflow record) for the node panel."""
+class TaskRunDetail(TypedDict):
+    """One task run (or subflow record) in a node's detail (docs/widget-protocol.md).
+
+    Built by ``task_run_detail`` only, from a live ``TaskRun`` (``run_detail``) or a stored
+    row (``stored_run_detail``); a field the source does not have is None.
+    """
+
+    id: str
+    name: str
+    task: str
+    state: str
+    state_type: str
+    message: str | None
+    states: list[list[Any]]
+    start: float | None
+    end: float | None
+    duration: float | None
+    run_count: int
+    retries: int | None
+    cache_key: str | None
+    cache: str
+    inputs: str | None
+    result: str | None
+    traceback: str | None
+
+
+def task_run_detail(
+    *,
+    id: str,
+    name: str,
+    task: str,
+    state: str | None,
+    state_type: str | None,
+    message: str | None,
+    states: list[list[Any]],
+    start: float | None,
+    end: float | None,
+    run_count: int | None,
+    retries: int | None,
+    cache_key: str | None,
+    inputs: str | None,
+    result: str | None,
+    traceback: str | None,
+) -> TaskRunDetail:
+    """The one builder of a task run's detail: the live and the stored snapshot both use it."""
+    name_shown = state or "Pending"
+    cache = "off" if not cache_key else "hit" if name_shown == "Cached" else "miss"
+    return {
+        "id": id,
+        "name": name,
+        "task": task,
+        "state": name_shown,
+        "state_type": state_type or "PENDING",
+        "message": message,
+        "states": states,
+        "start": start,
+        "end": end,
+        "duration": (end - start) if start is not None and end is not None else None,
+        "run_count": run_count or 0,
+        "retries": retries,
+        "cache_key": cache_key or None,
+        "cache": cache,
+        "inputs": inputs,
+        "result": result,
+        "traceback": traceback,
+    }
+
+
+def run_detail(run: TaskRun, states: list[list[Any]] | None = None) -> TaskRunDetail:
+    """The detail of one live task run (or subflow record) for the node panel."""
     state = run.state
     task = run.task
     data = state.data if state is not None else None
@@ -124,34 +204,85 @@ def run_detail(run: TaskRun) -> dict[str, Any]:
     result = None
     if state is not None and state.is_completed():
         result = preview(data)
-    if run.cache_key is None:
-        cache = "off"
-    else:
-        cache = "hit" if state is not None and state.name == "Cached" else "miss"
-    start, end = run.start_s, run.end_s
     try:
         inputs = parameters_preview(run.parameters)
     except TypeError:
         inputs = "{}"
-    return {
-        "id": run.id,
-        "name": run.name,
-        "task": run.task_name,
-        "state": state.name if state is not None else "Pending",
-        "state_type": _state_type(state),
-        "message": state.message if state is not None else None,
-        "states": [],
-        "start": start,
-        "end": end,
-        "duration": (end - start) if start is not None and end is not None else None,
-        "run_count": run.run_count,
-        "retries": task.retries if task is not None else 0,
-        "cache_key": run.cache_key,
-        "cache": cache,
-        "inputs": inputs,
-        "result": result,
-        "traceback": tb,
-    }
+    return task_run_detail(
+        id=run.id,
+        name=run.name,
+        task=run.task_name,
+        state=state.name if state is not None else None,
+        state_type=_state_type(state),
+        message=state.message if state is not None else None,
+        states=states if states is not None else [],
+        start=run.start_s,
+        end=run.end_s,
+        run_count=run.run_count,
+        retries=task.retries if task is not None else 0,
+        cache_key=run.cache_key,
+        inputs=inputs,
+        result=result,
+        traceback=tb,
+    )
+
+
+def _timestamp(text: str | float | None) -> float | None:
+    """A stored time (ISO 8601 text, as ``flowbook.runs.get`` gives it) as epoch seconds."""
+    from datetime import datetime
+
+    if text is None or text == "":
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    return datetime.fromisoformat(text).timestamp()
+
+
+def stored_run_detail(row: Mapping[str, Any], inputs: str | None = None) -> TaskRunDetail:
+    """The detail of one stored task run (a row of ``FlowRunDetail.task_run_list``).
+
+    The store keeps no result preview, no traceback beyond the state's message and not the
+    task's ``retries`` option; ``inputs`` is the row's stored ``parameters_preview``.
+    """
+    failed = row.get("state_type") in _BAD
+    return task_run_detail(
+        id=row["id"],
+        name=row["name"],
+        task=row["task_name"],
+        state=row.get("state"),
+        state_type=row.get("state_type"),
+        message=row.get("message"),
+        states=[
+            [s["name"], _timestamp(s["timestamp"]), s["message"]] for s in row.get("states") or ()
+        ],
+        start=_timestamp(row.get("start_time")),
+        end=_timestamp(row.get("end_time")),
+        run_count=row.get("run_count"),
+        retries=None,
+        cache_key=row.get("cache_key"),
+        inputs=inputs if inputs is not None else row.get("parameters_preview"),
+        result=None,
+        traceback=row.get("message") if failed else None,
+    )
+
+
+def stored_inputs(store: Any, task_run_ids: Iterable[str]) -> dict[str, str]:
+    """The stored input previews (``task_runs.parameters_preview``) of these task runs."""
+    from sqlalchemy import select
+
+    from flowbook.store.schema import task_runs
+
+    ids = list(task_run_ids)
+    out: dict[str, str] = {}
+    with store.engine.connect() as conn:
+        for i in range(0, len(ids), 500):
+            rows = conn.execute(
+                select(task_runs.c.id, task_runs.c.parameters_preview).where(
+                    task_runs.c.id.in_(ids[i : i + 500])
+                )
+            )
+            out.update({r.id: r.parameters_preview for r in rows if r.parameters_preview})
+    return out
 
 
 class RunModel:
@@ -472,11 +603,7 @@ class RunModel:
             rest = MAX_DETAIL_RUNS - len(shown)
             seen = {id(r) for r in shown}
             shown += [r for r in node.recs[-rest:] if id(r) not in seen]
-        runs = []
-        for rec in shown:
-            detail = run_detail(rec.run)
-            detail["states"] = self._states_of(rec.run)
-            runs.append(detail)
+        runs = [run_detail(rec.run, self._states_of(rec.run)) for rec in shown]
         return {
             "label": node.label,
             "kind": node.kind,
@@ -545,17 +672,42 @@ def build_timeline(
 
 
 class StoredRun:
-    """The snapshot of a run read back from the store (``%flowbook show RUN``)."""
+    """The snapshot of a run read back from the store (``%flowbook show RUN``, the panel).
 
-    def __init__(self, detail: Any, subflows: dict[str, Any] | None = None) -> None:
+    ``inputs`` maps task run ids to their stored input previews; when not given they are read
+    from this process's store if it is open (one query), else the rows' own
+    ``parameters_preview`` (if any) is used.
+    """
+
+    def __init__(
+        self,
+        detail: Any,
+        subflows: dict[str, Any] | None = None,
+        inputs: Mapping[str, str] | None = None,
+    ) -> None:
         self.detail = detail
         self.subflows = subflows or {}
+        self.inputs = inputs
+
+    def _inputs(self) -> Mapping[str, str]:
+        if self.inputs is not None:
+            return self.inputs
+        from flowbook.store import get_store
+
+        store = get_store(open_if_needed=False)
+        if store is None:
+            return {}
+        ids = [t["id"] for t in self.detail.task_run_list]
+        for sub in self.subflows.values():
+            ids += [t["id"] for t in sub.task_run_list]
+        try:
+            return stored_inputs(store, ids)
+        except Exception:  # the previews are extras; the snapshot stands without them
+            return {}
 
     def snapshot(self) -> dict[str, Any]:
-        from datetime import datetime
-
-        def ts(text: str | None) -> float | None:
-            return datetime.fromisoformat(text).timestamp() if text else None
+        ts = _timestamp
+        inputs = self._inputs()
 
         d = self.detail
         nodes: dict[str, dict[str, Any]] = {}
@@ -590,34 +742,9 @@ class StoredRun:
                     order.append(LayoutNode(key, parent, len(order), is_container=kind == "flow"))
                 node["counts"][t["state"] or "Pending"] += 1
                 node["types"][t["state_type"] or "PENDING"] += 1
-                start, end = ts(t["start_time"]), ts(t["end_time"])
-                node["runs"].append(
-                    {
-                        "id": t["id"],
-                        "name": t["name"],
-                        "task": t["task_name"],
-                        "state": t["state"] or "Pending",
-                        "state_type": t["state_type"] or "PENDING",
-                        "message": t["message"],
-                        "states": [
-                            [s["name"], ts(s["timestamp"]), s["message"]] for s in t["states"]
-                        ],
-                        "start": start,
-                        "end": end,
-                        "duration": end - start if start is not None and end is not None else None,
-                        "run_count": t["run_count"],
-                        "retries": None,
-                        "cache_key": t["cache_key"],
-                        "cache": "off"
-                        if not t["cache_key"]
-                        else ("hit" if t["state"] == "Cached" else "miss"),
-                        "inputs": "",
-                        "result": None,
-                        "traceback": t["message"]
-                        if t["state_type"] in ("FAILED", "CRASHED")
-                        else None,
-                    }
-                )
+                detail = stored_run_detail(t, inputs.get(t["id"]))
+                node["runs"].append(detail)
+                start, end = detail["start"], detail["end"]
                 if not t.get("subflow_run_id"):
                     bars.append(
                         (start, end, t["state"] or "", t["state_type"] or "", key, t["name"])
@@ -671,7 +798,8 @@ class StoredRun:
         logs = []
         for line in d.logs[-MAX_LOGS:]:
             who, task = names.get(line["task_run_id"] or "", (d.name, ""))
-            level = logging.getLevelName(line["level"])
+            # printed text is stored with its stream as the logger; the widget names it so
+            level = _PRINTED.get(line.get("logger") or "") or logging.getLevelName(line["level"])
             logs.append([ts(line["timestamp"]), level, who, line["message"], task])
         start, end = ts(d.start_time), ts(d.end_time)
         return {

@@ -7,7 +7,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["DaskClusters", "RunTable"]
+__all__ = ["DaskClusters", "RunDiffTable", "RunTable"]
 
 _COLUMNS = ("name", "flow_name", "state", "start_time", "duration_s", "task_runs", "id")
 _TITLES = ("run", "flow", "state", "started (UTC)", "duration", "task runs", "id")
@@ -167,3 +167,132 @@ class DaskClusters:
             lines.append(self.total(cluster))
             blocks.append("\n".join(lines))
         return "\n\n".join(blocks)
+
+
+# -- %flowbook diff ---------------------------------------------------------------------------
+_DIFF_TITLES = (
+    "task run", "differs in", "state A", "state B", "time A", "time B", "B/A", "cache A",
+    "cache B", "result A", "result B",
+)  # fmt: skip
+
+
+class RunDiffTable:
+    """Two runs compared (``%flowbook diff``): a ``flowbook.diff.RunDiff`` as HTML with state
+    badges in the widget's colours, and as the text ``flowbook runs diff`` prints."""
+
+    def __init__(self, diff: Any) -> None:
+        self.diff = diff
+
+    def __repr__(self) -> str:
+        from flowbook.diff import render_text
+
+        return render_text(self.diff)
+
+    def _repr_html_(self) -> str:
+        from flowbook.diff import failure_messages, format_duration, format_ratio, task_run_name
+        from flowbook.jupyter.html import _badge
+
+        d = self.diff
+        a, b = d.a, d.b
+        esc = html.escape
+
+        def badge(side: Any) -> str:
+            return "" if side is None or side.state is None else _badge(side.state, side.state_type)
+
+        def cell(text: str, changed: bool = False) -> str:
+            style = " style='font-weight:600'" if changed else ""
+            return f"<td{style}>{text}</td>"
+
+        flows = esc(repr(a.flow_name)) if d.same_flow else esc(f"{a.flow_name!r} / {b.flow_name!r}")
+        parts = [
+            "<div class='fb-diff'>",
+            f"<div><b>Flow runs of {flows}</b>: A = <code>{esc(a.name)}</code> "
+            f"({esc(a.id[:8])}), B = <code>{esc(b.name)}</code> ({esc(b.id[:8])})</div>",
+        ]
+        parts += [f"<div class='fb-diff-note'>note: {esc(n)}</div>" for n in d.notes]
+        header_rows = [
+            ("state", badge(a), badge(b), ""),
+            ("started", esc(_day(a.start_time)), esc(_day(b.start_time)), ""),
+            (
+                "duration",
+                esc(format_duration(a.duration_s)),
+                esc(format_duration(b.duration_s)),
+                esc(format_ratio(d.duration_ratio)),
+            ),
+            ("task runs", str(a.task_runs), str(b.task_runs), ""),
+        ]
+        parts.append(_raw_table("fb-diff-header", ("run", "A", "B", "B/A"), header_rows))
+        param_rows = [
+            (
+                ("* " if p.changed else "") + esc(p.name),
+                esc("(not a parameter)" if p.a is None else p.a),
+                esc("(not a parameter)" if p.b is None else p.b),
+            )
+            for p in d.parameters
+        ]
+        parts.append("<div><b>Parameters</b> (* changed)</div>")
+        parts.append(
+            _raw_table("fb-diff-parameters", ("name", "A", "B"), param_rows)
+            if param_rows
+            else "<div>(none)</div>"
+        )
+        differ = len(d.task_runs) - d.only_in_a - d.only_in_b
+        parts.append(
+            f"<div><b>Task runs</b>, matched by {esc(d.matched_by)}: {differ} differ, "
+            f"{d.identical} identical, {d.only_in_a} only in A, {d.only_in_b} only in B</div>"
+        )
+        if d.task_runs:
+            rows = []
+            for t in d.task_runs:
+                sides = (t.a, t.b)
+                rows.append(
+                    "<tr>"
+                    + cell(esc(task_run_name(t)))
+                    + cell(esc(", ".join(t.changes)))
+                    + "".join(cell(badge(s), "state" in t.changes) for s in sides)
+                    + "".join(
+                        cell(
+                            esc(format_duration(s.duration_s)) if s else "", "duration" in t.changes
+                        )
+                        for s in sides
+                    )
+                    + cell(esc(format_ratio(t.duration_ratio)) if "duration" in t.changes else "")
+                    + "".join(
+                        cell(esc(s.cache or "-") if s else "", "cache" in t.changes) for s in sides
+                    )
+                    + "".join(
+                        cell(
+                            f"<code>{esc(s.result or '-')}</code>" if s else "",
+                            "result" in t.changes,
+                        )
+                        for s in sides
+                    )
+                    + "</tr>"
+                )
+            head = "".join(f"<th style='text-align:left'>{esc(x)}</th>" for x in _DIFF_TITLES)
+            parts.append(
+                f"<table class='fb-diff-task-runs'><thead><tr>{head}</tr></thead>"
+                f"<tbody>{''.join(rows)}</tbody></table>"
+            )
+            for t, label, message in failure_messages(d):
+                parts.append(
+                    f"<div class='fb-diff-message'>{esc(task_run_name(t))} in {label}: "
+                    f"<code>{esc(message)}</code></div>"
+                )
+        parts.append(
+            f"<div style='opacity:0.7'>Durations differ when apart by "
+            f"{esc(format_duration(d.min_change_s))} or more and by {d.min_ratio:g}x or more."
+            "</div></div>"
+        )
+        return "".join(parts)
+
+
+def _day(iso: str | None) -> str:
+    return "" if not iso else iso.replace("T", " ")[:19]
+
+
+def _raw_table(css_class: str, titles: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A table of cells that are HTML already (escaped by the caller)."""
+    head = "".join(f"<th style='text-align:left'>{html.escape(t)}</th>" for t in titles)
+    body = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table class='{css_class}'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

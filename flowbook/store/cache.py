@@ -239,7 +239,7 @@ class StoreCache:
         now = time.time()
         cause: str | None = None
         expired_at: float | None = None
-        if task.refresh_cache:
+        if task._refresh_cache:
             cause = "refresh"
         else:
             index = self._index.get(task_key)

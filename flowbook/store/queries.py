@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ from sqlalchemy import (
     union_all,
 )
 
+from flowbook import _run_lines
 from flowbook.caching.keys import KeyParts
 from flowbook.caching.misses import (
     MissExplanation,
@@ -397,15 +399,47 @@ def get_run(store: Store, ref: str) -> FlowRunDetail:
         ],
         logs=[
             {
-                "timestamp": iso(line.timestamp),
-                "level": line.level,
-                "logger": line.logger,
-                "task_run_id": line.task_run_id,
-                "message": line.message,
+                "timestamp": iso(ts),
+                "level": level,
+                "logger": logger,
+                "task_run_id": task_run_id,
+                "message": message,
             }
-            for line in lines
+            for ts, level, logger, task_run_id, message in _story(row, tasks, lines)
         ],
     )
+
+
+def _story(
+    row: Any, tasks: Sequence[Any], lines: Sequence[Any]
+) -> list[tuple[float, int, str, str | None, str]]:
+    """The run's log lines as the console and the widget told them, in time order.
+
+    The stored lines, and the lines the store tells from rows instead of storing them: the
+    run's creation, and the "Finished in state ..." line of each completed (or cached) task
+    run and of the flow run itself when it completed (the common end of a run stores no line
+    of its own: see writer.py).
+    """
+    told: list[tuple[float, int, str, str | None, str]] = []
+    if row.created_at is not None:
+        text = _run_lines.created_flow_run_text(row.name, row.flow_name)
+        told.append((row.created_at, logging.INFO, "flowbook.engine", None, text))
+    for t in tasks:
+        if t.state_type == "COMPLETED" and t.end_time is not None:
+            text = _run_lines.finished_text(t.state_name, t.state_type, t.state_message)
+            told.append((t.end_time, logging.INFO, f"Task run {t.name!r}", t.id, text))
+    if row.state_type == "COMPLETED" and row.end_time is not None:
+        text = _run_lines.finished_text(row.state_name, row.state_type, row.state_message)
+        told.append((row.end_time, logging.INFO, f"Flow run {row.name!r}", None, text))
+    told += [
+        (line.timestamp, line.level, line.logger, line.task_run_id, line.message) for line in lines
+    ]
+    told.sort(key=_at)  # stable: stored lines keep their order among equal times
+    return told
+
+
+def _at(line: tuple[Any, ...]) -> float:
+    return float(line[0])
 
 
 def _implied_history(row: Any) -> list[dict[str, Any]]:

@@ -24,7 +24,6 @@ import json
 import queue
 import threading
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
+from flowbook import _run_lines
 from flowbook._preview import pairs_preview, parameters_preview
 from flowbook.engine.events import (
     FlowRunCreated,
@@ -55,6 +55,7 @@ from flowbook.store.cache import INLINE_RESULT_BYTES
 from flowbook.store.database import HEARTBEAT_EVERY_S, heartbeat
 from flowbook.store.drops import STORE_WIDE, Drops, classify, reason
 from flowbook.store.journal import RunJournal
+from flowbook.store.printed import PrintedLines
 from flowbook.store.schema import (
     cache_entries,
     cache_misses,
@@ -114,6 +115,8 @@ class StoreWriter:
         # what could not be written: counted, reported, and recorded in write_drops
         self.drops = Drops(process_id, _where(engine), results_dir)
         self._batches = BatchWriter(engine, self.drops, results_dir)
+        # printed text of runs shown in a notebook: lines cut and counted on this thread
+        self.printed = PrintedLines()
         self._hurry = threading.Event()
         self._waiting = 0  # urgent items queued and not yet written
         self._waiting_lock = threading.Lock()
@@ -123,8 +126,13 @@ class StoreWriter:
     # -- called on engine threads ---------------------------------------------------------------
     def on_event(self, event: Any) -> None:
         kind = type(event)
-        if kind is StateChanged and event.previous is None and type(event.run) is TaskRun:
-            return  # a task run's first state, Pending, is told by its TaskRunCreated event
+        if kind is StateChanged:
+            if event.previous is None and type(event.run) is TaskRun:
+                return  # a task run's first state, Pending, is told by its TaskRunCreated event
+            if event.state.type._value_ in _TOLD:
+                self._queue.put(event)
+                self._queue.put(_engine_lines(event.run, event.state))
+                return
         if kind is FlowRunFinished and event.flow_run.parent_task_run is None:
             self._finished[event.flow_run.id] = threading.Event()  # (the barrier pops it)
             self._call_for(event)
@@ -144,7 +152,7 @@ class StoreWriter:
 
     def put(self, item: tuple[Any, ...]) -> None:
         """Queue one of the store's own writes: ``("cache_put", row)``, ``("cache_hit", ...)``,
-        ``("cache_miss", row)``."""
+        ``("cache_miss", row)``, ``("output", flow_run_id, task_run_id, stream, text, ts)``."""
         self._queue.put(item)
 
     def barrier(self, flow_run: FlowRun, timeout: float = 60.0) -> None:
@@ -230,6 +238,7 @@ class StoreWriter:
                     markers.append(item)
                 elif kind is FlowRunFinished:
                     finished.append(item.flow_run.id)
+                    rows.flow_run_ended(item.flow_run)
                 else:
                     try:
                         rows.add(item)
@@ -385,6 +394,10 @@ class _Rows:
             del histories[run_id]
             if not _implied(history):
                 self.states.extend(_history_rows(run, history))
+
+    def flow_run_ended(self, run: FlowRun) -> None:
+        """End the flow run's printed lines (partial ones, drops counted)."""
+        self.writer.printed.end(self.logs, run.id, run.end_s or time.time())
 
     def _flow_state(self, run: FlowRun, state: State) -> None:
         type_value = state.type._value_
@@ -553,7 +566,9 @@ class _Rows:
         record = event.record
         message = record.getMessage()
         if record.exc_info and record.exc_info[0] is not None:
-            message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+            from flowbook._tracebacks import format_exc_info
+
+            message += "\n" + format_exc_info(*record.exc_info)
         self.logs.append(
             (
                 event.flow_run_id,
@@ -579,6 +594,13 @@ class _Rows:
             self.cache_hits[key] = self.cache_hits.get(key, 0) + 1
         elif what == "cache_delete":
             self.cache_deletes.append((item[1], item[2]))
+        elif what == "lines":
+            self.logs.extend(item[1])
+        elif what == "line_error":
+            self.writer.drops.add("log", item[1], f"its line cannot be made: {item[2]}")
+        elif what == "output":
+            _, flow_run_id, task_run_id, stream, text, ts = item
+            self.writer.printed.add(self.logs, flow_run_id, task_run_id, stream, text, ts)
         elif what == "cache_miss":
             row = item[1]
             kept = self.cache_misses.get(row["task_key"])
@@ -669,6 +691,33 @@ _STATE_COLUMNS = ("run_id", "run_kind", "type", "name", "message", "timestamp")
 _FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 # Enum ``.value`` is a Python-level property and enum hashing a Python-level method: the
 # writer reads ``state.type._value_`` and compares strings instead (it runs per state).
+
+
+# States whose engine lines the store keeps (``_run_lines``): failures, crashes, cancels, and
+# retries (AwaitingRetry is SCHEDULED). A completed run's "Finished in state ..." line is told
+# from its row when the run is read back (``queries.get_run``): the common path stores none.
+_TOLD = frozenset({"FAILED", "CRASHED", "CANCELLED", "SCHEDULED"})
+
+
+def _engine_lines(run: FlowRun | TaskRun, state: State) -> tuple[Any, ...]:
+    """The engine's lines for a state change, as log rows to queue (``("lines", rows)``).
+
+    Made on the thread that changes the state, as the console and the widget make them: a
+    traceback formatted later would also show the frames the exception went through since.
+    """
+    try:
+        lines = _run_lines.state_lines(run, state)
+    except Exception as exc:  # (an exception whose repr fails): the run's rows still go
+        return ("line_error", run.id, reason(exc))
+    ids: tuple[str | None, str | None]
+    if type(run) is TaskRun:
+        flow_run = run.flow_run
+        ids = (flow_run.id if flow_run is not None else None, run.id)
+    else:
+        ids = (run.id, None)
+    who = _run_lines.who(run)
+    ts = state.timestamp_s
+    return ("lines", [(*ids, level, who, text, ts) for level, text in lines])
 
 
 def _implied(history: list[Any]) -> bool:
@@ -899,6 +948,8 @@ def _what(item: Any) -> str:
         return "log"
     if kind is tuple and item:
         what = str(item[0])
+        if what in ("output", "lines", "line_error"):
+            return "log"
         return "cache_entry" if what in ("cache_put", "cache_delete") else what
     return kind.__name__
 
@@ -913,6 +964,10 @@ def _run_of(item: Any) -> str | None:
         return str(item.run.id)
     if kind is LogEmitted:
         return item.task_run_id or item.flow_run_id  # type: ignore[no-any-return]
+    if kind is tuple and item and item[0] == "output":
+        return str(item[2] or item[1])
+    if kind is tuple and item and item[0] == "line_error":
+        return str(item[1])
     return None
 
 

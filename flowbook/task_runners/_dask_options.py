@@ -17,11 +17,13 @@ if TYPE_CHECKING:
     from flowbook.task_runners.dask import DaskTaskRunner, _Connection
 
 __all__ = [
+    "InitializerKey",
     "callable_name",
     "check_cluster",
     "check_report_path",
     "check_report_path_type",
     "cluster_address",
+    "config_difference",
     "finish_report",
     "get_annotations",
     "register_initializer",
@@ -80,7 +82,7 @@ def check_report_path(path: str) -> None:
     """Fail before the run's first task if the report could not be written at its end."""
     if "://" in path:  # a URL: written through fsspec, as Dask does; not checked here
         return
-    target = Path(path)
+    target = Path(path).expanduser()  # '~' is the user's home, as fsspec reads it when writing
     problem = None
     if target.is_dir():
         problem = "it is a directory"
@@ -164,3 +166,81 @@ def register_initializer(client: Any, runner: DaskTaskRunner) -> None:
 
 def callable_name(fn: Any) -> str:
     return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn))
+
+
+class InitializerKey:
+    """The ``(initializer, initargs)`` part of a local cluster's configuration key.
+
+    Two keys are the same configuration when they hold the same objects, or objects that pickle
+    to the same bytes (what the worker processes receive); never by ``repr``, which two
+    different argument values can share (a large numpy array, a custom ``__repr__``)."""
+
+    __slots__ = ("_digest", "initargs", "initializer")
+
+    def __init__(self, initializer: Callable[..., Any], initargs: tuple[Any, ...]) -> None:
+        self.initializer = initializer
+        self.initargs = initargs
+        self._digest: bytes | None = None
+
+    def digest(self) -> bytes | None:
+        """The hash of the pickled pair (computed once; None when it cannot be pickled)."""
+        if self._digest is None:
+            import hashlib
+
+            import cloudpickle  # type: ignore[import-untyped]
+
+            try:
+                data = cloudpickle.dumps((self.initializer, self.initargs))
+            except Exception:
+                return None
+            self._digest = hashlib.sha256(data).digest()
+        return self._digest
+
+    def _same(self, other: InitializerKey) -> bool:
+        return (
+            self.initializer is other.initializer
+            and len(self.initargs) == len(other.initargs)
+            and all(a is b for a, b in zip(self.initargs, other.initargs, strict=True))
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, InitializerKey):
+            return NotImplemented
+        if self._same(other):
+            return True
+        mine = self.digest()
+        return mine is not None and mine == other.digest()
+
+    def __hash__(self) -> int:  # equal keys may hold different objects: a coarse hash
+        return hash(callable_name(self.initializer))
+
+    def difference(self, other: InitializerKey) -> str:
+        """Which of the two differs from ``other``'s, for a message."""
+        if self.initializer is not other.initializer and (
+            InitializerKey(self.initializer, ()) != InitializerKey(other.initializer, ())
+        ):
+            return "initializer"
+        return "initargs"
+
+    def __repr__(self) -> str:
+        return f"{callable_name(self.initializer)}(*{self.initargs!r})"
+
+
+# the parts of a local cluster's configuration key (DaskTaskRunner._config_key), in order
+_LOCAL_KEY_PARTS = ("cluster_class", "cluster_kwargs", "adapt_kwargs", "client_kwargs")
+
+
+def config_difference(running: tuple[Any, ...], wanted: tuple[Any, ...]) -> str:
+    """The options in which a local cluster configuration ``wanted`` differs from the
+    ``running`` one, such as ``'initargs'`` or ``'cluster_kwargs and initializer'``."""
+    parts: list[str] = []
+    for name, old, new in zip(_LOCAL_KEY_PARTS, running[1:5], wanted[1:5], strict=True):
+        if old != new:
+            parts.append(name)
+    old_init, new_init = running[-1], wanted[-1]
+    if old_init != new_init:
+        if old_init is None or new_init is None:
+            parts.append("initializer")
+        else:
+            parts.append(new_init.difference(old_init))
+    return " and ".join(parts) or "configuration"

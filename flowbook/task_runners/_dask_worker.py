@@ -29,7 +29,6 @@ import os
 import sys
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -240,7 +239,9 @@ class _ForwardingHandler(logging.Handler):
         try:
             message = record.getMessage()
             if record.exc_info:
-                message += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+                from flowbook._tracebacks import format_exc_info
+
+                message += "\n" + format_exc_info(*record.exc_info)
         except Exception:  # a bad format string must not break the task
             message = str(record.msg)
         _send(

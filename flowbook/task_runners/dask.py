@@ -39,18 +39,22 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Self
 
-from flowbook._annotations import Annotation, quote
+from flowbook._annotations import Annotation, allow_failure, quote
 from flowbook.engine.hooks import HookThreads
 from flowbook.engine.lifecycle import hand_off_task_hooks
 from flowbook.engine.runs import FlowRun, TaskRun, current_flow_run, current_task_run
+from flowbook.engine.values import resolve_futures
+from flowbook.exceptions import UpstreamTaskError
 from flowbook.futures import FutureList, TaskRunFuture
-from flowbook.states import Cancelled, DeferredResult, State
+from flowbook.states import Cancelled, DeferredResult, Failed, State
 from flowbook.task_runners._dask_client import get_async_dask_client, get_dask_client
 from flowbook.task_runners._dask_options import (
+    InitializerKey,
     check_cluster,
     check_report_path,
     check_report_path_type,
     cluster_address,
+    config_difference,
     finish_report,
     get_annotations,
     register_initializer,
@@ -313,7 +317,8 @@ def _connect(runner: DaskTaskRunner, for_run: bool) -> _Connection:
             if not conn.closed and conn.runners > 0:
                 raise RuntimeError(
                     f"{runner!r} asks for a local Dask cluster configured differently from the "
-                    f"one this process is running for another flow run ({conn.key[1]}); "
+                    f"one this process is running for another flow run ({conn.key[1]}, "
+                    f"another {config_difference(conn.key, key)}); "
                     "one local cluster serves a process: wait for that run to end, or use "
                     "the same DaskTaskRunner configuration"
                 )
@@ -603,7 +608,7 @@ class DaskTaskRunner(TaskRunner):
             repr(sorted(self.cluster_kwargs.items())),
             repr(sorted(self.adapt_kwargs.items())) if self.adapt_kwargs is not None else None,
             repr(sorted(self.client_kwargs.items())),
-            repr(self._initializer) if self._initializer is not None else None,
+            InitializerKey(*self._initializer) if self._initializer is not None else None,
         )
 
     def _resolve_cluster_class(self, distributed: Any) -> Callable[..., Any]:
@@ -834,8 +839,12 @@ class _DaskCall:
             self.finish(failed)
             return
         deps: list[Any] = []
-        args = tuple(self._to_dask(a, deps) for a in self.args)
-        kwargs = {k: self._to_dask(v, deps) for k, v in self.kwargs.items()}
+        try:
+            args = tuple(self._to_dask(a, deps) for a in self.args)
+            kwargs = {k: self._to_dask(v, deps) for k, v in self.kwargs.items()}
+        except UpstreamTaskError as exc:  # a state among the arguments did not complete
+            self.finish(Failed(f"Task run not run: {exc}", exc))
+            return
         run, task = self.run, engine.task
         self.submissions += 1
         attempt = run.run_count + 1
@@ -884,7 +893,10 @@ class _DaskCall:
             return None
         return call.future
 
-    def _to_dask(self, value: Any, deps: list[Any]) -> Any:
+    def _to_dask(self, value: Any, deps: list[Any], tolerate: bool = False) -> Any:
+        """``value`` as the worker gets it: upstream futures become Dask futures (``deps``),
+        states their values, here in the kernel (states are not picklable), as on threads;
+        ``tolerate`` inside ``allow_failure``: a failed state gives its exception."""
         if isinstance(value, TaskRunFuture):
             if value.done():
                 data = value.state.data
@@ -898,16 +910,20 @@ class _DaskCall:
             return live
         kind = type(value)
         if kind is list or kind is FutureList:
-            return [self._to_dask(v, deps) for v in value]
+            return [self._to_dask(v, deps, tolerate) for v in value]
         if kind is tuple:
-            return tuple(self._to_dask(v, deps) for v in value)
+            return tuple(self._to_dask(v, deps, tolerate) for v in value)
         if kind is dict:
-            return {k: self._to_dask(v, deps) for k, v in value.items()}
+            return {k: self._to_dask(v, deps, tolerate) for k, v in value.items()}
         if kind is set or kind is frozenset:
-            return kind(self._to_dask(v, deps) for v in value)
+            return kind(self._to_dask(v, deps, tolerate) for v in value)
         if isinstance(value, Annotation):  # quote, opaque, allow_failure: the value given
             inner = value.value
-            return inner if isinstance(value, quote) else self._to_dask(inner, deps)
+            if isinstance(value, quote):
+                return inner
+            return self._to_dask(inner, deps, tolerate or isinstance(value, allow_failure))
+        if isinstance(value, State):
+            return resolve_futures(value, raise_on_failure=not tolerate)
         return value
 
     # -- worker events -------------------------------------------------------------------------

@@ -60,10 +60,19 @@ class ThreadPoolTaskRunner(TaskRunner):
     def duplicate(self) -> Self:
         return type(self)(max_workers=self._explicit_max_workers)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        # a runner pickles as its configuration: a flow pickled with its runner (cloudpickle,
-        # a copy for another process) gets a fresh, unstarted pool, as duplicate() gives
-        return (type(self), (self._explicit_max_workers,))
+    # A runner pickles as its configuration (its attributes, a subclass's own among them): a
+    # flow pickled with its runner (cloudpickle, a copy for another process) gets a fresh,
+    # unstarted runner, as duplicate() gives; the pool and its lock stay behind.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_pool"], state["_pool_lock"]
+        state["_started"] = False
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pool = None
+        self._pool_lock = threading.Lock()
 
     def _execute(self, call: SubmittedCall) -> None:
         pool = self._pool

@@ -9,7 +9,8 @@ import {
   ICacheList,
   IFlowList,
   IRunDetails,
-  IRunList
+  IRunList,
+  IRunSnapshot
 } from './types.js';
 
 /**
@@ -36,6 +37,31 @@ export class FlowbookClient {
   /** `GET runs/<id>`: one run with its states, task runs, logs and parameters. */
   getRun(id: string): Promise<ApiResult<IRunDetails>> {
     return this._request<IRunDetails>(runPath(id), '', { method: 'GET' });
+  }
+
+  /** `GET runs/<id>/snapshot`: the run widget's snapshot of a stored run. */
+  getRunSnapshot(id: string): Promise<ApiResult<IRunSnapshot>> {
+    return this._request<IRunSnapshot>(`${runPath(id)}/snapshot`, '', { method: 'GET' });
+  }
+
+  /** `GET view/<name>`: a file of the run widget's front end (`run_view.js`, its CSS). */
+  async getViewFile(name: string): Promise<ApiResult<string>> {
+    const url = URLExt.join(this._settings.baseUrl, API_PREFIX, 'view', encodeURIComponent(name));
+    try {
+      const response = await ServerConnection.makeRequest(url, { method: 'GET' }, this._settings);
+      const body = await response.text();
+      if (!response.ok) {
+        return {
+          ok: false,
+          status: response.status,
+          message: apiErrorMessage(response.status, response.statusText, body)
+        };
+      }
+      return { ok: true, value: body };
+    } catch (error) {
+      const reason = error instanceof Error ? error.message : String(error);
+      return { ok: false, status: 0, message: `Could not reach the Jupyter server: ${reason}` };
+    }
   }
 
   /** `GET flows`: registered flows and flows with runs, optionally of one project. */

@@ -1,5 +1,5 @@
 import { Message } from '@lumino/messaging';
-import { Panel, Widget } from '@lumino/widgets';
+import { Panel, SplitPanel, Widget } from '@lumino/widgets';
 
 import { CacheList } from './cachelist.js';
 import { FlowbookClient } from './client.js';
@@ -16,6 +16,12 @@ export const PANEL_ID = 'flowbook-runs-panel';
 
 /** How often the visible view reloads, in milliseconds. */
 export const REFRESH_INTERVAL_MS = 3000;
+
+/** The panel's width when the user has not set one, in pixels (fits "flow / run-name"). */
+export const DEFAULT_WIDTH_PX = 440;
+
+/** Where the width the user dragged the panel to is kept. */
+export const WIDTH_STORAGE_KEY = 'flowbook:runs-panel-width';
 
 /** The panel's views; `data-view` on the panel node says which one is shown. */
 export type PanelView = 'runs' | 'details' | 'flows' | 'cache';
@@ -138,13 +144,17 @@ export class FlowRunsPanel extends Panel {
 
   protected onAfterAttach(msg: Message): void {
     super.onAfterAttach(msg);
+    document.addEventListener('pointerdown', this._onPointerDown, true);
+    document.addEventListener('pointerup', this._onPointerUp, true);
     if (this.isVisible) {
+      this._applyWidth();
       this._startTimer();
     }
   }
 
   protected onAfterShow(msg: Message): void {
     super.onAfterShow(msg);
+    this._applyWidth();
     this._startTimer();
   }
 
@@ -154,6 +164,8 @@ export class FlowRunsPanel extends Panel {
   }
 
   protected onBeforeDetach(msg: Message): void {
+    document.removeEventListener('pointerdown', this._onPointerDown, true);
+    document.removeEventListener('pointerup', this._onPointerUp, true);
     this._stopTimer();
     super.onBeforeDetach(msg);
   }
@@ -162,6 +174,71 @@ export class FlowRunsPanel extends Panel {
     this._stopTimer();
     super.dispose();
   }
+
+  /**
+   * Once per page, widens the side area holding the panel to the width the user last set
+   * (kept in localStorage), else to `DEFAULT_WIDTH_PX` when it is narrower; at most 60% of
+   * the window. Done through the enclosing split panel, so its handle still resizes it.
+   */
+  private _applyWidth(): void {
+    if (this._widthApplied || !this.isVisible) {
+      return;
+    }
+    this._widthApplied = true;
+    const saved = Number(readStorage(WIDTH_STORAGE_KEY));
+    const wanted = Number.isFinite(saved) && saved >= 120 ? saved : null;
+    const current = this.node.getBoundingClientRect().width;
+    if (wanted === null && current >= DEFAULT_WIDTH_PX) {
+      return;
+    }
+    const found = enclosingSplit(this);
+    if (found === null) {
+      return;
+    }
+    const [split, area] = found;
+    const total = split.node.getBoundingClientRect().width;
+    const index = split.widgets.indexOf(area);
+    const sizes = split.relativeSizes();
+    if (total <= 0 || index < 0 || sizes.length < 2) {
+      return;
+    }
+    const width = Math.min(wanted ?? DEFAULT_WIDTH_PX, total * 0.6);
+    const sum = sizes.reduce((a, b) => a + b, 0);
+    const target = (width / total) * sum;
+    // the space comes from (or goes to) the largest other area: the main area
+    let largest = -1;
+    sizes.forEach((size, i) => {
+      if (i !== index && (largest < 0 || size > sizes[largest])) {
+        largest = i;
+      }
+    });
+    const delta = target - sizes[index];
+    if (largest < 0 || sizes[largest] - delta <= 0) {
+      return;
+    }
+    sizes[index] = target;
+    sizes[largest] -= delta;
+    split.setRelativeSizes(sizes);
+  }
+
+  private readonly _onPointerDown = (event: PointerEvent): void => {
+    const target = event.target as Element | null;
+    this._dragging = !!target?.closest?.('.lm-SplitPanel-handle');
+  };
+
+  private readonly _onPointerUp = (): void => {
+    if (!this._dragging) {
+      return;
+    }
+    this._dragging = false;
+    // the handle's move is applied on the next frame
+    requestAnimationFrame(() => {
+      const width = Math.round(this.node.getBoundingClientRect().width);
+      if (this.isVisible && width >= 120) {
+        writeStorage(WIDTH_STORAGE_KEY, String(width));
+      }
+    });
+  };
 
   private _startTimer(): void {
     void this.refresh(true);
@@ -210,4 +287,36 @@ export class FlowRunsPanel extends Panel {
   private readonly _cacheTab: HTMLButtonElement;
   private _view: PanelView = 'runs';
   private _timer: number | null = null;
+  private _widthApplied = false;
+  private _dragging = false;
+}
+
+/** The split panel that lays out the side area holding `widget`, and that area. */
+function enclosingSplit(widget: Widget): [SplitPanel, Widget] | null {
+  let area: Widget = widget;
+  let parent = widget.parent;
+  while (parent !== null) {
+    if (parent instanceof SplitPanel) {
+      return [parent, area];
+    }
+    area = parent;
+    parent = parent.parent;
+  }
+  return null;
+}
+
+function readStorage(key: string): string | null {
+  try {
+    return window.localStorage.getItem(key);
+  } catch {
+    return null; // storage disabled
+  }
+}
+
+function writeStorage(key: string, value: string): void {
+  try {
+    window.localStorage.setItem(key, value);
+  } catch {
+    // storage disabled or full: the width is not remembered
+  }
 }

@@ -17,21 +17,20 @@ import {
   formatFullTime,
   formatLocalTime,
   formatValue,
-  levelName,
   MISSING,
   runDuration
 } from './format.js';
 import { isFinalState } from './runs.js';
-import { ApiResult, ILogRecord, IRunDetails, IStateRecord, ITaskRunSummary } from './types.js';
-
-/** The most log lines shown; the newest ones are kept. */
-export const MAX_LOG_LINES = 2000;
+import { loadRunView, SnapshotModel } from './runview.js';
+import { ApiResult, IRunDetails, IRunSnapshot, IStateRecord } from './types.js';
 
 /**
- * One run's details (`.fb-run-details`): summary, parameters, state history, task runs
- * and logs, with a back button and, when the run knows its notebook cell, an "Open cell"
- * button. A run that is not final is reloaded on each refresh; sections are updated in
- * place, and the logs stay scrolled to the bottom when they were.
+ * One run's details (`.fb-run-details`): summary, parameters and state history, then the
+ * run drawn by the run widget's own renderer (`run_view.js`, see runview.ts) from the
+ * run's stored snapshot: graph with node details (message, retries, duration, traceback,
+ * inputs, result), logs filterable by task and level, and timeline. A back button and,
+ * when the run knows its notebook cell, an "Open cell" button. A run that is not final is
+ * reloaded on each refresh, and the view is updated in place.
  */
 export class RunDetails extends Widget {
   constructor(options: {
@@ -61,10 +60,10 @@ export class RunDetails extends Widget {
     this._facts = el('dl', 'fb-run-facts');
     this._params = el('div', 'fb-run-params');
     this._states = el('ol', 'fb-run-states');
-    this._tasks = el('div', 'fb-run-tasks');
-    this._tasks.setAttribute('role', 'list');
-    this._logs = el('div', 'fb-run-logs');
-    this._logsNote = el('div', 'fb-run-logs-note');
+    this._viewError = el('div', 'fb-error fb-run-view-error');
+    this._viewError.setAttribute('role', 'alert');
+    this._viewError.hidden = true;
+    this._viewHost = el('div', 'fb-run-view');
     this._body.append(
       header,
       el('div', 'fb-run-message'),
@@ -74,10 +73,8 @@ export class RunDetails extends Widget {
       el('h3', 'fb-section-title', 'State history'),
       this._states,
       el('h3', 'fb-section-title fb-run-tasks-title', 'Task runs'),
-      this._tasks,
-      el('h3', 'fb-section-title', 'Logs'),
-      this._logsNote,
-      this._logs
+      this._viewError,
+      this._viewHost
     );
     this.node.append(this._toolbar, this._error, this._loading, this._body);
   }
@@ -97,9 +94,10 @@ export class RunDetails extends Widget {
     this._loading.hidden = false;
     this._body.hidden = true;
     this._setOpenCell(null, null);
-    for (const section of [this._params, this._states, this._tasks, this._logs]) {
+    for (const section of [this._params, this._states]) {
       section.replaceChildren();
     }
+    this._disposeView();
     return this.refresh();
   }
 
@@ -121,8 +119,12 @@ export class RunDetails extends Widget {
     const generation = this._generation;
     this._inFlight += 1;
     let result: ApiResult<IRunDetails>;
+    let snapshot: ApiResult<IRunSnapshot>;
     try {
-      result = await this._client.getRun(runId);
+      [result, snapshot] = await Promise.all([
+        this._client.getRun(runId),
+        this._client.getRunSnapshot(runId)
+      ]);
     } finally {
       this._inFlight -= 1;
     }
@@ -137,6 +139,61 @@ export class RunDetails extends Widget {
     showError(this._error, null);
     this._run = result.value;
     this._render(result.value);
+    await this._renderView(runId, generation, snapshot);
+  }
+
+  dispose(): void {
+    this._disposeView();
+    super.dispose();
+  }
+
+  /** Draws the snapshot with the widget's renderer (loaded once), or updates its model. */
+  private async _renderView(
+    runId: string,
+    generation: number,
+    snapshot: ApiResult<IRunSnapshot>
+  ): Promise<void> {
+    if (!snapshot.ok) {
+      showError(this._viewError, `Could not load the graph of run ${runId}: ${snapshot.message}`);
+      return;
+    }
+    if (this._viewModel !== null) {
+      showError(this._viewError, null);
+      this._viewModel.set(snapshot.value);
+      return;
+    }
+    const module = await loadRunView(name => this._client.getViewFile(name));
+    if (generation !== this._generation || this.isDisposed) {
+      return;
+    }
+    if (!module.ok) {
+      showError(this._viewError, module.message);
+      return;
+    }
+    showError(this._viewError, null);
+    const drawn = this._viewModel as SnapshotModel | null; // another refresh may have drawn it
+    if (drawn !== null) {
+      drawn.set(snapshot.value);
+      return;
+    }
+    const model = new SnapshotModel();
+    model.set(snapshot.value);
+    this._viewModel = model;
+    const cleanup = module.value.render({ model, el: this._viewHost });
+    this._viewCleanup = typeof cleanup === 'function' ? cleanup : null;
+  }
+
+  private _disposeView(): void {
+    if (this._viewCleanup !== null) {
+      try {
+        this._viewCleanup();
+      } catch (error) {
+        console.error('flowbook: closing the run view failed', error);
+      }
+    }
+    this._viewCleanup = null;
+    this._viewModel = null;
+    this._viewHost.replaceChildren();
   }
 
   private _render(run: IRunDetails): void {
@@ -200,27 +257,6 @@ export class RunDetails extends Widget {
 
     const tasks = run.task_runs ?? [];
     setText(child(this._body, '.fb-run-tasks-title'), `Task runs (${tasks.length})`);
-    reconcile(
-      this._tasks,
-      tasks,
-      task => task.id,
-      () => {
-        const row = el('div', 'fb-run-task');
-        row.setAttribute('role', 'listitem');
-        row.append(
-          el('span', 'fb-run-task-name'),
-          stateBadge('fb-run-task-state'),
-          el('span', 'fb-run-task-duration')
-        );
-        return row;
-      },
-      (row, task) => this._updateTask(row, task, now)
-    );
-    if (tasks.length === 0) {
-      this._tasks.replaceChildren(el('div', 'fb-empty', 'No task runs'));
-    }
-
-    this._renderLogs(run);
   }
 
   private _renderFacts(facts: Array<[string, string]>): void {
@@ -247,66 +283,6 @@ export class RunDetails extends Widget {
     setAttr(time, 'title', formatFullTime(state.timestamp));
     updateStateBadge(child(row, '.fb-state-badge'), state.name, state.type);
     setText(child(row, '.fb-run-state-message'), state.message ?? '');
-  }
-
-  private _updateTask(row: HTMLElement, task: ITaskRunSummary, now: Date): void {
-    setAttr(row, 'data-task-run-id', task.id);
-    setAttr(row, 'data-state', task.state ?? '');
-    setText(child(row, '.fb-run-task-name'), task.name);
-    setAttr(row, 'title', `${task.task_name}: started ${formatFullTime(task.start_time)}`);
-    updateStateBadge(
-      child(row, '.fb-run-task-state'),
-      task.state,
-      task.state_type,
-      'fb-run-task-state'
-    );
-    setText(child(row, '.fb-run-task-duration'), formatDuration(runDuration(task, now)));
-  }
-
-  private _renderLogs(run: IRunDetails): void {
-    const all = run.logs ?? [];
-    const logs = all.length > MAX_LOG_LINES ? all.slice(all.length - MAX_LOG_LINES) : all;
-    const offset = all.length - logs.length;
-    setText(
-      this._logsNote,
-      offset > 0 ? `Showing the last ${logs.length} of ${all.length} lines.` : ''
-    );
-    this._logsNote.hidden = offset === 0;
-    const taskNames = new Map((run.task_runs ?? []).map(task => [task.id, task.name]));
-    const atBottom = this._logs.scrollHeight - this._logs.scrollTop - this._logs.clientHeight < 4;
-    reconcile(
-      this._logs,
-      logs.map((log, index) => ({ log, index: index + offset })),
-      item => String(item.index),
-      () => {
-        const row = el('div', 'fb-run-log');
-        row.append(
-          el('span', 'fb-run-log-time'),
-          el('span', 'fb-run-log-level'),
-          el('span', 'fb-run-log-task'),
-          el('span', 'fb-run-log-message')
-        );
-        return row;
-      },
-      (row, item) => this._updateLog(row, item.log, taskNames)
-    );
-    if (logs.length === 0) {
-      this._logs.replaceChildren(el('div', 'fb-empty', 'No log lines'));
-    } else if (atBottom) {
-      this._logs.scrollTop = this._logs.scrollHeight;
-    }
-  }
-
-  private _updateLog(row: HTMLElement, log: ILogRecord, taskNames: Map<string, string>): void {
-    const level = levelName(log.level);
-    setAttr(row, 'data-level', level);
-    const time = child(row, '.fb-run-log-time');
-    setText(time, formatFullTime(log.timestamp).slice(11));
-    setAttr(time, 'title', formatFullTime(log.timestamp));
-    setText(child(row, '.fb-run-log-level'), level);
-    const task = log.task_run_id ? (taskNames.get(log.task_run_id) ?? log.task_run_id) : '';
-    setText(child(row, '.fb-run-log-task'), task);
-    setText(child(row, '.fb-run-log-message'), log.message);
   }
 
   private _setOpenCell(notebook: string | null, cellId: string | null): void {
@@ -339,9 +315,10 @@ export class RunDetails extends Widget {
   private readonly _facts: HTMLElement;
   private readonly _params: HTMLElement;
   private readonly _states: HTMLElement;
-  private readonly _tasks: HTMLElement;
-  private readonly _logs: HTMLElement;
-  private readonly _logsNote: HTMLElement;
+  private readonly _viewError: HTMLElement;
+  private readonly _viewHost: HTMLElement;
+  private _viewModel: SnapshotModel | null = null;
+  private _viewCleanup: (() => void) | null = null;
   private _runId: string | null = null;
   private _run: IRunDetails | null = null;
   private _generation = 0;

@@ -67,6 +67,18 @@ export interface IRunDetails extends Omit<IRunSummary, 'task_runs'> {
   cell_id: string | null;
 }
 
+/**
+ * `GET runs/<id>/snapshot`: the run widget's snapshot of a stored run (the traits of
+ * docs/widget-protocol.md, with the timeline as an object), drawn by `run_view.js`.
+ */
+export interface IRunSnapshot {
+  header: Record<string, unknown>;
+  graph: Record<string, unknown>;
+  logs: unknown[];
+  logs_total: number;
+  timeline: Record<string, unknown>;
+}
+
 /** One entry of `GET cache`. */
 export interface ICacheEntry {
   task_key: string;

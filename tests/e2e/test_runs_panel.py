@@ -3,13 +3,15 @@
 Two notebooks run flows in two kernels, which share the server's store. The panel (the
 prebuilt labextension of this package, over the server extension's API) must list both runs
 with their states, filter them, show one run's details, open the cell a run came from, and
-clear a cache entry. Screenshots go to the artifacts directory.
+clear a cache entry. A run's graph, node details, logs and timeline are drawn by the run
+widget's own renderer. Screenshots go to the artifacts directory.
 """
 
 from __future__ import annotations
 
 import json
 import textwrap
+import urllib.error
 import urllib.request
 from typing import Any
 
@@ -118,17 +120,78 @@ def test_the_runs_panel_lists_runs_of_two_kernels(
     expect(panel.locator(".fb-runs-row", has_text="beta-7")).to_have_count(1)
     panel.locator(".fb-runs-filter-state").select_option("")
 
-    # one run's details: state history, task runs, logs, parameters
+    # one run's details: state history and parameters, then the run drawn by the widget's
+    # own renderer (run_view.js) from the stored snapshot
     panel.locator(".fb-runs-row", has_text="beta-7").click()
     details = panel.locator(".fb-run-details")
     expect(details).to_be_visible(timeout=10_000)
     expect(details.locator(".fb-run-states")).to_contain_text("Running")
     expect(details.locator(".fb-run-states")).to_contain_text("Failed")
-    expect(details.locator(".fb-run-tasks")).to_contain_text("fragile-0")
-    expect(details.locator(".fb-run-tasks")).to_contain_text("fragile-1")
-    expect(details.locator(".fb-run-logs")).to_contain_text("checking 8")
     expect(details.locator(".fb-run-params")).to_contain_text("7")
-    artifacts.element(panel, "run-details")
+    expect(details.locator(".fb-run-tasks-title")).to_have_text("Task runs (2)")
+    view = details.locator(".fb-run-view div.fb-run")
+    expect(view).to_be_visible(timeout=20_000)
+    expect(view.locator(".fb-header .fb-run-name")).to_have_text("beta-7")
+    labels = view.locator("svg.fb-graph g.fb-node text.fb-node-label")
+    expect(labels).to_have_count(2, timeout=10_000)
+    assert sorted(labels.all_text_contents()) == ["fragile-0", "fragile-1"]
+    artifacts.element(panel, "run-details-graph")
+
+    # a failed node: its message, retries used, duration, inputs and traceback
+    failed = view.locator("svg.fb-graph g.fb-node").filter(
+        has=page.locator("text.fb-node-label", has_text="fragile-1")
+    )
+    expect(failed).to_have_attribute("data-state", "Failed")
+    failed.click()
+    detail = view.locator(".fb-detail")
+    expect(detail).to_be_visible()
+    expect(detail.locator(".fb-detail-title")).to_have_text("fragile-1")
+    expect(detail.locator(".fb-detail-message")).to_contain_text("bad value 8")
+    expect(detail.locator("pre.fb-detail-traceback")).to_contain_text("bad value 8")
+    expect(detail.locator("[data-field=retries] .fb-detail-value")).to_have_text("0")
+    expect(detail.locator("[data-field=duration] .fb-detail-value")).not_to_have_text("—")
+    expect(detail.locator("[data-field=inputs] .fb-detail-value")).to_contain_text("8")
+    expect(detail.locator("[data-field=result] .fb-detail-value")).to_have_text("—")
+    artifacts.element(panel, "run-details-failed-node")
+
+    # the timeline: one bar per task run
+    view.locator("button.fb-tab[data-tab=timeline]").click()
+    bars = view.locator("svg.fb-timeline rect.fb-bar")
+    expect(bars).to_have_count(2, timeout=10_000)
+    tips = " ".join(bars.locator("title").all_text_contents())
+    assert "fragile-0" in tips
+    assert "fragile-1" in tips
+    artifacts.element(panel, "run-details-timeline")
+
+    # the logs, filtered by level and by task
+    view.locator("button.fb-tab[data-tab=logs]").click()
+    messages = view.locator("div.fb-log-list div.fb-log-row .fb-log-msg")
+    expect(messages.filter(has_text="checking 8")).to_have_count(1, timeout=10_000)
+    expect(messages.filter(has_text="checking 7")).to_have_count(1)
+    view.locator("select.fb-filter-level").select_option("ERROR")
+    expect(messages.filter(has_text="checking")).to_have_count(0)
+    view.locator("select.fb-filter-level").select_option("DEBUG")
+    view.locator("select.fb-filter-task").select_option("fragile")
+    expect(messages.filter(has_text="checking 7")).to_have_count(1)
+    artifacts.element(panel, "run-details-logs")
+
+    # the panel is wide enough for "flow / run name" by default
+    assert (panel.bounding_box() or {"width": 0})["width"] >= 400
+
+    # the API serves the snapshot and the renderer; bad ids and names are refused
+    run_id = details.get_attribute("data-run-id")
+    snapshot = api(server, f"runs/{run_id}/snapshot")
+    assert snapshot["header"]["run_name"] == "beta-7"
+    assert snapshot["header"]["source"] == "store"
+    assert len(snapshot["timeline"]["bars"]) == 2
+    for path, status in [
+        ("runs/not-a-run/snapshot", 400),
+        ("runs/3f2a9c1e-5b7d-4e0f-9a1b-2c3d4e5f6a7b/snapshot", 404),
+        ("view/secret.py", 404),
+    ]:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            api(server, path)
+        assert refused.value.code == status, path
 
     # the cell the run came from: its notebook is open, so the cell is selected
     open_cell = details.locator(".fb-run-open-cell")
@@ -156,4 +219,49 @@ def test_the_runs_panel_lists_runs_of_two_kernels(
     expect(rows).to_have_count(0, timeout=10_000)
     assert api(server, "cache")["entries"] == []
     artifacts.viewport(page, "after-clear")
+    assert not console_errors
+
+
+def test_the_runs_panel_remembers_the_width_the_user_sets(
+    page: Page, jupyter_server: Any, artifacts: Any, console_errors: list[str]
+) -> None:
+    server = jupyter_server
+    name = server.write_notebook(f"panel-width-{server.app}.ipynb", new_notebook(["1 + 1"]))
+    url = notebook_url(server.base_url, server.token, server.app, name)
+    open_notebook(page, url)
+    page.evaluate("() => window.localStorage.removeItem('flowbook:runs-panel-width')")
+    panel = open_panel(page)
+    page.wait_for_timeout(300)
+    box = panel.bounding_box()
+    assert box is not None
+    assert box["width"] >= 400, box
+
+    # drag the side area's edge 90 px wider: the width is kept ...
+    handles = page.locator(".lm-SplitPanel-handle:visible")
+    handle = None
+    for i in range(handles.count()):
+        hb = handles.nth(i).bounding_box()
+        if hb is not None and abs(hb["x"] - (box["x"] + box["width"])) < 12:
+            handle = hb
+    assert handle is not None, "no split handle at the panel's right edge"
+    x, y = handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 45, y, steps=5)
+    page.mouse.move(x + 90, y, steps=5)
+    page.mouse.up()
+    page.wait_for_function(
+        "() => Number(window.localStorage.getItem('flowbook:runs-panel-width')) > 0"
+    )
+    saved = float(page.evaluate("() => window.localStorage.getItem('flowbook:runs-panel-width')"))
+    assert saved == pytest.approx(box["width"] + 90, abs=12)
+
+    # ... and used when the page is opened again
+    open_notebook(page, url)
+    panel = open_panel(page)
+    page.wait_for_timeout(300)
+    again = panel.bounding_box()
+    assert again is not None
+    assert again["width"] == pytest.approx(saved, abs=12)
+    artifacts.viewport(page, "remembered-width")
     assert not console_errors

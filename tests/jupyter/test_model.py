@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import flowbook.runs
 from flowbook import flow, get_run_logger, task
 from flowbook.engine.events import FlowRunCreated, StateChanged, TaskRunCreated, bus
 from flowbook.engine.runs import FlowRun, TaskRun
@@ -315,3 +316,156 @@ def test_the_header_has_no_dashboard_link_for_other_task_runners(feeder: Feeder)
     markup = render_html(snap["header"], snap["graph"], [], 0, snap["timeline"])
     assert "Dask dashboard" not in markup
     assert "<a " not in markup
+
+
+# -- one detail for live and stored runs ------------------------------------------------------
+
+
+@task(retries=1, retry_delay_seconds=0)
+def flaky(x: int) -> int:
+    raise RuntimeError(f"flaky {x}")
+
+
+@task(cache_key_fn=lambda ctx, params: f"k{params['x']}")
+def keyed(x: int) -> int:
+    return x * 2
+
+
+def _details(snapshot: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {run["id"]: run for node in snapshot["graph"]["nodes"] for run in node["detail"]["runs"]}
+
+
+def _stored(run_id: str) -> dict[str, Any]:
+    import flowbook.runs
+    from flowbook.jupyter.model import StoredRun
+    from flowbook.store import get_store
+
+    store = get_store()
+    assert store is not None
+    store.flush()
+    return StoredRun(flowbook.runs.get(run_id)).snapshot()
+
+
+def test_live_and_stored_snapshots_of_a_run_give_the_same_node_details(feeder: Feeder) -> None:
+    @flow(flow_run_name="same-details")
+    def mixed(n: int) -> int:
+        a = inc(n)
+        keyed(a)
+        try:
+            flaky(a)
+        except RuntimeError:
+            pass
+        return total([a, keyed(a)])
+
+    state = mixed(3, return_state=True)
+    assert state.is_completed()
+    model = feeder.models[-1]
+    live = _details(model.snapshot(timeline=True))
+    stored = _details(_stored(model.flow_run.id))
+
+    assert set(live) == set(stored)
+    assert len(live) == 5
+    for run_id, want in live.items():
+        got = stored[run_id]
+        assert set(got) == set(want)
+        for key in ("id", "name", "task", "state", "state_type", "message", "run_count"):
+            assert got[key] == want[key], (key, want["name"])
+        for key in ("cache_key", "cache", "inputs"):
+            assert got[key] == want[key], (key, want["name"])
+        for key in ("start", "end", "duration"):
+            assert got[key] == pytest.approx(want[key], abs=1e-3), (key, want["name"])
+        assert [s[0] for s in got["states"]][:1] == ["Pending"]
+        # the store has no result previews and not the task's retries option
+        assert got["result"] is None
+        assert got["retries"] is None
+
+    by_name = {run["name"]: run for run in stored.values()}
+    failed = by_name["flaky-0"]
+    assert failed["state"] == "Failed"
+    assert failed["run_count"] == 2
+    assert failed["message"]
+    assert "flaky 4" in failed["message"]
+    assert failed["traceback"] == failed["message"]
+    assert "Retrying" in [s[0] for s in failed["states"]]
+    assert live[failed["id"]]["retries"] == 1
+    assert "ValueError" not in (live[failed["id"]]["traceback"] or "")
+    assert "RuntimeError" in (live[failed["id"]]["traceback"] or "")
+    assert by_name["inc-0"]["inputs"] == '{"x": "3"}'
+    assert by_name["flaky-0"]["inputs"] == '{"x": "4"}'
+    assert [r["cache"] for n, r in sorted(by_name.items()) if n.startswith("keyed")] == [
+        "miss",
+        "hit",
+    ]
+
+
+def test_a_stored_snapshot_without_the_store_open_has_no_inputs() -> None:
+    from types import SimpleNamespace
+
+    from flowbook.jupyter.model import StoredRun, stored_run_detail
+
+    row = {
+        "id": "t1",
+        "name": "a-0",
+        "task_name": "a",
+        "state": "Failed",
+        "state_type": "FAILED",
+        "message": "boom",
+        "states": [],
+        "start_time": "2026-01-01T00:00:00+00:00",
+        "end_time": "2026-01-01T00:00:02+00:00",
+        "run_count": 3,
+        "cache_key": None,
+        "subflow_run_id": None,
+        "upstream": [],
+    }
+    detail = stored_run_detail(row)
+    assert detail["duration"] == 2.0
+    assert detail["inputs"] is None
+    assert detail["traceback"] == "boom"
+    assert detail["cache"] == "off"
+    run = SimpleNamespace(
+        id="f",
+        name="r",
+        flow_name="f",
+        state="Failed",
+        state_type="FAILED",
+        message=None,
+        start_time=None,
+        end_time=None,
+        task_run_list=[row],
+        logs=[],
+    )
+    snap = StoredRun(run, inputs={"t1": "{'x': 1}"}).snapshot()
+    (node,) = snap["graph"]["nodes"]
+    assert node["detail"]["runs"][0]["inputs"] == "{'x': 1}"
+    assert node["detail"]["runs"][0]["run_count"] == 3
+
+
+def test_a_stored_runs_printed_lines_show_as_prints(feeder: Feeder) -> None:
+    # printed text is stored with its stream as the logger (docs/behaviour.md, "printed
+    # text"); read back, the Logs tab names it as the live widget does
+    import dataclasses
+
+    from flowbook.jupyter.model import StoredRun
+
+    @flow(flow_run_name="printed-lines")
+    def quiet() -> int:
+        return 1
+
+    quiet()
+    detail = flowbook.runs.get(feeder.models[-1].flow_run.id)
+    stamp = detail.start_time
+    lines = [
+        {"timestamp": stamp, "level": 20, "logger": "stdout", "task_run_id": None,
+         "message": "hello"},
+        {"timestamp": stamp, "level": 30, "logger": "stderr", "task_run_id": None,
+         "message": "careful"},
+        {"timestamp": stamp, "level": 20, "logger": "flowbook.flow_runs", "task_run_id": None,
+         "message": "logged"},
+    ]  # fmt: skip
+    snap = StoredRun(dataclasses.replace(detail, logs=lines)).snapshot()
+    assert [(row[1], row[3]) for row in snap["logs"]] == [
+        ("PRINT", "hello"),
+        ("STDERR", "careful"),
+        ("INFO", "logged"),
+    ]

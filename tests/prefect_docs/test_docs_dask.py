@@ -215,24 +215,6 @@ def test_dask_annotate_sets_the_priority_of_submitted_tasks() -> None:
     assert my_flow() == 10  # Dask orders by -priority
 
 
-def test_a_running_cluster_object_is_accepted() -> None:
-    # api-ref/prefect_dask-task_runners.mdx, DaskTaskRunner: "cluster: Currently running dask
-    # cluster"
-    cluster = distributed.LocalCluster(**THREADS)
-    try:
-        runner = DaskTaskRunner(cluster=cluster)
-        assert runner is not None
-    finally:
-        cluster.close()
-
-
-def test_performance_report_path_is_accepted(tmp_path: Any) -> None:
-    # api-ref/prefect_dask-task_runners.mdx, DaskTaskRunner: "performance_report_path: Path
-    # where the Dask performance report will be saved"
-    runner = DaskTaskRunner(performance_report_path=str(tmp_path / "r.html"))
-    assert runner is not None
-
-
 @task
 def _own_annotations(x: int = 0) -> tuple[Any, Any]:
     from distributed.worker import thread_state
@@ -299,8 +281,9 @@ def test_a_retries_annotation_leaves_retries_to_the_task(tmp_path: Any) -> None:
 
 
 def test_a_running_cluster_object_runs_the_tasks_and_is_left_running() -> None:
-    # api-ref/prefect_dask-task_runners.mdx, DaskTaskRunner: "you can provide the cluster object
-    # via the `cluster` kwarg"; index.mdx, "Connect to an existing cluster": "Multiple Prefect
+    # api-ref/prefect_dask-task_runners.mdx, DaskTaskRunner: "cluster: Currently running dask
+    # cluster"; "you can provide the cluster object via the `cluster` kwarg"; index.mdx,
+    # "Connect to an existing cluster": "Multiple Prefect
     # flow runs can use the same existing Dask cluster"
     cluster = distributed.LocalCluster(**THREADS)
     try:
@@ -376,6 +359,34 @@ def test_a_performance_report_is_written_for_the_run(tmp_path: Any) -> None:
 
     assert submits_nothing() == 4
     assert not path.exists()
+
+
+def test_a_performance_report_path_under_home_is_written_there(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # api-ref/prefect_dask-task_runners.mdx, DaskTaskRunner: "performance_report_path: Path
+    # where the Dask performance report will be saved"; Dask writes it through fsspec, which
+    # reads a leading '~' as the user's home
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    @flow(task_runner=DaskTaskRunner(cluster_kwargs=THREADS, performance_report_path="~/r.html"))
+    def my_flow() -> int:
+        return _where.submit(4).result()[3]
+
+    assert my_flow() == 4
+    assert "Dask Performance Report" in (tmp_path / "r.html").read_text()
+    assert not os.path.exists("~")  # not a directory named '~' in the working directory
+
+    @flow(
+        task_runner=DaskTaskRunner(
+            cluster_kwargs=THREADS, performance_report_path="~/no_such_dir/r.html"
+        )
+    )
+    def missing_dir() -> int:
+        return _where.submit(4).result()[3]
+
+    with pytest.raises(ValueError, match=r"its directory '.*no_such_dir' does not exist"):
+        missing_dir()
 
 
 # -- how it fails ---------------------------------------------------------------------------

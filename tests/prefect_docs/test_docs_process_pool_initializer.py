@@ -106,7 +106,86 @@ def test_the_initializer_is_kept_by_duplicate_and_shown() -> None:
     )
 
 
+class _Setting:
+    """An initializer argument whose repr does not show its value."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<setting>"
+
+
+def set_setting(setting: _Setting) -> None:
+    os.environ["FLOWBOOK_TEST_SETTING"] = setting.value
+
+
+@task
+def _setting() -> str | None:
+    return os.environ.get("FLOWBOOK_TEST_SETTING")
+
+
+def test_runners_whose_initargs_share_a_repr_get_their_own_arguments() -> None:
+    # task-runners.mdx, "Configure a task runner": "runs initializer(*initargs) once in each
+    # worker subprocess": each runner's own initargs, even where two values print alike
+    fb_dask.close_cluster()
+    first, second = _Setting("one"), _Setting("two")
+    assert repr(first) == repr(second)
+
+    @flow(task_runner=ProcessPoolTaskRunner(1, initializer=set_setting, initargs=(first,)))
+    def with_first() -> str | None:
+        return _setting.submit().result()
+
+    @flow(task_runner=ProcessPoolTaskRunner(1, initializer=set_setting, initargs=(second,)))
+    def with_second() -> str | None:
+        return _setting.submit().result()
+
+    assert with_first() == "one"
+    assert with_second() == "two"
+    # an equal value (another object pickling alike) keeps the running worker processes
+    pids = info_pids()
+
+    @flow(
+        task_runner=ProcessPoolTaskRunner(1, initializer=set_setting, initargs=(_Setting("two"),))
+    )
+    def with_equal() -> str | None:
+        return _setting.submit().result()
+
+    assert with_equal() == "two"
+    assert info_pids() == pids
+
+
 # -- how it fails ---------------------------------------------------------------------------
+
+
+def test_a_conflicting_runner_during_a_run_names_the_differing_part() -> None:
+    # one local cluster serves a process: a runner asking for other initargs while a run uses
+    # it is refused, naming what differs
+    fb_dask.close_cluster()
+
+    @flow(task_runner=ProcessPoolTaskRunner(1, initializer=set_setting, initargs=(_Setting("b"),)))
+    def inner() -> str | None:
+        return _setting.submit().result()
+
+    @flow(task_runner=ProcessPoolTaskRunner(1, initializer=set_setting, initargs=(_Setting("a"),)))
+    def outer() -> str | None:
+        _setting.submit().wait()
+        return inner()
+
+    with pytest.raises(RuntimeError, match=r"another initargs\); one local cluster serves"):
+        outer()
+
+    @flow(task_runner=ProcessPoolTaskRunner(1, initializer=add_to_path, initargs=("/x",)))
+    def other_initializer() -> str | None:
+        return _setting.submit().result()
+
+    @flow(task_runner=ProcessPoolTaskRunner(1, initializer=set_setting, initargs=(_Setting("a"),)))
+    def outer_again() -> str | None:
+        _setting.submit().wait()
+        return other_initializer()
+
+    with pytest.raises(RuntimeError, match=r"another initializer\); one local cluster serves"):
+        outer_again()
 
 
 def test_an_initializer_that_raises_fails_the_run_naming_it() -> None:

@@ -285,6 +285,28 @@ def test_refresh_cache_false_reads_the_cache_under_the_setting(setting: Setenv) 
     assert ran == ["follows", "keeps", "follows"]
 
 
+# src/prefect/tasks.py, Task.__init__: "refresh_cache: Optional[bool] = None", kept as given:
+# None for a task that leaves it unset (the setting decides when it runs), under any setting
+def test_refresh_cache_left_unset_stays_none(setting: Setenv) -> None:
+    ran: list[int] = []
+
+    @task(cache_key_fn=_static_key)
+    def unset() -> int:
+        ran.append(1)
+        return len(ran)
+
+    setting(TASKS_REFRESH_CACHE="true")
+    assert unset.refresh_cache is None
+    assert task(refresh_cache=True)(_static_key).refresh_cache is True
+    assert task(refresh_cache=False)(_static_key).refresh_cache is False
+    assert unset.with_options(refresh_cache=False).refresh_cache is False
+    assert (unset(), unset()) == (1, 2)  # the setting refreshes it
+    unset.refresh_cache = False  # set on the task: its own from now on
+    assert (unset.refresh_cache, unset()) == (False, 2)
+    unset.refresh_cache = None  # unset again: the setting decides
+    assert (unset.refresh_cache, unset()) == (None, 3)
+
+
 # Prefect reads the setting when a task runs: a task decorated before it changed follows it
 def test_the_refresh_setting_is_read_when_a_task_runs(setting: Setenv) -> None:
     ran: list[int] = []
@@ -298,7 +320,8 @@ def test_the_refresh_setting_is_read_when_a_task_runs(setting: Setenv) -> None:
     assert cached() == 1
     assert cached() == 1
     setting(TASKS_REFRESH_CACHE="true")
-    assert copied.refresh_cache is True  # copies follow the setting too
+    assert copied.refresh_cache is None  # left unset, as in Prefect ...
+    assert copied._refresh_cache is True  # ... and copies follow the setting too
     assert cached() == 2
     setting(TASKS_REFRESH_CACHE="false")
     assert cached() == 2

@@ -14,7 +14,19 @@ import threading
 import pytest
 
 from flowbook import flow, task
+from flowbook.engine.runs import current_flow_run
 from flowbook.task_runners import ConcurrentTaskRunner, TaskRunner, ThreadPoolTaskRunner
+from flowbook.task_runners.base import SubmittedCall
+
+
+class _Noop(SubmittedCall):
+    upstream = ()
+
+    def run(self) -> None:
+        pass
+
+    def cancel(self, reason: str) -> None:
+        pass
 
 
 def test_the_default_runner_is_a_thread_pool_under_both_names() -> None:
@@ -46,6 +58,56 @@ def test_each_name_keeps_its_repr_and_pickles() -> None:
         copy = pickle.loads(pickle.dumps(runner.duplicate()))
         assert type(copy) is type(runner)
         assert copy.max_workers == 3
+
+        @flow(task_runner=runner)
+        def main() -> tuple[bytes, bool]:
+            _name.submit().wait()  # the run's own runner has started its pool
+            started = current_flow_run.get().task_runner
+            return pickle.dumps(started), started._pool is not None
+
+        data, pool_was_started = main()
+        assert pool_was_started
+        for copy in (pickle.loads(data), pickle.loads(pickle.dumps(main.task_runner))):
+            assert type(copy) is type(runner)
+            assert (copy.max_workers, copy._pool) == (3, None)  # a fresh, unstarted runner
+
+            @flow(task_runner=copy)
+            def again() -> str:
+                return _name.submit().result()
+
+            assert again().startswith("flowbook-task")
+
+
+@task
+def _name() -> str:
+    return threading.current_thread().name
+
+
+class _LabelledRunner(ThreadPoolTaskRunner):
+    """A subclass whose __init__ takes other arguments than max_workers."""
+
+    def __init__(self, label: str, *, max_workers: int | None = None) -> None:
+        super().__init__(max_workers=max_workers)
+        self.label = label
+
+    def duplicate(self) -> _LabelledRunner:
+        return type(self)(self.label, max_workers=self._explicit_max_workers)
+
+
+def test_a_subclass_with_its_own_arguments_pickles() -> None:
+    runner = _LabelledRunner("fast", max_workers=2)
+    with runner:
+        runner._execute(_Noop())  # starts the pool
+        assert runner._pool is not None
+        copy = pickle.loads(pickle.dumps(runner))
+    assert type(copy) is _LabelledRunner
+    assert (copy.label, copy.max_workers, copy._pool) == ("fast", 2, None)
+
+    @flow(task_runner=copy)
+    def main() -> str:
+        return _name.submit().result()
+
+    assert main().startswith("flowbook-task")
 
 
 def test_a_prefect_2_flow_runs_on_threads() -> None:

@@ -140,6 +140,27 @@ def test_a_failed_state_next_to_a_future_stops_the_task() -> None:
     assert "the state Failed('no')" in state.message
 
 
+# one message for a state argument that did not complete, with or without a future beside it
+@pytest.mark.parametrize("runner", ["direct", "submit"])
+def test_a_state_argument_fails_with_one_message_with_or_without_a_future(runner: str) -> None:
+    seen: list[Any] = []
+
+    @flow
+    def main() -> None:
+        for args in ([Pending()], [one.submit(), Pending()]):
+            if runner == "direct":
+                seen.append(echo(args, return_state=True))
+            else:
+                future = echo.submit(args)
+                future.wait()
+                seen.append(future.state)
+
+    main()
+    alone, beside_a_future = (s.message for s in seen)
+    assert alone == beside_a_future
+    assert alone.startswith("Task run not run: an argument is the state Pending(), not a ")
+
+
 # allow_failure(state): a failed state passes its exception through
 def test_allow_failure_passes_a_failed_states_exception() -> None:
     @flow

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 import flowbook
+import flowbook.runs
 from flowbook import flow, get_run_logger, task
 from flowbook.context import with_context
 from flowbook.engine.events import LogEmitted, TaskRunCreated
@@ -211,3 +212,141 @@ def test_an_unpicklable_parameter_is_left_out() -> None:
 
     seen = main(threading.Lock(), 2)
     assert seen["parameters"] == {"n": 2}
+
+
+# a copy of the wrapper made in the process that made it (pickle, copy.deepcopy, an
+# in-process executor) still logs to its run, and leaves this process's logging as it was
+@pytest.mark.parametrize("copy_of", ["pickle", "deepcopy"])
+def test_a_copy_in_the_same_process_logs_to_its_run(events: Any, copy_of: str) -> None:
+    import copy
+    import logging
+
+    from flowbook import logging as fb_logging
+
+    @task(task_run_name="copied")
+    def copied() -> int:
+        wrapped = with_context(_process_item)
+        again = (
+            pickle.loads(pickle.dumps(wrapped)) if copy_of == "pickle" else copy.deepcopy(wrapped)
+        )
+        result = again(3)
+        get_run_logger().info("after the copy, in the task")
+        return result
+
+    @flow(flow_run_name="copied-run")
+    def main() -> int:
+        result = copied()
+        get_run_logger().info("after the copy, in the flow")
+        return result
+
+    assert main() == 6
+    assert main() == 6  # a second run logs too
+    logs = events.of(LogEmitted)
+    in_copy = [e for e in logs if e.record.getMessage() == f"processing 3 in {os.getpid()}"]
+    assert len(in_copy) == 2
+    copied_ids = {e.task_run.id for e in events.of(TaskRunCreated) if e.task_run.name == "copied"}
+    assert len(copied_ids) == 2
+    assert {e.task_run_id for e in in_copy} == copied_ids
+    messages = [e.record.getMessage() for e in logs]
+    assert messages.count("after the copy, in the task") == 2
+    assert messages.count("after the copy, in the flow") == 2
+    assert fb_logging._bridge in logging.getLogger("flowbook").handlers
+
+
+# the preparation of another process never runs in the one that made the wrapper
+def test_the_process_that_made_the_wrapper_is_never_prepared() -> None:
+    import logging
+
+    from flowbook import _carried_context
+    from flowbook import logging as fb_logging
+
+    @flow
+    def main() -> None:
+        _carried_context._prepare_process(with_context(_process_item)._picture)
+
+    main()
+    handlers = logging.getLogger("flowbook").handlers
+    assert fb_logging._bridge in handlers
+    assert not any(isinstance(h, _carried_context._ForwardingHandler) for h in handlers)
+
+
+def _child_with_its_own_output(out_dir: str) -> int:
+    """Sends the child's own stdout and stderr to files, then logs, prints and logs through
+    another library's logger."""
+    import logging
+    import sys
+
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        handle = os.open(os.path.join(out_dir, name), os.O_WRONLY | os.O_CREAT)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(handle, fd)
+    get_run_logger().info("run logger in the child")
+    print("printed in the child")
+    logging.getLogger("some_library").warning("some library in the child")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return os.getpid()
+
+
+# FLOWBOOK_LOGGING_EXTRA_LOGGERS ("Include logs from other libraries",
+# docs/v3/advanced/logging-customization.mdx) and log_prints (docs/v3/how-to-guides/workflows/
+# add-logging.mdx, "Log print statements") in a with_context child: their records travel back
+# like the run logger's, forked or spawned; the child neither prints them nor writes the store
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_extra_loggers_and_prints_in_the_child_travel_back(
+    events: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any, method: str
+) -> None:
+    from flowbook.settings import reload_settings
+
+    monkeypatch.setenv("FLOWBOOK_LOGGING_EXTRA_LOGGERS", "some_library")
+    reload_settings()
+
+    @task(task_run_name="child-output", log_prints=True)
+    def child_output() -> int:
+        child = multiprocessing.get_context(method).Process(
+            target=with_context(_child_with_its_own_output), args=(str(tmp_path),)
+        )
+        child.start()
+        child.join(60)
+        return child.exitcode if child.exitcode is not None else -1
+
+    @flow
+    def main() -> int:
+        return child_output()
+
+    assert main() == 0
+    expected = ["run logger in the child", "printed in the child", "some library in the child"]
+    task_run_id = _task_run_id(events, "child-output")
+    logs = _logs(events)
+    for message in expected:
+        assert logs[message].task_run_id == task_run_id
+    flow_run_id = logs[expected[0]].flow_run_id
+    stored = [log["message"] for log in flowbook.runs.get(flow_run_id).logs]
+    assert set(expected) <= set(stored)
+    child_said = (tmp_path / "stdout").read_text() + (tmp_path / "stderr").read_text()
+    for message in expected:
+        assert message not in child_said
+
+
+# the child's task run belongs to the flow run the child sees, parameters restored
+def _task_runs_flow_run(_: object) -> tuple[Any, bool]:
+    from flowbook.engine.runs import current_flow_run, current_task_run
+
+    task_run = current_task_run.get()
+    assert task_run is not None
+    return task_run.flow_run.parameters, task_run.flow_run is current_flow_run.get()
+
+
+def test_the_child_task_runs_flow_run_is_the_restored_one() -> None:
+    @task
+    def look(y: int) -> tuple[Any, bool]:
+        with _FORK.Pool(1) as pool:
+            (seen,) = pool.map(with_context(_task_runs_flow_run), [None])
+        return seen
+
+    @flow
+    def main(n: int) -> tuple[Any, bool]:
+        return look(n + 1)
+
+    assert main(3) == ({"n": 3}, True)

@@ -41,12 +41,16 @@ __all__ = [
     "clear_cache",
     "flow_list",
     "parse_clear",
+    "parse_diff",
     "parse_limit",
     "parse_run_id",
     "parse_state",
     "relative_notebook",
     "run_detail",
+    "run_diff",
     "run_list",
+    "run_snapshot",
+    "view_asset",
 ]
 
 DEFAULT_LIMIT = 200
@@ -289,6 +293,76 @@ def run_detail(run_id: str, root: str | None) -> dict[str, Any]:
     for line in body["logs"]:
         line["level_name"] = logging.getLevelName(line["level"])
     return body
+
+
+def run_snapshot(run_id: str) -> dict[str, Any]:
+    """The run widget's snapshot of a stored run (and its subflows): what ``%flowbook show``
+    renders, for the panel to draw with the widget's own renderer (``view_asset``)."""
+    from flowbook.jupyter.model import StoredRun, stored_inputs
+    from flowbook.store.queries import get_run
+
+    store = _store()
+    _check_crashed(store)
+    try:
+        detail = get_run(store, run_id)
+    except LookupError:
+        detail = None
+    if detail is None or detail.id != run_id:
+        raise ApiError(404, f"no flow run with id {run_id!r} in the store")
+    subflows: dict[str, Any] = {}
+    pending = [t["subflow_run_id"] for t in detail.task_run_list if t.get("subflow_run_id")]
+    while pending:
+        sub_id = pending.pop()
+        if sub_id in subflows:
+            continue
+        sub = subflows[sub_id] = get_run(store, sub_id)
+        pending += [t["subflow_run_id"] for t in sub.task_run_list if t.get("subflow_run_id")]
+    ids = [t["id"] for run in (detail, *subflows.values()) for t in run.task_run_list]
+    return StoredRun(detail, subflows, inputs=stored_inputs(store, ids)).snapshot()
+
+
+# the run widget's front end, served to the panel: name -> (file, content type)
+VIEW_ASSETS = {
+    "run_view.js": ("run_view.js", "text/javascript; charset=utf-8"),
+    "run_view.css": ("run_view.css", "text/css; charset=utf-8"),
+}
+
+
+def view_asset(name: str) -> tuple[bytes, str]:
+    """A file of the run widget's front end (``GET view/<name>``) and its content type."""
+    from pathlib import Path
+
+    found = VIEW_ASSETS.get(name)
+    if found is None:
+        raise ApiError(404, f"no view file {name!r}; the files are {', '.join(VIEW_ASSETS)}")
+    static = Path(__file__).resolve().parent.parent / "widgets" / "static"
+    return (static / found[0]).read_bytes(), found[1]
+
+
+def parse_diff(a: str | None, b: str | None) -> tuple[str, str]:
+    """The two run ids of ``GET diff?a=RUN_ID&b=RUN_ID``."""
+    if a is None or b is None:
+        missing = "a" if a is None else "b"
+        raise ApiError(400, f"{missing} is missing; give two flow run ids: diff?a=RUN_ID&b=RUN_ID")
+    checked = parse_run_id(a), parse_run_id(b)
+    if checked[0] == checked[1]:
+        raise ApiError(400, f"a and b are the same run {a!r}; give two different runs to compare")
+    return checked
+
+
+def run_diff(a: str, b: str) -> dict[str, Any]:
+    """Two runs compared (``flowbook.diff``). Results are compared by checksum only and
+    have no previews: the server never unpickles."""
+    from flowbook.diff import compare_runs
+
+    store = _store()
+    _check_crashed(store)
+    try:
+        return compare_runs(store, a, b, read_results=False).as_dict()
+    except LookupError as exc:
+        raise ApiError(404, str(exc)) from None
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def cache_entries(task: str | None, flow: str | None) -> dict[str, Any]:

@@ -82,6 +82,43 @@ class RunHandler(_FlowbookHandler):
         await self.answer(api.run_detail, checked, self.server_root)
 
 
+class RunSnapshotHandler(_FlowbookHandler):
+    @web.authenticated
+    async def get(self, run_id: str) -> None:
+        try:
+            checked = api.parse_run_id(run_id)
+        except api.ApiError as exc:
+            self.error(exc.status, exc.message)
+            return
+        await self.answer(api.run_snapshot, checked)
+
+
+class ViewAssetHandler(_FlowbookHandler):
+    """The run widget's renderer (``run_view.js``) and its CSS, for the panel to load."""
+
+    @web.authenticated
+    async def get(self, name: str) -> None:
+        try:
+            body, content_type = api.view_asset(name)
+        except api.ApiError as exc:
+            self.error(exc.status, exc.message)
+            return
+        self.set_header("Content-Type", content_type)
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(body)
+
+
+class DiffHandler(_FlowbookHandler):
+    @web.authenticated
+    async def get(self) -> None:
+        try:
+            a, b = api.parse_diff(self.arg("a"), self.arg("b"))
+        except api.ApiError as exc:
+            self.error(exc.status, exc.message)
+            return
+        await self.answer(api.run_diff, a, b)
+
+
 class FlowsHandler(_FlowbookHandler):
     @web.authenticated
     async def get(self) -> None:
@@ -116,6 +153,9 @@ def setup_handlers(serverapp: Any) -> None:
         [
             (url_path_join(base, "runs"), RunsHandler),
             (url_path_join(base, "runs", "([^/]+)"), RunHandler),
+            (url_path_join(base, "runs", "([^/]+)", "snapshot"), RunSnapshotHandler),
+            (url_path_join(base, "view", "([^/]+)"), ViewAssetHandler),
+            (url_path_join(base, "diff"), DiffHandler),
             (url_path_join(base, "flows"), FlowsHandler),
             (url_path_join(base, "cache"), CacheHandler),
             (url_path_join(base, "cache", "clear"), CacheClearHandler),

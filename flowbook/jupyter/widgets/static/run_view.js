@@ -864,8 +864,9 @@ class RunView {
       duration = `${formatDuration(this.now() - run.start)} (running)`;
     }
     const used = Math.max(0, (run.run_count || 0) - 1);
+    // a stored run knows the retries used (its run count), not the task's retries option
     const retries = run.retries === null || run.retries === undefined
-      ? "—" : `${used} of ${run.retries}`;
+      ? String(used) : `${used} of ${run.retries}`;
     const field = (name, label, value, code = false) => {
       const missing = value === null || value === undefined || value === "";
       return h("div", { class: "fb-detail-field", "data-field": name }, [
