@@ -27,7 +27,19 @@ from flowbook.states import _DEFAULT_NAMES
 if TYPE_CHECKING:
     from flowbook.states import State
 
-__all__ = ["created_flow_run_text", "finished_text", "level_of", "state_lines", "who"]
+__all__ = [
+    "created_flow_run_text",
+    "finished_text",
+    "level_of",
+    "safe_repr",
+    "silenced",
+    "state_lines",
+    "who",
+]
+
+# the run loggers (flowbook.logging): ``disable_run_logger()`` disables them
+_FLOW_LOGGER = logging.getLogger("flowbook.flow_runs")
+_TASK_LOGGER = logging.getLogger("flowbook.task_runs")
 
 _LEVELS = {"COMPLETED": logging.INFO, "CANCELLED": logging.WARNING}
 
@@ -56,7 +68,9 @@ def created_flow_run_text(run_name: str, flow_name: str) -> str:
 
 def state_lines(run: FlowRun | TaskRun, state: State) -> list[tuple[int, str]]:
     """The engine's lines for ``run`` entering ``state``, as (level, text); none for a state
-    that is neither final nor a retry."""
+    that is neither final nor a retry, and none inside ``disable_run_logger()``."""
+    if silenced(run):
+        return []
     if state.name == "AwaitingRetry":
         return [(logging.WARNING, state.message or "Awaiting retry")]
     type_value = state.type._value_
@@ -77,10 +91,29 @@ def state_lines(run: FlowRun | TaskRun, state: State) -> list[tuple[int, str]]:
         else:
             what, retries = "Flow run", run.flow.retries
         tail = " - Retries are exhausted" if retries else ""
-        tb = format_user_traceback(exc)
-        lines.append((logging.ERROR, f"{what} failed with exception: {exc!r}{tail}\n{tb}"))
+        try:  # (a broken __repr__ or traceback must not cost the "Finished" line)
+            tb = format_user_traceback(exc)
+        except Exception:
+            tb = ""
+        text = f"{what} failed with exception: {safe_repr(exc)}{tail}"
+        lines.append((logging.ERROR, f"{text}\n{tb}" if tb else text))
     lines.append((level_of(type_value), finished_text(state.name, type_value, state.message)))
     return lines
+
+
+def safe_repr(value: object) -> str:
+    """``repr(value)``, or ``<unprintable T object>`` when its ``__repr__`` fails."""
+    try:
+        return repr(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__} object>"
+
+
+def silenced(run: FlowRun | TaskRun) -> bool:
+    """True inside ``disable_run_logger()``: the run's lines are not told anywhere (console,
+    widget, store), as its logger's records are not."""
+    logger = _TASK_LOGGER if isinstance(run, TaskRun) else _FLOW_LOGGER
+    return logger.disabled
 
 
 def _owns_exception(run: FlowRun | TaskRun, exc: BaseException) -> bool:

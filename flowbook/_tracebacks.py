@@ -16,8 +16,18 @@ Notebook cells are named as IPython names them, ``Cell In[3], line 12``: the ker
 each cell to a temporary file name and IPython's compiler keeps the map from those names to
 execution counts. Outside IPython, file paths stay as they are.
 
-All of this runs on the failure path only: formatting when a traceback is shown or stored,
-trimming when a failed call re-raises.
+Frames of third-party packages are the user's, even where ``site-packages`` lies inside the
+standard library's directory (pyenv, conda and Docker images): the sysconfig ``purelib`` and
+``platlib`` directories, ``site.getsitepackages()`` and the user site are never standard
+library. A traceback whose innermost frame would be dropped keeps it when it is not
+flowbook's (a standard library function called as the task itself, ``task(json.loads)``),
+so where the error was raised is always shown. An ``AttributeError``, ``KeyError`` (and the
+like, ``_BUG_TYPES``) raised in flowbook's own code is a mistake in flowbook, not an error it
+reports: its traceback is shown whole, flowbook's frames included. Frames inside an exception
+group's box (``  |   File ...``) are named ``Cell In[N]`` too.
+
+All of this runs on the failure path only: formatting when a traceback is shown or stored
+(once per exception and traceback object, cached), trimming when a failed call re-raises.
 """
 
 from __future__ import annotations
@@ -43,7 +53,22 @@ def _library_dirs() -> tuple[str, ...]:
     return tuple(sorted(dirs))
 
 
+def _site_dirs() -> tuple[str, ...]:
+    """Where third-party packages live: inside the standard library's directory on pyenv,
+    conda and Docker images (``lib/python3.X/site-packages``), yet not the standard library."""
+    import site
+
+    paths = [sysconfig.get_paths().get(key) for key in ("purelib", "platlib")]
+    try:
+        paths.extend(site.getsitepackages())
+    except AttributeError:  # a virtualenv's old ``site`` module
+        pass
+    paths.append(getattr(site, "USER_SITE", None))
+    return tuple(sorted({os.path.abspath(p) + os.sep for p in paths if p}))
+
+
 _STDLIB_DIRS = _library_dirs()
+_SITE_DIRS = _site_dirs()
 
 
 def _is_flowbook(filename: str) -> bool:
@@ -51,7 +76,38 @@ def _is_flowbook(filename: str) -> bool:
 
 
 def _is_stdlib(filename: str) -> bool:
-    return filename.startswith((*_STDLIB_DIRS, "<frozen "))
+    return filename.startswith((*_STDLIB_DIRS, "<frozen ")) and not filename.startswith(_SITE_DIRS)
+
+
+# Errors that, raised by flowbook's own code, mean a mistake in flowbook rather than an error
+# it reports on purpose (those carry a message and need no frames): their tracebacks are
+# shown whole, flowbook's frames included, so that the mistake can be found and reported.
+_BUG_TYPES: tuple[type[BaseException], ...] = (
+    AttributeError,
+    NameError,
+    KeyError,
+    IndexError,
+    AssertionError,
+    ZeroDivisionError,
+    RecursionError,
+)
+
+
+def _is_internal_bug(etype: type[BaseException] | None, innermost: str | None) -> bool:
+    return (
+        innermost is not None
+        and _is_flowbook(innermost)
+        and etype is not None
+        and issubclass(etype, _BUG_TYPES)
+    )
+
+
+def _innermost(tb: types.TracebackType | None) -> str | None:
+    name = None
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        tb = tb.tb_next
+    return name
 
 
 def _keep(filenames: list[str]) -> list[bool]:
@@ -74,12 +130,22 @@ def _keep(filenames: list[str]) -> list[bool]:
     return keep
 
 
+def _shown(filenames: list[str]) -> list[bool]:
+    """The frames shown of a traceback: ``_keep``'s, and the innermost one whenever it is not
+    flowbook's own (a standard library function called as the task itself, ``task(json.loads)``:
+    where it raised, rather than no frame past the call)."""
+    keep = _keep(filenames)
+    if keep and not keep[-1] and not _is_flowbook(filenames[-1]):
+        keep[-1] = True
+    return keep
+
+
 def _trim_tb(tb: types.TracebackType | None) -> types.TracebackType | None:
     entries: list[types.TracebackType] = []
     while tb is not None:
         entries.append(tb)
         tb = tb.tb_next
-    keep = _keep([e.tb_frame.f_code.co_filename for e in entries])
+    keep = _shown([e.tb_frame.f_code.co_filename for e in entries])
     if all(keep):
         return entries[0] if entries else None
     trimmed: types.TracebackType | None = None
@@ -127,8 +193,9 @@ def without_internal_frames(exc: BaseException) -> BaseException:
     # (a dropped context keeps its frames: Python may attach it again, as when the user's
     # code ran inside one of flowbook's ``except`` blocks, and it must still look internal)
     for e in _chain(exc):
-        if e.__traceback__ is not None:
-            e.__traceback__ = _trim_tb(e.__traceback__)
+        tb = e.__traceback__
+        if tb is not None and not _is_internal_bug(type(e), _innermost(tb)):
+            e.__traceback__ = _trim_tb(tb)
     return exc
 
 
@@ -161,7 +228,10 @@ def _cell_label(filename: str) -> str | None:
     return f"{label} {name}"
 
 
-_FRAME_LINE = re.compile(r'^  File "(?P<file>[^"\n]+)", line (?P<line>\d+)(?P<rest>.*)$', re.M)
+_FRAME_LINE = re.compile(
+    r'^(?P<lead>(?: *\| *)*)  File "(?P<file>[^"\n]+)", line (?P<line>\d+)(?P<rest>.*)$', re.M
+)
+"""A frame's line; inside an exception group's box it is led by ``  | ``."""
 
 
 def _name_cells(text: str) -> str:
@@ -173,7 +243,7 @@ def _name_cells(text: str) -> str:
         label = _cell_label(match["file"])
         if label is None:
             return match[0]
-        return f"  {label}, line {match['line']}{match['rest']}"
+        return f"{match['lead']}  {label}, line {match['line']}{match['rest']}"
 
     return _FRAME_LINE.sub(sub, text)
 
@@ -196,9 +266,12 @@ def _trim_summary(te: traceback.TracebackException) -> None:
     internal = set()
     for t in nodes:
         frames = list(t.stack)
-        keep = _keep([f.filename for f in frames])
-        if frames and not any(keep):
+        names = [f.filename for f in frames]
+        if names and _is_internal_bug(t.exc_type, names[-1]):
+            continue  # flowbook's own mistake: every frame is shown
+        if frames and not any(_keep(names)):
             internal.add(id(t))
+        keep = _shown(names)
         t.stack = traceback.StackSummary.from_list(
             [f for f, kept in zip(frames, keep, strict=True) if kept]
         )
@@ -214,9 +287,40 @@ def format_exc_info(
     """The text of a traceback (a log record's ``exc_info``), the user's frames only."""
     if value is None:
         return "".join(traceback.format_exception_only(etype, value)).rstrip()
+    cacheable = tb is not None and tb is value.__traceback__
+    if cacheable:
+        key = _tb_key(tb)
+        cached = getattr(value, _CACHE_ATTR, None)
+        if type(cached) is tuple and len(cached) == 2 and cached[0] == key:
+            return str(cached[1])
     te = traceback.TracebackException(type(value), value, tb, compact=True)
     _trim_summary(te)
-    return _name_cells("".join(te.format()).rstrip())
+    text = _name_cells("".join(te.format()).rstrip())
+    if cacheable:
+        try:
+            setattr(value, _CACHE_ATTR, (key, text))
+        except Exception:  # an exception class that refuses attributes: format each time
+            pass
+    return text
+
+
+def _tb_key(tb: types.TracebackType | None) -> tuple[tuple[int, int, int], ...]:
+    """What identifies a traceback while it is alive: its entries' objects, frames and
+    instructions (ids, not the objects: a pickled exception must not carry them)."""
+    key = []
+    while tb is not None:
+        key.append((id(tb), id(tb.tb_frame), tb.tb_lasti))
+        tb = tb.tb_next
+    return tuple(key)
+
+
+_CACHE_ATTR = "__flowbook_tb__"
+"""The attribute an exception keeps its formatted traceback in, with the ``_tb_key`` of the
+traceback it was formatted from. A
+failure is shown on the console, in the widget and in the store, and a map node's snapshot
+shows its failed runs at every update: formatted once, until the exception's traceback changes
+(raised again, trimmed by ``without_internal_frames``). Built-in exceptions cannot be weakly
+referenced, hence an attribute rather than a ``WeakKeyDictionary``."""
 
 
 def format_user_traceback(exc: BaseException) -> str:

@@ -29,7 +29,7 @@ from flowbook.engine.events import FlowRunCreated, LogEmitted, StateChanged, Tas
 if TYPE_CHECKING:
     from flowbook.settings import Settings
 
-__all__ = ["configure", "set_shown_elsewhere"]
+__all__ = ["configure", "set_shown_elsewhere", "writing"]
 
 _lock = threading.Lock()
 _level = logging.INFO
@@ -43,17 +43,32 @@ def _stamp(ts: float) -> str:
     return f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{int(ts * 1000) % 1000:03d}"
 
 
+# set on the thread writing a console line: a notebook's output routing leaves those writes
+# to the cell's output instead of storing them as the run's printed text (they are stored as
+# the engine's or the run's own lines already)
+_writing = threading.local()
+
+
+def writing() -> bool:
+    """True while this thread writes a console line."""
+    return getattr(_writing, "on", False)
+
+
 def _write(ts: float, level: int, who: str, message: str) -> None:
     line = f"{_stamp(ts)} | {logging.getLevelName(level):<7} | {who} - {message}\n"
     with _lock:
         stream = sys.stderr
         if stream is not None:
-            stream.write(line)
-            stream.flush()
+            _writing.on = True
+            try:
+                stream.write(line)
+                stream.flush()
+            finally:
+                _writing.on = False
 
 
 def _on_flow_run_created(event: FlowRunCreated) -> None:
-    if _level <= logging.INFO:
+    if _level <= logging.INFO and not _run_lines.silenced(event.flow_run):
         run = event.flow_run
         _write(
             time.time(),
@@ -65,7 +80,7 @@ def _on_flow_run_created(event: FlowRunCreated) -> None:
 
 def _on_task_run_created(event: TaskRunCreated) -> None:
     run = event.task_run
-    if _level <= logging.DEBUG and run.flow_run is not None:
+    if _level <= logging.DEBUG and run.flow_run is not None and not _run_lines.silenced(run):
         _write(
             time.time(),
             logging.DEBUG,
@@ -77,7 +92,7 @@ def _on_task_run_created(event: TaskRunCreated) -> None:
 def _on_state_changed(event: StateChanged) -> None:
     state, run = event.state, event.run
     if not state.is_final() and state.name != "AwaitingRetry":
-        if _level <= logging.DEBUG:
+        if _level <= logging.DEBUG and not _run_lines.silenced(run):
             _write(
                 state.timestamp_s,
                 logging.DEBUG,

@@ -14,8 +14,10 @@ run only is listed as only in A or only in B.
 
 When a matched pair differs. In state (name), in cache use (``hit``: served from the cache,
 state Cached; ``miss``: computed with a cache key; none: no cache key), in inputs (their
-stored previews), in result (the stored pickles' checksums, then the previews of the values
-when the checksums differ: equal values can pickle to different bytes), or in duration: both
+stored previews), in result (the stored pickles' checksums, then, when the checksums differ,
+the values unpickled and compared with ``==``: equal values can pickle to different bytes; an
+``==`` that raises or does not answer a truth value means different, arrays and frames are
+compared whole), or in duration: both
 durations known and apart by at least ``MIN_CHANGE_S`` seconds *and* by a factor of at least
 ``MIN_RATIO`` either way, so that the jitter of short tasks is not reported. Pairs that differ
 in none of these are counted as identical.
@@ -25,17 +27,21 @@ so (``same_flow`` false) and matches their task runs by the same rule. A run com
 itself is an error, as are unknown and ambiguous references (``find_run_id``'s messages, with
 the argument named).
 
-Result previews need the stored values unpickled, which may import the modules of their
-types: ``read_results=False`` (the Jupyter server, which never unpickles) leaves them out and
-compares results by checksum only. A value that cannot be read here (its module is not
-importable in this process, its file is gone) is shown as such and never counts as a
-difference; a result file larger than ``MAX_RESULT_BYTES`` is not loaded for a preview.
+Comparing values needs the stored values unpickled, which may import the modules of their
+types: ``read_results=False`` (the Jupyter server, which never unpickles) compares results by
+checksum only and previews them by reading their pickles without loading them
+(``flowbook._pickle_preview``: plain data as the live preview shows it, objects by their
+class). A value that cannot be read here (its module is not importable in this process, its
+file is gone) is shown as such; a result file larger than ``MAX_RESULT_BYTES`` is not loaded
+and gets the same safe preview. Such a pair is compared by checksum, as the server does, so
+differing checksums count as a difference. Previews are only shown, never compared.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -234,6 +240,8 @@ def compare_runs(
             diff.task_runs.append(
                 TaskRunDiff(key[0], key[1], None, reader.side(row_b), ["only in B"], None)
             )
+    if not read_results:
+        _safe_previews(store, diff.task_runs)
     if reader.unreadable:
         diff.notes.append(
             f"{reader.unreadable} result(s) could not be read here and were compared by "
@@ -401,45 +409,55 @@ class _Results:
             return False  # no value on one side: the state or cache column tells why
         if source_a[1] is not None and source_a[1] == source_b[1]:
             return False
+        by_checksum = source_a[1] is not None and source_b[1] is not None
         if not self.read:
-            return source_a[1] is not None and source_b[1] is not None
-        preview_a, preview_b = self.preview(a), self.preview(b)
-        if preview_a is None or preview_b is None or _unread(preview_a) or _unread(preview_b):
-            return source_a[1] is not None and source_b[1] is not None
-        return preview_a != preview_b
+            return by_checksum
+        value_a, value_b = self._value(a), self._value(b)
+        if value_a is _NOT_READ or value_b is _NOT_READ:
+            return by_checksum  # the checksums differ: so may the values
+        return not _equal(value_a, value_b)
 
     def preview(self, row: Any) -> str | None:
         if not self.read:
             return None
         if row.id not in self._previews:
-            self._previews[row.id] = self._load_preview(row)
-        return self._previews[row.id]
+            self._value(row)
+        return self._previews.get(row.id)
 
-    def _load_preview(self, row: Any) -> str | None:
+    def _value(self, row: Any) -> Any:
+        """The run's stored value (its preview kept), or ``_NOT_READ``."""
+        from flowbook._pickle_preview import stored_preview
         from flowbook._preview import preview
         from flowbook.store import results
 
         source = self._source(row)
         if source is None:
-            return None
+            self._previews.setdefault(row.id, None)
+            return _NOT_READ
         file, checksum = source
         try:
             if file is not None:
                 path = self.store.results_dir / file
                 size = path.stat().st_size
                 if size > MAX_RESULT_BYTES:
-                    return f"(not loaded: a {size // 1024} KB result)"
+                    self._previews[row.id] = stored_preview(None, path, checksum)
+                    return _NOT_READ
                 value = results.read_file(path, checksum)
             else:
                 data = self._inline(row)
                 if data is None:
-                    return None
+                    self._previews.setdefault(row.id, None)
+                    return _NOT_READ
                 results.verify(data, checksum, f"the result of task run {row.name!r}")
                 value = results.loads(data)
         except Exception as exc:  # a module this process cannot import, a file gone, ...
-            self.unreadable += 1
-            return f"{_UNREAD}{type(exc).__name__}: {_first_line(exc)})"
-        return preview(value)
+            if row.id not in self._previews:
+                self.unreadable += 1
+            self._previews[row.id] = f"{_UNREAD}{type(exc).__name__}: {_first_line(exc)})"
+            return _NOT_READ
+        if row.id not in self._previews:
+            self._previews[row.id] = preview(value)
+        return value
 
     def _inline(self, row: Any) -> bytes | None:
         if row.state_name == "Cached":
@@ -479,11 +497,41 @@ class _Results:
                     self._entries[(entry.task_key, entry.key)] = entry
 
 
+def _safe_previews(store: Store, listed: list[TaskRunDiff]) -> None:
+    """Give the listed task runs the previews of their results read without unpickling."""
+    from flowbook.store.queries import result_previews
+
+    sides = [side for t in listed for side in (t.a, t.b) if side is not None]
+    previews = result_previews(store, [side.id for side in sides])
+    for side in sides:
+        side.result = previews.get(side.id)
+
+
 _UNREAD = "(cannot be read here: "
+_NOT_READ = object()
+"""A value not read: not kept, not loadable in this process, or too large."""
 
 
-def _unread(text: str) -> bool:
-    return text.startswith(_UNREAD)
+def _equal(a: Any, b: Any) -> bool:
+    """``a == b`` for two unpickled results, never raising: an answer that is not a truth
+    value (an array's elementwise answer, an ambiguous truth value) counts as different,
+    except for arrays and frames, compared whole (``numpy.array_equal``, ``.equals``)."""
+    try:
+        if type(a) is type(b):
+            numpy = sys.modules.get("numpy")
+            if numpy is not None and isinstance(a, numpy.ndarray):
+                return bool(a.shape == b.shape and numpy.array_equal(a, b))
+            equals = getattr(a, "equals", None)  # pandas Series / DataFrame / Index
+            if callable(equals) and type(a).__module__.startswith("pandas"):
+                return equals(b) is True
+        answer = a == b
+        if isinstance(answer, bool):
+            return answer
+        if getattr(answer, "shape", None) == () and type(answer).__module__ == "numpy":
+            return bool(answer)  # a numpy scalar's ``numpy.bool_``
+        return False
+    except Exception:  # an ``__eq__`` that raises, an ambiguous truth value
+        return False
 
 
 def _first_line(exc: BaseException) -> str:

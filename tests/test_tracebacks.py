@@ -317,3 +317,43 @@ def test_a_result_raised_in_a_cell_hides_flowbooks_frames(how: str) -> None:
         calls[how]()
     assert _visible_flowbook_frames(info.value) == []
     assert "inner" in [f.name for f in _frames(info.value)]
+
+
+def test_a_mistake_inside_flowbook_keeps_every_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    # an AttributeError raised by flowbook's own code is a bug to report, not an error the
+    # user caused: its frames are shown whole, in the raised exception and in the text
+    from flowbook.engine import task_engine
+
+    # a function whose code is in flowbook's package (as a bug of flowbook's would be)
+    namespace: dict[str, Any] = {}
+    source = "def broken(*args, **kwargs):\n    return None.get\n"
+    exec(compile(source, os.path.join(PACKAGE, "engine", "task_engine.py"), "exec"), namespace)
+    broken = namespace["broken"]
+
+    @task
+    def fine() -> int:
+        return 1
+
+    @flow
+    def calls_fine() -> int:
+        return fine()
+
+    engine_cls = task_engine.TaskRunEngine
+    monkeypatch.setattr(engine_cls, "begin_run", broken, raising=True)
+    with pytest.raises(AttributeError) as info:
+        calls_fine()
+    ours = [f for f in _frames(info.value) if f.filename.startswith(PACKAGE)]
+    assert ours, "flowbook's frames were hidden"
+    assert any(f.name == "broken" for f in _frames(info.value))
+    text = format_user_traceback(info.value)
+    assert os.path.join("flowbook", "engine", "task_engine.py") in text
+    assert "AttributeError" in text
+
+
+def test_an_error_flowbook_reports_on_purpose_keeps_only_its_message() -> None:
+    # a ValueError about bad input is raised by flowbook on purpose: no frames of flowbook's
+    from flowbook.task_runners import ThreadPoolTaskRunner
+
+    with pytest.raises(ValueError, match="max_workers") as info:
+        ThreadPoolTaskRunner(max_workers=0)
+    assert "max_workers" in format_user_traceback(info.value)

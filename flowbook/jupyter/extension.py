@@ -26,6 +26,7 @@ import logging
 import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,6 +92,21 @@ class _Live:
 
 
 _INNER = "_flowbook_inner_write"
+
+
+def _emitting_run_record() -> bool:
+    """True when a logging handler's ``emit`` up the stack writes a record of a run logger
+    (stamped by ``flowbook.logging``: the store and the widget keep it as a log line)."""
+    frame: types.FrameType | None = sys._getframe(2)
+    for _ in range(10):
+        if frame is None:
+            return False
+        if frame.f_code.co_name == "emit":
+            record = frame.f_locals.get("record")
+            if isinstance(record, logging.LogRecord):
+                return getattr(record, "flowbook_run", None) is not None
+        frame = frame.f_back
+    return False
 
 
 class _RoutedWrite:
@@ -387,13 +403,20 @@ class NotebookFrontend:
         live = self.views.get(flow_run.id)
         if live is None:
             return False
+        if console.writing() or _emitting_run_record():
+            # a console line, or a logging handler of the user's writing a run's record: the
+            # widget and the store have that line already; it goes to the cell's output only
+            return False
         assert run is not None
         task = run.task_name if isinstance(run, TaskRun) else ""
         live.model.add_output(name, text, run.name, task, run.id)
         writer = _store_writer()
         if writer is not None:  # the store keeps what the widget shows (store/printed.py)
             task_run_id = run.id if isinstance(run, TaskRun) else None
-            writer.put(("output", flow_run.id, task_run_id, name, text, time.time()))
+            top = flow_run  # printed lines are bounded per top-level run
+            while top.parent_task_run is not None and top.parent_task_run.flow_run is not None:
+                top = top.parent_task_run.flow_run
+            writer.put(("output", flow_run.id, task_run_id, name, text, time.time(), top.id))
         return True
 
     # -- updates ---------------------------------------------------------------------------------

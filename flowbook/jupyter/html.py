@@ -23,6 +23,7 @@ Pure functions of plain data; the standard library only.
 from __future__ import annotations
 
 import html
+import itertools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -113,12 +114,17 @@ def _colours(state: object, state_type: object) -> tuple[str, str]:
 
 
 def _format_duration(seconds: object) -> str:
-    """``1.2 s``, ``1 min 05 s``, ``2 h 03 min`` (the widget's format); ``""`` for no value."""
+    """``50 ms``, ``1.2 s``, ``1 min 05 s``, ``2 h 03 min`` (the widget's format); ``""`` for
+    no value."""
     if seconds is None or isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         return ""
     if not math.isfinite(seconds):
         return ""
     sec = max(0.0, float(seconds))
+    ms = round(sec * 1000)
+    if ms < 1000:
+        return f"{ms} ms"
+    sec = max(sec, 1.0)  # 0.9996 s: "1.0 s", not "0.9 s"
     if sec < 60:
         return f"{math.floor(sec * 10) / 10:.1f} s"
     whole = int(sec)
@@ -241,11 +247,44 @@ def _direction(edges: Sequence[Mapping[str, Any]], by_key: Mapping[str, Mapping[
     return "LR" if right > down else "TB"
 
 
-def _edge_svg(a: Mapping[str, Any], b: Mapping[str, Any], direction: str, dashed: bool) -> str:
-    """A cubic curve between facing sides, and its arrowhead as a triangle (no marker ids)."""
+def _route_points(edge: Mapping[str, Any]) -> list[tuple[float, float]]:
+    """The edge's route around the nodes (from the layout), if it has a usable one."""
+    raw = edge.get("points")
+    if not isinstance(raw, list) or len(raw) < 2:
+        return []
+    points = [(_num(p[0]), _num(p[1])) for p in raw if isinstance(p, list) and len(p) == 2]
+    return points if len(points) == len(raw) else []
+
+
+def _routed_path(points: Sequence[tuple[float, float]]) -> str:
+    """Through the route's points: straight along a row, an S-curve between columns (its
+    control points stay between the two points' x, where the layout leaves no node)."""
+    d = f"M{_coord(points[0][0])},{_coord(points[0][1])}"
+    for (px, py), (qx, qy) in itertools.pairwise(points):
+        if py == qy:
+            d += f" L{_coord(qx)},{_coord(qy)}"
+        else:
+            mx = (px + qx) / 2
+            d += f" C{_coord(mx)},{_coord(py)} {_coord(mx)},{_coord(qy)} {_coord(qx)},{_coord(qy)}"
+    return d
+
+
+def _edge_svg(
+    a: Mapping[str, Any],
+    b: Mapping[str, Any],
+    direction: str,
+    dashed: bool,
+    route: Sequence[tuple[float, float]] = (),
+) -> str:
+    """A cubic curve between facing sides (or through the route's points), and its arrowhead
+    as a triangle (no marker ids)."""
     ax, ay, aw, ah = (_num(a.get(k)) for k in ("x", "y", "w", "h"))
     bx, by, bw, bh = (_num(b.get(k)) for k in ("x", "y", "w", "h"))
-    if direction == "LR":
+    if route:
+        d = _routed_path(route)
+        ex, ey = route[-1]
+        head = [(ex - 8, ey - 4), (ex - 8, ey + 4), (ex, ey)]
+    elif direction == "LR":
         sx, sy, ex, ey = ax + aw, ay + ah / 2, bx, by + bh / 2
         c = max(24.0, abs(ex - sx) / 2)
         d = f"M{_coord(sx)},{_coord(sy)} C{_coord(sx + c)},{_coord(sy)} "
@@ -358,7 +397,8 @@ def _graph_svg(graph: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]]) -> 
     for edge in edges:
         a, b = by_key.get(str(edge.get("from"))), by_key.get(str(edge.get("to")))
         if a is not None and b is not None:
-            parts.append(_edge_svg(a, b, direction, edge.get("kind") == "wait_for"))
+            dashed = edge.get("kind") == "wait_for"
+            parts.append(_edge_svg(a, b, direction, dashed, _route_points(edge)))
     parts.extend(_node_svg(n) for n in nodes if n.get("kind") != "flow")
     parts.append("</svg>")
     return '<div style="overflow:auto;max-height:520px;margin:6px 0">' + "".join(parts) + "</div>"

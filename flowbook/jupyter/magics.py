@@ -121,7 +121,7 @@ def _task_runner(name: str) -> Any:
         return SequentialTaskRunner()
     if name == "dask":
         try:
-            from flowbook.task_runners import DaskTaskRunner
+            from flowbook.task_runners.dask import DaskTaskRunner
         except ImportError as exc:
             raise UsageError(f"--task-runner dask: {exc}") from None
         return DaskTaskRunner()

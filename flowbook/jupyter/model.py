@@ -20,12 +20,13 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypedDict
 
 from flowbook._preview import parameters_preview, preview
+from flowbook._printed_text import PartialLine, split_writes
 from flowbook.engine.runs import FlowRun, TaskRun
-from flowbook.jupyter.layout import LayoutNode, layout
+from flowbook.jupyter.layout import LayoutNode, layout_routed
 from flowbook.states import State
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "run_detail",
     "stored_inputs",
     "stored_run_detail",
+    "stored_tracebacks",
     "task_run_detail",
 ]
 
@@ -238,13 +240,24 @@ def _timestamp(text: str | float | None) -> float | None:
     return datetime.fromisoformat(text).timestamp()
 
 
-def stored_run_detail(row: Mapping[str, Any], inputs: str | None = None) -> TaskRunDetail:
+def stored_run_detail(
+    row: Mapping[str, Any],
+    inputs: str | None = None,
+    traceback: str | None = None,
+    result: str | None = None,
+) -> TaskRunDetail:
     """The detail of one stored task run (a row of ``FlowRunDetail.task_run_list``).
 
-    The store keeps no result preview, no traceback beyond the state's message and not the
-    task's ``retries`` option; ``inputs`` is the row's stored ``parameters_preview``.
+    ``inputs`` is the row's stored ``parameters_preview``; ``traceback`` the one its stored
+    "Task run failed with exception" line holds (``stored_tracebacks``), else a failed run
+    shows its state's message. ``result`` is the preview of its stored result, read
+    without unpickling (``queries.result_previews``; ``StoredRun`` reads it for the runs a
+    node detail shows): the store keeps no preview, as writing one per task run would cost
+    every run what only an inspected one needs. The task's ``retries`` option is not kept.
     """
     failed = row.get("state_type") in _BAD
+    if traceback is not None and len(traceback) > MAX_TRACEBACK:
+        traceback = "...\n" + traceback[-MAX_TRACEBACK:]
     return task_run_detail(
         id=row["id"],
         name=row["name"],
@@ -261,9 +274,29 @@ def stored_run_detail(row: Mapping[str, Any], inputs: str | None = None) -> Task
         retries=None,
         cache_key=row.get("cache_key"),
         inputs=inputs if inputs is not None else row.get("parameters_preview"),
-        result=None,
-        traceback=row.get("message") if failed else None,
+        result=result,
+        traceback=(traceback or row.get("message")) if failed else None,
     )
+
+
+_FAILED_LINE = "Task run failed with exception: "
+
+
+def stored_tracebacks(logs: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Each task run's traceback as the store keeps it: the text after the first line of its
+    last ERROR line "Task run failed with exception: ..." (``FlowRunDetail.logs``)."""
+    out: dict[str, str] = {}
+    for line in logs:
+        message = line.get("message") or ""
+        task_run_id = line.get("task_run_id")
+        if (
+            task_run_id
+            and (line.get("level") or 0) >= logging.ERROR
+            and message.startswith(_FAILED_LINE)
+            and "\n" in message
+        ):
+            out[task_run_id] = message.split("\n", 1)[1]
+    return out
 
 
 def stored_inputs(store: Any, task_run_ids: Iterable[str]) -> dict[str, str]:
@@ -297,7 +330,7 @@ class RunModel:
         self._logs: collections.deque[list[Any]] = collections.deque(maxlen=MAX_LOGS)
         self._logs_total = 0
         self._logs_dirty = False
-        self._partial: dict[tuple[str, str], str] = {}
+        self._partial: dict[tuple[str, str], PartialLine] = {}
         # state history per task run id, kept for runs shown in node details
         self._history: dict[str, list[list[Any]]] = {}
         self._recs: dict[str, _Rec] = {}
@@ -350,13 +383,14 @@ class RunModel:
         """Printed text: whole lines become log lines; a partial line waits for its end."""
         level = "PRINT" if stream == "stdout" else "STDERR"
         with self._lock:
-            buffered = self._partial.pop((key, stream), "") + text
-            *lines, rest = buffered.split("\n")
-            if rest:
-                self._partial[(key, stream)] = rest
+            # pieces of a partial line, bounded, with a carriage return starting it again
+            # (store/printed.py): a progress bar's ten thousand redraws are one short line
+            lines, partial = split_writes(self._partial.pop((key, stream), None), text, 0.0)
+            if partial is not None:
+                self._partial[(key, stream)] = partial
             now = time.time()
-            for line in lines:
-                self._logs.append([now, level, who, line.rstrip("\r"), task])
+            for line, _ in lines:
+                self._logs.append([now, level, who, line, task])
                 self._logs_total += 1
             if lines:
                 self._logs_dirty = True
@@ -369,7 +403,11 @@ class RunModel:
             run = self._recs.get(key)
             who = run.run.name if run is not None else self.flow_run.name
             task = run.run.task_name if run is not None else ""
-            self.add_output(stream, rest + "\n", who, task, key)
+            level = "PRINT" if stream == "stdout" else "STDERR"
+            with self._lock:
+                self._logs.append([time.time(), level, who, rest.text(), task])
+                self._logs_total += 1
+                self._logs_dirty = True
 
     # -- snapshot (the updater thread) --------------------------------------------------------
     def pending(self) -> bool:
@@ -570,12 +608,12 @@ class RunModel:
                 LayoutNode(n.key, n.parent, n.order, is_container=n.kind == "flow")
                 for n in self._nodes.values()
             ]
-            width, height = layout(items, [(a, b) for a, b, _ in self._edges])
+            placed = layout_routed(items, [(a, b) for a, b, _ in self._edges])
             self._graph = {
-                "width": width,
-                "height": height,
+                "width": placed.width,
+                "height": placed.height,
                 "nodes": [{"key": i.key, "x": i.x, "y": i.y, "w": i.w, "h": i.h} for i in items],
-                "edges": [{"from": a, "to": b, "kind": k} for a, b, k in sorted(self._edges)],
+                "edges": _edges(sorted(self._edges), placed.routes),
             }
             changed = set(self._nodes)
         cache = self._node_cache
@@ -631,7 +669,15 @@ class RunModel:
         # runs in the order they started: the first MAX_BARS are drawn
         started = self._started
         shown = (
-            (r.run.start_s, r.run.end_s, r.state, r.state_type, r.node, r.run.name)
+            (
+                r.run.start_s,
+                r.run.end_s,
+                r.state,
+                r.state_type,
+                r.node,
+                r.run.name,
+                r.run.task_name,
+            )
             for r in itertools.islice(started, MAX_BARS)
         )
         tl = build_timeline(shown, self.flow_run.start_s, self.flow_run.end_s)
@@ -639,33 +685,67 @@ class RunModel:
         return tl
 
 
+def _edges(
+    edges: Iterable[tuple[str, str, str]],
+    routes: Mapping[tuple[str, str], list[tuple[float, float]]],
+) -> list[dict[str, Any]]:
+    """The graph's edges, each with its route around the nodes when it has one."""
+    out: list[dict[str, Any]] = []
+    for a, b, k in edges:
+        edge: dict[str, Any] = {"from": a, "to": b, "kind": k}
+        route = routes.get((a, b))
+        if route is not None:
+            edge["points"] = [[round(x, 1), round(y, 1)] for x, y in route]
+        out.append(edge)
+    return out
+
+
 def build_timeline(
-    runs: Iterable[tuple[float | None, float | None, str, str, str, str]],
+    runs: Iterable[tuple[float | None, float | None, str, str, str, str, str]],
     start: float | None,
     end: float | None,
 ) -> dict[str, Any]:
-    """Bars in lanes: a bar takes the lowest lane free at its start."""
+    """Bars in lanes grouped by task: one group of lanes per task (the last field of a run),
+    the groups in the order their first runs started; within a group a bar takes the lowest
+    lane free at its start. Only the first ``MAX_BARS`` runs to start are drawn."""
     import heapq
 
     started = sorted((r for r in runs if r[0] is not None), key=lambda r: r[0] or 0.0)
     total = len(started)
     shown = started[:MAX_BARS]
     now = time.time()
-    free: list[int] = []
-    busy: list[tuple[float, int]] = []
-    lanes = 0
-    bars = []
-    for t0, t1, name, kind, node, run_name in shown:
+    # per task: its free lanes, its busy lanes (by when they free up), its lane count
+    packing: dict[str, tuple[list[int], list[tuple[float, int]], list[int]]] = {}
+    placed = []
+    for t0, t1, name, kind, node, run_name, task in shown:
         assert t0 is not None
+        free, busy, count = packing.setdefault(task, ([], [], [0, 0]))
         while busy and busy[0][0] <= t0:
             heapq.heappush(free, heapq.heappop(busy)[1])
         if free:
             lane = heapq.heappop(free)
         else:
-            lane, lanes = lanes, lanes + 1
+            lane = count[0]
+            count[0] += 1
+        count[1] += 1
         heapq.heappush(busy, ((t1 if t1 is not None else now), lane))
-        bars.append([lane, t0, t1, name, kind, node, run_name])
-    return {"start": start, "end": end, "lanes": lanes, "total": total, "bars": bars}
+        placed.append((task, lane, [t0, t1, name, kind, node, run_name]))
+    groups = []
+    base: dict[str, int] = {}
+    lanes = 0
+    for task, (_, _, (n_lanes, n_runs)) in packing.items():
+        base[task] = lanes
+        groups.append({"task": task, "lane": lanes, "lanes": n_lanes, "runs": n_runs})
+        lanes += n_lanes
+    bars = [[base[task] + lane, *bar] for task, lane, bar in placed]
+    return {
+        "start": start,
+        "end": end,
+        "lanes": lanes,
+        "total": total,
+        "bars": bars,
+        "groups": groups,
+    }
 
 
 # -- a finished run, from the store -----------------------------------------------------------
@@ -684,10 +764,27 @@ class StoredRun:
         detail: Any,
         subflows: dict[str, Any] | None = None,
         inputs: Mapping[str, str] | None = None,
+        results: Callable[[list[str]], Mapping[str, str]] | None = None,
     ) -> None:
         self.detail = detail
         self.subflows = subflows or {}
         self.inputs = inputs
+        self.results = results
+
+    def _results(self, ids: list[str]) -> Mapping[str, str]:
+        """Result previews of the task runs a node detail shows (never unpickled)."""
+        if not ids:
+            return {}
+        try:
+            if self.results is not None:
+                return self.results(ids)
+            from flowbook.store import get_store
+            from flowbook.store.queries import result_previews
+
+            store = get_store(open_if_needed=False)
+            return {} if store is None else result_previews(store, ids)
+        except Exception:  # the previews are extras; the snapshot stands without them
+            return {}
 
     def _inputs(self) -> Mapping[str, str]:
         if self.inputs is not None:
@@ -708,6 +805,9 @@ class StoredRun:
     def snapshot(self) -> dict[str, Any]:
         ts = _timestamp
         inputs = self._inputs()
+        tracebacks = stored_tracebacks(self.detail.logs)
+        for sub in self.subflows.values():
+            tracebacks.update(stored_tracebacks(sub.logs))
 
         d = self.detail
         nodes: dict[str, dict[str, Any]] = {}
@@ -742,12 +842,20 @@ class StoredRun:
                     order.append(LayoutNode(key, parent, len(order), is_container=kind == "flow"))
                 node["counts"][t["state"] or "Pending"] += 1
                 node["types"][t["state_type"] or "PENDING"] += 1
-                detail = stored_run_detail(t, inputs.get(t["id"]))
+                detail = stored_run_detail(t, inputs.get(t["id"]), tracebacks.get(t["id"]))
                 node["runs"].append(detail)
                 start, end = detail["start"], detail["end"]
                 if not t.get("subflow_run_id"):
                     bars.append(
-                        (start, end, t["state"] or "", t["state_type"] or "", key, t["name"])
+                        (
+                            start,
+                            end,
+                            t["state"] or "",
+                            t["state_type"] or "",
+                            key,
+                            t["name"],
+                            t["task_name"],
+                        )
                     )
                 for up in t["upstream"]:
                     edges.add((up, t["id"], "data"))
@@ -761,7 +869,9 @@ class StoredRun:
             for a, b, k in edges
             if a in node_of and b in node_of and node_of[a] != node_of[b]
         }
-        width, height = layout(order, [(a, b) for a, b, _ in edge_keys])
+        placed = layout_routed(order, [(a, b) for a, b, _ in edge_keys])
+        detailed: list[TaskRunDetail] = []  # the runs node details show: they get results
+        width, height = placed.width, placed.height
         graph_nodes = []
         counts: collections.Counter[str] = collections.Counter()
         total = done = 0
@@ -769,6 +879,7 @@ class StoredRun:
             n = nodes[item.key]
             state, kind = _shown_state(n["types"], n["counts"])
             runs = sorted(n["runs"], key=lambda r: r["state_type"] not in ("FAILED", "CRASHED"))
+            detailed += runs[:MAX_DETAIL_RUNS]
             n_done = sum(v for k, v in n["types"].items() if k in _FINAL)
             if n["kind"] != "flow":
                 counts.update(n["counts"])
@@ -794,6 +905,9 @@ class StoredRun:
                     "detail": {"runs": runs[:MAX_DETAIL_RUNS], "runs_total": len(runs)},
                 }
             )
+        previews = self._results([r["id"] for r in detailed if r["state_type"] == "COMPLETED"])
+        for r in detailed:
+            r["result"] = previews.get(r["id"])
         names = {t["id"]: (t["name"], t["task_name"]) for t in d.task_run_list}
         logs = []
         for line in d.logs[-MAX_LOGS:]:
@@ -826,7 +940,7 @@ class StoredRun:
                 "width": width,
                 "height": height,
                 "nodes": graph_nodes,
-                "edges": [{"from": a, "to": b, "kind": k} for a, b, k in sorted(edge_keys)],
+                "edges": _edges(sorted(edge_keys), placed.routes),
             },
             "logs": logs,
             "logs_total": len(d.logs),

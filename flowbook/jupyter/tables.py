@@ -7,7 +7,7 @@ import html
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["DaskClusters", "RunDiffTable", "RunTable"]
+__all__ = ["RUN_LINK_HASH", "DaskClusters", "RunDiffTable", "RunTable", "run_link"]
 
 _COLUMNS = ("name", "flow_name", "state", "start_time", "duration_s", "task_runs", "id")
 _TITLES = ("run", "flow", "state", "started (UTC)", "duration", "task runs", "id")
@@ -42,8 +42,25 @@ def _cell(info: Any, column: str) -> str:
     return str(value)
 
 
+RUN_LINK_HASH = "#flowbook-run="
+"""The href prefix of a run link; the labextension opens the run on a click."""
+
+
+def run_link(run_id: str, text: str) -> str:
+    """A run's name as a link that opens the run in the "Flow runs" panel: flowbook's
+    labextension (JupyterLab 4, Notebook 7) catches the click on ``a[data-flowbook-run]``.
+    Elsewhere (nbconvert HTML, a frontend without the extension) it is an in-page anchor
+    that goes nowhere."""
+    rid = html.escape(str(run_id), quote=True)
+    return (
+        f"<a class='fb-run-link' href='{RUN_LINK_HASH}{rid}' data-flowbook-run='{rid}' "
+        "title='Open this run in the Flow runs panel'>"
+        f"{html.escape(text)}</a>"
+    )
+
+
 class RunTable:
-    """Flow runs as a table (newest first)."""
+    """Flow runs as a table (newest first); in HTML each run's name is a ``run_link``."""
 
     def __init__(self, runs: Sequence[Any]) -> None:
         self.runs = list(runs)
@@ -54,7 +71,13 @@ class RunTable:
     def _repr_html_(self) -> str:
         if not self.runs:
             return "<p>No flow runs in the store yet.</p>"
-        return _html_table("fb-runs", _TITLES, self.rows())
+        name = _COLUMNS.index("name")
+        rows = []
+        for run, cells in zip(self.runs, self.rows(), strict=True):
+            row = [html.escape(v) for v in cells]
+            row[name] = run_link(run.id, cells[name])
+            rows.append(row)
+        return _raw_table("fb-runs", _TITLES, rows)
 
     def __repr__(self) -> str:
         if not self.runs:

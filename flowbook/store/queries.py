@@ -77,6 +77,7 @@ __all__ = [
     "invalidate_cache",
     "list_flows",
     "list_runs",
+    "result_previews",
     "why_missed",
 ]
 
@@ -808,6 +809,64 @@ def load_result(store: Store, row: Any) -> Any:
     if row.result_file is None:
         raise results.ResultError(f"the result of task run {row.name!r} was not stored")
     return results.read_file(store.results_dir / row.result_file, row.result_checksum)
+
+
+def result_previews(store: Store, task_run_ids: Iterable[str]) -> dict[str, str]:
+    """Previews of the stored results of these task runs, by id, read without unpickling
+    (``flowbook._pickle_preview``: safe where loading is not, as in the Jupyter server).
+
+    Only completed runs with a stored value have one; a Cached run's value is its cache
+    entry's (none if the entry was cleared since). A few hundred runs a query.
+    """
+    from flowbook._pickle_preview import stored_preview
+
+    ids = list(dict.fromkeys(task_run_ids))
+    t, c = task_runs.c, cache_entries.c
+    rows: list[Any] = []
+    entries: dict[tuple[str, str], Any] = {}
+    with store.engine.connect() as conn:
+        for start in range(0, len(ids), 500):
+            rows += conn.execute(
+                select(
+                    t.id,
+                    t.state_name,
+                    t.task_key,
+                    t.cache_key,
+                    t.result,
+                    t.result_file,
+                    t.result_checksum,
+                ).where(t.id.in_(ids[start : start + 500]), t.state_type == "COMPLETED")
+            ).all()
+        wanted = sorted(
+            {
+                (r.task_key, r.cache_key)
+                for r in rows
+                if r.result is None and r.result_file is None and r.task_key and r.cache_key
+            }
+        )
+        for start in range(0, len(wanted), 400):
+            found = conn.execute(
+                select(c.task_key, c.key, c.value, c.result_file, c.checksum).where(
+                    tuple_(c.task_key, c.key).in_(wanted[start : start + 400])
+                )
+            )
+            entries.update({(e.task_key, e.key): e for e in found})
+    out: dict[str, str] = {}
+    for r in rows:
+        data, file, checksum = r.result, r.result_file, r.result_checksum
+        if data is None and file is None:
+            entry = entries.get((r.task_key, r.cache_key))
+            if entry is None:
+                continue
+            data, file, checksum = entry.value, entry.result_file, entry.checksum
+        shown = stored_preview(
+            None if data is None else bytes(data),
+            None if file is None else store.results_dir / file,
+            checksum,
+        )
+        if shown is not None:
+            out[r.id] = shown
+    return out
 
 
 def _unlink(path: Path) -> None:

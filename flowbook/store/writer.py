@@ -397,7 +397,8 @@ class _Rows:
 
     def flow_run_ended(self, run: FlowRun) -> None:
         """End the flow run's printed lines (partial ones, drops counted)."""
-        self.writer.printed.end(self.logs, run.id, run.end_s or time.time())
+        top = run.parent_task_run is None
+        self.writer.printed.end(self.logs, run.id, run.end_s or time.time(), top=top)
 
     def _flow_state(self, run: FlowRun, state: State) -> None:
         type_value = state.type._value_
@@ -599,8 +600,10 @@ class _Rows:
         elif what == "line_error":
             self.writer.drops.add("log", item[1], f"its line cannot be made: {item[2]}")
         elif what == "output":
-            _, flow_run_id, task_run_id, stream, text, ts = item
-            self.writer.printed.add(self.logs, flow_run_id, task_run_id, stream, text, ts)
+            _, flow_run_id, task_run_id, stream, text, ts, *top = item  # (top-level run id)
+            self.writer.printed.add(
+                self.logs, flow_run_id, task_run_id, stream, text, ts, top[0] if top else None
+            )
         elif what == "cache_miss":
             row = item[1]
             kept = self.cache_misses.get(row["task_key"])
@@ -752,14 +755,54 @@ _CACHE_COLUMNS = tuple(c.name for c in cache_entries.columns)
 _MISS_COLUMNS = tuple(c.name for c in cache_misses.columns)
 _DROP_COLUMNS = ("at", "process_id", "run_id", "what", "reason")
 
-_INSERT_FLOWS = insert_rows(flow_runs, _FLOW_COLUMNS)
-_INSERT_TASKS = insert_rows(task_runs, _TASK_COLUMNS)
+
+def _unicode_safe(execute: Any) -> Any:
+    """``execute``, cleaning the text of its rows when the driver cannot encode it.
+
+    Text with lone surrogates (a file name ``os.listdir`` decoded with ``surrogateescape``, an
+    exception message built from one) cannot be encoded as UTF-8, and a database refuses the
+    row. Normal text costs nothing more: the rows are written as they are, and only when the
+    driver fails to encode one are their texts cleaned (each lone surrogate as ``\\udcff``),
+    in place, before the error goes on. The transaction is rolled back, and the batch writer
+    writes its parts again on their own (``BatchWriter._narrow``), the cleaned rows with them.
+    """
+
+    def run(conn: Any, rows: Any) -> None:
+        try:
+            execute(conn, rows)
+        except Exception as exc:
+            if isinstance(getattr(exc, "orig", None) or exc, UnicodeEncodeError) and isinstance(
+                rows, list
+            ):
+                rows[:] = [_clean_row(row) for row in rows]
+            raise
+
+    return run
+
+
+def _clean_text(value: Any) -> Any:
+    if type(value) is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
+def _clean_row(row: Any) -> Any:
+    if isinstance(row, dict):
+        return {key: _clean_text(value) for key, value in row.items()}
+    return tuple(_clean_text(value) for value in row)
+
+
+_INSERT_FLOWS = _unicode_safe(insert_rows(flow_runs, _FLOW_COLUMNS))
+_INSERT_TASKS = _unicode_safe(insert_rows(task_runs, _TASK_COLUMNS))
 _INSERT_EDGES = insert_rows(task_run_edges, ("upstream_id", "downstream_id"))
-_INSERT_STATES = insert_rows(states, _STATE_COLUMNS)
-_INSERT_LOGS = insert_rows(logs, _LOG_COLUMNS)
-_INSERT_DROPS = insert_rows(write_drops, _DROP_COLUMNS)
-_UPDATE_FLOWS = update_rows(flow_runs)
-_UPDATE_TASKS = update_rows(task_runs)
+_INSERT_STATES = _unicode_safe(insert_rows(states, _STATE_COLUMNS))
+_INSERT_LOGS = _unicode_safe(insert_rows(logs, _LOG_COLUMNS))
+_INSERT_DROPS = _unicode_safe(insert_rows(write_drops, _DROP_COLUMNS))
+_UPDATE_FLOWS = _unicode_safe(update_rows(flow_runs))
+_UPDATE_TASKS = _unicode_safe(update_rows(task_runs))
 _DELETE_CACHE = delete_rows(cache_entries, ("task_key", "key"))
 _UPSERT_CACHE = upsert_rows(cache_entries, _CACHE_COLUMNS, ("task_key", "key"))
 # each task's latest miss: an older miss arriving late does not replace a newer one

@@ -37,8 +37,10 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
         self._closed = False
 
-    def submit(self, fn: Callable[[], Any]) -> None:
-        """Queue ``fn()``; raises ``PoolClosedError`` once the pool is shut down."""
+    def submit(self, fn: Callable[[], Any]) -> bool:
+        """Queue ``fn()``; raises ``PoolClosedError`` once the pool is shut down. True when
+        ``fn`` waits behind busy workers: every worker is running a call and none is idle."""
+        busy = False
         with self._lock:
             if self._closed:
                 raise PoolClosedError(f"the {self.prefix} pool is shut down")
@@ -47,6 +49,7 @@ class WorkerPool:
                 start = False
             except IndexError:
                 start = len(self._threads) < self.max_workers
+                busy = not start
             if start:
                 thread = threading.Thread(
                     target=self._work,
@@ -57,6 +60,7 @@ class WorkerPool:
             self._calls.put(fn)
         if start:
             thread.start()
+        return busy
 
     def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> list[Callable[[], Any]]:
         """Stop taking calls. With ``cancel_pending``, calls not started yet are dropped and

@@ -56,6 +56,7 @@ class ThreadPoolTaskRunner(TaskRunner):
         self._explicit_max_workers = max_workers
         self._pool: WorkerPool | None = None
         self._pool_lock = threading.Lock()
+        self._warned_nested = False
 
     def duplicate(self) -> Self:
         return type(self)(max_workers=self._explicit_max_workers)
@@ -82,11 +83,37 @@ class ThreadPoolTaskRunner(TaskRunner):
                     self._pool = WorkerPool(self.max_workers, "flowbook-task")
                 pool = self._pool
         try:
-            pool.submit(call.run)
+            if pool.submit(call.run) and not self._warned_nested:
+                self._warn_if_nested(pool)
         except PoolClosedError:
             # The pool was shut down (the flow run was cancelled) while this call waited for
             # its upstream runs: it must end, not hang.
             call.cancel("The flow run's task runner shut down before this task run started.")
+
+    def _warn_if_nested(self, pool: WorkerPool) -> None:
+        """Warn once per runner when a running task submits a task run that must queue
+        behind busy workers: if the task then waits for it, no worker is free to run it."""
+        from flowbook.engine.runs import current_task_run
+        from flowbook.logging import get_run_logger
+        from flowbook.states import StateType
+
+        parent = current_task_run.get()
+        if parent is None or parent.state is None or parent.state.type is not StateType.RUNNING:
+            return  # the flow's own thread, or a parked call released as its upstream ended
+        if not threading.current_thread().name.startswith(pool.prefix + "_"):
+            return
+        self._warned_nested = True
+        get_run_logger().warning(
+            "Task run %r submitted a task run while all %d worker threads of its %s are "
+            "busy: if it waits for that run's result, no worker is free to run it and the "
+            "wait only ends at its timeout. Give the runner more workers than the deepest "
+            "nesting of tasks that wait on tasks (%s(max_workers=N)), or submit the child "
+            "tasks from the flow.",
+            parent.name,
+            pool.max_workers,
+            type(self).__name__,
+            type(self).__name__,
+        )
 
     def shutdown(self, cancel_pending: bool = False) -> None:
         with self._pool_lock:

@@ -44,6 +44,20 @@ export class FlowbookClient {
     return this._request<IRunSnapshot>(`${runPath(id)}/snapshot`, '', { method: 'GET' });
   }
 
+  /**
+   * `GET runs/<id>/snapshot?run=1`: the run (as `getRun` gives it) and its snapshot, from one
+   * read of the run on the server: what the details of a running run need at each refresh.
+   */
+  getRunWithSnapshot(
+    id: string
+  ): Promise<ApiResult<{ run: IRunDetails; snapshot: IRunSnapshot }>> {
+    return this._request<{ run: IRunDetails; snapshot: IRunSnapshot }>(
+      `${runPath(id)}/snapshot`,
+      '?run=1',
+      { method: 'GET' }
+    );
+  }
+
   /** `GET view/<name>`: a file of the run widget's front end (`run_view.js`, its CSS). */
   async getViewFile(name: string): Promise<ApiResult<string>> {
     const url = URLExt.join(this._settings.baseUrl, API_PREFIX, 'view', encodeURIComponent(name));

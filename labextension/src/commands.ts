@@ -15,6 +15,13 @@ export namespace CommandIDs {
   export const openRunsPanel = 'flowbook:open-runs-panel';
   /** Goes to a run's cell; args `{notebook: <path>, cell_id: <cell id>}`. */
   export const openRunCell = 'flowbook:open-run-cell';
+  /**
+   * Shows one run's details in the panel; args `{run: <run id>}`. The links of
+   * `%flowbook runs` run it.
+   */
+  export const openRun = 'flowbook:open-run';
+  /** Compares two runs in the panel; args `{a: <run id>, b: <run id>}`. */
+  export const compareRuns = 'flowbook:compare-runs';
 }
 
 function stringArg(args: ReadonlyPartialJSONObject, name: string): string | undefined {
@@ -53,6 +60,44 @@ export function registerCommands(
       } else if (flow !== undefined || state !== undefined || project !== undefined) {
         await panel.runList.setFilter({ flow, state, project });
       }
+    }
+  });
+
+  app.commands.addCommand(CommandIDs.openRun, {
+    label: 'Open a Flow Run',
+    caption: "Show a flow run's details in the Flow runs panel",
+    execute: async args => {
+      const run = stringArg(args, 'run') ?? '';
+      if (run === '') {
+        Notification.warning('flowbook: no run to open (the command needs a run id).', {
+          autoClose: 6000
+        });
+        return 'missing-args';
+      }
+      await app.restored;
+      app.shell.activateById(PANEL_ID);
+      await panel.openRun(run);
+      return 'opened';
+    }
+  });
+
+  app.commands.addCommand(CommandIDs.compareRuns, {
+    label: 'Compare Two Flow Runs',
+    caption: 'Compare two flow runs in the Flow runs panel',
+    execute: async args => {
+      const a = stringArg(args, 'a') ?? '';
+      const b = stringArg(args, 'b') ?? '';
+      await app.restored;
+      app.shell.activateById(PANEL_ID);
+      if (a === '' || b === '') {
+        panel.showView('runs');
+        Notification.info('flowbook: tick two runs in the list, then click Compare.', {
+          autoClose: 6000
+        });
+        return 'missing-args';
+      }
+      await panel.compareRuns(a, b);
+      return 'compared';
     }
   });
 

@@ -3,6 +3,7 @@ import { Panel, SplitPanel, Widget } from '@lumino/widgets';
 
 import { CacheList } from './cachelist.js';
 import { FlowbookClient } from './client.js';
+import { CompareView, DiffLoader } from './compare.js';
 import { button, el } from './dom.js';
 import { flowRunFilter } from './flows.js';
 import { FlowList } from './flowlist.js';
@@ -24,17 +25,19 @@ export const DEFAULT_WIDTH_PX = 440;
 export const WIDTH_STORAGE_KEY = 'flowbook:runs-panel-width';
 
 /** The panel's views; `data-view` on the panel node says which one is shown. */
-export type PanelView = 'runs' | 'details' | 'flows' | 'cache';
+export type PanelView = 'runs' | 'details' | 'compare' | 'flows' | 'cache';
 
 /**
  * The "Flow runs" side panel (`.fb-runs-panel`): a header with the Runs / Flows / Cache tabs
  * and a refresh button, then the run list, one run's details, the flows (a click on one
- * lists its runs), or the cache. While the panel is
+ * lists its runs), or the cache; two runs ticked in the run list are compared in a view of
+ * their own. While the panel is
  * visible (and the browser tab too) the shown view reloads every `REFRESH_INTERVAL_MS`.
  */
 export class FlowRunsPanel extends Panel {
   constructor(options: {
     client: FlowbookClient;
+    loadDiff: DiffLoader;
     openCell: (notebook: string, cellId: string) => void;
   }) {
     super();
@@ -65,7 +68,16 @@ export class FlowRunsPanel extends Panel {
     header.append(heading, tabs, refresh);
     this.addWidget(new Widget({ node: header }));
 
-    this._list = new RunList({ client: options.client, onOpen: id => void this.openRun(id) });
+    this._list = new RunList({
+      client: options.client,
+      onOpen: id => void this.openRun(id),
+      onCompare: (a, b) => void this.compareRuns(a, b)
+    });
+    this._compare = new CompareView({
+      loadDiff: options.loadDiff,
+      onBack: () => this.showView('runs'),
+      onOpenRun: id => void this.openRun(id)
+    });
     this._details = new RunDetails({
       client: options.client,
       onBack: () => this.showView('runs'),
@@ -79,6 +91,7 @@ export class FlowRunsPanel extends Panel {
     this._cache = new CacheList({ client: options.client });
     this.addWidget(this._list);
     this.addWidget(this._details);
+    this.addWidget(this._compare);
     this.addWidget(this._flows);
     this.addWidget(this._cache);
 
@@ -104,9 +117,17 @@ export class FlowRunsPanel extends Panel {
     return this._flows;
   }
 
+  /** The comparison view. */
+  get compareView(): CompareView {
+    return this._compare;
+  }
+
   /** Shows a view and reloads it. */
   showView(view: PanelView): void {
-    if (view === 'details' && this._details.runId === null) {
+    if (
+      (view === 'details' && this._details.runId === null) ||
+      (view === 'compare' && this._compare.runs === null)
+    ) {
       view = 'runs';
     }
     this._view = view;
@@ -119,6 +140,13 @@ export class FlowRunsPanel extends Panel {
     this._view = 'details';
     this._applyView();
     return this._details.load(runId);
+  }
+
+  /** Compares run `a` with run `b` (ids): their parameters, states, durations, task runs. */
+  compareRuns(a: string, b: string): Promise<void> {
+    this._view = 'compare';
+    this._applyView();
+    return this._compare.load(a, b);
   }
 
   /** Shows the run list filtered to one flow's runs (its name, and its project if any). */
@@ -135,6 +163,9 @@ export class FlowRunsPanel extends Panel {
         return this._list.refresh(ifIdle);
       case 'details':
         return this._details.refresh(ifIdle);
+      case 'compare':
+        // a comparison is loaded once (and again on the refresh button), not every few seconds
+        return ifIdle ? Promise.resolve() : this._compare.refresh();
       case 'flows':
         return this._flows.refresh(ifIdle);
       case 'cache':
@@ -263,10 +294,11 @@ export class FlowRunsPanel extends Panel {
     this.node.dataset.view = this._view;
     this._list.setHidden(this._view !== 'runs');
     this._details.setHidden(this._view !== 'details');
+    this._compare.setHidden(this._view !== 'compare');
     this._flows.setHidden(this._view !== 'flows');
     this._cache.setHidden(this._view !== 'cache');
-    // the details of a run belong to the Runs tab
-    const selected = this._view === 'details' ? 'runs' : this._view;
+    // the details of a run and a comparison belong to the Runs tab
+    const selected = this._view === 'details' || this._view === 'compare' ? 'runs' : this._view;
     const tabs: Array<[HTMLButtonElement, PanelView]> = [
       [this._runsTab, 'runs'],
       [this._flowsTab, 'flows'],
@@ -280,6 +312,7 @@ export class FlowRunsPanel extends Panel {
 
   private readonly _list: RunList;
   private readonly _details: RunDetails;
+  private readonly _compare: CompareView;
   private readonly _flows: FlowList;
   private readonly _cache: CacheList;
   private readonly _runsTab: HTMLButtonElement;

@@ -118,16 +118,17 @@ export class RunDetails extends Widget {
     }
     const generation = this._generation;
     this._inFlight += 1;
-    let result: ApiResult<IRunDetails>;
-    let snapshot: ApiResult<IRunSnapshot>;
+    // one request, one read of the run on the server: the run and its snapshot together
+    let both: ApiResult<{ run: IRunDetails; snapshot: IRunSnapshot }>;
     try {
-      [result, snapshot] = await Promise.all([
-        this._client.getRun(runId),
-        this._client.getRunSnapshot(runId)
-      ]);
+      both = await this._client.getRunWithSnapshot(runId);
     } finally {
       this._inFlight -= 1;
     }
+    const result: ApiResult<IRunDetails> = both.ok ? { ok: true, value: both.value.run } : both;
+    const snapshot: ApiResult<IRunSnapshot> = both.ok
+      ? { ok: true, value: both.value.snapshot }
+      : both;
     if (generation !== this._generation || this.isDisposed) {
       return; // another run was opened meanwhile
     }

@@ -16,6 +16,9 @@ import { formatDuration, formatFullTime, formatLocalTime, runDuration } from './
 import { countTaskRuns, filterRuns, flowOptions, sortRuns, STATE_FILTERS } from './runs.js';
 import { ApiResult, IRunFilter, IRunList, IRunSummary } from './types.js';
 
+/** How many runs can be selected for a comparison. */
+export const COMPARE_COUNT = 2;
+
 /** How many runs the list asks for. */
 export const RUN_LIST_LIMIT = 200;
 
@@ -27,10 +30,15 @@ export const RUN_LIST_LIMIT = 200;
  * run's id.
  */
 export class RunList extends Widget {
-  constructor(options: { client: FlowbookClient; onOpen: (runId: string) => void }) {
+  constructor(options: {
+    client: FlowbookClient;
+    onOpen: (runId: string) => void;
+    onCompare?: (a: string, b: string) => void;
+  }) {
     super();
     this._client = options.client;
     this._onOpen = options.onOpen;
+    this._onCompare = options.onCompare ?? null;
     this.addClass('fb-runs-view');
 
     const filters = el('div', 'fb-runs-filters');
@@ -55,11 +63,34 @@ export class RunList extends Widget {
     this._error = el('div', 'fb-error');
     this._error.setAttribute('role', 'alert');
     this._error.hidden = true;
+    // compare: a checkbox per row selects up to two runs, then "Compare" shows them
+    this._compareBar = el('div', 'fb-runs-compare-bar');
+    this._compareHint = el('span', 'fb-runs-compare-hint');
+    this._compareButton = button(
+      'fb-runs-compare',
+      'Compare',
+      'Compare the two selected runs: parameters, states, durations and task runs'
+    );
+    const clear = button('fb-runs-compare-clear', 'Clear', 'Unselect the runs');
+    clear.addEventListener('click', () => {
+      this._selected = [];
+      this._updateSelection();
+    });
+    this._compareButton.addEventListener('click', () => {
+      if (this._selected.length === COMPARE_COUNT && this._onCompare !== null) {
+        // the older run is A, so the ratios read "B took n× A's time"
+        const [a, b] = this._compareOrder(this._selected[0], this._selected[1]);
+        this._onCompare(a, b);
+      }
+    });
+    this._compareBar.append(this._compareHint, this._compareButton, clear);
+    this._compareBar.hidden = this._onCompare === null;
     this._list = el('div', 'fb-runs-list');
     this._list.setAttribute('role', 'list');
     this._empty = el('div', 'fb-empty fb-runs-empty');
     this._empty.hidden = true;
-    this.node.append(filters, this._error, this._list, this._empty);
+    this.node.append(filters, this._compareBar, this._error, this._list, this._empty);
+    this._updateSelection();
 
     const onFilter = (): void => {
       void this.refresh();
@@ -74,7 +105,11 @@ export class RunList extends Widget {
     });
     this._stateSelect.addEventListener('change', onFilter);
     this._list.addEventListener('click', event => this._openFrom(event));
+    this._list.addEventListener('change', event => this._selectFrom(event));
     this._list.addEventListener('keydown', event => {
+      if (isSelectBox(event.target)) {
+        return; // Space toggles the checkbox
+      }
       if (event.key === 'Enter' || event.key === ' ') {
         event.preventDefault();
         this._openFrom(event);
@@ -89,6 +124,17 @@ export class RunList extends Widget {
       state: this._stateSelect.value,
       project: this._project
     };
+  }
+
+  /** The ids of the runs selected for a comparison, in the order they were selected. */
+  get selected(): readonly string[] {
+    return this._selected;
+  }
+
+  /** Selects runs for a comparison (at most two; the first ones kept). */
+  select(ids: readonly string[]): void {
+    this._selected = Array.from(new Set(ids)).slice(0, COMPARE_COUNT);
+    this._updateSelection();
   }
 
   /** Sets filters (e.g. from a command) and refreshes. */
@@ -144,7 +190,9 @@ export class RunList extends Widget {
     this._flows = result.value.flows ?? [];
     this._renderFlows(this._flows, this._flowSelect.value);
     const runs = sortRuns(filterRuns(result.value.runs ?? [], filter));
+    this._starts = new Map(runs.map(run => [run.id, run.start_time ?? '']));
     this._render(runs, filter);
+    this._updateSelection();
   }
 
   private _renderFlows(flows: readonly string[], selected: string): void {
@@ -186,7 +234,11 @@ export class RunList extends Widget {
     row.setAttribute('role', 'listitem');
     row.tabIndex = 0;
     const main = el('div', 'fb-runs-row-main');
-    main.append(el('span', 'fb-runs-row-name'), stateBadge('fb-runs-row-state'));
+    const select = el('input', 'fb-runs-row-select');
+    select.type = 'checkbox';
+    select.title = 'Select this run to compare it with another';
+    select.hidden = this._onCompare === null;
+    main.append(select, el('span', 'fb-runs-row-name'), stateBadge('fb-runs-row-state'));
     const meta = el('div', 'fb-runs-row-meta');
     meta.append(
       el('span', 'fb-runs-row-flow'),
@@ -211,6 +263,9 @@ export class RunList extends Widget {
     ];
     setAttr(row, 'title', tooltip.filter(line => line !== null).join('\n'));
     setText(child(row, '.fb-runs-row-name'), run.name);
+    const select = child<HTMLInputElement>(row, '.fb-runs-row-select');
+    select.setAttribute('aria-label', `Select ${run.name} to compare`);
+    select.checked = this._selected.includes(run.id);
     updateStateBadge(
       child(row, '.fb-runs-row-state'),
       run.state,
@@ -222,8 +277,59 @@ export class RunList extends Widget {
     setText(child(row, '.fb-runs-row-duration'), formatDuration(runDuration(run, now)));
   }
 
+  private _selectFrom(event: Event): void {
+    const target = event.target;
+    if (!isSelectBox(target)) {
+      return;
+    }
+    const runId = target.closest<HTMLElement>('.fb-runs-row')?.dataset.runId;
+    if (!runId) {
+      return;
+    }
+    const others = this._selected.filter(id => id !== runId);
+    if (target.checked) {
+      // a third run replaces the oldest selection
+      this._selected = [...others.slice(-(COMPARE_COUNT - 1)), runId];
+    } else {
+      this._selected = others;
+    }
+    this._updateSelection();
+  }
+
+  /** The two runs in the order to compare them: the one that started first is A. */
+  private _compareOrder(x: string, y: string): [string, string] {
+    const sx = this._starts.get(x) ?? '';
+    const sy = this._starts.get(y) ?? '';
+    return sy !== '' && (sx === '' || sy < sx) ? [y, x] : [x, y];
+  }
+
+  private _updateSelection(): void {
+    const n = this._selected.length;
+    for (const row of Array.from(this._list.querySelectorAll<HTMLElement>('.fb-runs-row'))) {
+      const selected = this._selected.includes(row.dataset.runId ?? '');
+      row.classList.toggle('fb-mod-compare', selected);
+      const box = row.querySelector<HTMLInputElement>('.fb-runs-row-select');
+      if (box !== null && box.checked !== selected) {
+        box.checked = selected;
+      }
+    }
+    setText(
+      this._compareHint,
+      n === 0
+        ? 'Tick two runs to compare them.'
+        : n === 1
+          ? 'One run selected: tick another.'
+          : 'Two runs selected.'
+    );
+    this._compareButton.disabled = n !== COMPARE_COUNT;
+    this.node.dataset.selected = String(n);
+  }
+
   private _openFrom(event: Event): void {
     const target = event.target as Element | null;
+    if (isSelectBox(target)) {
+      return; // ticking a run selects it, it does not open it
+    }
     const row = target?.closest<HTMLElement>('.fb-runs-row');
     const runId = row?.dataset.runId;
     if (runId) {
@@ -233,6 +339,12 @@ export class RunList extends Widget {
 
   private readonly _client: FlowbookClient;
   private readonly _onOpen: (runId: string) => void;
+  private readonly _onCompare: ((a: string, b: string) => void) | null;
+  private readonly _compareBar: HTMLElement;
+  private readonly _compareHint: HTMLElement;
+  private readonly _compareButton: HTMLButtonElement;
+  private _selected: string[] = [];
+  private _starts = new Map<string, string>();
   private readonly _flowSelect: HTMLSelectElement;
   private readonly _stateSelect: HTMLSelectElement;
   private readonly _projectChip: HTMLButtonElement;
@@ -244,4 +356,8 @@ export class RunList extends Widget {
   private _flowSignature = '';
   private _generation = 0;
   private _inFlight = 0;
+}
+
+function isSelectBox(target: EventTarget | null): target is HTMLInputElement {
+  return target instanceof HTMLInputElement && target.classList.contains('fb-runs-row-select');
 }

@@ -401,3 +401,256 @@ def test_cancel_background_run_while_another_cell_runs(
     artifacts.viewport(page)
     print("checked:", elapsed(t0))
     assert console_errors == []
+
+
+# --- d: honest at a glance: state mix, one palette, ms, labelled grouped timeline, routes ----
+
+MIXED = code(
+    """
+    @task
+    def quick():
+        time.sleep(0.05)
+        return 1
+
+    @task
+    def broken():
+        # one long line: the traceback box must wrap it
+        raise ValueError("broken: " + "/a/very/long/path/without/spaces" * 25)
+
+    @flow
+    def mixed():
+        a = quick.submit()
+        b = broken.submit()
+        return a.result(), b.result()
+
+    state = mixed(return_state=True)
+    """
+)
+ROUTED = code(
+    """
+    @task
+    def square(x):
+        time.sleep(0.1)
+        return x * x
+
+    @task
+    def transform(xs):
+        time.sleep(0.25)
+        return [x + 1 for x in xs]
+
+    @task
+    def total(xs, ys):
+        time.sleep(0.25)
+        return sum(xs) + sum(ys)
+
+    @flow
+    def routed():
+        squares = square.map(range(4))
+        changed = transform.submit(squares)
+        return total.submit(squares, changed).result()
+
+    routed()
+    """
+)
+MANY = code(
+    """
+    @task
+    def fetch(i):
+        return i
+
+    @task
+    def parse(i):
+        return i
+
+    @flow
+    def many():
+        a = fetch.map(range(1500))
+        b = parse.map(range(1500))
+        return sum(f.result() for f in a) + sum(f.result() for f in b)
+
+    many()
+    """
+)
+CANCELLED = code(
+    """
+    @task
+    def dawdle(i):
+        for _ in range(200):
+            time.sleep(0.05)
+        return i
+
+    @flow(flow_run_name="to-cancel")
+    def dawdling():
+        return dawdle.map(range(2))
+
+    handle = dawdling.run_background()
+    time.sleep(1.5)
+    handle.cancel()
+    handle.wait(30)
+    print("cancelled run:", handle.state.name)
+    """
+)
+
+# Points along an SVG path (getPointAtLength), in the SVG's own coordinates.
+PATH_POINTS = (
+    "(p) => { const n = 80, len = p.getTotalLength(); "
+    "return Array.from({length: n + 1}, (_, i) => { "
+    "const q = p.getPointAtLength(len * i / n); return [q.x, q.y]; }); }"
+)
+# The box of a node's rectangle, in the SVG's coordinates.
+NODE_BOX = (
+    "(g) => { const r = g.querySelector('rect.fb-node-box'); "
+    "return [r.x.baseVal.value, r.y.baseVal.value, r.width.baseVal.value, "
+    "r.height.baseVal.value]; }"
+)
+
+
+def computed(locator: Locator, prop: str) -> str:
+    return str(locator.evaluate(f"(el) => getComputedStyle(el).{prop}"))
+
+
+def test_state_mix_palette_durations_timeline_and_routes(
+    jupyter_server: Any, page: Page, console_errors: list[str], artifacts: Any
+) -> None:
+    t0 = time.monotonic()
+    cells = [SETUP, MIXED, ROUTED, MANY, CANCELLED]
+    panel = open_new_notebook(page, jupyter_server, "glance", cells)
+    run_all(page)
+    print("cells ran:", elapsed(t0))
+    assert_no_cell_errors(page, len(cells))
+    assert "cancelled run: Cancelled" in stream_text(wait_executed(page, 4)["outputs"])
+
+    # 1. progress: 1 failed + 1 completed is half red, half green, not a full green bar
+    mixed = run_widget(panel, 1)
+    expect(mixed).to_have_attribute("data-state", "Failed")
+    progress = mixed.locator(".fb-header .fb-progress")
+    expect(progress).to_contain_text("2/2")
+    track = progress.locator(".fb-progress-track")
+    failed_part = track.locator(".fb-progress-part[data-state=Failed]")
+    done_part = track.locator(".fb-progress-part[data-state=Completed]")
+    expect(failed_part).to_have_count(1)
+    expect(done_part).to_have_count(1)
+    page.wait_for_timeout(400)  # the width transition
+    inner = track.evaluate("el => el.clientWidth")
+    failed_w = failed_part.evaluate("el => el.getBoundingClientRect().width")
+    done_w = done_part.evaluate("el => el.getBoundingClientRect().width")
+    assert abs(failed_w - inner / 2) <= 1.5, (failed_w, inner)
+    assert abs(done_w - inner / 2) <= 1.5, (done_w, inner)
+    assert computed(failed_part, "backgroundColor") == "rgb(224, 49, 49)"  # --fb-state-failed
+    assert computed(done_part, "backgroundColor") == "rgb(47, 158, 68)"  # --fb-state-completed
+    artifacts.element(progress, "widget-progress-mixed-states")
+
+    # 3. durations under a second in ms; 6. the long traceback line wraps, the box grows
+    node(mixed, "quick").click()
+    detail = mixed.locator(".fb-detail")
+    duration = detail.locator("[data-field=duration] .fb-detail-value")
+    expect(duration).to_have_text(re.compile(r"^\d{2,3} ms$"))
+    offsets = detail.locator(".fb-detail-offset").all_text_contents()
+    assert offsets
+    assert all(re.fullmatch(r"\+(\d{1,3} ms|\d+\.\d s)", o) for o in offsets), offsets
+    assert "+0.0 s" not in offsets
+    artifacts.element(detail, "widget-detail-duration-ms")
+    node(mixed, "broken").click()
+    traceback = detail.locator("pre.fb-detail-traceback")
+    expect(traceback).to_contain_text("/a/very/long/path/without/spaces")
+    sizes = traceback.evaluate(
+        "el => [el.scrollWidth, el.clientWidth, el.clientHeight, getComputedStyle(el).whiteSpace]"
+    )
+    assert sizes[0] <= sizes[1], f"the traceback scrolls sideways: {sizes}"
+    assert sizes[3] == "pre-wrap"
+    line_height = float(computed(traceback, "lineHeight").removesuffix("px"))
+    assert sizes[2] > 4 * line_height, f"the box did not grow with the wrapped line: {sizes}"
+    artifacts.element(traceback, "widget-traceback-long-line-wraps")
+
+    # 5. the edge square.map -> total goes around transform-0, the node between them
+    routed = run_widget(panel, 2)
+    expect(routed).to_have_attribute("data-state", "Completed")
+    squares, middle = node(routed, "square"), node(routed, "transform")
+    total = node(routed, "total")
+    square_key = squares.get_attribute("data-key")
+    total_key = total.get_attribute("data-key")
+    skip = routed.locator(f'path.fb-edge[data-from="{square_key}"][data-to="{total_key}"]')
+    expect(skip).to_have_count(1)
+    x, y, w, h = middle.evaluate(NODE_BOX)
+    points = skip.evaluate(PATH_POINTS)
+    inside = [(px, py) for px, py in points if x < px < x + w and y < py < y + h]
+    assert inside == [], f"the edge passes under transform-0 at {inside[:3]}"
+    artifacts.element(routed.locator("svg.fb-graph"), "widget-graph-edge-routed-around-node")
+
+    # 4. timeline: one labelled group per task, names on the bars
+    routed.locator("button.fb-tab[data-tab=timeline]").click()
+    timeline = routed.locator("svg.fb-timeline")
+    groups = timeline.locator("text.fb-lane-group-label")
+    expect(groups).to_have_count(3)
+    assert groups.all_text_contents() == ["square (4)", "transform (1)", "total (1)"]
+    labels = timeline.locator("text.fb-bar-label")
+    expect(labels.filter(has_text=re.compile(r"^transform-0$"))).to_have_count(1)
+    expect(labels.filter(has_text=re.compile(r"^total-0$"))).to_have_count(1)
+    # a label sits inside its bar, in the bar's text colour
+    label = labels.filter(has_text=re.compile(r"^transform-0$"))
+    bar = timeline.locator("rect.fb-bar[data-name=transform-0]")
+    lb, bb = label.bounding_box(), bar.bounding_box()
+    assert lb is not None
+    assert bb is not None
+    assert bb["x"] <= lb["x"], (lb, bb)
+    assert lb["x"] + lb["width"] <= bb["x"] + bb["width"], (lb, bb)
+    assert computed(label, "fill") == "rgb(255, 255, 255)"
+    # ticks of a sub-second run read in ms
+    ticks = timeline.locator("text.fb-tick").all_text_contents()
+    assert any(t.endswith(" ms") for t in ticks), ticks
+    artifacts.element(routed, "widget-timeline-labelled-groups")
+
+    # thousands of runs: grouped by task, bounded, and the view says what it left out
+    many = run_widget(panel, 3)
+    expect(many).to_have_attribute("data-state", "Completed", timeout=60_000)
+    many.locator("button.fb-tab[data-tab=timeline]").click()
+    note = many.locator(".fb-timeline-note")
+    expect(note).to_be_visible()
+    expect(note).to_have_text(re.compile(r"showing the first 2000 of 3000 task runs"))
+    expect(note).to_contain_text("1000 later ones are omitted")
+    expect(many.locator("svg.fb-timeline rect.fb-bar")).to_have_count(2000)
+    many_groups = many.locator("svg.fb-timeline text.fb-lane-group-label").all_text_contents()
+    assert [g.split(" ")[0] for g in many_groups] == ["fetch", "parse"], many_groups
+    artifacts.element(many, "widget-timeline-thousands-grouped")
+
+    # 2. Cancelled is the palette's grey in the widget, and the same colour in the panel
+    cancelled = run_widget(panel, 4)
+    badge = cancelled.locator(".fb-header .fb-state")
+    expect(badge).to_have_text("Cancelled", timeout=30_000)
+    widget_grey = computed(badge, "backgroundColor")
+    assert widget_grey == "rgb(134, 142, 150)", widget_grey  # --fb-state-cancelled
+    assert (
+        computed(cancelled.locator(".fb-progress-part[data-state=Cancelled]"), "backgroundColor")
+        == widget_grey
+    )
+    artifacts.element(cancelled.locator(".fb-header"), "widget-cancelled-grey")
+    page.evaluate("() => window.jupyterapp.commands.execute('flowbook:open-runs-panel')")
+    runs_panel = page.locator(".fb-runs-panel")
+    expect(runs_panel).to_be_visible(timeout=20_000)
+    row = runs_panel.locator(".fb-runs-row", has_text="to-cancel")
+    expect(row).to_have_count(1, timeout=20_000)
+    panel_badge = row.locator(".fb-runs-row-state")
+    expect(panel_badge).to_have_text("Cancelled")
+    assert computed(panel_badge, "backgroundColor") == widget_grey
+    artifacts.element(row, "panel-cancelled-grey")
+
+    # the dark theme: the same state colours, the pale "not started" ones darker
+    page.evaluate(
+        "() => window.jupyterapp.commands.execute('apputils:change-theme',"
+        " {theme: 'JupyterLab Dark'})"
+    )
+    expect(page.locator("body[data-jp-theme-light=false]")).to_have_count(1, timeout=20_000)
+    pending = mixed.evaluate(
+        "el => getComputedStyle(el).getPropertyValue('--fb-state-pending').trim()"
+    )
+    assert pending == "#495057", pending
+    assert computed(badge, "backgroundColor") == widget_grey
+    assert computed(panel_badge, "backgroundColor") == widget_grey
+    artifacts.element(routed, "widget-timeline-dark-theme")
+    artifacts.element(row, "panel-cancelled-grey-dark-theme")
+    page.evaluate(
+        "() => window.jupyterapp.commands.execute('apputils:change-theme',"
+        " {theme: 'JupyterLab Light'})"
+    )
+    print("checked:", elapsed(t0))
+    assert console_errors == []

@@ -10,6 +10,7 @@ widget's own renderer. Screenshots go to the artifacts directory.
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 import urllib.error
 import urllib.request
@@ -265,3 +266,130 @@ def test_the_runs_panel_remembers_the_width_the_user_sets(
     assert again["width"] == pytest.approx(saved, abs=12)
     artifacts.viewport(page, "remembered-width")
     assert not console_errors
+
+
+NOTEBOOK_COMPARE = [
+    "%load_ext flowbook",
+    textwrap.dedent(
+        """
+        import time
+        from flowbook import flow, task
+
+        @task
+        def prepare(n):
+            return n
+
+        @task
+        def crunch(delay):
+            time.sleep(delay)
+            return delay
+
+        @flow(name="compare-me", flow_run_name="cmp-{delay}")
+        def compare_me(delay):
+            prepare(1)
+            return crunch(delay)
+
+        compare_me(0.1)
+        compare_me(0.5)
+        """
+    ).strip(),
+]
+
+UNKNOWN_RUN = "3f2a9c1e-5b7d-4e0f-9a1b-2c3d4e5f6a7b"
+
+
+def ratio_of(text: str) -> float:
+    """The number of a ratio as the panel shows it ("4.98" and a multiplication sign)."""
+    return float(text.strip().rstrip("\u00d7"))
+
+
+def test_the_runs_panel_compares_two_runs(
+    page: Page, jupyter_server: Any, artifacts: Any, console_errors: list[str]
+) -> None:
+    server = jupyter_server
+    run_notebook(page, server, "panel-compare", NOTEBOOK_COMPARE)
+    panel = open_panel(page)
+    panel.locator(".fb-runs-filter-flow").select_option("compare-me")
+    slow = panel.locator(".fb-runs-row", has_text="cmp-0.5")
+    fast = panel.locator(".fb-runs-row", has_text="cmp-0.1")
+    expect(slow).to_have_count(1, timeout=20_000)
+    expect(fast).to_have_count(1)
+    compare = panel.locator("button.fb-runs-compare")
+    hint = panel.locator(".fb-runs-compare-hint")
+    expect(compare).to_be_disabled()
+    expect(hint).to_have_text("Tick two runs to compare them.")
+
+    # tick the newer run first: the older one is A all the same; ticking does not open a run
+    slow.locator(".fb-runs-row-select").check()
+    expect(hint).to_have_text("One run selected: tick another.")
+    expect(compare).to_be_disabled()
+    expect(panel.locator(".fb-runs-view")).to_be_visible()
+    fast.locator(".fb-runs-row-select").check()
+    expect(hint).to_have_text("Two runs selected.")
+    expect(slow).to_have_class(re.compile(r"\bfb-mod-compare\b"))
+    artifacts.element(panel, "panel-compare-selected")
+    compare.click()
+
+    view = panel.locator(".fb-compare")
+    expect(view).to_be_visible(timeout=10_000)
+    expect(view.locator(".fb-compare-row-name .fb-compare-a")).to_have_text("cmp-0.1")
+    expect(view.locator(".fb-compare-row-name .fb-compare-b")).to_have_text("cmp-0.5")
+    # the changed parameter, marked, side by side
+    delay = view.locator(".fb-compare-param[data-param=delay]")
+    expect(delay).to_have_attribute("data-changed", "true")
+    expect(delay).to_have_class(re.compile(r"\bfb-mod-changed\b"))
+    expect(delay.locator(".fb-compare-changed")).to_have_text("changed")
+    expect(delay.locator(".fb-compare-a")).to_have_text("0.1")
+    expect(delay.locator(".fb-compare-b")).to_have_text("0.5")
+    expect(view.locator(".fb-compare-params-title")).to_have_text("Parameters (1 changed)")
+    # the run took longer, and so did its slow task, about 5 times
+    run_ratio = view.locator(".fb-compare-row-duration .fb-compare-ratio-value")
+    expect(run_ratio).to_have_attribute("data-trend", "slower")
+    assert 1.5 < ratio_of(run_ratio.inner_text()) < 8
+    crunch = view.locator(".fb-compare-task[data-task=crunch-0]")
+    expect(crunch).to_have_count(1)
+    expect(crunch.locator(".fb-compare-change", has_text="duration")).to_have_count(1)
+    task_ratio = crunch.locator(".fb-compare-task-ratio .fb-compare-ratio-value")
+    expect(task_ratio).to_have_attribute("data-trend", "slower")
+    assert 3 < ratio_of(task_ratio.inner_text()) < 7, task_ratio.inner_text()
+    expect(crunch.locator(".fb-compare-task-states .fb-state-badge")).to_have_text(
+        ["Completed", "Completed"]
+    )
+    expect(crunch.locator(".fb-compare-task-cache")).to_have_text("\u2013 / \u2013")
+    # the quick task is the same in both runs: counted, not listed
+    expect(view.locator(".fb-compare-task[data-task=prepare-0]")).to_have_count(0)
+    expect(view.locator(".fb-compare-count-identical")).to_have_text("1 identical")
+    expect(view.locator(".fb-compare-count-differ")).to_have_text("1 differ")
+    expect(view.locator(".fb-compare-count-only-a")).to_have_text("0 only in A")
+    artifacts.element(panel, "panel-compare-two-runs")
+
+    # the same comparison as the API serves it
+    a_id = fast.get_attribute("data-run-id")
+    b_id = slow.get_attribute("data-run-id")
+    diff = api(server, f"diff?a={a_id}&b={b_id}")
+    assert [p["name"] for p in diff["parameters"] if p["changed"]] == ["delay"]
+    assert diff["identical"] == 1
+
+    # a run's name opens it
+    view.locator(".fb-compare-row-name .fb-compare-b a").click()
+    details = panel.locator(".fb-run-details")
+    expect(details).to_be_visible(timeout=10_000)
+    expect(details).to_have_attribute("data-run-id", b_id or "")
+
+    # the endpoint's error is shown in the panel
+    page.evaluate(
+        "([a, b]) => window.jupyterapp.commands.execute('flowbook:compare-runs', {a, b})",
+        [a_id, UNKNOWN_RUN],
+    )
+    error = view.locator(".fb-compare-error")
+    expect(error).to_be_visible(timeout=10_000)
+    expect(error).to_contain_text("Could not compare the runs: run B")
+    expect(view.locator(".fb-compare-body")).to_be_hidden()
+    artifacts.element(panel, "panel-compare-error")
+
+    # back to the list: the two runs are still ticked
+    view.locator(".fb-compare-back").click()
+    expect(panel.locator(".fb-runs-view")).to_be_visible()
+    expect(hint).to_have_text("Two runs selected.")
+    others = [e for e in console_errors if f"/flowbook/api/diff?a={a_id}&b={UNKNOWN_RUN}" not in e]
+    assert not others

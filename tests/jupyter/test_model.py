@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -88,9 +89,8 @@ def test_a_map_is_one_node_with_its_progress_and_a_downstream_edge(feeder: Feede
     assert mapped["counts"] == {"Completed": 20}
     assert mapped["state"] == "Completed"
     downstream = next(n for n in snap["graph"]["nodes"] if n["label"].startswith("total"))
-    assert {"from": mapped["key"], "to": downstream["key"], "kind": "data"} in snap["graph"][
-        "edges"
-    ]
+    edges = [{k: e[k] for k in ("from", "to", "kind")} for e in snap["graph"]["edges"]]
+    assert {"from": mapped["key"], "to": downstream["key"], "kind": "data"} in edges
     # layered: the downstream node is right of the map node
     assert downstream["x"] > mapped["x"] + mapped["w"]
     header = snap["header"]
@@ -200,20 +200,67 @@ def test_printed_lines_are_whole_lines(feeder: Feeder) -> None:
 def test_timeline_lanes_show_parallelism() -> None:
     t = time.time()
     runs = [
-        (t, t + 1.0, "Completed", "COMPLETED", "n", "a"),
-        (t + 0.1, t + 0.5, "Completed", "COMPLETED", "n", "b"),
-        (t + 0.6, t + 0.9, "Completed", "COMPLETED", "n", "c"),
-        (t + 1.2, t + 1.5, "Completed", "COMPLETED", "n", "d"),
+        (t, t + 1.0, "Completed", "COMPLETED", "n", "a", "task"),
+        (t + 0.1, t + 0.5, "Completed", "COMPLETED", "n", "b", "task"),
+        (t + 0.6, t + 0.9, "Completed", "COMPLETED", "n", "c", "task"),
+        (t + 1.2, t + 1.5, "Completed", "COMPLETED", "n", "d", "task"),
     ]
     tl = build_timeline(runs, t, t + 2)
     lanes = {bar[6]: bar[0] for bar in tl["bars"]}
     assert tl["lanes"] == 2
     assert lanes == {"a": 0, "b": 1, "c": 1, "d": 0}
-    many = [(t + i, t + i + 0.5, "Completed", "COMPLETED", "n", str(i)) for i in range(2500)]
+    many = [(t + i, t + i + 0.5, "Completed", "COMPLETED", "n", str(i), "x") for i in range(2500)]
     tl = build_timeline(many, t, None)
     assert tl["total"] == 2500
     assert len(tl["bars"]) == MAX_BARS
     assert tl["lanes"] == 1
+    assert tl["groups"] == [{"task": "x", "lane": 0, "lanes": 1, "runs": MAX_BARS}]
+
+
+def test_timeline_groups_lanes_by_task_in_start_order() -> None:
+    # two tasks running side by side, four at a time each: their bars never share a lane
+    t = 1_000_000.0
+    runs = []
+    for i in range(40):
+        for name in ("load", "parse"):
+            start = t + (i // 4) + (0.5 if name == "parse" else 0.0)
+            runs.append((start, start + 0.9, "Completed", "COMPLETED", name, f"{name}-{i}", name))
+    runs.append((t + 100, None, "Running", "RUNNING", "late", "late-0", "late"))
+    tl = build_timeline(runs, t, None)
+    assert [(g["task"], g["lane"], g["lanes"], g["runs"]) for g in tl["groups"]] == [
+        ("load", 0, 4, 40),
+        ("parse", 4, 4, 40),
+        ("late", 8, 1, 1),
+    ]
+    assert tl["lanes"] == 9
+    lanes_of: dict[str, set[int]] = {}
+    for lane, _t0, _t1, _state, _type, _node, name in tl["bars"]:
+        lanes_of.setdefault(name.split("-")[0], set()).add(lane)
+    assert lanes_of == {"load": {0, 1, 2, 3}, "parse": {4, 5, 6, 7}, "late": {8}}
+    # bars of one lane never overlap
+    by_lane: dict[int, list[tuple[float, float]]] = {}
+    for lane, t0, t1, *_ in tl["bars"]:
+        by_lane.setdefault(lane, []).append((t0, t1 if t1 is not None else float("inf")))
+    for spans in by_lane.values():
+        spans.sort()
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+
+
+def test_the_timeline_of_a_run_groups_its_task_runs_by_task(feeder: Feeder) -> None:
+    @flow(task_runner=ConcurrentTaskRunner(max_workers=4))
+    def two_tasks() -> int:
+        a = inc.map(range(6))
+        b = [total.submit([i]) for i in range(3)]
+        return sum(f.result() for f in a) + sum(f.result() for f in b)
+
+    two_tasks()
+    tl = feeder.models[0].snapshot(timeline=True)["timeline"]
+    groups = {g["task"]: g for g in tl["groups"]}
+    assert set(groups) == {"inc", "total"}
+    assert (groups["inc"]["runs"], groups["total"]["runs"]) == (6, 3)
+    for lane, *_rest, name in tl["bars"]:
+        group = groups[name.rsplit("-", 1)[0]]
+        assert group["lane"] <= lane < group["lane"] + group["lanes"], (name, lane, group)
 
 
 def test_layout_puts_every_edge_left_to_right_without_overlaps() -> None:
@@ -375,8 +422,9 @@ def test_live_and_stored_snapshots_of_a_run_give_the_same_node_details(feeder: F
         for key in ("start", "end", "duration"):
             assert got[key] == pytest.approx(want[key], abs=1e-3), (key, want["name"])
         assert [s[0] for s in got["states"]][:1] == ["Pending"]
-        # the store has no result previews and not the task's retries option
-        assert got["result"] is None
+        # the stored result's preview, read without unpickling, reads as the live one
+        assert got["result"] == want["result"], want["name"]
+        # the store has not the task's retries option
         assert got["retries"] is None
 
     by_name = {run["name"]: run for run in stored.values()}
@@ -385,7 +433,11 @@ def test_live_and_stored_snapshots_of_a_run_give_the_same_node_details(feeder: F
     assert failed["run_count"] == 2
     assert failed["message"]
     assert "flaky 4" in failed["message"]
-    assert failed["traceback"] == failed["message"]
+    # the stored traceback is the one the store's "Task run failed with exception" line holds
+    # (as it was when the run failed; the live one has grown as the exception went up)
+    assert failed["traceback"].startswith("Traceback (most recent call last):")
+    assert ', in flaky\n    raise RuntimeError(f"flaky {x}")' in failed["traceback"]
+    assert "RuntimeError: flaky 4" in failed["traceback"]
     assert "Retrying" in [s[0] for s in failed["states"]]
     assert live[failed["id"]]["retries"] == 1
     assert "ValueError" not in (live[failed["id"]]["traceback"] or "")

@@ -83,8 +83,10 @@ def test_a_cached_run_returns_the_value_without_running() -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="flowbook's cache entries belong to one task: two tasks returning the same key "
-    "from cache_key_fn do not share a result",
+    reason="deliberate: flowbook's cache entries belong to one task (docs/behaviour.md), so "
+    "two tasks returning the same key from cache_key_fn do not share a result: the cache "
+    "explorer, 'why did this miss' and clearing by task work per task, and INPUTS alone "
+    "cannot hand one task another's result",
 )
 def test_a_cache_key_is_shared_among_different_tasks() -> None:
     # concepts/caching.mdx, "Cache keys": "Cache keys can be shared by the same task across

@@ -195,11 +195,6 @@ def test_future_list_result_keeps_the_lists_order() -> None:
     assert my_flow() == [0.2, 0.0, 0.1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FutureList.result() raises a failure when its turn in the list comes: raising a "
-    "later run's failure first needs a callback on every future, 8% on a 10,000-task map",
-)
 def test_future_list_result_raises_a_failure_as_soon_as_it_happens() -> None:
     # PrefectFutureList.result: "Uses as_completed internally so that failures are raised as
     # soon as they occur rather than waiting for earlier, still-running futures to finish"
@@ -215,6 +210,23 @@ def test_future_list_result_raises_a_failure_as_soon_as_it_happens() -> None:
 
     state = my_flow(return_state=True)
     assert state.result(raise_on_failure=False) < 0.3
+
+
+def test_a_later_failure_is_raised_while_an_earlier_run_goes_on_with_a_timeout() -> None:
+    # the same with a timeout: the failure comes first, not the TimeoutError, and a list whose
+    # runs all complete gives every result in order
+    @flow
+    def my_flow() -> tuple[float, list[float]]:
+        futures = _sleep_task.map([0.4, 0.0])
+        failing = type(futures)([_sleep_task.submit(0.6), _fails_after.submit(0.05)])
+        start = time.perf_counter()
+        with pytest.raises(RuntimeError, match=r"failed after 0\.05"):
+            failing.result(timeout=5)
+        return time.perf_counter() - start, futures.result(timeout=5)
+
+    took, results = my_flow()
+    assert took < 0.45
+    assert results == [0.4, 0.0]
 
 
 def test_future_list_result_with_a_timeout_raises_timeout_error() -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-import warnings
 from typing import Any
 
 import pytest
@@ -230,16 +229,21 @@ def test_result_without_raising_gives_the_exception_and_a_failed_state() -> None
     assert failed is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flowbook neither warns about nor avoids a task that blocks on a child task "
-    "queued behind it on a full thread pool: the child waits until the parent's .result() "
-    "times out",
-)
-def test_blocking_on_a_child_task_in_a_full_pool_warns() -> None:
+def _nested_warnings(events: Any) -> list[Any]:
+    from flowbook.engine.events import LogEmitted
+
+    return [
+        e.record
+        for e in events.of(LogEmitted)
+        if "worker threads" in e.record.getMessage() and e.record.levelname == "WARNING"
+    ]
+
+
+def test_blocking_on_a_child_task_in_a_full_pool_warns(events: Any) -> None:
     # task-runners.mdx, "Design considerations" 6: with a bounded ThreadPoolTaskRunner a parent
-    # task blocked on a child's .result() can deadlock; "Prefect emits a warning when it
-    # detects this condition"
+    # task blocked on a child's .result() can deadlock ("no thread is free to execute the
+    # queued child tasks"); "Prefect emits a warning when it detects this condition", and
+    # the remedy is "Increase max_workers above your deepest synchronous nesting level"
     @task
     def child(x: int) -> int:
         return x + 1
@@ -252,11 +256,54 @@ def test_blocking_on_a_child_task_in_a_full_pool_warns() -> None:
     def nested() -> int:
         return parent.submit(1).result()
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        state = nested(return_state=True)
-    assert state.is_completed()
-    assert any("max_workers" in str(w.message) for w in caught)
+    state = nested(return_state=True)
+    assert state.is_failed()
+    assert isinstance(state.result(raise_on_failure=False), TimeoutError)
+    (warning,) = _nested_warnings(events)
+    message = warning.getMessage()
+    assert "'parent-0'" in message
+    assert "all 1 worker threads" in message
+    assert "max_workers" in message
+    assert warning.flowbook_run == "Task run 'parent-0'"  # logged on the parent task run
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
+    def roomy() -> int:
+        return parent.submit(1).result()
+
+    assert roomy() == 2  # the remedy: more workers than the nesting depth
+    assert len(_nested_warnings(events)) == 1  # no warning where a worker is free
+
+
+def test_the_nested_submit_warning_comes_once_per_runner(events: Any) -> None:
+    @task
+    def child(x: int) -> int:
+        return x
+
+    @task
+    def parent(x: int) -> list[int]:
+        for i in range(3):
+            child.submit(i)  # queued behind the busy pool (the flow waits for them)
+        return [x]
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=1))
+    def twice() -> list[int]:
+        first = parent.submit(1).result()
+        second = parent.submit(2).result()
+        return first + second
+
+    assert twice() == [1, 2]
+    assert len(_nested_warnings(events)) == 1
+
+
+def test_a_flat_map_on_a_full_pool_does_not_warn(events: Any) -> None:
+    # queueing behind busy workers is normal when the flow submits: only a task that submits
+    # while holding a worker can deadlock
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
+    def flat() -> list[str]:
+        return [f.result() for f in _say_hello.map([str(i) for i in range(50)])]
+
+    assert len(flat()) == 50
+    assert _nested_warnings(events) == []
 
 
 def _add_to_path(*paths: str) -> None:

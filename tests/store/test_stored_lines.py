@@ -5,7 +5,9 @@
   runs told from their rows;
 - printed text handed to the writer becomes whole lines with the time they were written, and a
   flood of prints is bounded per flow run, with one line that counts what was dropped;
-- lines the database refuses, or that cannot be made, cost no run row.
+- text the database cannot take as it is (lone surrogates) is stored escaped, and an exception
+  whose repr fails still has its failure lines; a carriage return starts a printed line again,
+  and a huge line is cut.
 """
 
 from __future__ import annotations
@@ -146,14 +148,16 @@ def test_printed_lines_are_bounded_per_flow_run_and_the_drop_is_counted() -> Non
     assert rows == []
 
 
-def test_lines_the_store_cannot_take_cost_no_run_row(store: StoreUnderTest) -> None:
+def test_text_a_database_refuses_is_stored_escaped_and_odd_exceptions_keep_their_lines(
+    store: StoreUnderTest,
+) -> None:
     class Unprintable(Exception):
         def __repr__(self) -> str:
             raise RuntimeError("no repr")
 
     @task
     def noisy() -> int:
-        _print_to_store("bad \udcff name\n")  # no database takes a lone surrogate
+        _print_to_store("bad \udcff name\n")  # no database takes a lone surrogate as it is
         _print_to_store("good line\n")
         return 1
 
@@ -161,19 +165,85 @@ def test_lines_the_store_cannot_take_cost_no_run_row(store: StoreUnderTest) -> N
     def odd() -> None:
         raise Unprintable("odd")
 
+    @task(task_run_name="surrogate-\udcfe")
+    def named() -> None:
+        raise ValueError("bad \udcff")
+
     @flow(flow_run_name="refused")
     def refused() -> int:
         odd.submit().wait()
+        named.submit().wait()
         return noisy()
 
-    with pytest.warns(RuntimeWarning):
-        assert _flushed(refused) == 1
+    assert _flushed(refused) == 1
     assert store.rows("SELECT name, state_type FROM flow_runs") == [("refused", "COMPLETED")]
-    assert sorted(store.rows("SELECT name, state_type FROM task_runs")) == [
-        ("noisy-0", "COMPLETED"),
-        ("odd-0", "FAILED"),
+    assert sorted(store.rows("SELECT name, state_type, state_message FROM task_runs")) == [
+        ("noisy-0", "COMPLETED", None),
+        ("odd-0", "FAILED", "Task run encountered an exception Unprintable: odd"),
+        (
+            "surrogate-\\udcfe",
+            "FAILED",
+            "Task run encountered an exception ValueError: bad \\udcff",
+        ),
     ]
     messages = [m for (m,) in store.rows("SELECT message FROM logs")]
     assert "good line" in messages
-    assert not any(m.startswith("bad") for m in messages)
-    assert {what for (what,) in store.rows("SELECT what FROM write_drops")} == {"log"}
+    assert "bad \\udcff name" in messages
+    # the failure lines of both tasks, the exception whose repr fails included
+    assert any(
+        m.startswith("Task run failed with exception: <unprintable Unprintable object>\nTraceback")
+        for m in messages
+    )
+    assert any(
+        m.startswith("Task run failed with exception: ValueError('bad \\udcff')") for m in messages
+    )
+    finished = [m for m in messages if m.startswith("Finished in state Failed(")]
+    assert len(finished) == 2
+    assert store.rows("SELECT what FROM write_drops") == []
+
+
+def test_a_progress_bar_is_one_line_as_a_terminal_shows_it_and_a_huge_line_is_cut() -> None:
+    printed = PrintedLines()
+    rows: list[tuple[Any, ...]] = []
+    started = time.perf_counter()
+    for i in range(20_000):  # a progress bar redrawn 20,000 times, never ended by a newline
+        printed.add(rows, "flow", "task", "stderr", f"\r{i * 100 // 20_000:3d}%|####|", 1.0)
+    printed.add(rows, "flow", "task", "stderr", "\r100%|####| done\r", 2.0)
+    printed.add(rows, "flow", "task", "stderr", "\n", 3.0)  # "\r\n" split over two writes
+    # one character at a time, a million of them: linear, not quadratic
+    for _ in range(1_000_000 // 1000):
+        printed.add(rows, "flow", None, "stdout", "x" * 1000, 4.0)
+    printed.add(rows, "flow", None, "stdout", "tail\nnext\rover\n", 5.0)
+    assert time.perf_counter() - started < 2.0
+    assert rows[0] == ("flow", "task", logging.WARNING, "stderr", "100%|####| done", 1.0)
+    huge = rows[1][4]
+    assert huge.startswith("x" * 65536)
+    assert huge.endswith(f" ... ({1_000_004 - 65536} characters cut)")
+    assert rows[2][4] == "over"
+    assert len(rows) == 3
+
+
+def test_printed_lines_are_bounded_per_top_level_run_and_late_prints_are_dropped() -> None:
+    printed = PrintedLines(limit=2)
+    rows: list[tuple[Any, ...]] = []
+    printed.add(rows, "sub", "t1", "stdout", "one\n", 1.0, "top")
+    printed.add(rows, "sub", "t1", "stdout", "partial", 1.5, "top")
+    printed.end(rows, "sub", 2.0, top=False)  # a subflow ended: the count goes on
+    printed.add(rows, "top", None, "stdout", "three\nfour\n", 3.0)
+    printed.end(rows, "top", 4.0)
+    assert [(r[0], r[4]) for r in rows] == [
+        ("sub", "one"),
+        ("sub", "partial"),
+        (
+            "top",
+            "2 printed line(s) dropped: the store keeps the first 2 printed lines of a flow run",
+        ),
+    ]
+    # a thread still printing after its run ended: dropped and counted, nothing held
+    rows.clear()
+    printed.add(rows, "sub", "t1", "stdout", "late\nlate partial", 5.0, "top")
+    printed.add(rows, "top", None, "stdout", "late too", 5.0)
+    assert rows == []
+    assert printed.late_writes == 2
+    printed.end(rows, "top", 6.0)
+    assert rows == []

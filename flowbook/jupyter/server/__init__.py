@@ -7,7 +7,9 @@ kernel reads them) under ``{base_url}flowbook/api/``:
 
 - ``GET runs?flow=&state=&limit=``: top-level flow runs, newest first, and the flow names;
 - ``GET runs/<id>``: one flow run with its states, task runs, logs and parameters;
-- ``GET runs/<id>/snapshot``: the run as the run widget draws it (``StoredRun``'s snapshot);
+- ``GET runs/<id>/snapshot?run=``: the run as the run widget draws it (``StoredRun``'s
+  snapshot); with ``run=1``, ``{"run": <GET runs/<id>'s answer>, "snapshot": ...}`` from one
+  read of the run;
 - ``GET view/run_view.js``, ``GET view/run_view.css``: the widget's renderer, for the panel;
 - ``GET diff?a=&b=``: two runs compared (``flowbook.diff``; results by checksum only);
 - ``GET flows?project=``: registered flows and the flows that only have runs;

@@ -6,7 +6,8 @@ and a message that names the parameter, its value and what is allowed.
 
 Nothing here runs user code, imports user modules or unpickles anything: runs, task runs,
 logs, cache entries and registered flows are read as the store keeps them, with parameters
-and inputs as the previews written when they were recorded.
+and inputs as the previews written when they were recorded, and results previewed by reading
+their pickles without loading them (``flowbook._pickle_preview``).
 
 A server runs for days, and the store's crash check (the unfinished runs of dead processes
 become ``Crashed``) otherwise runs only when a process opens the store. So serving runs
@@ -287,7 +288,11 @@ def run_detail(run_id: str, root: str | None) -> dict[str, Any]:
         detail = None
     if detail is None or detail.id != run_id:  # not a run named like this id
         raise ApiError(404, f"no flow run with id {run_id!r} in the store")
-    body = detail.as_dict()
+    return _run_body(detail, root)
+
+
+def _run_body(detail: Any, root: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = detail.as_dict()
     body["task_runs"] = body.pop("task_run_list")
     body["notebook"] = relative_notebook(detail.notebook, root)
     for line in body["logs"]:
@@ -295,11 +300,16 @@ def run_detail(run_id: str, root: str | None) -> dict[str, Any]:
     return body
 
 
-def run_snapshot(run_id: str) -> dict[str, Any]:
+def run_snapshot(run_id: str, with_run: bool = False, root: str | None = None) -> dict[str, Any]:
     """The run widget's snapshot of a stored run (and its subflows): what ``%flowbook show``
-    renders, for the panel to draw with the widget's own renderer (``view_asset``)."""
+    renders, for the panel to draw with the widget's own renderer (``view_asset``).
+
+    ``with_run`` (``GET runs/<id>/snapshot?run=1``): ``{"run": run_detail's answer,
+    "snapshot": ...}`` from one read of the run, for the panel's details of a running run,
+    which need both at every refresh.
+    """
     from flowbook.jupyter.model import StoredRun, stored_inputs
-    from flowbook.store.queries import get_run
+    from flowbook.store.queries import get_run, result_previews
 
     store = _store()
     _check_crashed(store)
@@ -315,10 +325,24 @@ def run_snapshot(run_id: str) -> dict[str, Any]:
         sub_id = pending.pop()
         if sub_id in subflows:
             continue
-        sub = subflows[sub_id] = get_run(store, sub_id)
+        try:
+            sub = get_run(store, sub_id)
+        except LookupError:  # deleted since: its parent's node still shows the call
+            continue
+        if sub.id != sub_id:
+            continue
+        subflows[sub_id] = sub
         pending += [t["subflow_run_id"] for t in sub.task_run_list if t.get("subflow_run_id")]
     ids = [t["id"] for run in (detail, *subflows.values()) for t in run.task_run_list]
-    return StoredRun(detail, subflows, inputs=stored_inputs(store, ids)).snapshot()
+    snapshot = StoredRun(
+        detail,
+        subflows,
+        inputs=stored_inputs(store, ids),
+        results=lambda shown: result_previews(store, shown),
+    ).snapshot()
+    if with_run:
+        return {"run": _run_body(detail, root), "snapshot": snapshot}
+    return snapshot
 
 
 # the run widget's front end, served to the panel: name -> (file, content type)
@@ -351,8 +375,8 @@ def parse_diff(a: str | None, b: str | None) -> tuple[str, str]:
 
 
 def run_diff(a: str, b: str) -> dict[str, Any]:
-    """Two runs compared (``flowbook.diff``). Results are compared by checksum only and
-    have no previews: the server never unpickles."""
+    """Two runs compared (``flowbook.diff``). Results are compared by checksum only, and
+    previewed by reading their pickles without loading them: the server never unpickles."""
     from flowbook.diff import compare_runs
 
     store = _store()

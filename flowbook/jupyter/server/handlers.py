@@ -90,7 +90,8 @@ class RunSnapshotHandler(_FlowbookHandler):
         except api.ApiError as exc:
             self.error(exc.status, exc.message)
             return
-        await self.answer(api.run_snapshot, checked)
+        with_run = self.get_query_argument("run", "") not in ("", "0")
+        await self.answer(api.run_snapshot, checked, with_run, self.server_root)
 
 
 class ViewAssetHandler(_FlowbookHandler):

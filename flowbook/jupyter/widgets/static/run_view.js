@@ -9,34 +9,17 @@
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 
-// [fill, text on that fill] per state name; state types cover names not listed here.
-const STATE_COLOURS = {
-  Completed: ["#2f9e44", "#ffffff"],
-  Cached: ["#0c8599", "#ffffff"],
-  Failed: ["#e03131", "#ffffff"],
-  Crashed: ["#e8590c", "#ffffff"],
-  TimedOut: ["#f76707", "#ffffff"],
-  Cancelled: ["#868e96", "#ffffff"],
-  Cancelling: ["#adb5bd", "#212529"],
-  Running: ["#1c7ed6", "#ffffff"],
-  Pending: ["#dee2e6", "#343a40"],
-  Scheduled: ["#dee2e6", "#343a40"],
-  Retrying: ["#f59f00", "#212529"],
-  AwaitingRetry: ["#fab005", "#212529"],
-  Paused: ["#7048e8", "#ffffff"],
+// States with a colour of their own in the palette (run_view.css: --fb-state-<name>, and
+// --fb-state-<name>-text for text on it); state types cover names not listed here.
+const PALETTE_STATES = new Set([
+  "completed", "cached", "failed", "crashed", "timedout", "cancelled", "cancelling", "running",
+  "pending", "scheduled", "retrying", "awaitingretry", "paused",
+]);
+const TYPE_PALETTE = {
+  COMPLETED: "completed", FAILED: "failed", CRASHED: "crashed", CANCELLED: "cancelled",
+  CANCELLING: "cancelling", RUNNING: "running", PENDING: "pending", SCHEDULED: "scheduled",
+  PAUSED: "paused",
 };
-const TYPE_COLOURS = {
-  COMPLETED: STATE_COLOURS.Completed,
-  FAILED: STATE_COLOURS.Failed,
-  CRASHED: STATE_COLOURS.Crashed,
-  CANCELLED: STATE_COLOURS.Cancelled,
-  CANCELLING: STATE_COLOURS.Cancelling,
-  RUNNING: STATE_COLOURS.Running,
-  PENDING: STATE_COLOURS.Pending,
-  SCHEDULED: STATE_COLOURS.Scheduled,
-  PAUSED: STATE_COLOURS.Paused,
-};
-const UNKNOWN_COLOURS = ["#adb5bd", "#212529"];
 
 // The order of the per-state counts and of the segments of a node's state-mix bar.
 const STATE_ORDER = [
@@ -52,6 +35,13 @@ const LEVEL_RANK = {
   ERROR: 40, CRITICAL: 50, FATAL: 50,
 };
 
+// The order of the segments of the header's progress bar: finished runs, then the ones under
+// way, then the ones waiting.
+const PROGRESS_ORDER = [
+  "Completed", "Cached", "Failed", "Crashed", "TimedOut", "Cancelled", "Cancelling", "Running",
+  "Retrying", "AwaitingRetry", "Paused", "Pending", "Scheduled",
+];
+
 const TAIL_LINES = 5;
 const PARTS = ["header", "graph", "tail", "logs", "timeline"];
 // Which pane a part lives in (the header is always visible).
@@ -65,8 +55,11 @@ let instances = 0;
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 
+// [fill, text on that fill] of a state, as CSS values (the palette's custom properties).
 function stateColours(name, type) {
-  return STATE_COLOURS[name] || TYPE_COLOURS[type] || UNKNOWN_COLOURS;
+  const lower = String(name || "").toLowerCase();
+  const key = PALETTE_STATES.has(lower) ? lower : TYPE_PALETTE[type] || "unknown";
+  return [`var(--fb-state-${key})`, `var(--fb-state-${key}-text)`];
 }
 
 function stateRank(name) {
@@ -125,10 +118,14 @@ function clock(ts) {
     pad(d.getMilliseconds(), 3);
 }
 
-// "1.2 s", "1 min 05 s", "2 h 03 min" (the static view in html.py uses the same format).
+// "50 ms", "1.2 s", "1 min 05 s", "2 h 03 min" (the static view in html.py uses the same
+// format).
 function formatDuration(seconds) {
   if (seconds === null || seconds === undefined || !Number.isFinite(seconds)) return "";
-  const sec = Math.max(0, seconds);
+  let sec = Math.max(0, seconds);
+  const ms = Math.round(sec * 1000);
+  if (ms < 1000) return `${ms} ms`;
+  sec = Math.max(sec, 1); // 0.9996 s: "1.0 s", not "0.9 s"
   if (sec < 60) return `${(Math.floor(sec * 10) / 10).toFixed(1)} s`;
   const whole = Math.floor(sec);
   if (whole < 3600) return `${Math.floor(whole / 60)} min ${pad(whole % 60)} s`;
@@ -137,6 +134,7 @@ function formatDuration(seconds) {
 
 // A label of the timeline's axis: an offset from the run's start.
 function formatTick(seconds) {
+  if (seconds < 1 && Math.round(seconds * 1000) < 1000) return `${Math.round(seconds * 1000)} ms`;
   if (seconds < 60) return `${Number(seconds.toFixed(1))} s`;
   const whole = Math.round(seconds);
   if (whole < 3600) {
@@ -148,7 +146,7 @@ function formatTick(seconds) {
 }
 
 const TICK_STEPS = [
-  0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
+  0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
   43200, 86400,
 ];
 
@@ -168,6 +166,12 @@ function sameLogLine(a, b) {
   if (!a || !b) return false;
   for (let i = 0; i < 5; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+// Paints an SVG shape in a state's colour (a style: SVG attributes take no var()).
+function paint(node, colour, stroke = false) {
+  node.style.fill = colour;
+  if (stroke) node.style.stroke = colour;
 }
 
 function stateBadge(name, type) {
@@ -214,13 +218,37 @@ function edgePath(a, b, direction) {
   return `M${sx},${sy} C${sx},${sy + c} ${ex},${ey - c} ${ex},${ey}`;
 }
 
+// Through the points of a route the layout found around the nodes: straight along a row, an
+// S-curve between columns (its control points stay between the two points' x, where the
+// layout leaves no node), so the edge passes no node it does not connect.
+function routedPath(points) {
+  let d = `M${points[0][0]},${points[0][1]}`;
+  for (let i = 1; i < points.length; i++) {
+    const [px, py] = points[i - 1];
+    const [qx, qy] = points[i];
+    if (py === qy) {
+      d += ` L${qx},${qy}`;
+    } else {
+      const mx = (px + qx) / 2;
+      d += ` C${mx},${py} ${mx},${qy} ${qx},${qy}`;
+    }
+  }
+  return d;
+}
+
+function validRoute(points) {
+  return Array.isArray(points) && points.length >= 2 && points.every(
+    (p) => Array.isArray(p) && p.length === 2 && p.every(Number.isFinite),
+  );
+}
+
 // Changes in these fields need a new SVG; anything else (states, counts) is patched in place.
 function graphShape(graph) {
   const parts = [graph.width, graph.height];
   for (const n of graph.nodes || []) {
     parts.push(n.key, n.kind, n.x, n.y, n.w, n.h, n.label, n.parent);
   }
-  for (const e of graph.edges || []) parts.push(e.from, e.to, e.kind);
+  for (const e of graph.edges || []) parts.push(e.from, e.to, e.kind, e.points);
   return JSON.stringify(parts);
 }
 
@@ -388,11 +416,8 @@ class RunView {
     this.tagsEl = h("span", { class: "fb-tags" });
     this.countsEl = h("span", { class: "fb-counts" });
     this.progressText = h("span", { class: "fb-progress-text" });
-    this.progressFill = h("span", { class: "fb-progress-fill" });
-    this.progressEl = h("span", { class: "fb-progress" }, [
-      this.progressText,
-      h("span", { class: "fb-progress-track", "aria-hidden": "true" }, [this.progressFill]),
-    ]);
+    this.progressTrack = h("span", { class: "fb-progress-track", "aria-hidden": "true" });
+    this.progressEl = h("span", { class: "fb-progress" }, [this.progressText, this.progressTrack]);
     // The task runner's dashboard (a Dask runner's, once it has connected).
     this.dashboardEl = h("a", {
       class: "fb-dashboard", target: "_blank", rel: "noopener", text: "Dask dashboard",
@@ -560,7 +585,7 @@ class RunView {
     const total = hd.total || 0;
     const done = hd.done || 0;
     this.progressText.textContent = `${done}/${total}`;
-    this.progressFill.style.width = `${total > 0 ? Math.min(100, (100 * done) / total) : 0}%`;
+    this.renderProgress(hd.counts, total);
 
     this.renderDashboard(hd);
     this.renderCancel(hd);
@@ -568,6 +593,35 @@ class RunView {
     const message = hd.message || "";
     this.messageEl.textContent = message;
     this.messageEl.hidden = message === "";
+  }
+
+  // One segment per state, as wide as its share of the task runs: a failed or cancelled run
+  // does not look like a complete one.
+  renderProgress(counts, total) {
+    const rank = (name) => {
+      const i = PROGRESS_ORDER.indexOf(name);
+      return i < 0 ? PROGRESS_ORDER.length : i;
+    };
+    const entries = Object.entries(counts || {})
+      .filter(([, n]) => n > 0)
+      .sort(([a], [b]) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
+    const sum = entries.reduce((acc, [, n]) => acc + n, 0);
+    const whole = Math.max(total, sum);
+    const parts = this.progressTrack.children;
+    let i = 0;
+    for (const [name, n] of entries) {
+      let part = parts[i];
+      if (!part) {
+        part = h("span", { class: "fb-progress-part" });
+        this.progressTrack.append(part);
+      }
+      part.setAttribute("data-state", name);
+      part.title = `${name} ${n}`;
+      part.style.background = stateColours(name, null)[0];
+      part.style.width = `${(100 * n) / whole}%`;
+      i++;
+    }
+    while (parts.length > i) parts[parts.length - 1].remove();
   }
 
   renderElapsed() {
@@ -668,7 +722,7 @@ class RunView {
         "data-from": edge.from,
         "data-to": edge.to,
         "data-kind": edge.kind || "data",
-        d: edgePath(a, b, direction),
+        d: validRoute(edge.points) ? routedPath(edge.points) : edgePath(a, b, direction),
         fill: "none",
         stroke: "#888",
         "stroke-width": 1.4,
@@ -751,15 +805,15 @@ class RunView {
     view.title.textContent = lines.join("\n");
 
     if (view.kind === "flow") {
-      view.box.setAttribute("fill", fill);
-      view.box.setAttribute("stroke", fill);
-      view.band.setAttribute("fill", fill);
+      paint(view.box, fill);
+      view.g.style.setProperty("--fb-node-fill", fill); // its outline (run_view.css)
+      paint(view.band, fill);
       return;
     }
-    view.box.setAttribute("fill", fill);
-    view.label.setAttribute("fill", fg);
+    paint(view.box, fill);
+    paint(view.label, fg);
     if (!view.progress) return;
-    view.progress.setAttribute("fill", fg);
+    paint(view.progress, fg);
     view.progress.textContent = `${n.done || 0}/${n.total || 0}`;
 
     const { x, y, width } = view.mix;
@@ -770,10 +824,11 @@ class RunView {
     let offset = x;
     for (const [name, k] of counts) {
       const w = sum > 0 ? (width * k) / sum : 0;
-      segments.push(s("rect", {
+      const part = s("rect", {
         class: "fb-node-mix-part", "data-state": name, x: offset, y, width: w, height: 3,
-        fill: stateColours(name, null)[0],
-      }));
+      });
+      paint(part, stateColours(name, null)[0]);
+      segments.push(part);
       offset += w;
     }
     view.mixGroup.replaceChildren(...segments);
@@ -985,13 +1040,18 @@ class RunView {
 
   // --- timeline ------------------------------------------------------------------------------
 
+  // Bars in lanes, one labelled group of lanes per task (the kernel packs them, see
+  // build_timeline in model.py); each bar names its task run inside when the name fits, else
+  // beside it when there is room before the next bar, else a shortened name inside; the full
+  // name is on hover.
   renderTimeline() {
     const tl = this.timeline();
     const bars = tl.bars || [];
     const total = tl.total ?? bars.length;
     const retired = this.header().retired || "";
     this.timelineNote.hidden = !(total > bars.length) || retired !== "";
-    this.timelineNote.textContent = `showing ${bars.length} of ${total} task runs`;
+    this.timelineNote.textContent = `showing the first ${bars.length} of ${total} task runs ` +
+      `to start; ${total - bars.length} later ones are omitted`;
     this.timelineEmpty.hidden = bars.length > 0;
     this.timelineEmpty.textContent = retired || "No task runs yet.";
 
@@ -1007,11 +1067,45 @@ class RunView {
     if (!Number.isFinite(start)) start = end;
     const span = Math.max(end - start, 1e-3);
 
+    // Groups: a header row each, then its lanes. Without groups (an older snapshot), one
+    // unlabelled group holds every lane.
+    let groups = Array.isArray(tl.groups) ? tl.groups : [];
+    if (!groups.length) groups = [{ task: "", lane: 0, lanes }];
+    const laneHeight = 18, barHeight = 14, headHeight = groups.length > 1 || groups[0].task
+      ? 18 : 0;
+    const top = 24;
+    const laneY = new Map(); // lane -> its top
+    let y = top;
+    const groupLayer = s("g", { class: "fb-lane-groups" });
+    for (const group of groups) {
+      if (headHeight) {
+        const runs = group.runs === undefined ? "" : ` (${group.runs})`;
+        groupLayer.append(
+          s("line", { class: "fb-lane-group-rule", x1: 0, x2: "100%", y1: y + 0.5, y2: y + 0.5 }),
+          s("text", {
+            class: "fb-lane-group-label", "data-task": group.task, x: 4, y: y + headHeight / 2 + 1,
+            "dominant-baseline": "central", text: `${group.task}${runs}`,
+          }),
+        );
+      }
+      y += headHeight;
+      for (let i = 0; i < (group.lanes || 0); i++) {
+        laneY.set(group.lane + i, y);
+        y += laneHeight;
+      }
+    }
+    for (let lane = 0; lane < lanes; lane++) {
+      if (!laneY.has(lane)) {
+        laneY.set(lane, y);
+        y += laneHeight;
+      }
+    }
+
     this.timelineWidth = this.timelineScroll.clientWidth;
     const width = Math.max(360, (this.timelineWidth || 720) - 2);
-    const left = 8, right = 24, top = 24, laneHeight = 16, barHeight = 12;
+    const left = 8, right = 24;
     const plot = width - left - right;
-    const height = top + lanes * laneHeight + 6;
+    const height = y + 6;
     const xOf = (t) => left + ((t - start) / span) * plot;
 
     const axis = s("g", { class: "fb-axis" });
@@ -1030,29 +1124,62 @@ class RunView {
       );
     }
 
-    const barLayer = s("g", { class: "fb-bars" });
-    for (const [lane, t0, t1, state, stateType, key, name] of bars) {
+    // where the next bar of each lane starts, for the room beside a bar
+    const placed = bars.map(([lane, t0, t1, ...rest]) => {
       const x0 = xOf(t0);
+      // a pixel of gap before the next bar of the lane, so back-to-back runs stay apart
       const x1 = xOf(t1 ?? now);
+      return [lane, x0, Math.max(x0 + 1.5, x1 - (x1 - x0 > 4 ? 1 : 0)), t0, t1, ...rest];
+    });
+    const nextStart = new Array(placed.length).fill(left + plot + right);
+    const lastInLane = new Map();
+    placed.map((bar, i) => i).sort((i, j) => placed[i][1] - placed[j][1]).forEach((i) => {
+      const lane = placed[i][0];
+      if (lastInLane.has(lane)) nextStart[lastInLane.get(lane)] = placed[i][1];
+      lastInLane.set(lane, i);
+    });
+
+    const charWidth = 5.6; // 10px text
+    const barLayer = s("g", { class: "fb-bars" });
+    const labelLayer = s("g", { class: "fb-bar-labels" });
+    placed.forEach(([lane, x0, x1, t0, t1, state, stateType, key, name], i) => {
       const running = t1 === null || t1 === undefined;
       const took = formatDuration((t1 ?? now) - t0);
       const tip = `${name} · ${state} · ${running ? `running for ${took}` : took}`;
-      barLayer.append(s("rect", {
+      const [fill, fg] = stateColours(state, stateType);
+      const barY = laneY.get(lane) + (laneHeight - barHeight) / 2;
+      const rect = s("rect", {
         class: running ? "fb-bar fb-bar-running" : "fb-bar",
         "data-state": state || "",
         "data-key": key || "",
-        x: x0,
-        y: top + lane * laneHeight + (laneHeight - barHeight) / 2,
-        width: Math.max(1.5, x1 - x0),
-        height: barHeight,
-        rx: 2,
-        fill: stateColours(state, stateType)[0],
-      }, [s("title", { text: tip })]));
-    }
+        "data-name": name || "",
+        x: x0, y: barY, width: x1 - x0, height: barHeight, rx: 2,
+      }, [s("title", { text: tip })]);
+      paint(rect, fill);
+      barLayer.append(rect);
+
+      const text = String(name ?? "");
+      if (!text) return;
+      const inside = x1 - x0 - 6;
+      const beside = nextStart[i] - x1 - 8;
+      let label = null;
+      let where = "inside";
+      if (text.length * charWidth <= inside) label = text;
+      else if (text.length * charWidth <= beside) { label = text; where = "beside"; }
+      else if (inside >= 4 * charWidth) label = truncate(text, Math.floor(inside / charWidth));
+      if (label === null) return;
+      const t = s("text", {
+        class: `fb-bar-label fb-bar-label-${where}`, "data-key": key || "",
+        x: where === "inside" ? x0 + 3 : x1 + 4, y: barY + barHeight / 2 + 0.5,
+        "dominant-baseline": "central", text: label,
+      });
+      if (where === "inside") paint(t, fg);
+      labelLayer.append(t);
+    });
 
     const svg = s("svg", {
       class: "fb-timeline", xmlns: SVG_NS, width, height, viewBox: `0 0 ${width} ${height}`,
-    }, [axis, barLayer]);
+    }, [groupLayer, axis, barLayer, labelLayer]);
     this.timelineScroll.replaceChildren(svg);
   }
 }
