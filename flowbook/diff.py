@@ -440,7 +440,9 @@ class _Results:
                 path = self.store.results_dir / file
                 size = path.stat().st_size
                 if size > MAX_RESULT_BYTES:
-                    self._previews[row.id] = stored_preview(None, path, checksum)
+                    self._previews[row.id] = stored_preview(
+                        None, path, checksum, root=self.store.results_dir
+                    )
                     return _NOT_READ
                 value = results.read_file(path, checksum)
             else:

@@ -180,34 +180,35 @@ class FutureList(list[TaskRunFuture[R]]):
         __tracebackhide__ = True  # a failure raised here shows the caller's frame, not this one
         deadline = None if timeout is None else time.monotonic() + timeout
         out = []
+        seen = -1  # the first wait looks at the later runs at once: one may have failed already
         for i, f in enumerate(self):
             if raise_on_failure and f._final is None:
-                self._wait_or_raise_a_later_failure(i, deadline)
+                seen = self._wait_or_raise_a_later_failure(i, deadline, seen)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             out.append(f.result(left, raise_on_failure))
         return out
 
-    def _wait_or_raise_a_later_failure(self, i: int, deadline: float | None) -> None:
-        # Waits for self[i] in short slices; between them, if any task run in the process has
-        # ended not completed since the last look (a counter, no callback per future), the
-        # runs after i are scanned for one that failed, and its failure is raised.
+    def _wait_or_raise_a_later_failure(self, i: int, deadline: float | None, seen: int) -> int:
+        # Waits for self[i] in short slices. Before each slice, if any task run in the process
+        # has ended not completed since the last look (``seen``: a counter, no callback per
+        # future), the runs after i are scanned for one that failed, and its failure is
+        # raised. Returns the count last looked at, for the wait for the next run.
         __tracebackhide__ = True
         f = self[i]
-        seen = _not_completed
         while True:
-            step = _FAILURE_POLL_S
-            if deadline is not None:
-                step = min(step, deadline - time.monotonic())
-                if step <= 0:
-                    return  # f.result() raises the TimeoutError
-            if f.wait(step):
-                return
             if _not_completed != seen:
                 seen = _not_completed
                 for g in itertools.islice(self, i + 1, None):
                     final = g._final
                     if final is not None and final.type is not StateType.COMPLETED:
                         g.result(0)  # raises its failure
+            step = _FAILURE_POLL_S
+            if deadline is not None:
+                step = min(step, deadline - time.monotonic())
+                if step <= 0:
+                    return seen  # f.result() raises the TimeoutError
+            if f.wait(step):
+                return seen
 
     def wait(self, timeout: float | None = None) -> bool:
         _, not_done = wait(self, timeout)

@@ -51,6 +51,42 @@ _FLOW_LOGGER = logging.getLogger("flowbook.flow_runs")
 _TASK_LOGGER = logging.getLogger("flowbook.task_runs")
 
 
+class _Handling(threading.local):
+    """``depth`` > 0 while this thread's logging handlers handle a run's record."""
+
+    depth = 0
+
+
+# read by the notebook's output routing (flowbook.jupyter.extension): what a handler writes to
+# ``sys.stderr`` while handling a run's record is that record, which the store and the widget
+# keep as a log line already, however deep in the handler the write is
+handling_run_record = _Handling()
+
+
+def _marking(call_handlers: Any) -> Any:
+    """``Logger.callHandlers`` of a run logger, marking the thread while the handlers (its own
+    and its ancestors', the root's included) handle a record stamped with a run."""
+
+    def callHandlers(record: logging.LogRecord) -> None:
+        if getattr(record, "flowbook_run", None) is None:
+            call_handlers(record)
+            return
+        handling_run_record.depth += 1
+        try:
+            call_handlers(record)
+        finally:
+            handling_run_record.depth -= 1
+
+    callHandlers.flowbook_unmarked = call_handlers  # type: ignore[attr-defined]
+    return callHandlers
+
+
+for _logger in (_FLOW_LOGGER, _TASK_LOGGER):
+    # one layer, a reload of this module included
+    _unmarked = getattr(_logger.callHandlers, "flowbook_unmarked", _logger.callHandlers)
+    _logger.callHandlers = _marking(_unmarked)  # type: ignore[method-assign]
+
+
 class RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
     """A logger whose records carry the run they come from."""
 

@@ -26,11 +26,11 @@ import logging
 import sys
 import threading
 import time
-import types
 from collections.abc import Iterator
 from typing import Any
 
 from flowbook import _run_lines, console
+from flowbook import logging as fb_logging
 from flowbook.engine.events import (
     FlowRunCreated,
     FlowRunFinished,
@@ -92,21 +92,6 @@ class _Live:
 
 
 _INNER = "_flowbook_inner_write"
-
-
-def _emitting_run_record() -> bool:
-    """True when a logging handler's ``emit`` up the stack writes a record of a run logger
-    (stamped by ``flowbook.logging``: the store and the widget keep it as a log line)."""
-    frame: types.FrameType | None = sys._getframe(2)
-    for _ in range(10):
-        if frame is None:
-            return False
-        if frame.f_code.co_name == "emit":
-            record = frame.f_locals.get("record")
-            if isinstance(record, logging.LogRecord):
-                return getattr(record, "flowbook_run", None) is not None
-        frame = frame.f_back
-    return False
 
 
 class _RoutedWrite:
@@ -403,8 +388,9 @@ class NotebookFrontend:
         live = self.views.get(flow_run.id)
         if live is None:
             return False
-        if console.writing() or _emitting_run_record():
-            # a console line, or a logging handler of the user's writing a run's record: the
+        if console.writing() or fb_logging.handling_run_record.depth:
+            # a console line, or a logging handler of the user's writing a run's record
+            # (flowbook.logging marks the thread meanwhile, however deep the write): the
             # widget and the store have that line already; it goes to the cell's output only
             return False
         assert run is not None

@@ -863,6 +863,7 @@ def result_previews(store: Store, task_run_ids: Iterable[str]) -> dict[str, str]
             None if data is None else bytes(data),
             None if file is None else store.results_dir / file,
             checksum,
+            root=store.results_dir,
         )
         if shown is not None:
             out[r.id] = shown

@@ -102,13 +102,16 @@ class ThreadPoolTaskRunner(TaskRunner):
             return  # the flow's own thread, or a parked call released as its upstream ended
         if not threading.current_thread().name.startswith(pool.prefix + "_"):
             return
-        self._warned_nested = True
+        with self._pool_lock:  # once per runner, even when two workers get here together
+            if self._warned_nested:
+                return
+            self._warned_nested = True
         get_run_logger().warning(
-            "Task run %r submitted a task run while all %d worker threads of its %s are "
-            "busy: if it waits for that run's result, no worker is free to run it and the "
-            "wait only ends at its timeout. Give the runner more workers than the deepest "
-            "nesting of tasks that wait on tasks (%s(max_workers=N)), or submit the child "
-            "tasks from the flow.",
+            "Task run %r submitted a task run while all %d worker threads of its %s were "
+            "busy: if it waits for that run's result and every worker is such a task, no "
+            "worker is free to run it and the wait may only end at its timeout. Give the "
+            "runner more workers than the deepest nesting of tasks that wait on tasks "
+            "(%s(max_workers=N)), or submit the child tasks from the flow.",
             parent.name,
             pool.max_workers,
             type(self).__name__,

@@ -3,8 +3,8 @@
  * `GET flowbook/api/diff?a=RUN_ID&b=RUN_ID` (`flowbook.diff.compare_runs`): the two runs'
  * state, start and duration with B's duration over A's, their parameters side by side (the
  * changed ones marked), and the task runs that differ in state, duration (with the ratio),
- * cache hit/miss, inputs or result, the ones only in A or only in B, and how many are
- * identical. An error of the endpoint is shown in the view's banner.
+ * cache hit/miss, inputs or result (each with A's and B's inputs and result previews under
+ * it), the ones only in A or only in B, and how many are identical. An error of the endpoint is shown in the view's banner.
  */
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
@@ -18,9 +18,11 @@ import {
   IDiffRun,
   IDiffTaskRun,
   IDiffTaskSide,
+  inputLines,
   IRunDiff,
   ratioChanged,
-  ratioWord
+  ratioWord,
+  resultText
 } from './comparefmt.js';
 import { formatDuration, formatFullTime, MISSING } from './format.js';
 import { API_PREFIX, apiErrorMessage, buildQuery } from './query.js';
@@ -60,6 +62,9 @@ export function diffLoader(settings: ServerConnection.ISettings): DiffLoader {
     }
   };
 }
+
+/** The columns of the table of task runs that differ. */
+const TASK_COLUMNS = ['task run', 'differs in', 'state A/B', 'time A/B', 'B/A', 'cache A/B'];
 
 /** The cell text of a cache column. */
 function cacheText(side: IDiffTaskSide | null): string {
@@ -235,12 +240,10 @@ export class CompareView extends Widget {
       );
     } else {
       const table = el('table', 'fb-compare-table fb-compare-tasks');
-      table.append(
-        head(['task run', 'differs in', 'state A/B', 'time A/B', 'B/A', 'cache A/B'])
-      );
+      table.append(head(TASK_COLUMNS));
       const tb = el('tbody');
       for (const task of diff.task_runs) {
-        tb.append(taskRow(task));
+        tb.append(taskRow(task), valuesRow(task, TASK_COLUMNS.length));
       }
       table.append(tb);
       body.append(table);
@@ -411,5 +414,44 @@ function taskRow(task: IDiffTaskRun): HTMLTableRowElement {
     cache.classList.add('fb-mod-changed');
   }
   tr.append(cache);
+  return tr;
+}
+
+/**
+ * The row under a task run's row: its inputs and result previews in A and in B side by side
+ * (the stored previews: the server never unpickles), the differing ones marked.
+ */
+function valuesRow(task: IDiffTaskRun, columns: number): HTMLTableRowElement {
+  const tr = el('tr', 'fb-compare-task-values');
+  tr.dataset.task = diffTaskName(task);
+  const td = el('td', 'fb-compare-values-cell');
+  td.colSpan = columns;
+  const grid = el('div', 'fb-compare-values');
+  grid.append(
+    el('span', 'fb-compare-values-head'),
+    el('span', 'fb-compare-values-head fb-compare-a', 'A'),
+    el('span', 'fb-compare-values-head fb-compare-b', 'B')
+  );
+  const lines = (side: IDiffTaskSide | null): string =>
+    side === null ? MISSING : inputLines(side.inputs).join('\n') || '(no inputs)';
+  for (const [label, kind, a, b] of [
+    ['inputs', 'inputs', lines(task.a), lines(task.b)],
+    ['result', 'result', resultText(task.a), resultText(task.b)]
+  ] as const) {
+    const changed = task.changes.includes(kind);
+    const name = el('span', `fb-compare-values-label fb-compare-${kind}-label`, label);
+    const cells = [
+      el('pre', `fb-compare-value fb-compare-${kind} fb-compare-a`),
+      el('pre', `fb-compare-value fb-compare-${kind} fb-compare-b`)
+    ];
+    setText(cells[0], a);
+    setText(cells[1], b);
+    for (const item of [name, ...cells]) {
+      item.classList.toggle('fb-mod-changed', changed);
+    }
+    grid.append(name, ...cells);
+  }
+  td.append(grid);
+  tr.append(td);
   return tr;
 }

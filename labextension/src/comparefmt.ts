@@ -114,3 +114,37 @@ export function failureLines(tasks: readonly IDiffTaskRun[]): string[] {
   }
   return lines;
 }
+
+/**
+ * The stored inputs preview of a task run (a JSON object of argument name to preview, as
+ * `flowbook.diff` gives it) as `name = preview` lines; `[]` for no inputs, the text itself
+ * when it is not such an object.
+ */
+export function inputLines(inputs: string | null | undefined): string[] {
+  if (inputs === null || inputs === undefined || inputs === '') {
+    return [];
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(inputs);
+  } catch {
+    return [inputs];
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    return [inputs];
+  }
+  return Object.entries(parsed as Record<string, unknown>).map(
+    ([name, value]) => `${name} = ${typeof value === 'string' ? value : JSON.stringify(value)}`
+  );
+}
+
+/** What a side shows in place of a result preview it has none of. */
+export function resultText(side: IDiffTaskSide | null): string {
+  if (side === null) {
+    return MISSING;
+  }
+  if (side.result !== null && side.result !== undefined) {
+    return side.result;
+  }
+  return side.state_type === 'COMPLETED' ? '(no stored result)' : `(${side.state ?? 'no state'})`;
+}

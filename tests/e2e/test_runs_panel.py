@@ -356,6 +356,18 @@ def test_the_runs_panel_compares_two_runs(
         ["Completed", "Completed"]
     )
     expect(crunch.locator(".fb-compare-task-cache")).to_have_text("\u2013 / \u2013")
+    # under its row, its inputs and result previews in A and B side by side, changed ones marked
+    values = view.locator(".fb-compare-task-values[data-task=crunch-0]")
+    expect(values).to_be_visible()
+    expect(values.locator(".fb-compare-inputs.fb-compare-a")).to_have_text("delay = 0.1")
+    expect(values.locator(".fb-compare-inputs.fb-compare-b")).to_have_text("delay = 0.5")
+    expect(values.locator(".fb-compare-result.fb-compare-a")).to_have_text("0.1")
+    expect(values.locator(".fb-compare-result.fb-compare-b")).to_have_text("0.5")
+    for kind in ("inputs", "result"):
+        expect(values.locator(f".fb-compare-{kind}-label")).to_have_class(
+            re.compile(r"\bfb-mod-changed\b")
+        )
+    artifacts.element(view.locator(".fb-compare-tasks"), "panel-compare-result-previews")
     # the quick task is the same in both runs: counted, not listed
     expect(view.locator(".fb-compare-task[data-task=prepare-0]")).to_have_count(0)
     expect(view.locator(".fb-compare-count-identical")).to_have_text("1 identical")

@@ -75,3 +75,54 @@ def test_console_lines_and_handler_output_are_stored_once(kernel: KernelSession)
     ]
     assert sum("from the task logger" in r for r in rows) == 1
     assert sum("from the flow logger" in r for r in rows) == 1
+
+
+DEEP = """
+import logging, sys
+from flowbook import flow, task, get_run_logger
+
+class DeepHandler(logging.Handler):
+    # writes through many nested calls, as rich's handler does (emit -> Console.print -> ...)
+    def emit(self, record):
+        self.down(20, f"DEEP {record.name} {record.getMessage()}\\n")
+
+    def down(self, n, text):
+        if n:
+            return self.down(n - 1, text)
+        sys.stderr.write(text)
+
+deep = DeepHandler()
+logging.getLogger().addHandler(deep)
+try:
+    @task
+    def deep_talk():
+        get_run_logger().warning("deep task line")
+        logging.getLogger("theirs").warning("deep other line")
+
+    @flow
+    def deep_chat():
+        get_run_logger().warning("deep flow line")
+        deep_talk()
+
+    deep_chat()
+finally:
+    logging.getLogger().removeHandler(deep)
+"""
+
+
+def test_a_deep_handler_s_output_of_run_records_is_stored_once(kernel: KernelSession) -> None:
+    msgs = kernel.run(textwrap.dedent(DEEP))
+    assert kernel.error(msgs) is None
+    shown = kernel.stdout(msgs, "stderr")
+    # the handler still writes in the cell
+    assert "DEEP flowbook.task_runs deep task line" in shown
+    assert "DEEP flowbook.flow_runs deep flow line" in shown
+    rows = kernel.stdout(kernel.run(READ)).splitlines()
+    # the run loggers' records once each, as log lines; the other logger's record (which the
+    # store keeps only as the text the handler wrote) once, as stderr text
+    assert sum("deep task line" in r for r in rows) == 1
+    assert sum("deep flow line" in r for r in rows) == 1
+    assert [r for r in rows if "DEEP theirs deep other line" in r] == [
+        "ROW 30 stderr | DEEP theirs deep other line"
+    ]
+    assert not any(" stderr | " in r and "DEEP flowbook." in r for r in rows)

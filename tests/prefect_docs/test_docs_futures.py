@@ -327,3 +327,19 @@ def test_a_failed_task_run_reraises_its_exception_from_result() -> None:
 
     with pytest.raises(RuntimeError, match=r"failed after 0\.0"):
         my_flow()
+
+
+def test_a_failure_that_happened_before_result_was_called_is_raised_at_once() -> None:
+    # the failing run ends before .result() is called: it is raised without waiting for the
+    # slow run before it in the list
+    @flow
+    def my_flow() -> float:
+        futures = type(_sleep_task.map([]))([_sleep_task.submit(1.5), _fails_after.submit(0.0)])
+        futures[1].wait()
+        time.sleep(0.1)
+        start = time.perf_counter()
+        with pytest.raises(RuntimeError, match=r"failed after 0\.0"):
+            futures.result()
+        return time.perf_counter() - start
+
+    assert my_flow() < 0.5

@@ -7,8 +7,10 @@ import {
   formatRatio,
   IDiffTaskRun,
   IDiffTaskSide,
+  inputLines,
   ratioChanged,
-  ratioWord
+  ratioWord,
+  resultText
 } from '../comparefmt.js';
 import { RUN_LINK_SELECTOR, runIdOfLink } from '../runlinks.js';
 
@@ -93,5 +95,30 @@ describe('runIdOfLink', () => {
 
   it('selects the anchors by attribute and href', () => {
     assert.equal(RUN_LINK_SELECTOR, 'a[data-flowbook-run], a[href^="#flowbook-run="]');
+  });
+});
+
+describe('inputLines', () => {
+  it('gives one name = preview line per argument', () => {
+    assert.deepEqual(inputLines('{"delay": "0.5", "tag": "\'x\'"}'), [
+      'delay = 0.5',
+      "tag = 'x'"
+    ]);
+  });
+  it('gives nothing for no inputs, and text that is not an object as it is', () => {
+    assert.deepEqual(inputLines(null), []);
+    assert.deepEqual(inputLines(''), []);
+    assert.deepEqual(inputLines('{}'), []);
+    assert.deepEqual(inputLines('not json'), ['not json']);
+    assert.deepEqual(inputLines('[1, 2]'), ['[1, 2]']);
+  });
+});
+
+describe('resultText', () => {
+  it('shows the preview, or why there is none', () => {
+    assert.equal(resultText(side('a', { result: '[1, 2]' })), '[1, 2]');
+    assert.equal(resultText(side('a')), '(no stored result)');
+    assert.equal(resultText(side('a', { state: 'Failed', state_type: 'FAILED' })), '(Failed)');
+    assert.equal(resultText(null), '\u2013');
   });
 });
