@@ -1,14 +1,24 @@
 """flowbook engine adapter (interface: see adapter_plain.py).
 
-flowbook runs in-process: no API server, no subprocess. Before flowbook is imported:
-- FLOWBOOK_LOGGING_LEVEL defaults to WARNING (Prefect is measured with
-  PREFECT_LOGGING_LEVEL=WARNING: same footing);
-- FLOWBOOK_HOME (flowbook's state directory, e.g. persisted results) defaults to a fresh
-  temporary directory per process, as every Prefect process starts from a fresh copy of
-  its template home. The one exception: the two phases of cache_hit_1000 (cold, then
-  warm in a new process) must share the persisted cache, so when run.py sets BENCH_SALT
-  (shared by the phases of one repeat, new for each repeat) the directory is derived
-  from it. Set FLOWBOOK_HOME yourself to override both.
+flowbook runs in-process: no API server, no subprocess. What it runs with is chosen by
+BENCH_SETTINGS (benchmarks/run sets it):
+
+- ``defaults``: flowbook's own defaults, as a user's script gets them: nothing is set here
+  (logging level INFO, console ``auto``, which in a script prints every run line to stderr).
+  When BENCH_CONSOLE_LOG names a file, this process's stderr (file descriptor 2) is appended
+  to it before flowbook is imported: the console's lines are formatted, written and flushed
+  to a file, as with ``python script.py 2>>run.log``. benchmarks/run also sets FLOWBOOK_HOME
+  to a fresh copy of the grown store (grow_store.py) for each process.
+- ``fresh`` (the default here; ``benchmarks/run --fresh-home`` and ``--quick``): before
+  flowbook is imported, FLOWBOOK_LOGGING_LEVEL defaults to WARNING (Prefect is measured with
+  PREFECT_LOGGING_LEVEL=WARNING: same footing).
+
+In both, FLOWBOOK_HOME (flowbook's state directory, e.g. persisted results) defaults to a fresh
+temporary directory per process, as every Prefect process starts from a fresh copy of its
+template home. The one exception: the two phases of cache_hit_1000 (cold, then warm in a new
+process) must share the persisted cache, so when run.py sets BENCH_SALT (shared by the phases
+of one repeat, new for each repeat) the directory is derived from it. Set FLOWBOOK_HOME
+yourself to override both.
 """
 
 import atexit
@@ -28,9 +38,17 @@ def _home():
     return path
 
 
+SETTINGS = os.environ.get("BENCH_SETTINGS", "fresh")
+if SETTINGS not in ("defaults", "fresh"):
+    raise SystemExit(f"BENCH_SETTINGS={SETTINGS!r}: use 'defaults' or 'fresh'")
 if "FLOWBOOK_HOME" not in os.environ:
     os.environ["FLOWBOOK_HOME"] = _home()
-os.environ.setdefault("FLOWBOOK_LOGGING_LEVEL", "WARNING")
+if SETTINGS == "fresh":
+    os.environ.setdefault("FLOWBOOK_LOGGING_LEVEL", "WARNING")
+elif os.environ.get("BENCH_CONSOLE_LOG"):
+    _fd = os.open(os.environ["BENCH_CONSOLE_LOG"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(_fd, 2)
+    os.close(_fd)
 
 # flowbook reads these settings when first used, so they are set before the import.
 import flowbook  # noqa: E402

@@ -467,6 +467,8 @@ def build(a):
         f"plain Python baseline ({engine_version(pl_x) or 'no figures'})"
         + (f"; {engine_version(pf_x) or 'prefect'} (anchor, own venv)" if have_prefect else "")
     )
+    if a.settings:
+        out.append(f"- flowbook settings: {a.settings}")
     out.append(
         f"- Repeats: {repeats_text(a, fb, pl)} fresh processes per workload for flowbook and "
         "plain Python"
@@ -651,6 +653,7 @@ def main(argv=None):
     p.add_argument("--python", default=sys.executable)
     p.add_argument("--started", default=None)
     p.add_argument("--title", default="flowbook benchmarks")
+    p.add_argument("--settings", default=None, help="what flowbook ran with (one line)")
     p.add_argument("--workloads", default=None, help="only these workloads (space-separated)")
     p.add_argument("--memory", default=None, help="memory.py's JSON, for the memory section")
     p.add_argument("--runs", default=None, help="runs.json (merge.py): which run measured what")

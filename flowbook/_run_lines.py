@@ -72,7 +72,7 @@ def state_lines(run: FlowRun | TaskRun, state: State) -> list[tuple[int, str]]:
     if silenced(run):
         return []
     if state.name == "AwaitingRetry":
-        return [(logging.WARNING, state.message or "Awaiting retry")]
+        return [(logging.INFO, state.message or "Awaiting retry")]  # INFO, as in Prefect 3
     type_value = state.type._value_
     if not state.is_final():
         return []

@@ -8,6 +8,8 @@
     flowbook cache clear [--task NAME] [--flow NAME] [--expired] [--all]
     flowbook cache why TASK [--json]
     flowbook doctor [--json] [--repair]
+    flowbook gc [--older-than DAYS] [--keep-last N] [--expired-cache] [--vacuum] [--dry-run]
+                [--json]
     flowbook flows [--project P] [--json]
     flowbook run (--name NAME [--project P] | --id ID) [--param KEY=JSON]... [--env KEY=VALUE]...
                  [--watch]
@@ -51,6 +53,26 @@ def _limit(text: str) -> int:
     return value
 
 
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1e7:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days >= 0 (e.g. 30, 0.5)")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of runs >= 0")
+    return value
+
+
 def _state(text: str) -> str:
     from flowbook.store.queries import check_state
 
@@ -76,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         "and run registered flows.",
     )
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{runs,cache,doctor,flows,run}"
+        dest="command", required=True, metavar="{runs,cache,doctor,gc,flows,run}"
     )
 
     runs = sub.add_parser("runs", help="list flow runs (newest first), or show/delete one")
@@ -125,6 +147,30 @@ def _parser() -> argparse.ArgumentParser:
         help="copy what can be read of a damaged SQLite store into a fresh one, and remove "
         "result files no row points at",
     )
+
+    gc = sub.add_parser(
+        "gc", help="delete old finished runs (and expired cache entries) with their files"
+    )
+    gc.add_argument(
+        "--older-than",
+        type=_days,
+        metavar="DAYS",
+        help="finished top-level runs created more than DAYS ago (default: "
+        "FLOWBOOK_RUN_RETENTION_DAYS)",
+    )
+    gc.add_argument(
+        "--keep-last", type=_count, metavar="N", help="keep the newest N top-level runs"
+    )
+    gc.add_argument(
+        "--expired-cache", action="store_true", help="also expired cache entries and their files"
+    )
+    gc.add_argument(
+        "--vacuum",
+        action="store_true",
+        help="SQLite: rewrite the file to give free pages back (slow; needs free disk)",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
+    gc.add_argument("--json", action="store_true", help="print JSON")
 
     flows = sub.add_parser(
         "flows", help="list registered flows, and the flows with runs that were never registered"
@@ -192,6 +238,8 @@ def _command(args: argparse.Namespace) -> int:
             return _flows(store, args)
         if args.command == "run":
             return _run_registered(store, args)
+        if args.command == "gc":
+            return _gc(store, args)
         return _cache(store, args)
     except (StoreError, LookupError, ValueError) as exc:
         _fail(exc)
@@ -494,6 +542,50 @@ def _run_loaded(flow: Any, parameters: dict[str, Any]) -> int:
     return 0 if ok else 1
 
 
+def _gc(store: Any, args: argparse.Namespace) -> int:
+    """Delete old finished runs (and expired cache entries) in small transactions."""
+    from flowbook.settings import get_settings
+    from flowbook.store.gc import collect
+
+    older = args.older_than
+    if older is None and args.keep_last is None:
+        older = get_settings().run_retention_days
+    if older is None and args.keep_last is None and not args.expired_cache:
+        raise ValueError(
+            "say what to delete: --older-than DAYS, --keep-last N, --expired-cache, or set "
+            "FLOWBOOK_RUN_RETENTION_DAYS"
+        )
+    store.flush()
+    report = collect(
+        store.engine,
+        store.results_dir,
+        older_than_days=older,
+        keep_last=args.keep_last,
+        expired_cache=args.expired_cache,
+        dry_run=args.dry_run,
+        vacuum=args.vacuum,
+    )
+    if args.expired_cache and not args.dry_run:
+        store.cache.forget_all()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return 0
+    verb = "would delete" if report.dry_run else "deleted"
+    print(
+        f"gc: {verb} {report.flow_runs} flow run(s), {report.task_runs} task run(s), "
+        f"{report.log_lines} log line(s), {report.states} state(s), "
+        f"{report.cache_entries} cache entr(ies), {report.files} file(s) "
+        f"({_size(report.file_bytes)})"
+    )
+    if report.unfinished_kept:
+        print(f"gc: kept {report.unfinished_kept} unfinished run(s)")
+    if report.orphan_files:
+        print(f"gc: removed {report.orphan_files} file(s) no row pointed at")
+    if report.vacuum:
+        print(f"gc: space: {report.vacuum}")
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     """Check the store without opening it as a run would; exit 1 when a problem is found."""
     import sqlite3
@@ -534,6 +626,10 @@ def _print_repair(fixed: Any) -> None:
 
 def _print_report(report: Any) -> None:
     size = f", {_size(report.size_bytes)}" if report.size_bytes is not None else ""
+    if report.wal_bytes:
+        size += f" with its WAL {_size(report.wal_bytes)}"
+    if report.results_files:
+        size += f"; results: {report.results_files} file(s), {_size(report.results_bytes)}"
     version = f", schema version {report.schema_version}" if report.schema_version else ""
     print(f"store:      {report.store} ({report.backend}{size}{version})")
     print(f"results:    {report.results_dir}")
@@ -575,6 +671,7 @@ def _print_report(report: Any) -> None:
             print(f"  {row['kind']} {row['row']}: {row['file']}")
         if len(report.missing) > 20:
             print(f"  ... and {len(report.missing) - 20} more")
+    _print_reclaimable(report.reclaimable)
     for note in report.notes:
         print(f"note:       {note}")
     problems = report.problems
@@ -582,6 +679,22 @@ def _print_report(report: Any) -> None:
         print(f"flowbook doctor: {len(problems)} problem(s) found")
     else:
         print("flowbook doctor: no problem found")
+
+
+def _print_reclaimable(free: dict[str, Any]) -> None:
+    """What `flowbook gc` would free, when there is something (table sizes: `--json`)."""
+    parts = []
+    if free.get("runs_older_than_retention"):
+        parts.append(
+            f"{free['runs_older_than_retention']} finished run(s) older than "
+            f"FLOWBOOK_RUN_RETENTION_DAYS={free['retention_days']:g}"
+        )
+    if free.get("expired_cache_entries"):
+        parts.append(f"{free['expired_cache_entries']} expired cache entr(ies)")
+    if free.get("free_page_bytes"):
+        parts.append(f"{_size(free['free_page_bytes'])} of free pages (`gc --vacuum`)")
+    if parts:
+        print(f"gc:         would free {'; '.join(parts)}")
 
 
 def _print_miss(miss: Any) -> None:

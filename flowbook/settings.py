@@ -11,6 +11,8 @@ and what it accepts. A path variable that is set but empty counts as unset.
 | ``FLOWBOOK_RESULTS_DIR`` | ``<home>/results`` | result and cache files |
 | ``FLOWBOOK_STORE`` | ``on`` | ``off`` keeps runs and the cache in memory only |
 | ``FLOWBOOK_LOG_RETENTION_DAYS`` | ``30`` | older log lines are deleted when a store opens |
+| ``FLOWBOOK_RUN_RETENTION_DAYS`` | none (keep) | what ``flowbook gc`` deletes when given no |
+| | | ``--older-than``: finished runs older than this |
 | ``FLOWBOOK_LOGGING_LEVEL`` | ``INFO`` | run log lines below this level are dropped |
 | ``FLOWBOOK_CONSOLE`` | ``auto`` | print run lines to stderr: ``on``, ``off``, ``auto`` |
 | ``FLOWBOOK_GC_FREEZE`` | ``on`` | keep the garbage collector off older objects during runs |
@@ -63,6 +65,7 @@ class Settings(BaseModel):
     results_dir: Path
     store: Literal["on", "off"] = "on"
     log_retention_days: PositiveFloat | None = 30.0
+    run_retention_days: PositiveFloat | None = None
     logging_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     console: Literal["auto", "on", "off"] = "auto"
     gc_freeze: Literal["on", "off"] = "on"
@@ -139,8 +142,8 @@ def _hide_password(raw: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", raw)
 
 
-def _retention() -> float | None:
-    raw = os.environ.get("FLOWBOOK_LOG_RETENTION_DAYS", "30").strip()
+def _retention(name: str = "FLOWBOOK_LOG_RETENTION_DAYS", default: str = "30") -> float | None:
+    raw = os.environ.get(name, default).strip()
     if raw.lower() in ("", "none", "forever"):
         return None
     try:
@@ -149,7 +152,7 @@ def _retention() -> float | None:
         days = -1.0
     if not days > 0:
         raise ValueError(
-            f"environment variable FLOWBOOK_LOG_RETENTION_DAYS={raw!r} is not valid; use a "
+            f"environment variable {name}={raw!r} is not valid; use a "
             "number of days > 0, or 'forever'"
         )
     return days
@@ -224,6 +227,7 @@ def _from_env() -> Settings:
         "results_dir": _path("FLOWBOOK_RESULTS_DIR", None) or home / "results",
         "store": _choice("FLOWBOOK_STORE", "on", _SWITCH),
         "log_retention_days": _retention(),
+        "run_retention_days": _retention("FLOWBOOK_RUN_RETENTION_DAYS", "forever"),
         "logging_level": _choice("FLOWBOOK_LOGGING_LEVEL", "INFO", _LEVELS, upper=True),
         "console": _choice("FLOWBOOK_CONSOLE", "auto", _CONSOLE),
         "gc_freeze": _choice("FLOWBOOK_GC_FREEZE", "on", _SWITCH),

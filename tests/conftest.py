@@ -44,6 +44,7 @@ def _clean_flowbook(monkeypatch: pytest.MonkeyPatch, flowbook_home: Path) -> Ite
         "FLOWBOOK_TASKS_DEFAULT_RETRY_DELAY_SECONDS",
         "FLOWBOOK_TASKS_REFRESH_CACHE",
         "FLOWBOOK_GC_FREEZE",
+        "FLOWBOOK_RUN_RETENTION_DAYS",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("FLOWBOOK_HOME", str(flowbook_home))

@@ -123,7 +123,7 @@ def test_a_script_runs_console_lines_are_all_in_the_store_in_order(tmp_path: Pat
     )
     assert ("INFO", "Task run 'fine-0'", "fine 1") in stored
     assert (
-        "WARNING",
+        "INFO",
         "Task run 'explode-0'",
         "Task run failed with exception: ValueError('bad input 42') - Retry 1/1 will start "
         "0 second(s) from now",
@@ -134,7 +134,7 @@ def test_a_script_runs_console_lines_are_all_in_the_store_in_order(tmp_path: Pat
 
     text = _cli(tmp_path / "home", "runs", "show", "script-story")
     assert re.search(
-        r"\| WARNING \| Task run 'explode-0' - Task run failed with exception: "
+        r"\| INFO +\| Task run 'explode-0' - Task run failed with exception: "
         r"ValueError\('bad input 42'\) - Retry 1/1 will start",
         text,
     ), text
@@ -241,5 +241,5 @@ def test_a_notebook_runs_story_is_stored_and_shown_after_a_restart(
     text = _cli(tmp_path / "home", "runs", "show", "notebook-story")
     assert "| INFO    | Task run 'chatty-1' [stdout] - chatty 1 says hello" in text
     assert "| INFO    | Flow run 'notebook-story' [stdout] - the flow itself prints" in text
-    assert re.search(r"\| WARNING \| Task run 'explode-0' - .*Retry 1/1 will start", text)
+    assert re.search(r"\| INFO +\| Task run 'explode-0' - .*Retry 1/1 will start", text)
     assert "| ERROR   | Task run 'explode-0' - Task run failed with exception" in text

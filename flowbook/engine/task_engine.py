@@ -420,8 +420,8 @@ class TaskRunEngine(SubmittedCall):
         that raises is logged and means "don't retry".
         """
         task, run = self.task, self.task_run
-        without_internal_frames(exc)  # the state keeps the user's frames only
         if not isinstance(exc, Exception):
+            without_internal_frames(exc)  # a final state keeps the user's frames only
             return Cancelled(f"Task run was interrupted ({type(exc).__name__}).", exc), None
         if crashed is not None:
             final = Crashed(crashed, exc)
@@ -434,6 +434,7 @@ class TaskRunEngine(SubmittedCall):
         else:
             final = Failed(f"Task run encountered an exception {type(exc).__name__}: {exc}", exc)
         if run.run_count > task.retries or self._cancelled():
+            without_internal_frames(exc)
             return final, None
         condition = task.retry_condition_fn
         if condition is not None:
@@ -447,9 +448,13 @@ class TaskRunEngine(SubmittedCall):
                     cond_exc,
                     extra=_log_extra(run),
                 )
+                without_internal_frames(exc)
                 return final, None
             if not retry:
+                without_internal_frames(exc)
                 return final, None
+        # (an attempt that is retried is never raised to the caller: its exception is not
+        # trimmed; the lines that show it format the user's frames only)
         delay = task.retry_delay_for(run.run_count)
         state = AwaitingRetry(
             f"Task run failed with exception: {exc!r} - Retry {run.run_count}/{task.retries} "

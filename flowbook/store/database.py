@@ -494,9 +494,24 @@ def unregister_process(engine: Engine, process_id: str) -> None:
         conn.execute(processes.delete().where(processes.c.id == process_id))
 
 
+_PRUNE_BATCH = 5000  # log lines per transaction: another process's writer waits one batch
+
+
 def prune_logs(engine: Engine, retention_days: float | None) -> None:
+    """Delete log lines older than the retention, a batch per transaction (the oldest first,
+    by the timestamp index), so that a store whose lines age all at once does not hold the
+    write lock for the whole delete."""
     if retention_days is None:
         return
     cutoff = time.time() - retention_days * 86400
-    with engine.begin() as conn:
-        conn.execute(text("DELETE FROM logs WHERE timestamp < :cutoff"), {"cutoff": cutoff})
+    while True:
+        with engine.begin() as conn:
+            deleted = conn.execute(
+                text(
+                    "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE timestamp < :cutoff "
+                    "LIMIT :n)"
+                ),
+                {"cutoff": cutoff, "n": _PRUNE_BATCH},
+            ).rowcount
+        if deleted < _PRUNE_BATCH:
+            return

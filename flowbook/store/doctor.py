@@ -72,7 +72,14 @@ class Report:
     backend: str
     results_dir: str
     schema_version: int | None = None
-    size_bytes: int | None = None
+    size_bytes: int | None = None  # SQLite: the file and its -wal; PostgreSQL: the tables'
+    wal_bytes: int | None = None  # SQLite's -wal file (part of size_bytes)
+    relation_bytes: dict[str, int] = field(default_factory=dict)  # PostgreSQL, per table
+    results_bytes: int = 0  # the files in the results directory
+    results_files: int = 0
+    # what `flowbook gc` would free: runs chosen by FLOWBOOK_RUN_RETENTION_DAYS (if set),
+    # expired cache entries, and SQLite's free pages
+    reclaimable: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, int | None] = field(default_factory=dict)
     integrity: list[str] = field(default_factory=list)  # what the checks found; empty: intact
     damaged: bool = False  # the database itself is damaged (a repair copies what it can read)
@@ -142,6 +149,8 @@ def diagnose(url: str, results_dir: Path) -> Report:
         report.size_bytes = sum(
             p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.is_file()
         )
+        wal = Path(f"{path}-wal")
+        report.wal_bytes = wal.stat().st_size if wal.is_file() else 0
     try:
         engine = _engine(url)
     except Exception as exc:
@@ -152,6 +161,7 @@ def diagnose(url: str, results_dir: Path) -> Report:
             if _check_schema(conn, report):
                 _check_integrity(conn, report)
                 _count(conn, report)
+                _sizes(conn, report, results_dir)
                 _dropped(conn, report)
                 referenced = _referenced(conn, report)
     except Exception as exc:  # the store cannot even be opened: that is the finding
@@ -272,6 +282,51 @@ def _count(conn: Connection, report: Report) -> None:
             report.counts[table] = None
             report.integrity.append(f"the rows of {table} cannot be counted: {reason(exc)}")
             report.damaged = report.damaged or conn.dialect.name == "sqlite"
+
+
+def _sizes(conn: Connection, report: Report, results_dir: Path) -> None:
+    """Table sizes (PostgreSQL), the results directory, and what gc would free."""
+    from flowbook.settings import get_settings
+    from flowbook.store.gc import choose_runs, reclaimable_sqlite_bytes
+
+    try:
+        if conn.dialect.name == "postgresql":
+            for table in schema.metadata.tables:
+                size = conn.execute(
+                    text("SELECT pg_total_relation_size(to_regclass(:t))"), {"t": table}
+                ).scalar_one()
+                report.relation_bytes[table] = int(size or 0)
+            report.size_bytes = sum(report.relation_bytes.values())
+        for sub in _SUBDIRS:
+            try:
+                entries = list(os.scandir(results_dir / sub))
+            except OSError:
+                continue
+            for entry in entries:
+                try:
+                    if entry.is_file(follow_symlinks=False):
+                        report.results_bytes += entry.stat(follow_symlinks=False).st_size
+                        report.results_files += 1
+                except OSError:
+                    continue
+        days = get_settings().run_retention_days
+        if days is not None:
+            runs, _ = choose_runs(conn, days, None)
+            report.reclaimable["runs_older_than_retention"] = len(runs)
+            report.reclaimable["retention_days"] = days
+        report.reclaimable["expired_cache_entries"] = int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM cache_entries WHERE expires IS NOT NULL "
+                    "AND expires <= :now"
+                ),
+                {"now": time.time()},
+            ).scalar_one()
+        )
+        if conn.dialect.name == "sqlite":
+            report.reclaimable["free_page_bytes"] = reclaimable_sqlite_bytes(conn)
+    except Exception as exc:
+        report.notes.append(f"the store's size could not be read in full: {reason(exc)}")
 
 
 def _dropped(conn: Connection, report: Report) -> None:

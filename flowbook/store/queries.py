@@ -406,41 +406,66 @@ def get_run(store: Store, ref: str) -> FlowRunDetail:
                 "task_run_id": task_run_id,
                 "message": message,
             }
-            for ts, level, logger, task_run_id, message in _story(row, tasks, lines)
+            for ts, level, logger, task_run_id, message in _story(row, tasks, history, lines)
         ],
     )
 
 
+_FINAL_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+
+
 def _story(
-    row: Any, tasks: Sequence[Any], lines: Sequence[Any]
+    row: Any, tasks: Sequence[Any], history: Sequence[Any], lines: Sequence[Any]
 ) -> list[tuple[float, int, str, str | None, str]]:
     """The run's log lines as the console and the widget told them, in time order.
 
-    The stored lines, and the lines the store tells from rows instead of storing them: the
-    run's creation, and the "Finished in state ..." line of each completed (or cached) task
-    run and of the flow run itself when it completed (the common end of a run stores no line
-    of its own: see writer.py).
+    The stored lines, and the lines the store tells from rows instead of storing them (see
+    writer.py): the run's creation, each retry's "... Retry 1/2 will start ..." line (the
+    AwaitingRetry state's message), and the "Finished in state ..." line of every run that
+    ended, told from its final state. Only a failure's traceback line is stored as a line.
     """
-    told: list[tuple[float, int, str, str | None, str]] = []
+    told: list[tuple[float, int, str, str | None, str, int]] = []
     if row.created_at is not None:
         text = _run_lines.created_flow_run_text(row.name, row.flow_name)
-        told.append((row.created_at, logging.INFO, "flowbook.engine", None, text))
+        told.append((row.created_at, logging.INFO, "flowbook.engine", None, text, 0))
+    by_run: dict[str, list[Any]] = {}
+    for s in history:
+        by_run.setdefault(s.run_id, []).append(s)
+
+    def tell(run_id: str, task_run_id: str | None, who: str, final: Any) -> None:
+        states_of = by_run.get(run_id)
+        if not states_of:  # the plain path stores no state rows: the row tells the end
+            if final.state_type in _FINAL_TYPES and final.end_time is not None:
+                text = _run_lines.finished_text(
+                    final.state_name, final.state_type, final.state_message
+                )
+                level = _run_lines.level_of(final.state_type)
+                told.append((final.end_time, level, who, task_run_id, text, 1))
+            return
+        for s in states_of:
+            if s.name == "AwaitingRetry":
+                text = s.message or "Awaiting retry"
+                told.append((s.timestamp, logging.INFO, who, task_run_id, text, 1))
+            elif s.type in _FINAL_TYPES:
+                text = _run_lines.finished_text(s.name, s.type, s.message)
+                level = _run_lines.level_of(s.type)
+                told.append((s.timestamp, level, who, task_run_id, text, 1))
+
     for t in tasks:
-        if t.state_type == "COMPLETED" and t.end_time is not None:
-            text = _run_lines.finished_text(t.state_name, t.state_type, t.state_message)
-            told.append((t.end_time, logging.INFO, f"Task run {t.name!r}", t.id, text))
-    if row.state_type == "COMPLETED" and row.end_time is not None:
-        text = _run_lines.finished_text(row.state_name, row.state_type, row.state_message)
-        told.append((row.end_time, logging.INFO, f"Flow run {row.name!r}", None, text))
+        tell(t.id, t.id, f"Task run {t.name!r}", t)
+    tell(row.id, None, f"Flow run {row.name!r}", row)
     told += [
-        (line.timestamp, line.level, line.logger, line.task_run_id, line.message) for line in lines
+        (line.timestamp, line.level, line.logger, line.task_run_id, line.message, 0)
+        for line in lines
     ]
-    told.sort(key=_at)  # stable: stored lines keep their order among equal times
-    return told
+    # stable: stored lines keep their order among equal times, and a told line comes after a
+    # stored one of the same time (a failure's traceback line, then its "Finished" line)
+    told.sort(key=_at)
+    return [t[:5] for t in told]
 
 
-def _at(line: tuple[Any, ...]) -> float:
-    return float(line[0])
+def _at(line: tuple[Any, ...]) -> tuple[float, int]:
+    return (float(line[0]), int(line[5]))
 
 
 def _implied_history(row: Any) -> list[dict[str, Any]]:

@@ -131,7 +131,10 @@ class StoreWriter:
                 return  # a task run's first state, Pending, is told by its TaskRunCreated event
             if event.state.type._value_ in _TOLD:
                 self._queue.put(event)
-                self._queue.put(_engine_lines(event.run, event.state))
+                if event.state.type._value_ in _TRACED:
+                    item = _engine_lines(event.run, event.state)
+                    if item is not None:
+                        self._queue.put(item)
                 return
         if kind is FlowRunFinished and event.flow_run.parent_task_run is None:
             self._finished[event.flow_run.id] = threading.Event()  # (the barrier pops it)
@@ -696,22 +699,31 @@ _FINAL = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 # writer reads ``state.type._value_`` and compares strings instead (it runs per state).
 
 
-# States whose engine lines the store keeps (``_run_lines``): failures, crashes, cancels, and
-# retries (AwaitingRetry is SCHEDULED). A completed run's "Finished in state ..." line is told
-# from its row when the run is read back (``queries.get_run``): the common path stores none.
+# States whose rows the store writes at once: failures, crashes, cancels, and retries
+# (AwaitingRetry is SCHEDULED). Of their engine lines (``_run_lines``) only a failure's
+# exception line is stored (``_TRACED``): the retry lines and every "Finished in state ..."
+# line are told from the state rows when the run is read back (``queries._story``).
 _TOLD = frozenset({"FAILED", "CRASHED", "CANCELLED", "SCHEDULED"})
+# The states whose failure line (the exception and its traceback) is stored as a log line:
+# the only engine line that the rows cannot tell when read back (queries._story tells the
+# retry lines and the "Finished in state ..." lines from the state rows).
+_TRACED = frozenset({"FAILED", "CRASHED"})
 
 
-def _engine_lines(run: FlowRun | TaskRun, state: State) -> tuple[Any, ...]:
-    """The engine's lines for a state change, as log rows to queue (``("lines", rows)``).
+def _engine_lines(run: FlowRun | TaskRun, state: State) -> tuple[Any, ...] | None:
+    """A failure's line (the exception and its traceback), as log rows to queue (``("lines",
+    rows)``); None when there is none (an upstream failure, a flow failed by its task's).
 
     Made on the thread that changes the state, as the console and the widget make them: a
     traceback formatted later would also show the frames the exception went through since.
+    The state's "Finished in state ..." line is not stored: it is told from the state row.
     """
     try:
-        lines = _run_lines.state_lines(run, state)
+        lines = _run_lines.state_lines(run, state)[:-1]
     except Exception as exc:  # (an exception whose repr fails): the run's rows still go
         return ("line_error", run.id, reason(exc))
+    if not lines:
+        return None
     ids: tuple[str | None, str | None]
     if type(run) is TaskRun:
         flow_run = run.flow_run

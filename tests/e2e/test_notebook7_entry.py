@@ -67,12 +67,15 @@ def run_flows(page: Page, server: Any, flow: str, extra: tuple[str, ...] = ()) -
     return panel
 
 
-def test_notebook7_has_a_flow_runs_button_in_its_top_bar(
+def test_the_flow_runs_panel_is_one_click_away(
     page: Page, jupyter_server: Any, artifacts: Any, console_errors: list[str]
 ) -> None:
+    # Notebook 7: a "Flow runs" button in the top bar of the notebook and tree pages;
+    # JupyterLab: no such button, the panel's tab in the left side bar
     server = jupyter_server
-    if server.app != "notebook":
-        pytest.skip("the top-bar button is Notebook 7's; JupyterLab has the side-bar icon")
+    if server.app == "lab":
+        _jupyterlab_keeps_the_side_bar_icon(page, server, artifacts, console_errors)
+        return
     run_flows(page, server, "button")
 
     # the notebook page: the button is in the top bar, the panel is closed
@@ -105,12 +108,9 @@ def test_notebook7_has_a_flow_runs_button_in_its_top_bar(
     assert not console_errors
 
 
-def test_jupyterlab_keeps_the_side_bar_icon(
-    page: Page, jupyter_server: Any, artifacts: Any, console_errors: list[str]
+def _jupyterlab_keeps_the_side_bar_icon(
+    page: Page, server: Any, artifacts: Any, console_errors: list[str]
 ) -> None:
-    server = jupyter_server
-    if server.app != "lab":
-        pytest.skip("JupyterLab's left side bar")
     name = server.write_notebook("entry-lab.ipynb", new_notebook(["1 + 1"]))
     open_notebook(page, notebook_url(server.base_url, server.token, server.app, name))
     # no top-bar button in JupyterLab: its side bar has the panel's tab
