@@ -225,6 +225,9 @@ def connect(url: str, home: Path, results_dir: Path) -> Engine:
             engine.dispose()
             raise
         except _Racing:
+            if attempt == _HALF_CREATED_AFTER:
+                _create_again_if_empty(engine, url)
+                continue
             time.sleep(0.05 * (attempt + 1))  # another process is creating the store
         except Exception as exc:
             if attempt < 19 and _created_meanwhile(exc):
@@ -242,6 +245,35 @@ def connect(url: str, home: Path, results_dir: Path) -> Engine:
 
 class _Racing(Exception):
     """The store's tables exist but its version row is not written yet."""
+
+
+# After this many waits (about 2.75 s) for another process to finish creating the store, the
+# store is taken to be half-created: its creator was stopped (an interrupt, a kill) between
+# creating the tables and writing the version row, which SQLite cannot do in one
+# transaction through pysqlite (it commits each CREATE TABLE at once).
+_HALF_CREATED_AFTER = 10
+
+
+def _create_again_if_empty(engine: Engine, url: str) -> None:
+    """Create a half-created store again: its tables exist, its version row does not. Such a
+    store holds no runs (nothing is written before the version row), so nothing is lost; one
+    whose tables hold rows is refused with what to do."""
+    with engine.begin() as conn:
+        found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first()
+        if found is not None:
+            return  # its creator finished meanwhile
+        existing = set(inspect(conn).get_table_names())
+        for table in schema.metadata.sorted_tables:
+            if table.name in existing and conn.execute(select(table).limit(1)).first():
+                raise StoreError(
+                    f"the store at {_safe(url)!r} has no schema version but its table "
+                    f"{table.name!r} holds rows; move the store aside (or point "
+                    "FLOWBOOK_HOME / FLOWBOOK_DATABASE_URL at another store) and run "
+                    "`flowbook doctor --repair` on the copy to recover what it holds"
+                )
+        schema.metadata.drop_all(conn)
+        schema.metadata.create_all(conn)
+        conn.execute(meta.insert().values(key="schema_version", value=str(schema.SCHEMA_VERSION)))
 
 
 def _created_meanwhile(exc: Exception) -> bool:

@@ -1,6 +1,7 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+import { IRunDiff } from './comparefmt.js';
 import { API_PREFIX, apiErrorMessage, buildQuery, runPath } from './query.js';
 import {
   ApiResult,
@@ -89,6 +90,11 @@ export class FlowbookClient {
   listCache(options: { flow?: string; task?: string } = {}): Promise<ApiResult<ICacheList>> {
     const query = buildQuery({ flow: options.flow, task: options.task });
     return this._request<ICacheList>('cache', query, { method: 'GET' });
+  }
+
+  /** `GET diff?a=&b=`: two runs compared (`flowbook.diff.compare_runs`). */
+  compareRuns(a: string, b: string): Promise<ApiResult<IRunDiff>> {
+    return this._request<IRunDiff>('diff', buildQuery({ a, b }), { method: 'GET' });
   }
 
   /** `POST cache/clear`: deletes the given entries, the expired ones, or all. */

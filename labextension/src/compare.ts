@@ -6,10 +6,10 @@
  * cache hit/miss, inputs or result (each with A's and B's inputs and result previews under
  * it), the ones only in A or only in B, and how many are identical. An error of the endpoint is shown in the view's banner.
  */
-import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
+import { FlowbookClient } from './client.js';
 import { button, el, setText, showError, stateBadge, updateStateBadge } from './dom.js';
 import {
   diffTaskName,
@@ -25,7 +25,6 @@ import {
   resultText
 } from './comparefmt.js';
 import { formatDuration, formatFullTime, MISSING } from './format.js';
-import { API_PREFIX, apiErrorMessage, buildQuery } from './query.js';
 import { ApiResult } from './types.js';
 
 /** Loads the comparison of two runs; errors are values (see `ApiResult`). */
@@ -33,34 +32,8 @@ export type DiffLoader = (a: string, b: string) => Promise<ApiResult<IRunDiff>>;
 
 /** A `DiffLoader` over the server's `GET flowbook/api/diff` (token and XSRF added). */
 export function diffLoader(settings: ServerConnection.ISettings): DiffLoader {
-  return async (a, b) => {
-    const url = URLExt.join(settings.baseUrl, API_PREFIX, 'diff') + buildQuery({ a, b });
-    let response: Response;
-    let body: string;
-    try {
-      response = await ServerConnection.makeRequest(url, { method: 'GET' }, settings);
-      body = await response.text();
-    } catch (error) {
-      const reason = error instanceof Error ? error.message : String(error);
-      return { ok: false, status: 0, message: `Could not reach the Jupyter server: ${reason}` };
-    }
-    if (!response.ok) {
-      return {
-        ok: false,
-        status: response.status,
-        message: apiErrorMessage(response.status, response.statusText, body)
-      };
-    }
-    try {
-      return { ok: true, value: JSON.parse(body) as IRunDiff };
-    } catch {
-      return {
-        ok: false,
-        status: response.status,
-        message: `The server's answer to diff is not JSON: ${body.slice(0, 200)}`
-      };
-    }
-  };
+  const client = new FlowbookClient(settings);
+  return (a, b) => client.compareRuns(a, b);
 }
 
 /** The columns of the table of task runs that differ. */
