@@ -146,8 +146,8 @@ class TaskRunFuture(Generic[R]):
             self._final = state
             event, callbacks = self._event, self._callbacks
             self._callbacks = None
-            if state.type is not StateType.COMPLETED:
-                _count_not_completed()
+            if state.type is StateType.FAILED or state.type is StateType.CRASHED:
+                _count_failure()
         if event is not None:
             event.set()
         if callbacks:
@@ -159,15 +159,16 @@ class TaskRunFuture(Generic[R]):
         return f"TaskRunFuture({self.task_run.name!r}, state={self.state.short()})"
 
 
-# task runs that ended in a state other than Completed, in this process: FutureList.result
-# looks for a later failure only when this moved (counted under the futures' lock)
-_not_completed = 0
+# task runs that ended Failed or Crashed in this process: FutureList.result looks for a later
+# failure only when this moved (counted under the futures' lock). A cancelled run is not
+# raised ahead of its turn: a cancel (an interrupt) ends the flow run its own way.
+_failures = 0
 _FAILURE_POLL_S = 0.05
 
 
-def _count_not_completed() -> None:
-    global _not_completed
-    _not_completed += 1
+def _count_failure() -> None:
+    global _failures
+    _failures += 1
 
 
 class FutureList(list[TaskRunFuture[R]]):
@@ -190,17 +191,17 @@ class FutureList(list[TaskRunFuture[R]]):
 
     def _wait_or_raise_a_later_failure(self, i: int, deadline: float | None, seen: int) -> int:
         # Waits for self[i] in short slices. Before each slice, if any task run in the process
-        # has ended not completed since the last look (``seen``: a counter, no callback per
+        # has failed or crashed since the last look (``seen``: a counter, no callback per
         # future), the runs after i are scanned for one that failed, and its failure is
         # raised. Returns the count last looked at, for the wait for the next run.
         __tracebackhide__ = True
         f = self[i]
         while True:
-            if _not_completed != seen:
-                seen = _not_completed
+            if _failures != seen:
+                seen = _failures
                 for g in itertools.islice(self, i + 1, None):
                     final = g._final
-                    if final is not None and final.type is not StateType.COMPLETED:
+                    if final is not None and final.type in (StateType.FAILED, StateType.CRASHED):
                         g.result(0)  # raises its failure
             step = _FAILURE_POLL_S
             if deadline is not None:
