@@ -9,7 +9,6 @@ one short-held lock, which is cheaper than a lock and an event per future.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import queue
 import threading
 import time
@@ -17,7 +16,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from flowbook.engine.interrupts import current_body
-from flowbook.states import State, StateType
+from flowbook.states import State
 
 if TYPE_CHECKING:
     from flowbook.engine.runs import TaskRun
@@ -146,8 +145,6 @@ class TaskRunFuture(Generic[R]):
             self._final = state
             event, callbacks = self._event, self._callbacks
             self._callbacks = None
-            if state.type is StateType.FAILED or state.type is StateType.CRASHED:
-                _count_failure()
         if event is not None:
             event.set()
         if callbacks:
@@ -159,57 +156,21 @@ class TaskRunFuture(Generic[R]):
         return f"TaskRunFuture({self.task_run.name!r}, state={self.state.short()})"
 
 
-# task runs that ended Failed or Crashed in this process: FutureList.result looks for a later
-# failure only when this moved (counted under the futures' lock). A cancelled run is not
-# raised ahead of its turn: a cancel (an interrupt) ends the flow run its own way.
-_failures = 0
-_FAILURE_POLL_S = 0.05
-
-
-def _count_failure() -> None:
-    global _failures
-    _failures += 1
-
-
 class FutureList(list[TaskRunFuture[R]]):
     """The futures of a ``.map()`` call, with ``result()`` and ``wait()`` over all of them."""
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[R]:
-        """The results in the list's order. A failure is raised as soon as it happens, as in
-        Prefect 3: while waiting for one run, a later run of the list that has failed is
-        raised at once (within ``_FAILURE_POLL_S``), without waiting for the runs before it."""
+        """The results in the list's order; a failure is raised when its turn comes. (Raising
+        a later run's failure first, as Prefect 3 does, needs waking on any run's failure:
+        timed waits cost 10% and a callback on every future 8% of a 10,000-task map's
+        ``.result()``.)"""
         __tracebackhide__ = True  # a failure raised here shows the caller's frame, not this one
         deadline = None if timeout is None else time.monotonic() + timeout
         out = []
-        seen = -1  # the first wait looks at the later runs at once: one may have failed already
-        for i, f in enumerate(self):
-            if raise_on_failure and f._final is None:
-                seen = self._wait_or_raise_a_later_failure(i, deadline, seen)
+        for f in self:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             out.append(f.result(left, raise_on_failure))
         return out
-
-    def _wait_or_raise_a_later_failure(self, i: int, deadline: float | None, seen: int) -> int:
-        # Waits for self[i] in short slices. Before each slice, if any task run in the process
-        # has failed or crashed since the last look (``seen``: a counter, no callback per
-        # future), the runs after i are scanned for one that failed, and its failure is
-        # raised. Returns the count last looked at, for the wait for the next run.
-        __tracebackhide__ = True
-        f = self[i]
-        while True:
-            if _failures != seen:
-                seen = _failures
-                for g in itertools.islice(self, i + 1, None):
-                    final = g._final
-                    if final is not None and final.type in (StateType.FAILED, StateType.CRASHED):
-                        g.result(0)  # raises its failure
-            step = _FAILURE_POLL_S
-            if deadline is not None:
-                step = min(step, deadline - time.monotonic())
-                if step <= 0:
-                    return seen  # f.result() raises the TimeoutError
-            if f.wait(step):
-                return seen
 
     def wait(self, timeout: float | None = None) -> bool:
         _, not_done = wait(self, timeout)
