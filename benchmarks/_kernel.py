@@ -2,7 +2,9 @@
 
 ``kernel(prefix)`` installs a kernelspec of ``sys.executable`` into a temporary prefix, starts
 the kernel with a temporary ``FLOWBOOK_HOME`` (never a user's store) and
-``FLOWBOOK_LOGGING_LEVEL=WARNING``, and removes both when done. ``execute`` runs a cell and
+``FLOWBOOK_LOGGING_LEVEL=WARNING``, and removes both when done; ``home=`` gives the kernel that
+``FLOWBOOK_HOME`` instead (a copy of a grown store: it is not removed), and ``level=None`` leaves
+the logging level at flowbook's default (INFO). ``execute`` runs a cell and
 returns its printed text and every IOPub message received meanwhile (it stops waiting if the
 kernel dies); ``widget_model`` and ``widget_messages`` find the run widget a cell displayed and
 count its update messages.
@@ -21,7 +23,7 @@ import time
 WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
-def kernel_env(tmp):
+def kernel_env(tmp, home=None, level="WARNING"):
     prefix = os.path.join(tmp, "prefix")
     subprocess.run(
         [sys.executable, "-m", "ipykernel", "install", "--prefix", prefix, "--name", "python3"],
@@ -30,13 +32,15 @@ def kernel_env(tmp):
     )
     env = dict(os.environ)
     env["JUPYTER_PATH"] = os.path.join(prefix, "share", "jupyter")
-    env["FLOWBOOK_HOME"] = os.path.join(tmp, "home")
-    env["FLOWBOOK_LOGGING_LEVEL"] = "WARNING"
+    env["FLOWBOOK_HOME"] = home if home is not None else os.path.join(tmp, "home")
+    env.pop("FLOWBOOK_LOGGING_LEVEL", None)
+    if level is not None:
+        env["FLOWBOOK_LOGGING_LEVEL"] = level
     return env
 
 
 @contextlib.contextmanager
-def kernel(prefix):
+def kernel(prefix, home=None, level="WARNING"):
     """Start a kernel; yields (manager, client). The temporary directory goes with the kernel."""
     from jupyter_client.manager import KernelManager
 
@@ -44,7 +48,7 @@ def kernel(prefix):
     km = kc = None
     old_path = os.environ.get("JUPYTER_PATH")
     try:
-        env = kernel_env(tmp)
+        env = kernel_env(tmp, home, level)
         os.environ["JUPYTER_PATH"] = env["JUPYTER_PATH"]  # where the kernelspec is looked up
         km = KernelManager(kernel_name="python3")
         km.start_kernel(env=env)

@@ -67,6 +67,8 @@ __all__ = [
     "threads",
     "dask",
     "dask_close",
+    "dask_warm",
+    "processes",
     "warmup",
 ]
 
@@ -88,6 +90,17 @@ def dask(n_workers=2, threads_per_worker=1):
     return DaskTaskRunner(
         cluster_kwargs={"n_workers": n_workers, "threads_per_worker": threads_per_worker}
     )
+
+
+def dask_warm(n_workers=2, threads_per_worker=1):
+    # the same runner: flowbook keeps its local cluster for the process's later runs
+    return dask(n_workers, threads_per_worker)
+
+
+def processes(n):
+    from flowbook.task_runners import ProcessPoolTaskRunner
+
+    return ProcessPoolTaskRunner(max_workers=n)
 
 
 def dask_close():

@@ -6,6 +6,8 @@ Engine adapter interface (what workloads.py uses):
                   -> callable with .submit(*args) -> future (.result()) and
                      .map(iterable) -> list of futures with .result()
   sequential(), threads(n=None), dask(n_workers, threads_per_worker)  task runners
+  dask_warm(n_workers, threads_per_worker), processes(n)  runners whose cluster or pool
+                  is shared by the process's flow runs (started on first use)
   task_input_hash cache_key_fn(context, arguments) -> str
   IMPORT          module imported by the import_time workload (None: none)
   VERSION         engine version string; warmup() optional, run before timing
@@ -13,6 +15,7 @@ Engine adapter interface (what workloads.py uses):
 Here flow/task add nothing but a runner context, retries, and an SQLite cache.
 """
 
+import atexit
 import concurrent.futures as cf
 import contextvars
 import functools
@@ -60,6 +63,61 @@ class _Dask:
     def shutdown(self):
         self.client.close()
         self.cluster.close()
+
+
+class _Gathered(list):
+    """client.map's futures; result() is one client.gather for all of them."""
+
+    def __init__(self, client, futures):
+        super().__init__(futures)
+        self.client = client
+
+    def result(self):
+        return self.client.gather(list(self))
+
+
+class _DaskWarm(_Dask):
+    """A LocalCluster kept for the process's later flow runs (closed at exit)."""
+
+    def map_tasks(self, task, iterable):
+        return _Gathered(self.client, self.client.map(task, list(iterable), pure=False))
+
+    def shutdown(self):
+        pass
+
+
+_warm = {}
+
+
+def dask_warm(n_workers=2, threads_per_worker=1):
+    """Flow runs share one warm cluster, which is started on first use."""
+    key = ("dask", n_workers, threads_per_worker)
+
+    def make():
+        if key not in _warm:
+            _warm[key] = _DaskWarm(n_workers=n_workers, threads_per_worker=threads_per_worker)
+            atexit.register(_Dask.shutdown, _warm[key])
+        return _warm[key]
+
+    return make
+
+
+class _Processes(cf.ProcessPoolExecutor):
+    def shutdown(self, *args, **kwargs):  # flow runs share the pool; closed at exit
+        pass
+
+
+def processes(n):
+    """Flow runs share one ProcessPoolExecutor(n), started on first use."""
+    key = ("processes", n)
+
+    def make():
+        if key not in _warm:
+            _warm[key] = _Processes(n)
+            atexit.register(cf.ProcessPoolExecutor.shutdown, _warm[key])
+        return _warm[key]
+
+    return make
 
 
 def sequential():
@@ -172,6 +230,9 @@ class Task:
         return runner.submit(self, *args)
 
     def map(self, iterable):
+        runner = _runner.get()
+        if hasattr(runner, "map_tasks"):  # client.map, and one client.gather in result()
+            return runner.map_tasks(self, iterable)
         return _FutureList(self.submit(x) for x in iterable)
 
 

@@ -2,7 +2,10 @@
 in one kernel: bounded, no growth across repeated runs).
 
     python kernel_scale.py [--tasks 100000] [--runs 20] [--run-tasks 10000] [--big-first]
-                           [--out out/kernel_scale.json]
+                           [--home DIR] [--level LEVEL] [--out out/kernel_scale.json]
+
+    python kernel_scale.py --tasks 1000000 --runs 0 --home /tmp/copy-of-grown-store
+                                            (issue 18: a 1,000,000-task map, about 3 minutes)
 
 Starts one Jupyter kernel of this interpreter with ``%load_ext flowbook`` (the run widget is on,
 the default) and a temporary ``FLOWBOOK_HOME``, warms it up with a 100-task flow, then, each
@@ -13,6 +16,19 @@ flow called at the top level of its own cell as a user would:
 - the big run: one flow mapping the task over ``--tasks`` inputs (100,000); whether it
   completed (final state Completed and every result back, in order), the kernel's RSS before
   and after it.
+
+After the big run (and once the store's writer has written what it was given: its time is
+``writer_flush_s``), the widget of the big run's cell is closed as a user closes it
+(``widget.close()`` on the run's widget, the kernel side of clearing it away: a front end that
+clears a cell's output keeps the widget's model in the kernel), and the kernel's RSS is read
+again (``rss_after_close_mb``). The big run's target (issue 18, at 1,000,000 tasks): it
+completed, its widget sent at most 10 updates in any second, the kernel's peak RSS stayed
+under ``--peak-limit-mb`` (600) and its RSS after the close is within ``--close-limit-mb`` (50)
+of its RSS before the run (``big_met``).
+
+The kernel runs with ``FLOWBOOK_HOME`` a temporary directory, or ``--home`` (a copy of
+benchmarks/grown-store: never the original, it is written to), and flowbook's default
+logging level (INFO) unless ``--level`` names one.
 
 For every run: the call's wall time (timed inside the kernel) and the kernel's peak RSS during
 its cell (``VmHWM``, reset through ``/proc/PID/clear_refs`` just before the cell; if the reset is
@@ -27,7 +43,7 @@ big run first, to see that). Memory is flat when the peak RSS after the runs of 
 is at most ``--growth-limit-mb`` (5 MB) above that of the middle third, as memory.py compares
 them (the first runs fill caches and pools, and RSS moves up and down as memory is freed and
 reused, so peaks are compared, not single runs). The target is met when the big run completed,
-every repeated run completed and memory is flat.
+every repeated run completed and memory is flat (with ``--runs 0``: the big run's target).
 
 Each run's widget update messages on IOPub are counted (as widget.py does) with their size: the
 widget must stay bounded by time, not by the number of tasks. A watchdog stops the measurement
@@ -120,6 +136,55 @@ def reset_peak(pid):
         return False
 
 
+# the run's widget closed as a user closes it; model_id is the widget the run's cell displayed.
+# The store's writer is waited for first (how long it took is reported): while it still has
+# the run's events queued, they keep the run's records alive, whatever the widget does.
+CLOSE = """
+import warnings
+from ipywidgets import Widget
+from flowbook.store import get_store
+store = get_store(open_if_needed=False)
+t0 = time.perf_counter()
+flushed = store.writer.flush(600) if store is not None else True
+flush_s = time.perf_counter() - t0
+del store
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # Widget.widgets: ipywidgets 8
+    open_widgets = Widget.widgets
+open_widgets[{model_id!r}].close()
+collected = gc.collect()
+print(json.dumps({{
+    "py_blocks": sys.getallocatedblocks(),
+    "open_widgets": len(open_widgets),
+    "writer_flush_s": round(flush_s, 2),
+    "writer_flushed": flushed,
+}}))
+"""
+
+
+def _when(date):
+    """A message header's date (jupyter_client gives a datetime, or ISO 8601 text) in seconds."""
+    if not isinstance(date, datetime.datetime):
+        date = datetime.datetime.fromisoformat(str(date))
+    return date.timestamp()
+
+
+def message_rate(msgs, model):
+    """The most update messages the widget ``model`` sent in any one second (by their header
+    time, as the kernel stamped them)."""
+    times = sorted(
+        _when(m["header"]["date"])
+        for m in msgs
+        if m["msg_type"] == "comm_msg" and m["content"].get("comm_id") == model
+    )
+    most = first = 0
+    for last, t in enumerate(times):
+        while t - times[first] >= 1.0:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
 def one_run(km, kc, pid, n, a):
     """Run RUN for n tasks; returns the kernel's figures for it."""
     peak_reset = reset_peak(pid)
@@ -147,7 +212,10 @@ def one_run(km, kc, pid, n, a):
         peak_reset=peak_reset,
         widget_messages=widget_messages(msgs, model),
         widget_kb=round(size / 1024, 1),
+        max_updates_per_s=message_rate(msgs, model),
+        model_id=model,
     )
+    run["updates_per_s"] = round(run["widget_messages"] / max(run["wall_s"], 1e-9), 1)
     return run
 
 
@@ -157,13 +225,31 @@ def big_run(km, kc, pid, a, result, blocks_before):
     big = one_run(km, kc, pid, a.tasks, a)
     big.update(rss_before_mb=before, py_blocks_before=blocks_before)
     result["big"].update(big)
+    text, _msgs = execute(km, kc, CLOSE.format(model_id=big["model_id"]), timeout=a.timeout)
+    closed = json.loads(text.strip().splitlines()[-1])
+    after_close = status_mb(pid)["rss_mb"]
+    result["big"].update(
+        rss_after_close_mb=after_close,
+        py_blocks_after_close=closed["py_blocks"],
+        open_widgets_after_close=closed["open_widgets"],
+        writer_flush_s=closed["writer_flush_s"],
+        writer_flushed=closed["writer_flushed"],
+    )
+    result["big"]["met"] = bool(
+        big["completed"]
+        and big["max_updates_per_s"] <= 10
+        and big["peak_mb"] < a.peak_limit_mb
+        and after_close - before <= a.close_limit_mb
+    )
     print(
         f"== {a.tasks:,} tasks: {big['state']} in {big['wall_s']:.2f} s, RSS "
         f"{before:.0f} -> {big['rss_after_mb']:.0f} MB, peak {big['peak_mb']:.0f} MB, "
-        f"{big['widget_messages']} widget messages",
+        f"{after_close:.0f} MB after closing its widget (store writer waited for "
+        f"{closed['writer_flush_s']:.1f} s); {big['widget_messages']} widget "
+        f"messages, at most {big['max_updates_per_s']} in a second",
         file=sys.stderr,
     )
-    return big["py_blocks"]
+    return closed["py_blocks"]
 
 
 def repeated_runs(km, kc, pid, a, result):
@@ -178,7 +264,7 @@ def repeated_runs(km, kc, pid, a, result):
             f"{run['widget_messages']} widget messages",
             file=sys.stderr,
         )
-    return runs[-1]["py_blocks"]
+    return runs[-1]["py_blocks"] if runs else None
 
 
 def summarize_runs(result, a):
@@ -195,7 +281,7 @@ def summarize_runs(result, a):
         widget_kb=[r["widget_kb"] for r in runs],
         completed_runs=sum(bool(r["completed"]) for r in runs),
     )
-    if len(rss) == a.runs:
+    if a.runs and len(rss) == a.runs:
         middle, last, growth = thirds(rss)
         result.update(peak_middle_third_mb=middle, peak_last_third_mb=last, growth_mb=growth)
         result["flat"] = growth <= a.growth_limit_mb
@@ -208,7 +294,7 @@ def summarize_runs(result, a):
         "error" not in result
         and result["big"].get("completed")
         and result["completed_runs"] == a.runs
-        and result.get("flat")
+        and (result.get("flat") if a.runs else result["big"].get("met"))
     )
 
 
@@ -224,10 +310,16 @@ def main():
     p.add_argument("--growth-limit-mb", type=float, default=GROWTH_LIMIT_MB)
     p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per run")
     p.add_argument("--max-rss-mb", type=float, default=8192, help="stop above this kernel RSS")
+    p.add_argument("--peak-limit-mb", type=float, default=600, help="the big run's peak target")
+    p.add_argument(
+        "--close-limit-mb", type=float, default=50, help="RSS after the close above before the run"
+    )
+    p.add_argument("--home", help="the kernel's FLOWBOOK_HOME (default: a temporary one)")
+    p.add_argument("--level", help="FLOWBOOK_LOGGING_LEVEL (default: flowbook's default, INFO)")
     a = p.parse_args()
     for name, value, low in (
         ("--tasks", a.tasks, 1),
-        ("--runs", a.runs, 3),
+        ("--runs", a.runs, 0),
         ("--run-tasks", a.run_tasks, 1),
         ("--timeout", a.timeout, 1),
         ("--max-rss-mb", a.max_rss_mb, 1),
@@ -235,6 +327,10 @@ def main():
     ):
         if value < low:
             p.error(f"{name} must be at least {low:g}; got {value:g}")
+    if 0 < a.runs < 3:
+        p.error(f"--runs must be 0 (the big run only) or at least 3; got {a.runs}")
+    if a.home is not None and os.path.realpath(a.home) == os.path.join(HERE, "grown-store"):
+        p.error("--home must be a copy of benchmarks/grown-store, not the original")
 
     result = {
         "started": now(),
@@ -246,9 +342,11 @@ def main():
         "runs": a.runs,
         "tasks_per_run": a.run_tasks,
         "task_runs": a.tasks + a.runs * a.run_tasks,
+        "home": a.home or "temporary",
+        "logging_level": a.level or "default (INFO)",
     }
     try:
-        with kernel("bench-flowbook-kernel-") as (km, kc):
+        with kernel("bench-flowbook-kernel-", home=a.home, level=a.level) as (km, kc):
             text, _msgs = execute(km, kc, SETUP)
             info = json.loads(text.strip().splitlines()[-1])
             pid = info["pid"]
@@ -260,7 +358,7 @@ def main():
                 blocks = big_run(km, kc, pid, a, result, blocks)
                 repeated_runs(km, kc, pid, a, result)
             else:
-                blocks = repeated_runs(km, kc, pid, a, result)
+                blocks = repeated_runs(km, kc, pid, a, result) or blocks
                 big_run(km, kc, pid, a, result, blocks)
     except (RuntimeError, TimeoutError, OSError, ValueError, KeyError) as e:
         result["error"] = f"{type(e).__name__}: {e}"

@@ -1,8 +1,8 @@
 """Fold a partial measurement into the full one: ``benchmarks/run --update`` uses it.
 
-  python merge.py --into out --from out/update --engines "flowbook plain" \
+  python merge.py --into out --from out/update --engines "flowbook flowbook-fresh plain" \
       --workloads "a b" --started ISO --finished ISO --repeat N [--alternate] \
-      [--earlier-started ISO]
+      [--settings "defaults fresh"] [--earlier-started ISO]
   python merge.py --fresh --into out --engines ... --workloads ... --started ... (a whole run)
 
 For each engine, the records of the given workloads in ``INTO/ENGINE.jsonl`` are replaced by
@@ -13,11 +13,30 @@ run). If it does not exist yet, the workloads already in ``INTO`` are entered as
 one earlier run (started ``--earlier-started``, if known).
 
 With ``--fresh`` nothing is merged: a whole run writes ``INTO/runs.json`` for its workloads.
+
+Settings. flowbook is measured at its defaults (``flowbook.jsonl``) and/or with the fresh-home
+settings (``flowbook-fresh.jsonl``); ``--settings`` names those a run measured, and both
+``runs.json`` and every flowbook record (``"settings"``, stamped by suite.sh) keep them. An
+update must measure the same settings as the figures it replaces: folding defaults figures into
+a run that measured both (the fresh-home table would then compare an old run with new plain
+figures), a record of one setting into the other's file, or figures whose settings were never
+recorded, is refused (exit status 2, nothing written), with a message naming both settings and
+the command that would measure the same ones.
 """
 
 import argparse
 import json
 import os
+import sys
+
+# the file each flowbook setting's records go to, and benchmarks/run's option for it
+SETTING_ENGINE = {"defaults": "flowbook", "fresh": "flowbook-fresh"}
+SETTING_OPTION = {"defaults": "--defaults", "fresh": "--fresh-home"}
+ORDER = ("defaults", "fresh")
+
+
+class Refused(Exception):
+    """An update that would mix settings; its message says why and what to do."""
 
 
 def jsonl_workloads(path):
@@ -31,6 +50,88 @@ def jsonl_workloads(path):
                     if name not in names:
                         names.append(name)
     return names
+
+
+def jsonl_settings(path, workloads):
+    """{workload: set of the "settings" of its records} in a JSONL file (None: not recorded)."""
+    found = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    rec = json.loads(line)
+                    if rec["workload"] in workloads:
+                        found.setdefault(rec["workload"], set()).add(rec.get("settings"))
+    return found
+
+
+def settings_text(settings):
+    """'defaults', 'fresh' or 'defaults and fresh' (None: 'unrecorded settings')."""
+    if settings is None:
+        return "unrecorded settings"
+    return " and ".join(s for s in ORDER if s in settings) or "no flowbook settings"
+
+
+def run_command(settings, workloads):
+    flags = [] if set(settings) == set(ORDER) else [SETTING_OPTION[s] for s in settings]
+    return " ".join(["benchmarks/run --update", *flags, f'--workloads "{" ".join(workloads)}"'])
+
+
+def check_settings(into, source, runs, settings, workloads):
+    """Raise Refused if folding SOURCE into INTO would mix flowbook's settings."""
+    problems = []
+    for name in workloads:
+        earlier = runs.get(name)
+        if earlier is None:
+            continue
+        had = earlier.get("settings")
+        if had is None and any(
+            name in jsonl_workloads(os.path.join(into, f"{SETTING_ENGINE[s]}.jsonl")) for s in ORDER
+        ):
+            problems.append(
+                f"{name}: the figures in {into} do not record their settings (measured before "
+                "settings were recorded)"
+            )
+        elif had is not None and set(had) != set(settings):
+            when = earlier.get("started") or "an earlier run"
+            problems.append(
+                f"{name}: measured at {settings_text(had)} (run started {when}); this update "
+                f"measures {settings_text(settings)}"
+            )
+    for setting in ORDER:
+        engine = SETTING_ENGINE[setting]
+        for where in (into, source) if source else (into,):
+            path = os.path.join(where, f"{engine}.jsonl")
+            for name, found in sorted(jsonl_settings(path, workloads).items()):
+                wrong = sorted(
+                    "unrecorded settings" if s is None else s for s in found if s != setting
+                )
+                if wrong:
+                    problems.append(
+                        f"{name}: {path} holds records measured at {', '.join(wrong)}, "
+                        f"not {setting}"
+                    )
+        if setting not in settings:
+            left = set(workloads) & set(jsonl_workloads(os.path.join(into, f"{engine}.jsonl")))
+            for name in sorted(left):
+                message = (
+                    f"{name}: {engine}.jsonl keeps figures at {setting} that would then be "
+                    "compared with this update's plain figures"
+                )
+                if not any(p.startswith(f"{name}: measured at") for p in problems):
+                    problems.append(message)
+    if problems:
+        had = {s for n in workloads for s in (runs.get(n) or {}).get("settings") or ()}
+        advice = (
+            f"measure them with the same settings ({run_command(sorted(had, key=ORDER.index), workloads)})"
+            if had
+            else "make a full run (benchmarks/run)"
+        )
+        raise Refused(
+            "merge.py: refusing to mix settings; nothing was changed:\n  "
+            + "\n  ".join(problems)
+            + f"\nEither {advice}, or make a full run at the settings you want."
+        )
 
 
 def read_runs(path):
@@ -53,6 +154,7 @@ def run_entry(a):
         "repeat": int(a.repeat),
         "engines": a.engines.split(),
         "alternate": a.alternate,
+        "settings": [s for s in ORDER if s in a.settings.split()],
     }
 
 
@@ -97,6 +199,11 @@ def main(argv=None):
     p.add_argument("--into", required=True)
     p.add_argument("--from", dest="source")
     p.add_argument("--fresh", action="store_true", help="only write INTO/runs.json")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="only check, before measuring, that an update of these settings may be folded in",
+    )
     p.add_argument("--engines", required=True)
     p.add_argument("--workloads", required=True)
     p.add_argument("--started", required=True)
@@ -104,20 +211,35 @@ def main(argv=None):
     p.add_argument("--repeat", required=True)
     p.add_argument("--alternate", action="store_true")
     p.add_argument("--earlier-started", default=None)
+    p.add_argument(
+        "--settings",
+        default="",
+        help='flowbook settings measured: "defaults", "fresh" or "defaults fresh"',
+    )
     a = p.parse_args(argv)
+    unknown = [s for s in a.settings.split() if s not in ORDER]
+    if unknown:
+        p.error(f"--settings {a.settings!r}: choose from {', '.join(ORDER)}")
     workloads = a.workloads.split()
     runs_path = os.path.join(a.into, "runs.json")
     if a.fresh:
         write_runs(runs_path, {name: run_entry(a) for name in workloads})
         return
-    if not a.source:
-        p.error("--from is needed unless --fresh")
+    if not a.source and not a.check:
+        p.error("--from is needed unless --fresh or --check")
     runs = read_runs(runs_path)
     if not runs:
         earlier = {"started": a.earlier_started or None}
         for engine in a.engines.split():
             for name in jsonl_workloads(os.path.join(a.into, f"{engine}.jsonl")):
                 runs.setdefault(name, earlier)
+    try:
+        check_settings(a.into, a.source, runs, a.settings.split(), workloads)
+    except Refused as refused:
+        print(refused, file=sys.stderr)
+        sys.exit(2)
+    if a.check:
+        return
     for engine in a.engines.split():
         n = merge_engine(a.into, a.source, engine, workloads)
         print(f"merge: {engine}: {n} new records of {' '.join(workloads)}")

@@ -1,6 +1,7 @@
 """Write benchmarks/RESULTS.md: flowbook vs plain Python (vs Prefect) against SPEC.md's targets.
 
-  python report.py --flowbook out/flowbook.jsonl --plain out/plain.jsonl \
+  python report.py --flowbook out/flowbook.jsonl --plain out/plain.jsonl [--settings TEXT] \
+      [--fresh out/flowbook-fresh.jsonl [--fresh-settings TEXT]] \
       [--prefect out/prefect.jsonl [--prefect-meta out/prefect.meta.json] [--prefect-reused]] \
       [--out RESULTS.md] [--repeat N] [--python PATH] [--started ISO] [--title TEXT] \
       [--runs out/runs.json] [--memory out/memory.json] [--workloads "a b"] \
@@ -11,6 +12,15 @@ summarize.load. Two more SPEC targets come from measurements in a real Jupyter k
 widget_10000 (widget.py's JSON) and memory_kernel (kernel_scale.py's JSON); without their
 files, their rows say "not measured". Text after the line ``<!-- notes -->`` in an existing
 output file is kept, so that people can explain misses there.
+
+The main table is ``--flowbook``'s figures (benchmarks/run: flowbook at its defaults), with
+issue 18's targets beside each workload (``ISSUE_TARGETS``). They are targets at the defaults,
+for medians of at least ``ISSUE_MIN_RUNS`` processes: a verdict (met or not) is given only when
+every flowbook record of the main table carries suite.sh's stamp ``"settings": "defaults"`` and
+the figures compared have that many runs; otherwise the cell says why there is none (the
+fresh-home settings, settings not recorded or mixed, fewer runs). ``--settings`` is shown only
+when the records' stamps agree (else the report says they are not recorded). ``--fresh`` adds a second table: flowbook with the fresh-home settings
+(WARNING, a fresh empty home), its ratios to the same plain figures, and defaults / fresh.
 """
 
 import argparse
@@ -40,6 +50,9 @@ WORKLOADS = [
     "retries",
     "dask_100_cold",
     "dask_100",
+    "dask_map_1000",
+    "dask_map_5000",
+    "cpu_process_8",
     "flow_call_100",
     "import_time",
 ]
@@ -71,6 +84,23 @@ KERNEL_TARGETS = {
 WIDGET_RATIO, WIDGET_TASKS = 1.2, 10_000
 KERNEL_BIG_TASKS, KERNEL_RUNS = 100_000, 20
 SPEC_TARGETS = len(TARGETS) + len(KERNEL_TARGETS)
+
+# issue 18's targets, at the defaults (console at INFO, a grown store): (kind, bound, text);
+# kind "ratio": flowbook median <= bound x plain median; "abs": flowbook median <= bound s
+ISSUE_TARGETS = {
+    "seq_1000": ("ratio", 8, "≤ 8× plain"),
+    "submit_1000": ("ratio", 2, "≤ 2× plain"),
+    "map_10000": ("ratio", 2, "≤ 2× plain"),
+    "chain_500": ("ratio", 2.5, "≤ 2.5× plain"),
+    "retries": ("ratio", 2, "≤ 2× plain"),
+    "flow_call_100": ("abs", 0.010, "≤ 10 ms per 100 calls"),
+    "import_time": ("abs", 0.060, "≤ 60 ms"),
+    "dask_map_1000": ("ratio", 1.3, "≤ 1.3× plain Dask"),
+    "dask_map_5000": ("ratio", 1.3, "≤ 1.3× plain Dask"),
+    "cpu_process_8": ("ratio", 1.1, "≤ 1.1× ProcessPoolExecutor (within 10%)"),
+}
+ISSUE = "issue 18"
+ISSUE_MIN_RUNS = 5  # issue 18: medians of at least 5 processes
 RETRY_FLOWS, RETRIES_PER_FLOW = 20, 2  # workloads.wl_retries: 20 flows, 2 retries each, delay 0
 
 
@@ -91,6 +121,11 @@ def load(path):
             for name, r in items:
                 extras.setdefault(name, []).append(r)
     return rows, extras
+
+
+def runs_of(fb, pl, name):
+    """(flowbook, plain) number of processes of NAME's figures."""
+    return tuple(len(rows.get(name, {}).get("walls", ())) for rows in (fb, pl))
 
 
 def median(rows, name):
@@ -162,6 +197,66 @@ def check(name, fb, plain, fb_extras):
         if any(executed):
             text = f"**NO** (cache missed: {max(executed)} of 1000 executed)"
     return text
+
+
+def issue_check(name, fb, plain, kind, runs=(ISSUE_MIN_RUNS, ISSUE_MIN_RUNS)):
+    """-> text of the issue-target 'met?' cell.
+
+    KIND: the main table's settings from its records' stamps (records_stamp); RUNS: how many
+    processes the flowbook and the plain median of the workload come from."""
+    if name not in ISSUE_TARGETS:
+        return "–"
+    if kind == "fresh":
+        return "– (a target at the defaults)"
+    if fb is None:
+        return f"**FAILED** (see {FAILED_LOG[0]})" if name in FAILED else "not measured"
+    if kind != "defaults":
+        return "– (settings not recorded)"
+    how, bound, _ = ISSUE_TARGETS[name]
+    if how == "ratio" and plain is None:
+        return "no plain figure"
+    if min(runs if how == "ratio" else runs[:1]) < ISSUE_MIN_RUNS:
+        return f"– (fewer than {ISSUE_MIN_RUNS} runs)"
+    if how == "abs":
+        return f"{'yes' if fb <= bound else '**NO**'} ({fb * 1000:.1f} ms)"
+    ratio = fb / plain
+    return f"{'yes' if ratio <= bound else '**NO**'} ({ratio:.2f}×)"
+
+
+def records_stamp(path):
+    """The settings every flowbook record in PATH is stamped with (suite.sh's "settings"):
+    "defaults" or "fresh"; "mixed" when they differ, "unrecorded" when some carry none,
+    None when there is no record."""
+    if not path or not os.path.exists(path):
+        return None
+    stamps = set()
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                stamps.add(json.loads(line).get("settings"))
+    if not stamps:
+        return None
+    if None in stamps:
+        return "unrecorded"
+    return stamps.pop() if len(stamps) == 1 else "mixed"
+
+
+def settings_line(given, stamp, path):
+    """The text of a table's settings line: GIVEN (the --settings text) when its records'
+    stamps agree, else what the stamps say (None: no line)."""
+    if stamp in ("unrecorded", "mixed"):
+        why = (
+            "some of its records carry no settings stamp, measured before settings were recorded"
+            if stamp == "unrecorded"
+            else "its records are stamped with different settings"
+        )
+        return (
+            f"not recorded ({os.path.basename(path)}: {why}); {ISSUE}'s targets are not "
+            "judged on these figures"
+        )
+    if given:
+        return given
+    return f"{stamp} (stamped on the figures)" if stamp else None
 
 
 def python_version(python):
@@ -273,6 +368,8 @@ def runs_lines(path, names):
             how.append(f"{run['repeat']} repeat{'s' if run['repeat'] != 1 else ''}")
         if "alternate" in run:
             how.append("engines alternated" if run["alternate"] else "one engine after the other")
+        if run.get("settings"):
+            how.append("flowbook at " + " and ".join(run["settings"]))
         out.append(f"  - {when}{' (' + ', '.join(how) + ')' if how else ''}: {', '.join(members)}")
     return out
 
@@ -436,6 +533,74 @@ def breakdown_text(path):
     ]
 
 
+def settings_sentence(data):
+    """'Settings: ...' of a one-process measurement's JSON (memory.py, breakdown.py)."""
+    settings = data.get("settings")
+    if not settings:
+        return "Settings: not recorded (WARNING, a temporary home, before settings were recorded)."
+    return f"Settings: {settings['text']}."
+
+
+def issue_summary(names, verdicts, kind):
+    """The line under the main table counting issue 18's targets."""
+    if not names:
+        return f"{ISSUE} targets: none of their workloads in this report."
+    if kind == "fresh":
+        return (
+            f"{ISSUE} targets are at the defaults; this table is at the fresh-home settings, "
+            "so none is judged here."
+        )
+    if kind in ("unrecorded", "mixed"):
+        return (
+            f"{ISSUE} targets are at the defaults; the settings of this table's figures are not "
+            "recorded, so none is judged here (measure them again: `benchmarks/run`)."
+        )
+    yes = [n for n, v in zip(names, verdicts) if v.startswith("yes")]
+    no = [n for n, v in zip(names, verdicts) if v.startswith(("**NO**", "**FAILED**"))]
+    few = [n for n, v in zip(names, verdicts) if v == f"– (fewer than {ISSUE_MIN_RUNS} runs)"]
+    other = [n for n in names if n not in yes and n not in no and n not in few]
+    return (
+        f"{ISSUE} targets (at the defaults) met: {len(yes)} of {len(names)}"
+        + (f"; missed or failed: {', '.join(no)}" if no else "")
+        + (f"; not judged, fewer than {ISSUE_MIN_RUNS} runs: {', '.join(few)}" if few else "")
+        + (f"; not measured: {', '.join(other)}" if other else "")
+        + "."
+    )
+
+
+def fresh_table(a, names, fb, pl, fr, failed):
+    """The second table: flowbook at the fresh-home settings against the same plain figures."""
+    out = [
+        "## flowbook with the fresh-home settings",
+        "",
+        f"Settings: {a.fresh_settings_line}. Measured "
+        "in the same run as the table above, the settings taking turns with the defaults and "
+        "plain Python round by round; the ratios are to the same plain figures. "
+        "defaults / fresh is what the defaults (console lines, the grown store) add.",
+        "",
+        "| workload | flowbook fresh home median s | plain median s | fresh/plain "
+        "| defaults median s | defaults / fresh |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        if name not in fr and name not in fb:
+            continue
+        f, p, d = median(fr, name), median(pl, name), median(fb, name)
+        cell = fmt_s(f)
+        if f is None and name.split(":")[0] in failed:
+            cell = "**FAILED**"
+        out.append(
+            f"| {name} | {cell} | {fmt_s(p)} | {fmt_ratio(f, p)} | {fmt_s(d)} | {fmt_ratio(d, f)} |"
+        )
+    out.append("")
+    if failed:
+        log = os.path.relpath(
+            os.path.splitext(a.fresh)[0] + ".log", os.path.dirname(os.path.abspath(__file__))
+        )
+        out += [f"Failed at the fresh-home settings (see {log}): {', '.join(sorted(failed))}.", ""]
+    return out
+
+
 def build(a):
     fb, fb_x = load(a.flowbook)
     FAILED.clear()
@@ -445,6 +610,15 @@ def build(a):
     )
     pl, pl_x = load(a.plain)
     pf, pf_x = load(a.prefect) if a.prefect else ({}, {})
+    fr, fr_x = load(a.fresh) if a.fresh else ({}, {})
+    fresh_failed = failed_workloads(a.fresh) if a.fresh else set()
+    # the settings come from the records' stamps; a given settings line only when they agree
+    kind = records_stamp(a.flowbook)
+    shown_settings = settings_line(a.settings, kind, a.flowbook)
+    if a.fresh:
+        a.fresh_settings_line = settings_line(
+            a.fresh_settings, records_stamp(a.fresh), a.fresh
+        ) or ("fresh home (benchmarks/run --fresh-home)")
     meta = {}
     if a.prefect_meta and os.path.exists(a.prefect_meta):
         with open(a.prefect_meta) as f:
@@ -467,8 +641,10 @@ def build(a):
         f"plain Python baseline ({engine_version(pl_x) or 'no figures'})"
         + (f"; {engine_version(pf_x) or 'prefect'} (anchor, own venv)" if have_prefect else "")
     )
-    if a.settings:
-        out.append(f"- flowbook settings: {a.settings}")
+    if shown_settings:
+        out.append(f"- flowbook settings: {shown_settings}")
+    if a.fresh:
+        out.append(f"- flowbook settings of the second table: {a.fresh_settings_line}")
     out.append(
         f"- Repeats: {repeats_text(a, fb, pl)} fresh processes per workload for flowbook and "
         "plain Python"
@@ -506,13 +682,21 @@ def build(a):
     head = ["workload", "flowbook median s", "plain median s", "flowbook/plain"]
     if have_prefect:
         head += ["Prefect median s", "Prefect/flowbook"]
-    head += ["SPEC target", "met?"]
+    head += [f"target ({ISSUE})", "met?", "SPEC target", "met?"]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
     names = [
-        n for n in WORKLOADS if n in fb or n in pl or n in pf or n in TARGETS or n == "dask_100"
+        n
+        for n in WORKLOADS
+        if n in fb
+        or n in pl
+        or n in pf
+        or n in fr
+        or n in TARGETS
+        or n in ISSUE_TARGETS
+        or n == "dask_100"
     ]
-    names += sorted((set(fb) | set(pl) | set(pf)) - set(names))
+    names += sorted((set(fb) | set(pl) | set(pf) | set(fr)) - set(names))
     if a.workloads:
         chosen = a.workloads.split()
         names = [n for n in names if n.split(":")[0] in chosen]
@@ -526,9 +710,18 @@ def build(a):
         row = [name, fb_cell, fmt_s(p), fmt_ratio(f, p)]
         if have_prefect:
             row += [fmt_s(q), fmt_ratio(q, f)]
-        row += [target_text(name) if name in TARGETS else "–", check(name, f, p, fb_x)]
+        row += [
+            ISSUE_TARGETS[name][2] if name in ISSUE_TARGETS else "–",
+            issue_check(name, f, p, kind, runs_of(fb, pl, name)),
+            target_text(name) if name in TARGETS else "–",
+            check(name, f, p, fb_x),
+        ]
         out.append("| " + " | ".join(row) + " |")
     met = [check(n, median(fb, n), median(pl, n), fb_x) for n in targets]
+    issue_names = [n for n in names if n in ISSUE_TARGETS]
+    issue_met = [
+        issue_check(n, median(fb, n), median(pl, n), kind, runs_of(fb, pl, n)) for n in issue_names
+    ]
     # the targets measured in a real kernel: shown when measured, when their measurement is
     # among the workloads chosen (benchmarks/run names it so when it failed), or in a report of
     # every workload
@@ -549,7 +742,7 @@ def build(a):
         row = [shown, f_cell, p_cell, ratio]
         if have_prefect:
             row += ["–", "–"]
-        row += [KERNEL_TARGETS[name], verdict]
+        row += ["–", "–", KERNEL_TARGETS[name], verdict]
         out.append("| " + " | ".join(row) + " |")
         met.append(verdict)
         targets.append(name)
@@ -568,11 +761,14 @@ def build(a):
         )
         + "."
     )
+    out.append(issue_summary(issue_names, issue_met, kind))
     if FAILED:
         out.append(
             f"Failed for flowbook (some or all repeats; see {FAILED_LOG[0]}): {', '.join(sorted(FAILED))}."
         )
     out.append("")
+    if a.fresh:
+        out += fresh_table(a, names, fb, pl, fr, fresh_failed)
     if "retries" in names:
         out.append(
             "retries: 20 flows, each with a task that fails twice (2 retries, delay 0); "
@@ -588,6 +784,21 @@ def build(a):
             "and closes a new one in each flow run."
         )
         out.append("")
+    if any(n.startswith("dask_map_") for n in names):
+        out.append(
+            "dask_map_1000, dask_map_5000: 1,000 or 5,000 `inc` tasks mapped on a warm "
+            "2-worker × 1-thread LocalCluster (worker processes; the cluster started by an "
+            "untimed run first); plain Python is `client.map` on such a cluster. Target "
+            f"({ISSUE}): within 1.3× of plain Dask."
+        )
+        out.append("")
+    if "cpu_process_8" in names:
+        out.append(
+            "cpu_process_8: 8 × 0.5 s CPU-bound tasks on a warm pool of 2 worker processes "
+            "(ideal 2 s on 2 cores); plain Python is `ProcessPoolExecutor(2)`. Target "
+            f"({ISSUE}): within 10% of plain."
+        )
+        out.append("")
     out += widget_text(widget, a.widget)
     out += kernel_text(kscale, a.kernel_scale)
     out += breakdown_text(a.breakdown)
@@ -595,6 +806,8 @@ def build(a):
     out.append("## Spread and memory")
     out.append("")
     head = ["workload", "flowbook s (min–max, n)", "plain s (min–max, n)"]
+    if a.fresh:
+        head.insert(2, "flowbook fresh home s (min–max, n)")
     if have_prefect:
         head.append("Prefect s (min–max, n)")
     head += ["flowbook peak RSS MB"]
@@ -603,6 +816,8 @@ def build(a):
     empty = {"walls": [], "rss": []}
     for name in names:
         row = [name, summarize.cell(fb.get(name, empty)), summarize.cell(pl.get(name, empty))]
+        if a.fresh:
+            row.insert(2, summarize.cell(fr.get(name, empty)))
         if have_prefect:
             row.append(summarize.cell(pf.get(name, empty)))
         rss = fb.get(name, empty)["rss"]
@@ -622,7 +837,7 @@ def build(a):
             f"after each run {', '.join(f'{x:.0f}' for x in rss)} MB; peak of the middle "
             f"third of the runs {mem['peak_middle_third_mb']:.1f} MB, of the last third "
             f"{mem['peak_last_third_mb']:.1f} MB ({mem['growth_mb']:+.1f} MB) "
-            f"(SPEC: bounded, no growth across repeated runs)."
+            f"(SPEC: bounded, no growth across repeated runs). " + settings_sentence(mem)
         )
         out.append("")
 
@@ -654,6 +869,10 @@ def main(argv=None):
     p.add_argument("--started", default=None)
     p.add_argument("--title", default="flowbook benchmarks")
     p.add_argument("--settings", default=None, help="what flowbook ran with (one line)")
+    p.add_argument(
+        "--fresh", default=None, help="flowbook's figures at the fresh-home settings (2nd table)"
+    )
+    p.add_argument("--fresh-settings", default=None, help="the second table's settings line")
     p.add_argument("--workloads", default=None, help="only these workloads (space-separated)")
     p.add_argument("--memory", default=None, help="memory.py's JSON, for the memory section")
     p.add_argument("--runs", default=None, help="runs.json (merge.py): which run measured what")

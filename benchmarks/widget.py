@@ -1,6 +1,6 @@
 """The run widget's cost in a real kernel (SPEC F45; issue: widget on <= 1.2x widget off).
 
-    python widget.py [--tasks 10000] [--repeat 11] [--out out/widget.json]
+    python widget.py [--tasks 10000] [--repeat 11] [--home DIR] [--out out/widget.json]
 
 Starts a Jupyter kernel of this interpreter with ``%load_ext flowbook``, then alternates one
 flow that maps a no-op task over ``--tasks`` inputs with the run widget on and with it off
@@ -48,13 +48,21 @@ def main():
     p.add_argument("--tasks", type=int, default=10_000)
     p.add_argument("--repeat", type=int, default=11)
     p.add_argument("--out", default=os.path.join(HERE, "out", "widget.json"))
+    p.add_argument(
+        "--home", help="the kernel's FLOWBOOK_HOME, a copy of a grown store (default: temporary)"
+    )
     a = p.parse_args()
+    if a.home is not None and os.path.realpath(a.home) == os.path.join(HERE, "grown-store"):
+        p.error("--home must be a copy of benchmarks/grown-store, not the original")
     if a.tasks < 1 or a.repeat < 1:
         p.error(f"--tasks and --repeat must be at least 1; got {a.tasks} and {a.repeat}")
     started = now()
     timed = "t0 = time.perf_counter(); mapped({n}); print(time.perf_counter() - t0)"
     on, off, messages, rates = [], [], [], []
-    with kernel("bench-flowbook-widget-") as (km, kc):
+    # on a grown store (benchmarks/run at the defaults) the kernel runs at flowbook's own
+    # logging level (INFO), as a user's; a temporary home keeps the former footing (WARNING)
+    level = None if a.home is not None else "WARNING"
+    with kernel("bench-flowbook-widget-", home=a.home, level=level) as (km, kc):
         execute(km, kc, SETUP)
         for _ in range(a.repeat):
             execute(km, kc, "%flowbook widgets off")
@@ -73,6 +81,8 @@ def main():
         "finished": now(),
         "tasks": a.tasks,
         "repeat": a.repeat,
+        "home": a.home or "temporary",
+        "logging_level": "INFO (flowbook's default)" if level is None else level,
         "widget_off_s": off,
         "widget_on_s": on,
         "median_off_s": statistics.median(off),

@@ -9,7 +9,6 @@ decorator, the option, the value given and what is accepted; an unknown option g
 from __future__ import annotations
 
 import datetime
-import difflib
 import functools
 import string
 import warnings
@@ -95,6 +94,8 @@ def check_unknown(kind: str, options: dict[str, Any]) -> None:
     for name in options:
         if name not in fields:
             known = [*fields, *_ACCEPTED_TASK_OPTIONS] if kind == "task" else list(fields)
+            import difflib  # a misspelt option only
+
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise TypeError(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from flowbook.settings import Settings
 
-__all__ = ["apply_settings", "ensure_configured", "mark_configured"]
+__all__ = ["apply_settings", "ensure_configured", "forget_configured", "mark_configured"]
 
 _configured = False
 _lock = threading.Lock()
@@ -55,3 +55,11 @@ def mark_configured() -> None:
     """
     global _configured
     _configured = True
+
+
+def forget_configured() -> None:
+    """Apply the settings again at the next run (a forked child whose store stayed the
+    parent's)."""
+    global _configured, _lock
+    _lock = threading.Lock()
+    _configured = False

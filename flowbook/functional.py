@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
@@ -477,6 +476,8 @@ class FunctionalFlow(Flow[..., Any]):
                 f"map={node.mapped} {args} {waits}"
             )
         lines.append("ref " + ",".join(sorted(n.slug for n in self.reference_tasks())))
+        import hashlib
+
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
     # -- running -------------------------------------------------------------------------------

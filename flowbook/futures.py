@@ -8,7 +8,6 @@ one short-held lock, which is cheaper than a lock and an event per future.
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import threading
 import time
@@ -118,6 +117,8 @@ class TaskRunFuture(Generic[R]):
         """Wait for the run to be final without blocking the running event loop."""
         if self._final is not None:
             return
+        import asyncio  # awaited futures only: not imported by ``import flowbook``
+
         loop = asyncio.get_running_loop()
         woken: asyncio.Future[None] = loop.create_future()
 

@@ -16,9 +16,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Sized
 from collections.abc import Mapping as MappingABC
-from typing import Any, Generic, TypeVar, overload
-
-from typing_extensions import ParamSpec
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from flowbook._hook_methods import HookMethods
 from flowbook._options import (
@@ -452,9 +450,12 @@ class Task(HookMethods, Generic[P, R]):
             call_args = list(static_args)
             for i, seq in mapped_pos.items():
                 call_args[i] = seq[j]
-            call_kwargs = dict(static_kwargs)
-            for key, seq in mapped_kw.items():
-                call_kwargs[key] = seq[j]
+            if mapped_kw:
+                call_kwargs = dict(static_kwargs)
+                for key, seq in mapped_kw.items():
+                    call_kwargs[key] = seq[j]
+            else:  # one dict for every run (the engine never changes a run's kwargs)
+                call_kwargs = static_kwargs
             result.append(
                 self._submit(tuple(call_args), call_kwargs, extra_wait or None, (group, n, j))
             )

@@ -22,7 +22,6 @@ call order within the attempt, and by the content hash of their arguments.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import threading
 import time
@@ -626,6 +625,8 @@ class FlowRunEngine:
                         await self.await_task_runs()
                     state, delay = self.handle_exception(exc)
                     if delay is not None:
+                        import asyncio  # async flows only: not imported by ``import flowbook``
+
                         self._set_state(state)
                         await asyncio.sleep(delay)
                         if not self.run.cancel_event.is_set():

@@ -36,7 +36,6 @@ Async bodies are not interrupted this way: they are cancelled through their even
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # (the C module, which has no stubs)
-import ctypes
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -57,7 +56,6 @@ T = TypeVar("T")
 
 _local = threading.local()
 _send_lock = threading.Lock()  # one interrupter at a time
-_set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 _get_ident = threading.get_ident
 _MAIN_IDENT = threading.main_thread().ident
 _SIGINT = _signal.SIGINT
@@ -120,8 +118,10 @@ def call_body(
         # (no call between these two lines: an interrupter's send is entirely before or
         # entirely after ``done`` is set)
         body.done = True
-        if body.sent:
-            _set_async_exc(ctypes.c_ulong(body.ident), None)  # not delivered yet: withdraw
+        if body.sent:  # (so ``interrupt`` has imported ctypes)
+            import ctypes
+
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(body.ident), None)  # withdraw
         local.body = outer
 
 
@@ -156,6 +156,9 @@ def interrupt(body: Body | AsyncBody | None, exc_type: type[BaseException]) -> b
         except RuntimeError:  # the loop has closed: the body has ended
             return False
         return True
+    import ctypes  # at the first interrupt: not by ``import flowbook``
+
+    set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
     ident = ctypes.c_ulong(body.ident)
     exc = ctypes.py_object(exc_type)
     with _send_lock:
@@ -164,7 +167,7 @@ def interrupt(body: Body | AsyncBody | None, exc_type: type[BaseException]) -> b
             return False
         if body.depth == 0:
             body.sent = True
-            _set_async_exc(ident, exc)
+            set_async_exc(ident, exc)
         else:
             body.pending = exc_type
     return True

@@ -15,7 +15,6 @@ need (binding parameters, hashing inputs, building log text) is done only for th
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import random
@@ -484,6 +483,9 @@ class TaskRunEngine(SubmittedCall):
                     state.data,
                 )
         set_task_run_state(run, state)
+        # the body has ended: nothing is left to interrupt (a cancel finds a final run, or no
+        # body, and stops nothing), and a large map keeps no Body per run
+        run.body = None
         final = run.state
         assert final is not None
         return final
@@ -549,6 +551,8 @@ class TaskRunEngine(SubmittedCall):
                             raise
                         return final
                     if self.await_retry(state):
+                        import asyncio  # async tasks only: not imported by ``import flowbook``
+
                         await asyncio.sleep(delay)
                         if not self._cancelled():
                             continue
@@ -590,6 +594,8 @@ class TaskRunEngine(SubmittedCall):
         token = current_task_run.set(run)
         try:
             if self.task.is_async:
+                import asyncio
+
                 asyncio.run(self.run_async())
             else:
                 self.run_sync()

@@ -14,7 +14,6 @@ an async task) it uses a fresh thread with its own loop: flowbook never nests lo
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import math
 import threading
@@ -85,6 +84,8 @@ async def await_body(
     ``AsyncBody`` whose ``cancel`` cancels the scope from any thread (a flow run's cancel),
     which ends the body with ``RunInterrupted``.
     """
+    import asyncio
+
     import anyio
 
     loop = asyncio.get_running_loop()
@@ -104,6 +105,8 @@ async def await_body(
 
 def run_coro_sync(make: Callable[[], Awaitable[T]]) -> T:
     """Run the awaitable that ``make()`` returns to completion and return its value."""
+    import asyncio  # async bodies only: not imported by ``import flowbook``
+
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -15,6 +15,9 @@ The notebook front end is an event subscriber like the console and the store:
   moment. Runs without a widget print into the cell that started them: their threads carry
   the starting cell's context, which is where ipykernel looks up the parent message.
 - With ``FLOWBOOK_CONSOLE=auto`` the console printer leaves out runs that have a widget.
+- A closed widget (``widget.close()``, or its model closed by the front end) lets go of its
+  run: the front end drops the run's model at once, the updater pushes nothing more to it, and
+  a run still going on stays out of the console and the cell (the store keeps it all).
 """
 
 from __future__ import annotations
@@ -45,7 +48,9 @@ from flowbook.states import StateType
 
 __all__ = ["NotebookFrontend", "active", "load", "unload"]
 
-UPDATE_INTERVAL = 0.1
+# at least this long between two updates of a widget: 9 in a second at most, so with the
+# run's end (flushed at once) a widget never gets more than 10 in any second
+UPDATE_INTERVAL = 0.12
 TIMELINE_INTERVAL = 1.0
 # Finished runs whose widgets keep their timeline and log lines in the kernel; older widgets
 # keep their header and graph only (the store has the rest: ``%flowbook show``, the side panel)
@@ -78,14 +83,19 @@ def unload(ip: Any) -> None:
 
 
 class _Live:
-    """A run being shown: its model, its widget and the display to update at its end."""
+    """A run being shown: its model, its widget and the display to update at its end.
 
-    __slots__ = ("display", "last_timeline", "lock", "model", "timeline_dirty", "view")
+    ``model`` and ``view`` are None once the widget was closed: the run stays listed (it is
+    still shown elsewhere for the console and the output routing) but keeps nothing.
+    """
 
-    def __init__(self, model: RunModel, view: Any, display: Any) -> None:
+    __slots__ = ("display", "last_timeline", "lock", "model", "run_id", "timeline_dirty", "view")
+
+    def __init__(self, run_id: str, model: RunModel, view: Any, display: Any) -> None:
         self.lock = threading.Lock()
-        self.model = model
-        self.view = view
+        self.run_id = run_id
+        self.model: RunModel | None = model
+        self.view: Any = view
         self.display = display
         self.last_timeline = 0.0
         self.timeline_dirty = True
@@ -247,18 +257,30 @@ class NotebookFrontend:
                 model.flow_run_changed()
                 handle.cancel("Cancelled from the run widget.")
 
-        view = RunView(model.snapshot(timeline=True), on_cancel=cancel)
+        view = RunView(model.snapshot(timeline=True), on_cancel=cancel, on_close=self._closed)
         handle = display(view, display_id=True)  # type: ignore[no-untyped-call]
         with self._lock:
-            self.views[run.id] = _Live(model, view, handle)
+            self.views[run.id] = _Live(run.id, model, view, handle)
+
+    def _closed(self, view: Any) -> None:
+        """A run's widget was closed: keep nothing of it (see ``_Live``)."""
+        with self._lock:
+            if view in self._kept:
+                self._kept.remove(view)
+            for live in {id(v): v for v in self.views.values()}.values():
+                if live.view is view:
+                    with live.lock:
+                        live.model = live.view = None
 
     def _on_task_run_created(self, event: TaskRunCreated) -> None:
         run = event.task_run
         flow_run = run.flow_run
         live = self.views.get(flow_run.id) if flow_run is not None else None
         if live is not None:
-            live.model.task_run_changed(run)
-            live.timeline_dirty = True
+            model = live.model
+            if model is not None:
+                model.task_run_changed(run)
+                live.timeline_dirty = True
 
     def _on_state_changed(self, event: StateChanged) -> None:
         run, state = event.run, event.state
@@ -267,23 +289,25 @@ class NotebookFrontend:
             live = self.views.get(flow_run.id) if flow_run is not None else None
             if live is None:
                 return
+            model = live.model
             name = state.name
-            if name == "Pending":
-                return  # the run's creation marked it already
-            live.model.task_run_changed(run)
+            if name == "Pending" or model is None:
+                return  # the run's creation marked it already, or its widget is closed
+            model.task_run_changed(run)
             if name == "Running" or name == "Completed":
                 return  # the common path: its times are on the run
-            live.model.state_entered(run, state)
+            model.state_entered(run, state)
             if state.type is not StateType.COMPLETED and (
                 state.is_final() or name == "AwaitingRetry"
             ):
-                self._state_line(live.model, run, state)
+                self._state_line(model, run, state)
             return
         live = self.views.get(run.id)
-        if live is not None:
-            live.model.flow_run_changed()
-            if run is live.model.flow_run and state.is_final():
-                self._state_line(live.model, run, state)
+        model = live.model if live is not None else None
+        if model is not None:
+            model.flow_run_changed()
+            if run is model.flow_run and state.is_final():
+                self._state_line(model, run, state)
 
     @staticmethod
     def _state_line(model: RunModel, run: FlowRun | TaskRun, state: Any) -> None:
@@ -295,7 +319,8 @@ class NotebookFrontend:
     def _on_log(self, event: LogEmitted) -> None:
         flow_run_id = event.flow_run_id
         live = self.views.get(flow_run_id) if flow_run_id is not None else None
-        if live is None:
+        model = live.model if live is not None else None
+        if model is None:
             return
         record = event.record
         task_run = current_task_run.get()
@@ -309,28 +334,33 @@ class NotebookFrontend:
             from flowbook._tracebacks import format_exc_info
 
             message += "\n" + format_exc_info(*record.exc_info)
-        live.model.add_log(record.created, logging.getLevelName(record.levelno), who, message, task)
+        model.add_log(record.created, logging.getLevelName(record.levelno), who, message, task)
 
     def _on_flow_run_finished(self, event: FlowRunFinished) -> None:
         run = event.flow_run
         live = self.views.get(run.id)
-        if live is None or live.model.flow_run is not run:
+        if live is None or live.run_id != run.id:
             return
         with self._lock:
             for key in [k for k, v in self.views.items() if v is live]:
                 del self.views[key]
-        live.model.flush_output()
+        model = live.model
+        if model is None:  # its widget was closed while it ran
+            return
+        model.flush_output()
         self._push(live, timeline=True)
         # the display's HTML and text summary now show the final state
+        view = live.view
         with contextlib.suppress(Exception):
-            live.display.update(live.view)
+            live.display.update(view)
         # The widget stays in the notebook for good; it must not keep the run's records (and
         # through them every task's result, in the kernel or on a Dask cluster) alive.
-        live.view._on_cancel = None
+        view._on_cancel = None
         # Nor may the widgets of many runs fill the kernel: past the KEEP_DETAILS most recent
         # finished runs, a widget gives up its timeline and log lines (header and graph stay).
+        live.model = None  # nor may a widget keep its run's model after the run's end
         with self._lock:
-            self._kept.append(live.view)
+            self._kept.append(view)
             retired = [self._kept.popleft() for _ in range(len(self._kept) - KEEP_DETAILS)]
         for view in retired:
             with contextlib.suppress(Exception):
@@ -395,7 +425,9 @@ class NotebookFrontend:
             return False
         assert run is not None
         task = run.task_name if isinstance(run, TaskRun) else ""
-        live.model.add_output(name, text, run.name, task, run.id)
+        model = live.model
+        if model is not None:  # else its widget was closed: the store keeps the text
+            model.add_output(name, text, run.name, task, run.id)
         writer = _store_writer()
         if writer is not None:  # the store keeps what the widget shows (store/printed.py)
             task_run_id = run.id if isinstance(run, TaskRun) else None
@@ -421,13 +453,19 @@ class NotebookFrontend:
         with self._lock:
             lives = list({id(v): v for v in self.views.values()}.values())
         for live in lives:
+            model = live.model
+            if model is None:
+                continue
             timeline = live.timeline_dirty and now - live.last_timeline >= TIMELINE_INTERVAL
-            if live.model.pending() or timeline:
+            if model.pending() or timeline:
                 with contextlib.suppress(Exception):  # never let one view stop the others
                     self._push(live, timeline=timeline)
 
     def _push(self, live: _Live, *, timeline: bool) -> None:
         with live.lock:
+            model, view = live.model, live.view
+            if model is None:  # its widget was closed
+                return
             if timeline:
                 live.last_timeline = time.monotonic()
                 live.timeline_dirty = False
@@ -438,9 +476,9 @@ class NotebookFrontend:
             if collect:
                 gc.disable()
             try:
-                snapshot = live.model.snapshot(timeline=timeline)
+                snapshot = model.snapshot(timeline=timeline)
             finally:
                 if collect:
                     gc.enable()
             if snapshot:
-                live.view.apply(snapshot)
+                view.apply(snapshot)

@@ -6,6 +6,13 @@ docs/widget-protocol.md). It is incremental: a snapshot looks only at the task r
 changed since the last one, so a 10,000-task map costs a few hundred node updates per second,
 not 10,000 per update. The graph layout is recomputed only when nodes appear.
 
+It keeps little per task run, so that a 1,000,000-task map fits in a kernel: a byte of state
+per run of a ``.map()`` (by its index in the map; other runs: a small int in a dict), the node
+each run is in (one dict entry, for the edges of later runs), and references only to the task
+runs it can show: the first ``MAX_BARS`` to start (the timeline), the first ``MAX_DETAIL_RUNS``
+to fail and the last ``MAX_DETAIL_RUNS`` created per node (node details). Every other task run
+(its result among them) is the engine's and the store's, never kept alive by the widget.
+
 ``StoredRun`` gives the same snapshot for a finished run read back from the store.
 
 Nodes: a ``.map()`` call is one node; a subflow call is a box around its own nodes; other task
@@ -16,7 +23,6 @@ they fold into one group node (a loop of ``.submit()`` calls reads like a map).
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import threading
 import time
@@ -27,7 +33,7 @@ from flowbook._preview import parameters_preview, preview
 from flowbook._printed_text import PartialLine, split_writes
 from flowbook.engine.runs import FlowRun, TaskRun
 from flowbook.jupyter.layout import LayoutNode, layout_routed
-from flowbook.states import State
+from flowbook.states import State, StateType
 
 __all__ = [
     "FOLD",
@@ -57,32 +63,58 @@ _BAD = ("FAILED", "CRASHED")
 _SHOWN_FIRST = ("FAILED", "CRASHED", "CANCELLED", "RUNNING", "PENDING", "SCHEDULED", "PAUSED")
 
 
-class _Rec:
-    """What the model remembers of one task run."""
-
-    __slots__ = ("node", "run", "started", "state", "state_type")
-
-    def __init__(self, run: TaskRun, node: str) -> None:
-        self.run = run
-        self.node = node
-        self.state = ""
-        self.state_type = ""
-        self.started = False
+# A task run's state in the model is one small int: the index of its (name, type) in the
+# model's table of states seen, with this bit set once the run has started (is on the timeline).
+# Values stay below 256, so they are Python's shared small ints and fit a map node's bytearray.
+_STARTED = 0x80
+_MAX_CODES = _STARTED - 1
 
 
 class _Node:
-    __slots__ = ("counts", "failed", "key", "kind", "label", "order", "parent", "recs", "types")
+    __slots__ = (
+        "codes",
+        "counts",
+        "failed",
+        "first",
+        "key",
+        "kind",
+        "label",
+        "last",
+        "order",
+        "parent",
+        "total",
+        "types",
+    )
 
-    def __init__(self, key: str, kind: str, label: str, parent: str | None, order: int) -> None:
+    def __init__(
+        self, key: str, kind: str, label: str, parent: str | None, order: int, size: int = 0
+    ) -> None:
         self.key = key
         self.kind = kind
         self.label = label
         self.parent = parent
         self.order = order
-        self.recs: list[_Rec] = []
+        self.total = 0
+        # a map node: each run's state code by its index in the map (other nodes: None)
+        self.codes = bytearray(size) if kind == "map" else None
+        self.first: TaskRun | None = None
+        # the runs a node's detail shows: the last created, and the first to fail
+        self.last: collections.deque[TaskRun] = collections.deque(maxlen=MAX_DETAIL_RUNS)
+        self.failed: list[TaskRun] = []
         self.counts: dict[str, int] = {}
         self.types: dict[str, int] = {}
-        self.failed: list[_Rec] = []
+
+    def add(self, run: TaskRun) -> None:
+        if self.first is None:
+            self.first = run
+        self.total += 1
+        self.last.append(run)
+
+
+def _index(run: TaskRun) -> int:
+    """A map run's index in its map."""
+    group = run.map_group
+    return group[2] if group is not None else 0
 
 
 def _state_type(state: State | None) -> str:
@@ -333,14 +365,29 @@ class RunModel:
         self._partial: dict[tuple[str, str], PartialLine] = {}
         # state history per task run id, kept for runs shown in node details
         self._history: dict[str, list[list[Any]]] = {}
-        self._recs: dict[str, _Rec] = {}
+        # the node of every task run seen (for the edges of later runs); the state codes of
+        # runs outside a map (map runs keep theirs in their node's bytearray)
+        self._where: dict[str, _Node] = {}
+        self._codes: dict[str, int] = {}
+        # the (name, type) of each state code, and back; code 0: not seen yet
+        self._code_names: list[tuple[str, str]] = [("", "")]
+        self._code_of: dict[tuple[str, str], int] = {}
+        # every type's usual name has its code from the start: the fallback of names beyond
+        # what a code holds always finds one
+        for state_type in StateType:
+            self._code(state_type._value_.capitalize(), state_type._value_)
         self._nodes: dict[str, _Node] = {}
-        self._loose: dict[tuple[str | None, str], list[_Rec]] = {}
+        self._map_nodes: dict[str, _Node] = {}
+        self._loose: dict[tuple[str | None, str], list[TaskRun]] = {}
+        # who printed a partial line that is still open: (run id, stream) -> (name, task)
+        self._partial_who: dict[tuple[str, str], tuple[str, str]] = {}
         self._edges: set[tuple[str, str, str]] = set()
         self._structure_dirty = True
         self._graph: dict[str, Any] = {"width": 0, "height": 0, "nodes": [], "edges": []}
         self._node_cache: dict[str, dict[str, Any]] = {}
-        self._started: list[_Rec] = []
+        # the first MAX_BARS task runs to start (the timeline), and how many started
+        self._started: list[TaskRun] = []
+        self._started_total = 0
         # single-run nodes folded into a group node: old key -> group key
         self._moved: dict[str, str] = {}
         # edges whose upstream run has not been seen yet: upstream id -> downstream node keys
@@ -388,6 +435,9 @@ class RunModel:
             lines, partial = split_writes(self._partial.pop((key, stream), None), text, 0.0)
             if partial is not None:
                 self._partial[(key, stream)] = partial
+                self._partial_who[(key, stream)] = (who, task)
+            else:
+                self._partial_who.pop((key, stream), None)
             now = time.time()
             for line, _ in lines:
                 self._logs.append([now, level, who, line, task])
@@ -399,10 +449,9 @@ class RunModel:
         """End the partial printed lines (the run ended)."""
         with self._lock:
             partial, self._partial = self._partial, {}
+            who_of, self._partial_who = self._partial_who, {}
         for (key, stream), rest in partial.items():
-            run = self._recs.get(key)
-            who = run.run.name if run is not None else self.flow_run.name
-            task = run.run.task_name if run is not None else ""
+            who, task = who_of.get((key, stream), (self.flow_run.name, ""))
             level = "PRINT" if stream == "stdout" else "STDERR"
             with self._lock:
                 self._logs.append([time.time(), level, who, rest.text(), task])
@@ -458,35 +507,56 @@ class RunModel:
             out["timeline"] = self.timeline()
         return out
 
+    def _code(self, name: str, kind: str) -> int:
+        code = self._code_of.get((name, kind))
+        if code is None:
+            names = self._code_names
+            if len(names) > _MAX_CODES:
+                # more distinct state names than a code holds (custom names): counted under
+                # their type's usual name
+                return self._code(kind.capitalize(), kind)
+            code = self._code_of[(name, kind)] = len(names)
+            names.append((name, kind))
+        return code
+
     def _apply(self, dirty: Iterable[TaskRun]) -> set[str]:
         """Count each changed run's new state on its node (runs arrive in creation order)."""
         changed: set[str] = set()
-        recs, nodes, started = self._recs, self._nodes, self._started
+        where, codes, started, names = self._where, self._codes, self._started, self._code_names
         for run in dirty:
-            rec = recs.get(run.id)
-            if rec is None:
-                rec = self._add(run)
+            node = where.get(run.id)
+            if node is None:
+                node = self._add(run)
             state = run.state
             if state is None:
                 name, kind = "Pending", "PENDING"
             else:
                 name, kind = state.name, state.type._value_
-            old, old_kind = rec.state, rec.state_type
-            if name == old and kind == old_kind:
+            code = self._code_of.get((name, kind)) or self._code(name, kind)
+            node_codes = node.codes
+            index = _index(run) if node_codes is not None else -1
+            old = node_codes[index] if node_codes is not None else codes.get(run.id, 0)
+            if old & _MAX_CODES == code:
                 continue
-            node = nodes[rec.node]
+            old_name, old_kind = names[old & _MAX_CODES]
             counts, types = node.counts, node.types
-            if old:
-                counts[old] -= 1
+            if old_name:
+                counts[old_name] -= 1
                 types[old_kind] -= 1
             counts[name] = counts.get(name, 0) + 1
             types[kind] = types.get(kind, 0) + 1
-            if kind in _BAD and old_kind not in _BAD:
-                node.failed.append(rec)
-            if not rec.started and run.start_s is not None and run.subflow_run is None:
-                rec.started = True
-                started.append(rec)
-            rec.state, rec.state_type = name, kind
+            if kind in _BAD and old_kind not in _BAD and len(node.failed) < MAX_DETAIL_RUNS:
+                node.failed.append(run)
+            new = code | (old & _STARTED)
+            if not old & _STARTED and run.start_s is not None and run.subflow_run is None:
+                new |= _STARTED
+                self._started_total += 1
+                if len(started) < MAX_BARS:
+                    started.append(run)
+            if node_codes is not None:
+                node_codes[index] = new
+            else:
+                codes[run.id] = new
             changed.add(node.key)
         return changed
 
@@ -496,41 +566,52 @@ class RunModel:
             return None
         return f"flow:{fr.id}"
 
-    def _add(self, run: TaskRun) -> _Rec:
-        parent = self._parent_key(run)
-        if run.subflow_run is not None:
-            key, kind, label = f"flow:{run.subflow_run.id}", "flow", run.name
-        elif run.map_group is not None:
-            key, kind, label = f"map:{run.map_group[0]}", "map", f"{run.task_name}.map"
+    def _add(self, run: TaskRun) -> _Node:
+        map_group = run.map_group
+        if map_group is not None and run.subflow_run is None:
+            node = self._map_nodes.get(map_group[0])
+            if node is None:
+                key = f"map:{map_group[0]}"
+                node = self._new_node(
+                    key, "map", f"{run.task_name}.map", self._parent_key(run), map_group[1]
+                )
+                self._map_nodes[map_group[0]] = node
         else:
+            parent = self._parent_key(run)
             loose = self._loose.setdefault((parent, run.task_name), [])
             group = f"group:{parent}:{run.task_name}"
-            if group in self._nodes:
+            if run.subflow_run is not None:
+                key, kind, label = f"flow:{run.subflow_run.id}", "flow", run.name
+            elif group in self._nodes:
                 key, kind, label = group, "group", run.task_name
             elif len(loose) >= FOLD:
                 key, kind, label = group, "group", run.task_name
                 self._fold(loose, group, kind, label, parent)
             else:
                 key, kind, label = f"task:{run.id}", "task", run.name
-        node = self._nodes.get(key)
-        if node is None:
-            self._order += 1
-            node = self._nodes[key] = _Node(key, kind, label, parent, self._order)
-            self._structure_dirty = True
-        rec = _Rec(run, key)
-        self._recs[run.id] = rec
-        node.recs.append(rec)
-        if kind == "task":
-            self._loose[(parent, run.task_name)].append(rec)
+            node = self._nodes.get(key) or self._new_node(key, kind, label, parent)
+            if kind == "task":
+                loose.append(run)
+        self._where[run.id] = node
+        node.add(run)
+        key = node.key
         for up in run.upstream_ids:
-            up_rec = self._recs.get(up)
-            if up_rec is None:
+            up_node = self._where.get(up)
+            if up_node is None:
                 self._waiting_edges.setdefault(up, []).append(key)
             else:
-                self._add_edge(up_rec.node, key)
+                self._add_edge(up_node.key, key)
         for down in self._waiting_edges.pop(run.id, ()):
             self._add_edge(key, down)
-        return rec
+        return node
+
+    def _new_node(
+        self, key: str, kind: str, label: str, parent: str | None, size: int = 0
+    ) -> _Node:
+        self._order += 1
+        node = self._nodes[key] = _Node(key, kind, label, parent, self._order, size)
+        self._structure_dirty = True
+        return node
 
     def _add_edge(self, a: str, b: str) -> None:
         moved = self._moved
@@ -540,23 +621,26 @@ class RunModel:
             self._structure_dirty = True
 
     def _fold(
-        self, loose: list[_Rec], group: str, kind: str, label: str, parent: str | None
+        self, loose: list[TaskRun], group: str, kind: str, label: str, parent: str | None
     ) -> None:
         """Move a task's single-run nodes into one group node."""
-        self._order += 1
-        node = self._nodes[group] = _Node(group, kind, label, parent, self._order)
+        node = self._new_node(group, kind, label, parent)
         moved = {}
-        for rec in loose:
-            old = self._nodes.pop(rec.node, None)
-            moved[rec.node] = group
-            node.order = min(node.order, old.order) if old is not None else node.order
-            rec.node = group
-            node.recs.append(rec)
-            if rec.state:
-                node.counts[rec.state] = node.counts.get(rec.state, 0) + 1
-                node.types[rec.state_type] = node.types.get(rec.state_type, 0) + 1
-                if rec.state_type in ("FAILED", "CRASHED"):
-                    node.failed.append(rec)
+        names = self._code_names
+        for run in loose:
+            old = self._nodes.pop(f"task:{run.id}", None)
+            if old is None:
+                continue
+            moved[old.key] = group
+            node.order = min(node.order, old.order)
+            self._where[run.id] = node
+            node.add(run)
+            name, state_type = names[self._codes.get(run.id, 0) & _MAX_CODES]
+            if name:
+                node.counts[name] = node.counts.get(name, 0) + 1
+                node.types[state_type] = node.types.get(state_type, 0) + 1
+                if state_type in _BAD and len(node.failed) < MAX_DETAIL_RUNS:
+                    node.failed.append(run)
         loose.clear()
         self._moved.update(moved)
         self._edges = {
@@ -577,7 +661,7 @@ class RunModel:
             for name, n in node.counts.items():
                 if n:
                     counts[name] += n
-            total += len(node.recs)
+            total += node.total
             done += sum(n for k, n in node.types.items() if k in _FINAL)
         background = run.background
         final = state is not None and state.is_final()
@@ -632,16 +716,16 @@ class RunModel:
 
     def _node_data(self, node: _Node) -> dict[str, Any]:
         state, kind = _shown_state(node.types, node.counts)
-        if node.kind == "flow" and node.recs:
-            record = node.recs[0].run
-            if record.state is not None:
-                state, kind = record.state.name, _state_type(record.state)
-        shown = [r for r in node.failed if r.state_type in ("FAILED", "CRASHED")][:MAX_DETAIL_RUNS]
+        record = node.first
+        if node.kind == "flow" and record is not None and record.state is not None:
+            state, kind = record.state.name, _state_type(record.state)
+        shown = [r for r in node.failed if _state_type(r.state) in _BAD]
         if len(shown) < MAX_DETAIL_RUNS:
             rest = MAX_DETAIL_RUNS - len(shown)
             seen = {id(r) for r in shown}
-            shown += [r for r in node.recs[-rest:] if id(r) not in seen]
-        runs = [run_detail(rec.run, self._states_of(rec.run)) for rec in shown]
+            last = list(node.last)[-rest:]
+            shown += [r for r in last if id(r) not in seen]
+        runs = [run_detail(run, self._states_of(run)) for run in shown]
         return {
             "label": node.label,
             "kind": node.kind,
@@ -649,9 +733,9 @@ class RunModel:
             "state": state,
             "state_type": kind,
             "counts": {k: v for k, v in sorted(node.counts.items()) if v},
-            "total": len(node.recs),
+            "total": node.total,
             "done": sum(n for k, n in node.types.items() if k in _FINAL),
-            "detail": {"runs": runs, "runs_total": len(node.recs)},
+            "detail": {"runs": runs, "runs_total": node.total},
         }
 
     def _states_of(self, run: TaskRun) -> list[list[Any]]:
@@ -667,21 +751,16 @@ class RunModel:
 
     def timeline(self) -> dict[str, Any]:
         # runs in the order they started: the first MAX_BARS are drawn
-        started = self._started
-        shown = (
-            (
-                r.run.start_s,
-                r.run.end_s,
-                r.state,
-                r.state_type,
-                r.node,
-                r.run.name,
-                r.run.task_name,
-            )
-            for r in itertools.islice(started, MAX_BARS)
-        )
+        where, codes, names = self._where, self._codes, self._code_names
+        shown = []
+        for run in self._started:
+            node = where[run.id]
+            node_codes = node.codes
+            code = node_codes[_index(run)] if node_codes is not None else codes[run.id]
+            name, kind = names[code & _MAX_CODES]  # the state the counts show
+            shown.append((run.start_s, run.end_s, name, kind, node.key, run.name, run.task_name))
         tl = build_timeline(shown, self.flow_run.start_s, self.flow_run.end_s)
-        tl["total"] = len(started)
+        tl["total"] = self._started_total
         return tl
 
 

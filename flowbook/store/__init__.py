@@ -8,6 +8,7 @@ does not import it.
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 
@@ -75,6 +76,24 @@ def get_store(open_if_needed: bool = True) -> Store | None:
     if _store is None and open_if_needed:
         return _open(get_settings())
     return _store
+
+
+def _leave_to_parent() -> None:
+    """After a fork, in the child: the store open in the parent stays the parent's, and the
+    child's next run opens one of its own (with its own writer thread and process record)."""
+    global _store, _lock
+    _lock = threading.Lock()
+    store, _store = _store, None
+    if store is not None:
+        store.leave_to_parent()
+        set_cache_backend(MemoryCache())
+        from flowbook import _setup
+
+        _setup.forget_configured()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_leave_to_parent)
 
 
 def close_store() -> None:

@@ -37,6 +37,7 @@ from sqlalchemy import Connection, Engine, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from flowbook.store import drops as _drops
+from flowbook.store.checkpoints import DEFAULT_PAGES, Checkpointer
 from flowbook.store.drops import Drops, classify, reason
 from flowbook.store.schema import cache_entries
 
@@ -119,7 +120,13 @@ class Written:
 class BatchWriter:
     """Writes batches of ``Part`` objects to one store, on the store writer's thread."""
 
-    def __init__(self, engine: Engine, drops: Drops, results_dir: Path) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        drops: Drops,
+        results_dir: Path,
+        checkpointer: Checkpointer | None = None,
+    ) -> None:
         self.engine = engine
         self.drops = drops
         self.results_dir = results_dir
@@ -129,13 +136,24 @@ class BatchWriter:
         # server's connections are taken per batch, checked by the pool's ping
         self._keep = engine.dialect.name == "sqlite"
         self._conn: Connection | None = None
+        # a SQLite file's WAL checkpoints, made on a thread of their own (checkpoints.py)
+        self.checkpointer = checkpointer if self._keep else None
 
     def close(self) -> None:
         """Give back the kept connection (the writer is stopping)."""
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
+                if self.checkpointer is not None:
+                    # back in the pool, it checkpoints as any connection does
+                    Checkpointer.configure(conn.connection.dbapi_connection, DEFAULT_PAGES)
                 conn.close()
+
+    def _connect(self) -> Connection:
+        conn = self._conn = self.engine.connect()
+        if self.checkpointer is not None:
+            Checkpointer.configure(conn.connection.dbapi_connection)
+        return conn
 
     def write(self, parts: list[Part]) -> Written:
         if not parts:
@@ -164,10 +182,12 @@ class BatchWriter:
                     return None
                 kept = self._conn
                 if kept is None:
-                    kept = self._conn = self.engine.connect()
+                    kept = self._connect()
                 with kept.begin():
                     for part in parts:
                         part.execute(kept, part.rows)
+                if self.checkpointer is not None:
+                    self.checkpointer.committed()
                 return None
             except Exception as exc:  # the store must never stop a run: the caller decides
                 self.close()  # (a fresh connection for the next try)

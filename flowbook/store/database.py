@@ -48,6 +48,7 @@ __all__ = [
     "connect",
     "location",
     "pid_start_time",
+    "sqlite_file",
 ]
 
 # a process whose heartbeat is older than this is taken as dead (other hosts only)
@@ -186,7 +187,8 @@ def location(url: str | URL) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
-def _sqlite_file(url: str) -> Path | None:
+def sqlite_file(url: str) -> Path | None:
+    """The SQLite file of a store URL (None for a server, memory or a URI filename)."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
@@ -199,7 +201,7 @@ def connect(url: str, home: Path, results_dir: Path) -> Engine:
     """An engine on the store at ``url``, created or migrated to the current schema."""
     parsed = make_url(url)
     is_sqlite = parsed.get_backend_name() == "sqlite"
-    database = _sqlite_file(url)
+    database = sqlite_file(url)
     _prepare_home(home, results_dir, database)
     if database is not None:
         _create_database_file(database)

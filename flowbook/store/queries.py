@@ -378,7 +378,7 @@ def get_run(store: Store, ref: str) -> FlowRunDetail:
         tags=json.loads(row.tags or "[]"),
         version=row.flow_version,
         resumed_from=row.resumed_from,
-        states=by_run.get(run_id, []),
+        states=by_run.get(run_id) or _implied_history(row),
         task_run_list=[
             {
                 "id": t.id,
@@ -469,7 +469,8 @@ def _at(line: tuple[Any, ...]) -> tuple[float, int]:
 
 
 def _implied_history(row: Any) -> list[dict[str, Any]]:
-    """The history of a task run stored without state rows (the plain path; see writer.py)."""
+    """The history of a task or flow run stored without state rows (the plain path; see
+    writer.py): Pending at its creation, Running at its start, its final state at its end."""
     history = [
         {"name": "Pending", "type": "PENDING", "message": None, "timestamp": iso(row.created_at)}
     ]

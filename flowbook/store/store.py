@@ -16,11 +16,13 @@ from flowbook.engine.events import (
 from flowbook.engine.runs import FlowRun, new_id
 from flowbook.settings import Settings
 from flowbook.store import results
+from flowbook.store.checkpoints import Checkpointer
 from flowbook.store.database import (
     connect,
     prune_logs,
     recover_crashed,
     register_process,
+    sqlite_file,
     unregister_process,
 )
 from flowbook.store.journal import RunJournal, journal_dir
@@ -52,7 +54,12 @@ class Store:
         self.crashed_on_open = recover_crashed(self.engine, self.process_id, self.journal_dir)
         prune_logs(self.engine, settings.log_retention_days)
         self.journal = RunJournal(self.journal_dir, self.process_id)
-        self.writer = StoreWriter(self.engine, self.process_id, self.results_dir, self.journal)
+        # a SQLite file's WAL is checkpointed on a thread of its own, off the runs' path
+        database = sqlite_file(self.url)
+        self.checkpointer = Checkpointer(self.engine, database) if database is not None else None
+        self.writer = StoreWriter(
+            self.engine, self.process_id, self.results_dir, self.journal, self.checkpointer
+        )
         self.cache = StoreCache(self)
         self._closed = False
         atexit.register(self._close_at_exit)
@@ -92,6 +99,8 @@ class Store:
         bus.unsubscribe(self.writer.on_event)
         bus.remove_barrier(self._barrier)
         self.writer.stop()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         if self.writer.stopped():
             self.journal.close()
             try:
@@ -102,6 +111,20 @@ class Store:
         # so that the next open treats what was not written as a crashed process's runs
         self.engine.dispose()
         atexit.unregister(self._close_at_exit)
+
+    def leave_to_parent(self) -> None:
+        """In a process forked from the one that opened this store: let it be.
+
+        The writer and checkpoint threads, the database connections, the journal and the
+        process record are the parent's; the child detaches from the event bus, forgets the
+        connections without closing them (``dispose(close=False)``) and runs no exit handler
+        for them. The child's next run opens a store of its own.
+        """
+        self._closed = True
+        bus.unsubscribe(self.writer.on_event)
+        bus.remove_barrier(self._barrier)
+        atexit.unregister(self._close_at_exit)
+        self.engine.dispose(close=False)
 
     def __repr__(self) -> str:
         return f"Store({self.engine.url.render_as_string(hide_password=True)!r})"

@@ -52,6 +52,7 @@ from flowbook.store.batches import (
     upsert_rows,
 )
 from flowbook.store.cache import INLINE_RESULT_BYTES
+from flowbook.store.checkpoints import Checkpointer
 from flowbook.store.database import HEARTBEAT_EVERY_S, heartbeat
 from flowbook.store.drops import STORE_WIDE, Drops, classify, reason
 from flowbook.store.journal import RunJournal
@@ -100,6 +101,7 @@ class StoreWriter:
         process_id: str,
         results_dir: Path,
         journal: RunJournal | None = None,
+        checkpointer: Checkpointer | None = None,
     ) -> None:
         self.engine = engine
         self.process_id = process_id
@@ -111,10 +113,14 @@ class StoreWriter:
         # states of task runs not final yet, by run id (kept here across batches)
         # (None stands for the Pending state a run is created in)
         self.histories: dict[str, list[State | None]] = {}
+        # state rows of flow runs not final yet, held back while their history is the plain
+        # one (Pending, Running, Completed: told by the row's times, like a task run's); None
+        # once the run has outlived a batch: its rows are written as they come
+        self.flow_histories: dict[str, list[tuple[Any, ...]] | None] = {}
         self._warned: set[str] = set()
         # what could not be written: counted, reported, and recorded in write_drops
         self.drops = Drops(process_id, _where(engine), results_dir)
-        self._batches = BatchWriter(engine, self.drops, results_dir)
+        self._batches = BatchWriter(engine, self.drops, results_dir, checkpointer)
         # printed text of runs shown in a notebook: lines cut and counted on this thread
         self.printed = PrintedLines()
         self._hurry = threading.Event()
@@ -405,12 +411,34 @@ class _Rows:
 
     def _flow_state(self, run: FlowRun, state: State) -> None:
         type_value = state.type._value_
-        self.latest_flow[run.id] = (run, state)
-        self.states.append(
-            (run.id, "flow", type_value, state.name, state.message, state.timestamp_s)
-        )
-        if type_value in _FINAL and type_value != "COMPLETED":
-            self._hash_inputs(run)
+        run_id = run.id
+        self.latest_flow[run_id] = (run, state)
+        row = (run_id, "flow", type_value, state.name, state.message, state.timestamp_s)
+        held = self.writer.flow_histories
+        rows = held.get(run_id, _NOT_HELD)
+        if rows is None:  # the run's earlier rows are written: so is this one
+            self.states.append(row)
+        elif rows is _NOT_HELD:
+            held[run_id] = [row]
+        else:
+            rows.append(row)
+        if type_value in _FINAL:
+            rows = held.pop(run_id, None)
+            if rows is not None and not _implied_flow(rows):
+                self.states.extend(rows)
+            if type_value != "COMPLETED":
+                self._hash_inputs(run)
+
+    def _write_held_states(self) -> None:
+        """Write the held state rows of the flow runs that go on after this batch: a run that
+        outlives a batch has its history in the store as it goes (a crash keeps it)."""
+        held = self.writer.flow_histories
+        for run_id, (_, state) in self.latest_flow.items():
+            if state.type._value_ not in _FINAL:
+                rows = held.get(run_id)
+                if rows:
+                    self.states.extend(rows)
+                held[run_id] = None
 
     def _hash_inputs(self, flow_run: FlowRun) -> None:
         """Key the completed task calls of a run that did not complete, for ``resume``."""
@@ -618,6 +646,8 @@ class _Rows:
         """The batch's statements with their rows; also the part of cache puts and the part of
         ``write_drops`` rows, if any (their outcome matters to the writer)."""
         task_rows = self._task_rows() if self.task_new else []  # takes their latest states
+        if self.latest_flow:
+            self._write_held_states()
         if self.latest_task or self.latest_flow:
             self._apply_latest_states()
             self.latest_task.clear()
@@ -750,6 +780,22 @@ def _implied(history: list[Any]) -> bool:
     if n == 2:
         return history[0] is None and history[1].name in ("Cached", "Completed")
     return False
+
+
+_NOT_HELD: Any = object()
+_PLAIN_FLOW = (("PENDING", "Pending"), ("RUNNING", "Running"), ("COMPLETED", "Completed"))
+
+
+def _implied_flow(rows: list[tuple[Any, ...]]) -> bool:
+    """True when a flow run's state rows are the plain history (Pending, Running, Completed,
+    the first two without a message), told by the run's row alone (``queries._implied_history``:
+    created, started and ended at the row's times)."""
+    return (
+        len(rows) == 3
+        and all(row[2:4] == plain for row, plain in zip(rows, _PLAIN_FLOW, strict=True))
+        and rows[0][4] is None
+        and rows[1][4] is None
+    )
 
 
 def _history_rows(run: TaskRun, history: list[Any]) -> list[tuple[Any, ...]]:

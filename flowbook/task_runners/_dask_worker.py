@@ -8,9 +8,11 @@ on a thread: ``flowbook.runtime`` answers for it, ``get_run_logger()`` works, th
 
 Everything the kernel needs besides the value travels as Dask events on the run's topic
 (``Worker.log_event``): ``start`` (with the worker's address, process and thread), ``out``
-(text the task wrote to stdout or stderr), ``log`` (log records), and ``end`` (times and a
-short preview of the value). They are plain msgpack-able dicts. The value itself stays in the
-worker's memory as the Dask future's result until somebody asks for it.
+(text the task wrote to stdout or stderr), ``log`` (log records), and ``end`` (times, a
+short preview of the value and, when it is small and the worker is not a thread of the
+kernel's process, the value itself pickled). They are plain msgpack-able dicts, sent in
+batches (``_Batcher``). The value stays in the worker's memory as the Dask future's result,
+for dependent tasks and for the kernel when it was not sent.
 
 A body that returns a state (``return Failed(...)``) ends its attempt with ``ReturnedState``
 carrying it: Dask must not hand a state to dependent tasks as a value, and the kernel applies
@@ -26,6 +28,7 @@ import contextvars
 import io
 import logging
 import os
+import pickle
 import sys
 import threading
 import time
@@ -157,7 +160,121 @@ def interrupt_task_runs(task_run_ids: list[str]) -> int:
 
 
 # -- sending events to the kernel --------------------------------------------------------------
-def _send(topic: str, msg: dict[str, Any]) -> None:
+# Events go to the kernel in batches: one Dask event (``{"op": "batch", "events": [...]}``)
+# per topic carries every event of the worker's task runs since the last one. An event made
+# when nothing was sent for ``BATCH_INTERVAL_S`` leaves at once (a lone task run is reported
+# without delay); under a stream of short task runs the events of the next interval wait for
+# its end, so the scheduler and the kernel handle one message per interval instead of two or
+# more per task run. An attempt's "end" is sent before its value is handed back to Dask, so
+# the kernel never learns of a finished attempt later than the interval.
+BATCH_INTERVAL_S = 0.05
+# A batch leaves early at this many events or bytes of values and text: the scheduler keeps
+# the last ``distributed.admin.low-level-log-length`` (1,000) events of a topic, so a batch
+# is kept small enough for that to stay a few tens of MB at most.
+BATCH_MAX_EVENTS = 500
+BATCH_MAX_BYTES = 64 * 1024
+
+# The value of a finished attempt travels with its "end" event when it pickles to at most
+# this many bytes: the kernel then needs no round trip to the cluster to read it (a flow's
+# result, a cache or store write, ``future.result()``). Larger values stay on the worker
+# until fetched.
+INLINE_VALUE_BYTES = 16 * 1024
+
+# Not under the ``flowbook`` logger: records of that tree made in a task run go to the kernel.
+_log = logging.getLogger("distributed.flowbook")
+
+
+class _Batcher:
+    """The worker process's outgoing events, per worker and topic, sent in batches (see
+    above). Batches leave in the order their events were made: they are taken and handed to
+    the worker under one lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # (the worker's id, topic) -> (the worker, its events); a process may hold workers of
+        # several schedulers (in-process clusters), each event goes by the one that made it
+        self._pending: dict[tuple[int, str], tuple[Any, list[dict[str, Any]]]] = {}
+        self._count = 0
+        self._bytes = 0
+        self._last_sent = 0.0
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.dropped = 0  # events Dask refused even one by one (counted and logged)
+
+    def send(self, topic: str, msg: dict[str, Any], worker: Any, urgent: bool = False) -> None:
+        with self._lock:
+            key = (id(worker), topic)
+            entry = self._pending.get(key)
+            if entry is None:
+                entry = self._pending[key] = (worker, [])
+            entry[1].append(msg)
+            self._count += 1
+            for field_ in ("v", "text", "msg"):
+                value = msg.get(field_)
+                if value is not None:
+                    self._bytes += len(value)
+            due = time.monotonic() - self._last_sent >= BATCH_INTERVAL_S
+            full = self._count >= BATCH_MAX_EVENTS or self._bytes >= BATCH_MAX_BYTES
+            if due or urgent or full:
+                self._ship()
+                return
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="flowbook-events", daemon=True
+                )
+                self._thread.start()
+            self._wake.set()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._ship()
+
+    def _ship(self) -> None:
+        # under the lock; log_event only queues the message on the worker's event loop
+        pending, self._pending = self._pending, {}
+        self._count = self._bytes = 0
+        self._last_sent = time.monotonic()
+        for (_, topic), (worker, events) in pending.items():
+            try:
+                worker.log_event(topic, {"op": "batch", "events": events})
+            except TypeError:
+                # an event Dask refuses (see _plain): the others still go, one by one
+                self._ship_each(worker, topic, events)
+            except Exception:  # a worker closing: nothing left to tell through it
+                pass
+
+    def _ship_each(self, worker: Any, topic: str, events: list[dict[str, Any]]) -> None:
+        for event in events:
+            try:
+                worker.log_event(topic, {"op": "batch", "events": [event]})
+            except TypeError as exc:
+                self.dropped += 1
+                _log.warning(
+                    "flowbook: an event of task run %s (%s) could not be sent and was "
+                    "dropped (%d so far): %s",
+                    event.get("id"),
+                    event.get("op"),
+                    self.dropped,
+                    exc,
+                )
+            except Exception:  # a worker closing
+                return
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                wait = self._last_sent + BATCH_INTERVAL_S - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self.flush()
+
+
+_batcher = _Batcher()
+
+
+def _send(topic: str, msg: dict[str, Any], urgent: bool = False) -> None:
     if not topic:
         return
     from distributed import get_worker
@@ -166,7 +283,95 @@ def _send(topic: str, msg: dict[str, Any]) -> None:
         worker = get_worker()
     except ValueError:  # not on a worker (a test calling run_attempt directly)
         return
-    worker.log_event(topic, msg)
+    _batcher.send(topic, {k: _plain(v) for k, v in msg.items()}, worker, urgent)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as a plain str, int, float, bool or bytes: ``Worker.log_event`` refuses
+    subclasses (a log level that is an ``IntEnum``, a ``str`` subclass written to stdout)."""
+    kind = type(value)
+    if value is None or kind in (str, int, float, bool, bytes):
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    return str(value)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _BoundedWriter:
+    """A file for ``pickle.Pickler`` that gives up once past ``limit`` bytes, so that a value
+    whose size Dask underestimates (an object holding a large array) is not pickled whole
+    only to be dropped."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.parts: list[bytes] = []
+
+    def write(self, data: Any) -> int:
+        n = memoryview(data).nbytes
+        self.size += n
+        if self.size > self.limit:
+            raise _TooLarge
+        self.parts.append(bytes(data))
+        return n
+
+
+def _inline(value: Any) -> bytes | None:
+    """``value`` pickled, when it is small enough to travel with the "end" event."""
+    try:
+        from dask.sizeof import sizeof
+
+        if sizeof(value) > INLINE_VALUE_BYTES:
+            return None
+        out = _BoundedWriter(INLINE_VALUE_BYTES)
+        pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    except Exception:  # too large, or not picklable here: the kernel fetches it through Dask
+        return None
+    return b"".join(out.parts)
+
+
+# The task of the last attempts, unpickled once per worker process for the attempts of a map
+# (the kernel pickles a task once per flow run; the same bytes arrive with every attempt).
+# Only small tasks are kept, and few: a task closing over a large object is not pinned in the
+# worker's memory after its attempts.
+_TASKS_KEPT = 8
+_TASK_KEPT_BYTES = 1024 * 1024  # the largest pickled task kept
+_TASKS_KEPT_BYTES = 4 * 1024 * 1024  # the pickled tasks kept, in all
+_tasks_lock = threading.Lock()
+_tasks: dict[bytes, Task[..., Any]] = {}
+_tasks_bytes = 0
+
+
+def _load_task(data: bytes) -> Task[..., Any]:
+    global _tasks_bytes
+    with _tasks_lock:
+        task = _tasks.get(data)
+    if task is None:
+        import cloudpickle  # type: ignore[import-untyped]
+
+        task = cloudpickle.loads(data)
+        if len(data) <= _TASK_KEPT_BYTES:
+            with _tasks_lock:
+                if data not in _tasks:
+                    _tasks[data] = task
+                    _tasks_bytes += len(data)
+                while len(_tasks) > _TASKS_KEPT or _tasks_bytes > _TASKS_KEPT_BYTES:
+                    oldest = next(iter(_tasks))
+                    del _tasks[oldest]
+                    _tasks_bytes -= len(oldest)
+    return task
 
 
 # -- stdout / stderr of task runs --------------------------------------------------------------
@@ -310,9 +515,7 @@ def run_attempt(spec: AttemptSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
         from flowbook.logging import enable_print_capture
 
         enable_print_capture()
-    import cloudpickle  # type: ignore[import-untyped]
-
-    task: Task[..., Any] = cloudpickle.loads(spec.task_pickle)
+    task = _load_task(spec.task_pickle)
     run = _task_run(spec, task, args, kwargs)
     label = f"task run {spec.name!r} on a Dask worker"
     start = time.time()
@@ -353,7 +556,13 @@ def run_attempt(spec: AttemptSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
             from flowbook._preview import preview
 
             end["preview"] = preview(value)
-        _send(spec.topic, end)
+            # a worker thread of the kernel's process hands the value itself to the kernel
+            data = _inline(value) if spec.origin_pid != os.getpid() else None
+            if data is not None:
+                end["v"] = data
+        # the end of an attempt leaves now only if it may (see _Batcher); a failed one's
+        # events go before Dask reports the failure, as the kernel reads them with it
+        _send(spec.topic, end, urgent=not ok)
 
 
 def _call(spec: AttemptSpec, run: TaskRun, task: Task[..., Any]) -> Any:

@@ -18,9 +18,9 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from typing_extensions import Self
-
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from flowbook.futures import TaskRunFuture
 
 __all__ = ["SubmittedCall", "TaskRunner", "when_final"]

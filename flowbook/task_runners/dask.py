@@ -30,6 +30,7 @@ import importlib
 import itertools
 import logging
 import os
+import pickle
 import queue
 import threading
 import time
@@ -98,21 +99,32 @@ def _import_distributed() -> Any:
 class DaskResult(DeferredResult):
     """A task run's value held by a Dask future; fetched on first ``get()``."""
 
-    __slots__ = ("_lock", "_value", "future", "preview")
+    __slots__ = ("_inline", "_lock", "_value", "future", "preview")
 
     _MISSING: Any = object()
 
-    def __init__(self, future: Any, preview: str = "", value: Any = _MISSING) -> None:
+    def __init__(
+        self, future: Any, preview: str = "", value: Any = _MISSING, inline: bytes | None = None
+    ) -> None:
         self.future = future
         self.preview = preview
         self._value = value
+        # the value pickled by the worker, sent with the attempt's end (small values only)
+        self._inline = inline
         self._lock = threading.Lock()
 
     def get(self) -> Any:
         if self._value is DaskResult._MISSING:
             with self._lock:
                 if self._value is DaskResult._MISSING:
-                    self._value = self.future.result()
+                    inline, self._inline = self._inline, None
+                    if inline is not None:
+                        try:
+                            self._value = pickle.loads(inline)
+                        except Exception:  # not loadable here: Dask's own path says why
+                            self._value = self.future.result()
+                    else:
+                        self._value = self.future.result()
         return self._value
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -197,6 +209,32 @@ def _noop() -> None:
 # -- shared connections -----------------------------------------------------------------------
 _UNKNOWN = object()
 
+# The most attempts submitted to Dask in one client.map (a long map starts running on the
+# cluster while the rest of it is still being queued).
+SUBMIT_BATCH = 250
+
+
+class _Submission:
+    """One attempt queued for the connection's next ``client.map``."""
+
+    __slots__ = ("args", "call", "key", "kwargs", "number", "spec")
+
+    def __init__(
+        self,
+        call: _DaskCall,
+        number: int,
+        key: str,
+        spec: AttemptSpec,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.call = call
+        self.number = number
+        self.key = key
+        self.spec = spec
+        self.args = args
+        self.kwargs = kwargs
+
 
 class _Connection:
     """A client (and, for a local cluster, the cluster) shared by runners of one process."""
@@ -214,7 +252,77 @@ class _Connection:
         self.dispatcher = _Dispatcher("flowbook-dask")
         # blocking kernel-side work: fetching values for cache keys and cache writes
         self.pool = ThreadPoolExecutor(4, thread_name_prefix="flowbook-dask-io")
+        # attempts waiting for the next client.map (touched on the dispatcher only)
+        self._submissions: list[_Submission] = []
         client.subscribe_topic(self.topic, self._on_event)
+
+    # -- submitting attempts ---------------------------------------------------------------
+    def queue_submission(self, item: _Submission) -> None:
+        """Queue an attempt for Dask (on the dispatcher). The queue is submitted as one
+        ``client.map`` once the dispatcher has handled what was posted before the first of
+        them (a map's task runs arrive together), or at ``SUBMIT_BATCH`` attempts."""
+        pending = self._submissions
+        pending.append(item)
+        if len(pending) == 1:
+            self.dispatcher.post(self.flush_submissions)
+        elif len(pending) >= SUBMIT_BATCH:
+            self.flush_submissions()
+
+    def queued(self, call: _DaskCall) -> bool:
+        return any(item.call is call for item in self._submissions)
+
+    def flush_submissions(self) -> None:
+        """Submit the queued attempts to Dask (on the dispatcher): one ``client.map`` for
+        all of them; one ``client.submit`` each if that fails, so that an attempt that
+        cannot be submitted (an argument Dask cannot serialize) fails alone."""
+        items, self._submissions = self._submissions, []
+        # an attempt whose run ended (cancelled) or that was replaced meanwhile is dropped
+        items = [
+            i
+            for i in items
+            if i.number == i.call.submissions
+            and not i.call.is_final()
+            and i.call.cancel_reason is None
+        ]
+        if not items:
+            return
+        from flowbook.task_runners._dask_worker import run_attempt
+
+        client = self.client
+        if len(items) > 1:
+            try:
+                futures = client.map(
+                    run_attempt,
+                    [i.spec for i in items],
+                    [i.args for i in items],
+                    [i.kwargs for i in items],
+                    key=[i.key for i in items],
+                    pure=False,
+                    retries=0,
+                )
+            except Exception:
+                futures = None
+            if futures is not None:
+                for item, future in zip(items, futures, strict=True):
+                    item.call.submitted(future, item.number)
+                return
+        for item in items:
+            try:
+                future = client.submit(
+                    run_attempt,
+                    item.spec,
+                    item.args,
+                    item.kwargs,
+                    key=item.key,
+                    pure=False,
+                    retries=0,
+                )
+            except Exception as exc:
+                _log.exception("flowbook: a task run could not be submitted to Dask")
+                with contextlib.suppress(Exception):
+                    item.call.finish(_failed_outside(exc))
+                continue
+            item.call.submitted(future, item.number)
 
     @property
     def dashboard_link(self) -> str | None:
@@ -237,6 +345,22 @@ class _Connection:
             self.dispatcher.post(self._handle, msg)
 
     def _handle(self, msg: dict[str, Any]) -> None:
+        if msg.get("op") == "batch":  # a worker's events since its last batch, in order
+            for event in msg.get("events", ()):
+                if isinstance(event, dict):
+                    try:
+                        self._handle_one(event)
+                    except Exception as exc:  # the others in the batch are still applied
+                        _log.exception("flowbook: error while handling a Dask task run event")
+                        call = self.calls.get(event.get("id", ""))
+                        if call is not None and not call.is_final():
+                            # its run would otherwise wait for an event that never comes
+                            with contextlib.suppress(Exception):
+                                call.finish(_failed_outside(exc))
+            return
+        self._handle_one(msg)
+
+    def _handle_one(self, msg: dict[str, Any]) -> None:
         call = self.calls.get(msg.get("id", ""))
         if call is None:
             return
@@ -863,34 +987,40 @@ class _DaskCall:
             origin_pid=os.getpid(),
             map_group=run.map_group,
         )
-        from flowbook.task_runners._dask_worker import run_attempt
-
         self.started = False
         self.end_msg = None
         self.waiting_end = False
         self.deps = deps
         key = f"{task.name}-{run.id}-{self.submissions}"
+        self.future = None
         if self.annotations:
             from dask.base import annotate
 
+            from flowbook.task_runners._dask_worker import run_attempt
+
+            self.conn.flush_submissions()  # the queued ones first, in order
             with annotate(**self.annotations):
                 future = self.conn.client.submit(
                     run_attempt, spec, args, kwargs, key=key, pure=False, retries=0
                 )
+            self.submitted(future, self.submissions)
         else:
-            future = self.conn.client.submit(
-                run_attempt, spec, args, kwargs, key=key, pure=False, retries=0
-            )
+            # queued: the connection submits what the dispatcher queued in one client.map
+            self.conn.queue_submission(_Submission(self, self.submissions, key, spec, args, kwargs))
+
+    def submitted(self, future: Any, number: int) -> None:
+        """The Dask future of attempt ``number`` (on the dispatcher)."""
         self.future = future
-        number = self.submissions
         future.add_done_callback(lambda f: self.conn.dispatcher.post(self.on_done, f, number))
 
     def _live_future(self, future: TaskRunFuture[Any]) -> Any:
         """The Dask future of an upstream run's current attempt, if it has one in flight
         (not when the run is final: its future resolves once its hooks ran, wait for that)."""
         call = self.conn.calls.get(future.task_run.id)
-        if call is None or call.future is None or call.is_final():
+        if call is None or call.is_final():
             return None
+        if call.future is None and self.conn.queued(call):
+            self.conn.flush_submissions()  # the upstream attempt is queued: submit it now
         return call.future
 
     def _to_dask(self, value: Any, deps: list[Any], tolerate: bool = False) -> Any:
@@ -1022,6 +1152,13 @@ class _DaskCall:
             )
 
     def _end_overdue(self, number: int) -> None:
+        # Timers run between queued items: the kernel's Dask thread may be behind, with the
+        # "end" still queued. Complete after what is queued now, so an event that reached the
+        # kernel within the grace (the run's logs, its end) is applied first.
+        if self.waiting_end and number == self.submissions and not self.is_final():
+            self.conn.dispatcher.post(self._end_missing, number)
+
+    def _end_missing(self, number: int) -> None:
         if self.waiting_end and number == self.submissions and not self.is_final():
             self.waiting_end = False
             self._complete(self.future)
@@ -1029,18 +1166,22 @@ class _DaskCall:
     def _complete(self, future: Any) -> None:
         if not self.started:
             self._begin_run()
-        preview = (self.end_msg or {}).get("preview", "")
+        end = self.end_msg or {}
+        inline = end.pop("v", None)  # kept by the result only, until it is first read
+        result = DaskResult(
+            future, end.get("preview", ""), inline=inline if isinstance(inline, bytes) else None
+        )
         if self.run.cache_key is not None:
-            self.conn.pool.submit(self._complete_cached, future, preview)
+            self.conn.pool.submit(self._complete_cached, result)
             return
-        self.finish(_completed(DaskResult(future, preview)))
+        self.finish(_completed(result))
 
-    def _complete_cached(self, future: Any, preview: str) -> None:
+    def _complete_cached(self, result: DaskResult) -> None:
         # on an I/O thread: the kernel's store writes the value, so the value comes here
         try:
-            value = future.result()
+            value = result.get()
             self.engine.handle_success(value)
-            state = _completed(DaskResult(future, preview, value))
+            state = _completed(result)
         except Exception as exc:
             from flowbook.states import Failed
 

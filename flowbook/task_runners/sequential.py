@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing_extensions import Self
+from typing import TYPE_CHECKING
 
 from flowbook.task_runners.base import SubmittedCall, TaskRunner
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["SequentialTaskRunner"]
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
-
-from typing_extensions import Self
+from typing import TYPE_CHECKING, Any
 
 from flowbook.task_runners._pool import PoolClosedError, WorkerPool
 from flowbook.task_runners.base import SubmittedCall, TaskRunner
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["DEFAULT_MAX_WORKERS", "ThreadPoolTaskRunner", "check_max_workers"]
 

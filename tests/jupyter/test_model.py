@@ -521,3 +521,24 @@ def test_a_stored_runs_printed_lines_show_as_prints(feeder: Feeder) -> None:
         ("STDERR", "careful"),
         ("INFO", "logged"),
     ]
+
+
+@task
+def named_done(x: int) -> Any:
+    from flowbook.states import Completed
+
+    return Completed(name=f"Done-{x}")
+
+
+def test_more_state_names_than_codes_hold_still_count_every_run(feeder: Feeder) -> None:
+    # 200 custom names of completed states, more than a state code holds: the model keeps
+    # counting (it once recursed for ever looking for a code), every run in the snapshot
+    @flow(task_runner=ConcurrentTaskRunner(max_workers=4))
+    def many_names() -> None:
+        named_done.map(range(200)).wait()
+
+    many_names()
+    snap = feeder.models[-1].snapshot(timeline=False)
+    node = nodes_by_label(snap["graph"])["named_done.map"]
+    assert (node["done"], node["total"]) == (200, 200)
+    assert sum(node["counts"].values()) == 200

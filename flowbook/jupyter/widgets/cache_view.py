@@ -29,17 +29,16 @@ cell is an ``input.fb-cache-select`` checkbox (``data-task`` is the task's name)
 from __future__ import annotations
 
 import html
-import pathlib
 from typing import Any
 
 import anywidget
 import traitlets
 
 import flowbook.cache
+from flowbook.jupyter.widgets._static import static
 
 __all__ = ["CacheExplorer"]
 
-_STATIC = pathlib.Path(__file__).parent / "static"
 # rows shown by the HTML fallback (a saved notebook, nbconvert, GitHub); the widget shows all
 _HTML_ROWS = 50
 
@@ -47,8 +46,8 @@ _HTML_ROWS = 50
 class CacheExplorer(anywidget.AnyWidget):
     """The task cache by flow and task: entries, invalidation, and why calls missed."""
 
-    _esm = _STATIC / "cache_view.js"
-    _css = _STATIC / "cache_view.css"
+    _esm = static("cache_view.js")
+    _css = static("cache_view.css")
 
     entries = traitlets.List(traitlets.Dict()).tag(sync=True)
     misses = traitlets.List(traitlets.Dict()).tag(sync=True)

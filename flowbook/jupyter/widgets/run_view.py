@@ -9,7 +9,6 @@ display is updated so that a saved notebook keeps the final summary.
 from __future__ import annotations
 
 import json
-import pathlib
 from collections.abc import Callable
 from typing import Any
 
@@ -17,18 +16,18 @@ import anywidget
 import traitlets
 
 from flowbook.jupyter.html import render_html, render_text
+from flowbook.jupyter.widgets._static import static
 
 __all__ = ["RunView"]
 
-_STATIC = pathlib.Path(__file__).parent / "static"
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 class RunView(anywidget.AnyWidget):
     """The live view of one flow run."""
 
-    _esm = _STATIC / "run_view.js"
-    _css = _STATIC / "run_view.css"
+    _esm = static("run_view.js")
+    _css = static("run_view.css")
 
     header = traitlets.Dict().tag(sync=True)
     graph = traitlets.Dict().tag(sync=True)
@@ -40,25 +39,54 @@ class RunView(anywidget.AnyWidget):
     timeline_json = traitlets.Unicode("{}").tag(sync=True)
 
     def __init__(
-        self, snapshot: dict[str, Any] | None = None, on_cancel: Callable[[], None] | None = None
+        self,
+        snapshot: dict[str, Any] | None = None,
+        on_cancel: Callable[[], None] | None = None,
+        on_close: Callable[[RunView], None] | None = None,
     ) -> None:
         super().__init__()
-        self.timeline: dict[str, Any] = {}  # what timeline_json encodes
         self._on_cancel = on_cancel
+        self._on_close = on_close
         if snapshot:
             self.apply(snapshot)
         self.on_msg(self._handle_msg)
         self._hook_cancel()
+        comm = getattr(self, "comm", None)
+        if comm is not None:
+            # the front end closed the widget's model: the kernel's side goes too
+            comm.on_close(lambda _msg: self.close())
+
+    def close(self) -> None:
+        """Close the widget (``widget.close()``, or its model closed by the front end).
+
+        The kernel then keeps nothing of it: whoever shows the run is told (``on_close``) and
+        lets go of the view and of the run's model; a run still going on goes on unshown.
+        """
+        on_close, self._on_close = self._on_close, None
+        self._on_cancel = None
+        super().close()
+        if on_close is not None:
+            on_close(self)
 
     def apply(self, snapshot: dict[str, Any]) -> None:
         """Set the traits in ``snapshot`` (one message to the front end)."""
         with self.hold_sync():
             for name, value in snapshot.items():
                 if name == "timeline":
-                    self.timeline = value
                     self.timeline_json = json.dumps(value, separators=(",", ":"))
                 else:
                     setattr(self, name, value)
+
+    @property
+    def timeline(self) -> dict[str, Any]:
+        """The timeline ``timeline_json`` encodes (decoded when asked for, seldom).
+
+        Only the text is kept: a widget outlives its run, and the timeline's bars as Python
+        objects (a few small objects each, made while the run's objects filled the heap) would
+        each keep an otherwise empty stretch of that heap from going back to the system.
+        """
+        value: dict[str, Any] = json.loads(self.timeline_json)
+        return value
 
     def retire(self, kept: int) -> None:
         """Give up the timeline and log lines (the bulk of a finished run's widget state).
