@@ -29,6 +29,8 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from flowbook.store.database import FORK_GUARD
+
 __all__ = ["DEFAULT_PAGES", "INTERVAL_S", "SAFETY_PAGES", "Checkpointer"]
 
 # SQLite's own threshold for a connection's automatic checkpoint
@@ -82,7 +84,7 @@ class Checkpointer:
                 return
             self._wake.clear()
             try:
-                with self.engine.connect() as conn:
+                with FORK_GUARD, self.engine.connect() as conn:
                     row = conn.execute(text("PRAGMA wal_checkpoint(PASSIVE)")).one()
                 self.last = (int(row[0]), int(row[1]), int(row[2]))
                 self.runs += 1

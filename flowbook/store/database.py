@@ -30,6 +30,7 @@ import json
 import os
 import socket
 import stat
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,25 @@ __all__ = [
 # a process whose heartbeat is older than this is taken as dead (other hosts only)
 STALE_AFTER_S = 120.0
 HEARTBEAT_EVERY_S = 15.0
+
+# Held by the store's own threads (the writer, the checkpoint thread) while they are inside the
+# database library, and taken before this process forks: SQLite is not fork-safe while another
+# thread is inside it (a mutex it held stays held in the child, whose first connection then
+# waits for ever). A fork waits for the batch or checkpoint under way.
+FORK_GUARD = threading.Lock()
+
+
+def _release_fork_guard() -> None:
+    if FORK_GUARD.locked():
+        FORK_GUARD.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=FORK_GUARD.acquire,
+        after_in_parent=_release_fork_guard,
+        after_in_child=_release_fork_guard,
+    )
 _FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
 

@@ -53,7 +53,7 @@ from flowbook.store.batches import (
 )
 from flowbook.store.cache import INLINE_RESULT_BYTES
 from flowbook.store.checkpoints import Checkpointer
-from flowbook.store.database import HEARTBEAT_EVERY_S, heartbeat
+from flowbook.store.database import FORK_GUARD, HEARTBEAT_EVERY_S, heartbeat
 from flowbook.store.drops import STORE_WIDE, Drops, classify, reason
 from flowbook.store.journal import RunJournal
 from flowbook.store.printed import PrintedLines
@@ -213,7 +213,8 @@ class StoreWriter:
             stop = any(item is _STOP for item in batch)
             if batch:
                 try:
-                    self._write_batch([i for i in batch if i is not _STOP])
+                    with FORK_GUARD:
+                        self._write_batch([i for i in batch if i is not _STOP])
                 except Exception as exc:  # a bug here must not stop the writer (nor the runs)
                     self.drops.add("batch", None, f"the writer failed: {reason(exc)}")
                     self._release(batch)
@@ -229,10 +230,12 @@ class StoreWriter:
                         self._hurry.clear()
             if time.monotonic() - last_beat >= HEARTBEAT_EVERY_S:
                 last_beat = time.monotonic()
-                self._heartbeat()
+                with FORK_GUARD:
+                    self._heartbeat()
             self.drops.summary(force=stop)
             if stop:
-                self._batches.close()
+                with FORK_GUARD:
+                    self._batches.close()
                 return
 
     def _write_batch(self, batch: list[Any]) -> None:

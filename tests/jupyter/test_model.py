@@ -321,10 +321,14 @@ def test_the_header_gets_the_dask_dashboard_link_once_the_runner_connects(
     model = feeder.models[0]  # made when the run was created: no task runner yet
     # what the widget updater does: a snapshot whenever something is pending
     seen: list[Any] = []
+    # snapshots are incremental: the traits as the front end has them, updated by each one
+    latest: dict[str, Any] = {}
     deadline = time.monotonic() + 60
     while not handle.done() and time.monotonic() < deadline:
         if model.pending():
-            header = model.snapshot(timeline=False).get("header")
+            snap = model.snapshot(timeline=False)
+            latest.update(snap)
+            header = snap.get("header")
             if header is not None:
                 seen.append(header["dashboard_link"])
         time.sleep(0.02)
@@ -338,7 +342,8 @@ def test_the_header_gets_the_dask_dashboard_link_once_the_runner_connects(
     assert link in seen  # picked up while the run was going
 
     # the run's end: its runner has let go of the cluster, the header keeps the link
-    final = model.snapshot(timeline=True)
+    latest.update(model.snapshot(timeline=True))
+    final = latest
     assert final["header"]["state"] == "Completed"
     assert final["header"]["dashboard_link"] == link
     markup = render_html(final["header"], final["graph"], [], 0, final["timeline"])

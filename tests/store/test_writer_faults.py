@@ -280,7 +280,11 @@ FILLING = """\
     @flow(name="files")
     def files(leave=None):
         if leave is not None:
-            # now that the run's first rows are written: room for the result files, not more
+            # the store's checkpoints let new rows reuse the WAL's space; emptied, the WAL must
+            # grow on the disk for this run's rows
+            with flowbook.store.get_store().engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            # room for the result files, not more
             fill(leave)
         return [len(b) for b in big.map(range(3)).result()]
 
