@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import textwrap
 import time
 from collections.abc import Iterator
@@ -16,7 +17,9 @@ from kernel_session import KernelSession
 pytestmark = pytest.mark.slow
 
 DEFS = """
-import time
+import faulthandler, signal, time
+# a stuck cell's threads, on demand (the test sends SIGUSR1 before it gives up on a cell)
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 from flowbook import flow, task
 from flowbook.task_runners import ConcurrentTaskRunner
 
@@ -67,7 +70,13 @@ def test_interrupts_at_random_moments_always_end_the_cell_and_the_run(
         time.sleep(rng.uniform(0.05, 0.4))
         kernel.interrupt()
         t0 = time.monotonic()
-        msgs = kernel.wait(cell, timeout=15)
+        try:
+            msgs = kernel.wait(cell, timeout=15)
+        except TimeoutError:
+            # every thread's stack goes to the kernel's stderr (the test's captured output)
+            os.kill(kernel.km.provisioner.process.pid, signal.SIGUSR1)
+            time.sleep(2)
+            raise
         slowest = max(slowest, time.monotonic() - t0)
         err = kernel.error(msgs)
         assert err is not None, f"trial {trial}: the cell ended without an error"
