@@ -290,3 +290,34 @@ def test_lines_to_a_redirected_file_are_written_before_it_closes(tmp_path: Path)
         """,
     )
     assert "Task run 'work-0' - Finished in state Completed()" in target.read_text()
+
+
+def test_a_stderr_that_refuses_writes_costs_the_lines_not_the_run(tmp_path: Path) -> None:
+    # stderr on a full device: every write fails; the flow returns its result, and the task
+    # lines the writer thread could not write are counted
+    script = tmp_path / "full.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            from flowbook import console, flow, task
+
+            @task
+            def work(x):
+                return x
+
+            @flow(name="full-stderr")
+            def full():
+                return work.map(range(50)).result()
+
+            print(sum(full()), console.dropped_lines, flush=True)
+            """
+        )
+    )
+    env = {**os.environ, "FLOWBOOK_HOME": str(tmp_path / "home"), "FLOWBOOK_CONSOLE": "auto"}
+    env.pop("FLOWBOOK_LOGGING_LEVEL", None)
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, str(script)], stderr=full, stdout=subprocess.PIPE, env=env, timeout=120
+        )
+    assert proc.returncode == 0
+    assert proc.stdout.decode().split() == [str(sum(range(50))), "50"]

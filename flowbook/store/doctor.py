@@ -35,7 +35,7 @@ from typing import Any
 from sqlalchemy import Connection, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from flowbook.store import schema
+from flowbook.store import results, schema
 from flowbook.store.drops import reason
 
 __all__ = ["DoctorError", "Repair", "Report", "diagnose", "repair"]
@@ -43,7 +43,6 @@ __all__ = ["DoctorError", "Repair", "Report", "diagnose", "repair"]
 RECENT_S = 60.0
 RECENT_DROPS = 10
 _COUNTED = ("flow_runs", "task_runs", "logs", "cache_entries")
-_SUBDIRS = ("runs", "cache")
 _CHUNK = 1000  # rows read at a time when copying
 _MAX_FAILED_READS = 20_000  # per table; beyond that the rest of the table is given up
 _STALE_AFTER_S = 120.0  # as the store's crash detection: a heartbeat older than this is dead
@@ -297,18 +296,9 @@ def _sizes(conn: Connection, report: Report, results_dir: Path) -> None:
                 ).scalar_one()
                 report.relation_bytes[table] = int(size or 0)
             report.size_bytes = sum(report.relation_bytes.values())
-        for sub in _SUBDIRS:
-            try:
-                entries = list(os.scandir(results_dir / sub))
-            except OSError:
-                continue
-            for entry in entries:
-                try:
-                    if entry.is_file(follow_symlinks=False):
-                        report.results_bytes += entry.stat(follow_symlinks=False).st_size
-                        report.results_files += 1
-                except OSError:
-                    continue
+        for _, info in results.files(results_dir):
+            report.results_bytes += info.st_size
+            report.results_files += 1
         days = get_settings().run_retention_days
         if days is not None:
             runs, _ = choose_runs(conn, days, None)
@@ -397,19 +387,7 @@ def _check_files(report: Report, results_dir: Path, referenced: dict[str, tuple[
 
 def _files(results_dir: Path) -> dict[str, float]:
     """The files the store writes in the results directory, with their modification times."""
-    found: dict[str, float] = {}
-    for sub in _SUBDIRS:
-        try:
-            entries = list(os.scandir(results_dir / sub))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                if entry.is_file(follow_symlinks=False):
-                    found[f"{sub}/{entry.name}"] = entry.stat(follow_symlinks=False).st_mtime
-            except OSError:
-                continue
-    return found
+    return {name: info.st_mtime for name, info in results.files(results_dir)}
 
 
 # -- repair ----------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ lock throughout). PostgreSQL reuses the space of deleted rows after its autovacu
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,6 +35,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, text
 
+from flowbook.store import results
 from flowbook.store.schema import cache_entries, flow_runs, logs, states, task_run_edges, task_runs
 
 __all__ = ["BATCH", "GcReport", "collect", "reclaimable_sqlite_bytes"]
@@ -44,7 +44,6 @@ BATCH = 1000  # task runs, log lines or cache entries deleted per transaction
 ORPHAN_AGE_S = 3600.0
 _IN_CHUNK = 500  # ids per IN (...) list
 _FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
-_SUBDIRS = ("runs", "cache")
 
 
 @dataclass
@@ -298,18 +297,11 @@ def _delete_expired_cache(engine: Engine, results_dir: Path, report: GcReport, b
 
 def _remove_orphans(engine: Engine, results_dir: Path) -> int:
     """Remove files no row points at, older than ``ORPHAN_AGE_S`` (left by a kill)."""
-    present: dict[str, float] = {}
-    for sub in _SUBDIRS:
-        try:
-            entries = list(os.scandir(results_dir / sub))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                if entry.is_file(follow_symlinks=False) and not entry.name.startswith("."):
-                    present[f"{sub}/{entry.name}"] = entry.stat(follow_symlinks=False).st_mtime
-            except OSError:
-                continue
+    present = {
+        name: info.st_mtime
+        for name, info in results.files(results_dir)
+        if not name.split("/", 1)[1].startswith(".")  # a file being written (atomic rename)
+    }
     cutoff = time.time() - ORPHAN_AGE_S
     old = [name for name, mtime in present.items() if mtime < cutoff]
     if not old:

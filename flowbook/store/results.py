@@ -20,6 +20,7 @@ import pickle
 import secrets
 import shlex
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "ResultError",
     "checksum",
     "dumps",
+    "files",
     "loads",
     "prepare_dir",
     "read_file",
@@ -39,6 +41,22 @@ __all__ = [
 
 # the subdirectories the store writes: task results, and cache values
 _SUBDIRS = ("runs", "cache")
+
+
+def files(results_dir: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """The files in the store's subdirectories of ``results_dir``, as (``"runs/<name>"``, their
+    stat), the way rows name them; an unreadable directory or a file gone meanwhile is skipped."""
+    for sub in _SUBDIRS:
+        try:
+            entries = list(os.scandir(results_dir / sub))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    yield f"{sub}/{entry.name}", entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
 
 
 def prepare_dir(results_dir: Path) -> None:
