@@ -10,6 +10,8 @@ and what it accepts. A path variable that is set but empty counts as unset.
 | ``FLOWBOOK_DATABASE_URL`` | SQLite in the home | a SQLAlchemy URL, e.g. PostgreSQL |
 | ``FLOWBOOK_RESULTS_DIR`` | ``<home>/results`` | result and cache files |
 | ``FLOWBOOK_STORE`` | ``on`` | ``off`` keeps runs and the cache in memory only |
+| ``FLOWBOOK_STORE_WAIT`` | ``on`` | ``on``: a flow call returns once its rows are committed; |
+| | | ``off``: it returns at once, its rows follow within about half a second |
 | ``FLOWBOOK_LOG_RETENTION_DAYS`` | ``30`` | older log lines are deleted when a store opens |
 | ``FLOWBOOK_RUN_RETENTION_DAYS`` | none (keep) | what ``flowbook gc`` deletes when given no |
 | | | ``--older-than``: finished runs older than this |
@@ -64,6 +66,7 @@ class Settings(BaseModel):
     database_url: str | None = None
     results_dir: Path
     store: Literal["on", "off"] = "on"
+    store_wait: Literal["on", "off"] = "on"
     log_retention_days: PositiveFloat | None = 30.0
     run_retention_days: PositiveFloat | None = None
     logging_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
@@ -226,6 +229,7 @@ def _from_env() -> Settings:
         "database_url": _database_url(),
         "results_dir": _path("FLOWBOOK_RESULTS_DIR", None) or home / "results",
         "store": _choice("FLOWBOOK_STORE", "on", _SWITCH),
+        "store_wait": _choice("FLOWBOOK_STORE_WAIT", "on", _SWITCH),
         "log_retention_days": _retention(),
         "run_retention_days": _retention("FLOWBOOK_RUN_RETENTION_DAYS", "forever"),
         "logging_level": _choice("FLOWBOOK_LOGGING_LEVEL", "INFO", _LEVELS, upper=True),

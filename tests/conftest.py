@@ -37,6 +37,7 @@ def _clean_flowbook(monkeypatch: pytest.MonkeyPatch, flowbook_home: Path) -> Ite
         "FLOWBOOK_DATABASE_URL",
         "FLOWBOOK_RESULTS_DIR",
         "FLOWBOOK_STORE",
+        "FLOWBOOK_STORE_WAIT",
         "FLOWBOOK_LOG_RETENTION_DAYS",
         "FLOWBOOK_LOGGING_LOG_PRINTS",
         "FLOWBOOK_LOGGING_EXTRA_LOGGERS",

@@ -49,6 +49,7 @@ def _open(settings: Settings) -> Store | None:
         if _store is not None:
             same = _store.url == settings.store_url and _store.results_dir == settings.results_dir
             if same and settings.store == "on":
+                _store.writer.wait = settings.store_wait == "on"
                 return _store
             _store.close()
             _store = None

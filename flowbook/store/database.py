@@ -385,7 +385,8 @@ def recover_crashed(engine: Engine, own_process_id: str, journals: Path | None =
 
     ``journals`` is the directory of run journals (``flowbook.store.journal``): a dead process
     of this host may have journalled top-level runs whose rows it never committed; they are
-    recorded here, as ``Crashed``.
+    recorded here, as ``Crashed``, or with their final state when the journal has it (a flow
+    call that did not wait for its rows, ``FLOWBOOK_STORE_WAIT=off``).
     """
     host = socket.gethostname()
     now = time.time()
@@ -408,7 +409,9 @@ def recover_crashed(engine: Engine, own_process_id: str, journals: Path | None =
         if not dead:
             return 0
         here = [r.id for r in rows if r.id in dead and r.host == host]
-        journalled = _journalled_runs(conn, journals, here, now) if journals is not None else 0
+        journalled, ended = (
+            _journalled_runs(conn, journals, here, now) if journals is not None else (0, [])
+        )
         unfinished = (
             conn.execute(
                 select(flow_runs.c.id).where(
@@ -421,11 +424,11 @@ def recover_crashed(engine: Engine, own_process_id: str, journals: Path | None =
         )
         message = "The process running this flow run ended before the run finished."
         crashed_tasks: list[str] = []
-        if unfinished:
+        if unfinished or ended:
             crashed_tasks = list(
                 conn.execute(
                     select(task_runs.c.id).where(
-                        task_runs.c.flow_run_id.in_(unfinished),
+                        task_runs.c.flow_run_id.in_([*unfinished, *ended]),
                         (task_runs.c.state_type.is_(None))
                         | (task_runs.c.state_type.not_in(_FINAL)),
                     )
@@ -473,67 +476,121 @@ def recover_crashed(engine: Engine, own_process_id: str, journals: Path | None =
     return len(unfinished) + journalled
 
 
-_NOT_RECORDED = (
-    "The process running this flow run ended before the run was recorded (found in its run "
-    "journal)."
-)
-
-
-def _journalled_runs(conn: Connection, journals: Path, dead: list[str], now: float) -> int:
-    """Record, as ``Crashed``, the journalled runs of dead processes the database lacks."""
+def _journalled_runs(
+    conn: Connection, journals: Path, dead: list[str], now: float
+) -> tuple[int, list[str]]:
+    """Record the journalled runs of dead processes the database lacks, as ``Crashed`` or, when
+    their end was journalled (``FLOWBOOK_STORE_WAIT=off``), with their final state; runs the
+    database has unfinished that ended by the journal get their final state too. Returns how
+    many runs were added and the ids of the runs given their final state (their task runs that
+    are not final are the caller's to mark)."""
     from flowbook.store.journal import read_journal
 
-    added = 0
+    added, ended_ids = 0, []
     for process_id in dead:
         entries = read_journal(journals / f"{process_id}.jsonl")
         if not entries:
             continue
         ids = [e["id"] for e in entries]
-        known = set(
-            conn.execute(select(flow_runs.c.id).where(flow_runs.c.id.in_(ids))).scalars().all()
+        found = dict(
+            conn.execute(
+                select(flow_runs.c.id, flow_runs.c.state_type).where(flow_runs.c.id.in_(ids))
+            ).all()
         )
-        missing = [e for e in entries if e["id"] not in known]
-        if not missing:
-            continue
-        conn.execute(
-            flow_runs.insert(),
-            [
-                {
-                    "id": e["id"],
-                    "name": str(e.get("name") or "")[:255],
-                    "flow_name": str(e.get("flow_name") or "")[:255],
-                    "flow_version": e.get("flow_version"),
-                    "project": e.get("project"),
-                    "process_id": process_id,
-                    "tags": json.dumps(e.get("tags") or []),
-                    "state_type": "CRASHED",
-                    "state_name": "Crashed",
-                    "state_message": _NOT_RECORDED,
-                    "run_count": 0,
-                    "created_at": float(e.get("created_at") or now),
-                    "end_time": now,
-                    "notebook": e.get("notebook"),
-                    "cell_id": e.get("cell_id"),
-                }
-                for e in missing
-            ],
-        )
-        conn.execute(
-            states.insert(),
-            [
-                {
-                    "run_id": e["id"],
-                    "run_kind": "flow",
-                    "type": "CRASHED",
-                    "name": "Crashed",
-                    "message": _NOT_RECORDED,
-                    "timestamp": now,
-                }
-                for e in missing
-            ],
-        )
+        missing = [e for e in entries if e["id"] not in found]
+        ended = [
+            e
+            for e in entries
+            if e["id"] in found and found[e["id"]] not in _FINAL and _end(e) is not None
+        ]
+        for e in ended:
+            end = _end(e)
+            assert end is not None
+            conn.execute(
+                update(flow_runs)
+                .where(flow_runs.c.id == e["id"])
+                .values(
+                    state_type=end["type"],
+                    state_name=end["name"],
+                    state_message=end["message"],
+                    run_count=end["run_count"],
+                    end_time=end["time"],
+                )
+            )
+            ended_ids.append(e["id"])
+        if missing:
+            conn.execute(
+                flow_runs.insert(),
+                [
+                    {
+                        "id": e["id"],
+                        "name": str(e.get("name") or "")[:255],
+                        "flow_name": str(e.get("flow_name") or "")[:255],
+                        "flow_version": e.get("flow_version"),
+                        "project": e.get("project"),
+                        "process_id": process_id,
+                        "tags": json.dumps(e.get("tags") or []),
+                        "state_type": (_end(e) or _CRASHED_END)["type"],
+                        "state_name": (_end(e) or _CRASHED_END)["name"],
+                        "state_message": (_end(e) or _CRASHED_END)["message"],
+                        "run_count": (_end(e) or _CRASHED_END)["run_count"],
+                        "created_at": float(e.get("created_at") or now),
+                        "end_time": (_end(e) or {"time": now})["time"],
+                        "notebook": e.get("notebook"),
+                        "cell_id": e.get("cell_id"),
+                    }
+                    for e in missing
+                ],
+            )
+        rows = [
+            {
+                "run_id": e["id"],
+                "run_kind": "flow",
+                "type": (_end(e) or _CRASHED_END)["type"],
+                "name": (_end(e) or _CRASHED_END)["name"],
+                "message": (_end(e) or _CRASHED_END)["message"],
+                "timestamp": (_end(e) or {"time": now})["time"],
+            }
+            for e in missing + ended
+        ]
+        if rows:
+            conn.execute(states.insert(), rows)
         added += len(missing)
-    return added
+    return added, ended_ids
+
+
+_NOT_RECORDED = (
+    "The process running this flow run ended before the run was recorded (found in its run "
+    "journal)."
+)
+_CRASHED_END: dict[str, Any] = {
+    "type": "CRASHED",
+    "name": "Crashed",
+    "message": _NOT_RECORDED,
+    "run_count": 0,
+}
+_END_NOT_RECORDED = (
+    "The process ended before this run's rows were written (FLOWBOOK_STORE_WAIT=off): its "
+    "final state is from the run journal; its task runs and log lines may be missing."
+)
+
+
+def _end(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """A journal entry's final state as column values, or None (none journalled, or unusable)."""
+    end = entry.get("end")
+    if not isinstance(end, dict) or end.get("type") not in _FINAL:
+        return None
+    message = end.get("message")
+    note = _END_NOT_RECORDED if not message else f"{str(message)[:2000]} ({_END_NOT_RECORDED})"
+    when = end.get("time")
+    count = end.get("run_count")
+    return {
+        "type": end["type"],
+        "name": str(end.get("name") or end["type"].title())[:255],
+        "message": note,
+        "run_count": count if isinstance(count, int) and count >= 0 else 0,
+        "time": float(when) if isinstance(when, (int, float)) else time.time(),
+    }
 
 
 def heartbeat(engine: Engine, process_id: str) -> None:

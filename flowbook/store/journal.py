@@ -8,12 +8,18 @@ describing it is appended to this process's journal file, ``<home>/journal/<proc
 on the creating thread: a single ``write`` to a file opened for appending, a few microseconds.
 A killed process's data in the kernel's page cache reaches the file all the same.
 
-When a run's rows are committed (the flow's end waits for that), its line is no longer
-needed; once no journalled run is waiting and the file has grown past 64 KiB, it is emptied
-(a line whose run is in the database is skipped by the reader). A cleanly closed store removes
-its journal. The crash check of a later process (``database.recover_crashed``) reads the
-journals of dead processes of this host and records the runs they hold that the database does
-not have, as ``Crashed``.
+With ``FLOWBOOK_STORE_WAIT=off`` a flow call returns before its rows are committed: a second
+line, with the run's final state, is appended when the run ends, so a process killed before the
+writer's next batch still leaves the run's outcome (the crash check records it with that state
+and says that its task runs and logs were not recorded).
+
+When a run's rows are committed (the flow's end waits for that, unless told not to), its
+lines are no longer needed; once no journalled run is waiting and the file has grown past
+64 KiB, it is emptied (a line whose run is in the database is skipped by the reader). A cleanly
+closed store removes its journal. The crash check of a later process
+(``database.recover_crashed``) reads the journals of dead processes of this host and records
+the runs they hold that the database does not have, as ``Crashed`` (or with their journalled
+final state).
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flowbook.engine.runs import FlowRun
+    from flowbook.states import State
 
 __all__ = ["RunJournal", "journal_dir", "read_journal"]
 
 _EMPTY_AFTER = 64 * 1024
+_MESSAGE_CHARS = 2000  # of a final state's message, in its line
 
 
 def journal_dir(home: Path) -> Path:
@@ -66,17 +74,41 @@ class RunJournal:
             }
         ).encode()
         with self._lock:
-            try:
-                if self._fd is None:
-                    self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                self._written += os.write(self._fd, line + b"\n")
-            except OSError:
-                # a full disk or a read-only home: the store says so when it writes; the run
-                # only loses this early trace
-                self._broken = True
-                return
-            self._waiting.add(run.id)
+            if self._append(line):
+                self._waiting.add(run.id)
+
+    def ended(self, run: FlowRun, state: State) -> None:
+        """Append the run's final state (its caller goes on before its rows are committed)."""
+        if self._broken:
+            return
+        line = json.dumps(
+            {
+                "id": run.id,
+                "end": {
+                    "type": state.type._value_,
+                    "name": state.name,
+                    "message": (state.message or "")[:_MESSAGE_CHARS] or None,
+                    "time": run.end_s,
+                    "run_count": run.run_count,
+                },
+            }
+        ).encode()
+        with self._lock:
+            if run.id in self._waiting:  # (a run journalled when it was created)
+                self._append(line)
+
+    def _append(self, line: bytes) -> bool:
+        try:
+            if self._fd is None:
+                self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            self._written += os.write(self._fd, line + b"\n")
+        except OSError:
+            # a full disk or a read-only home: the store says so when it writes; the run only
+            # loses this early trace
+            self._broken = True
+            return False
+        return True
 
     def committed(self, run_id: str) -> None:
         """The run's rows are in the database: its line is not needed any more."""
@@ -104,17 +136,23 @@ class RunJournal:
 
 
 def read_journal(path: Path) -> list[dict[str, Any]]:
-    """The runs a (dead) process's journal holds; lines cut short by a kill are skipped."""
+    """The runs a (dead) process's journal holds, each with its final state (``"end"``) when
+    one was journalled; lines cut short by a kill are skipped."""
     try:
         data = path.read_bytes()
     except OSError:
         return []
-    runs = []
+    runs: dict[str, dict[str, Any]] = {}
     for raw in data.splitlines():
         try:
             entry = json.loads(raw)
         except ValueError:
             continue
-        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
-            runs.append(entry)
-    return runs
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            continue
+        end = entry.get("end")
+        if end is None:
+            runs[entry["id"]] = entry
+        elif isinstance(end, dict) and entry["id"] in runs:
+            runs[entry["id"]]["end"] = end
+    return list(runs.values())

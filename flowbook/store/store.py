@@ -60,6 +60,7 @@ class Store:
         self.writer = StoreWriter(
             self.engine, self.process_id, self.results_dir, self.journal, self.checkpointer
         )
+        self.writer.wait = settings.store_wait == "on"
         self.cache = StoreCache(self)
         self._closed = False
         atexit.register(self._close_at_exit)

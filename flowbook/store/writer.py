@@ -6,9 +6,10 @@ statements. Within a batch, a run created and finished in the same batch is inse
 with its final state instead of inserted and then updated.
 
 A flow run's end waits for its own rows: ``barrier(flow_run)`` blocks until the batch holding
-its ``FlowRunFinished`` event is committed. Work that is not needed for the run's progress is
-done here, not on the engine's threads: previews of parameters, pickling results, hashing
-inputs for ``resume``.
+its ``FlowRunFinished`` event is committed (unless ``FLOWBOOK_STORE_WAIT=off``: then the run's
+end is journalled and written with the next batch). Work that is not needed for the run's
+progress is done here, not on the engine's threads: previews of parameters, pickling results,
+hashing inputs for ``resume``.
 
 Nothing the database can take is lost, and runs never stop because the store cannot keep
 up: a batch whose transaction fails is retried while the failure is transient, written again
@@ -92,6 +93,13 @@ def _urgent(item: Any) -> bool:
     )
 
 
+class _Unwaited(FlowRunFinished):
+    """The end of a top-level flow run whose caller does not wait for its rows
+    (``FLOWBOOK_STORE_WAIT=off``): written with the next batch, not urgent."""
+
+    __slots__ = ()
+
+
 class StoreWriter:
     """Writes events to the database from a thread of its own."""
 
@@ -110,6 +118,9 @@ class StoreWriter:
         self.journal = journal
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._finished: dict[str, threading.Event] = {}
+        # FLOWBOOK_STORE_WAIT: a top-level flow call returns once its rows are committed (True)
+        # or at once, its rows following within _GATHER_S (False)
+        self.wait = True
         # states of task runs not final yet, by run id (kept here across batches)
         # (None stands for the Pending state a run is created in)
         self.histories: dict[str, list[State | None]] = {}
@@ -143,8 +154,16 @@ class StoreWriter:
                         self._queue.put(item)
                 return
         if kind is FlowRunFinished and event.flow_run.parent_task_run is None:
-            self._finished[event.flow_run.id] = threading.Event()  # (the barrier pops it)
-            self._call_for(event)
+            if self.wait:
+                self._finished[event.flow_run.id] = threading.Event()  # (the barrier pops it)
+                self._call_for(event)
+                return
+            # FLOWBOOK_STORE_WAIT=off: the caller goes on at once; the run's end is journalled
+            # (a few microseconds) and its rows go with the next batch, within _GATHER_S
+            journal = self.journal
+            if journal is not None:
+                journal.ended(event.flow_run, event.state)
+            self._queue.put(_Unwaited(event.flow_run, event.state))
             return
         if kind is FlowRunCreated and event.flow_run.parent_task_run is None:
             journal = self.journal
@@ -248,7 +267,7 @@ class StoreWriter:
                 kind = type(item)
                 if kind is threading.Event:
                     markers.append(item)
-                elif kind is FlowRunFinished:
+                elif kind is FlowRunFinished or kind is _Unwaited:
                     finished.append(item.flow_run.id)
                     rows.flow_run_ended(item.flow_run)
                 else:
