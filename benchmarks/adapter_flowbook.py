@@ -9,13 +9,20 @@ BENCH_SETTINGS (benchmarks/run sets it):
   to it before flowbook is imported: the console's lines are formatted, written and flushed
   to a file, as with ``python script.py 2>>run.log``. benchmarks/run also sets FLOWBOOK_HOME
   to a fresh copy of the grown store (grow_store.py) for each process.
+- ``nowait`` (``benchmarks/run --nowait``): the defaults as above, plus
+  ``FLOWBOOK_STORE_WAIT=off`` (a top-level flow call returns without waiting for its rows to
+  be committed; the store's writer thread commits them within about half a second). Set here
+  before flowbook is imported; another value already set is refused.
 - ``fresh`` (the default here; ``benchmarks/run --fresh-home`` and ``--quick``): before
   flowbook is imported, FLOWBOOK_LOGGING_LEVEL defaults to WARNING (Prefect is measured with
   PREFECT_LOGGING_LEVEL=WARNING: same footing).
 
-In both, FLOWBOOK_HOME (flowbook's state directory, e.g. persisted results) defaults to a fresh
-temporary directory per process, as every Prefect process starts from a fresh copy of its
-template home. The one exception: the two phases of cache_hit_1000 (cold, then warm in a new
+``SETTINGS_ENV`` holds the ``FLOWBOOK_*`` variables the process runs with, but
+``FLOWBOOK_HOME`` (run.py records them with each figure, as ``"settings_env"``).
+
+In every setting, FLOWBOOK_HOME (flowbook's state directory, e.g. persisted results) defaults
+to a fresh temporary directory per process, as every Prefect process starts from a fresh copy
+of its template home. The one exception: the two phases of cache_hit_1000 (cold, then warm in a new
 process) must share the persisted cache, so when run.py sets BENCH_SALT (shared by the phases
 of one repeat, new for each repeat) the directory is derived from it. Set FLOWBOOK_HOME
 yourself to override both.
@@ -39,8 +46,13 @@ def _home():
 
 
 SETTINGS = os.environ.get("BENCH_SETTINGS", "fresh")
-if SETTINGS not in ("defaults", "fresh"):
-    raise SystemExit(f"BENCH_SETTINGS={SETTINGS!r}: use 'defaults' or 'fresh'")
+if SETTINGS not in ("defaults", "fresh", "nowait"):
+    raise SystemExit(f"BENCH_SETTINGS={SETTINGS!r}: use 'defaults', 'fresh' or 'nowait'")
+if SETTINGS == "nowait" and os.environ.setdefault("FLOWBOOK_STORE_WAIT", "off") != "off":
+    raise SystemExit(
+        f"BENCH_SETTINGS=nowait measures FLOWBOOK_STORE_WAIT=off, not "
+        f"FLOWBOOK_STORE_WAIT={os.environ['FLOWBOOK_STORE_WAIT']!r}"
+    )
 if "FLOWBOOK_HOME" not in os.environ:
     os.environ["FLOWBOOK_HOME"] = _home()
 if SETTINGS == "fresh":
@@ -49,6 +61,11 @@ elif os.environ.get("BENCH_CONSOLE_LOG"):
     _fd = os.open(os.environ["BENCH_CONSOLE_LOG"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.dup2(_fd, 2)
     os.close(_fd)
+SETTINGS_ENV = {
+    k: v
+    for k, v in sorted(os.environ.items())
+    if k.startswith("FLOWBOOK_") and k != "FLOWBOOK_HOME"
+}
 
 # flowbook reads these settings when first used, so they are set before the import.
 import flowbook  # noqa: E402
@@ -60,6 +77,7 @@ IMPORT = "flowbook"
 VERSION = "flowbook " + flowbook.__version__
 
 __all__ = [
+    "SETTINGS_ENV",
     "flow",
     "task",
     "task_input_hash",

@@ -14,12 +14,14 @@ one earlier run (started ``--earlier-started``, if known).
 
 With ``--fresh`` nothing is merged: a whole run writes ``INTO/runs.json`` for its workloads.
 
-Settings. flowbook is measured at its defaults (``flowbook.jsonl``) and/or with the fresh-home
-settings (``flowbook-fresh.jsonl``); ``--settings`` names those a run measured, and both
+Settings. flowbook is measured at its defaults (``flowbook.jsonl``), with the fresh-home
+settings (``flowbook-fresh.jsonl``) and/or at the defaults with ``FLOWBOOK_STORE_WAIT=off``
+(``nowait``, ``flowbook-nowait.jsonl``; only the workloads of ``NOWAIT_WORKLOADS``, so for the
+others a run's settings count without it); ``--settings`` names those a run measured, and both
 ``runs.json`` and every flowbook record (``"settings"``, stamped by suite.sh) keep them. An
 update must measure the same settings as the figures it replaces: folding defaults figures into
-a run that measured both (the fresh-home table would then compare an old run with new plain
-figures), a record of one setting into the other's file, or figures whose settings were never
+a run that measured more (another table would then compare an old run with new plain
+figures), a record of one setting into another's file, or figures whose settings were never
 recorded, is refused (exit status 2, nothing written), with a message naming both settings and
 the command that would measure the same ones.
 """
@@ -30,9 +32,22 @@ import os
 import sys
 
 # the file each flowbook setting's records go to, and benchmarks/run's option for it
-SETTING_ENGINE = {"defaults": "flowbook", "fresh": "flowbook-fresh"}
-SETTING_OPTION = {"defaults": "--defaults", "fresh": "--fresh-home"}
-ORDER = ("defaults", "fresh")
+SETTING_ENGINE = {"defaults": "flowbook", "fresh": "flowbook-fresh", "nowait": "flowbook-nowait"}
+SETTING_OPTION = {"defaults": "--defaults", "fresh": "--fresh-home", "nowait": "--nowait"}
+ORDER = ("defaults", "fresh", "nowait")
+# the workloads measured at "nowait" (benchmarks/run reads this list): the quick ones whose
+# flow calls' ends can differ when they do not wait for the store (not Dask, process pools,
+# sleeps or the import)
+NOWAIT_WORKLOADS = (
+    "seq_1000",
+    "submit_1000",
+    "map_1000",
+    "chain_500",
+    "cache_hit_1000",
+    "retries",
+    "flow_call_100",
+    "map_10000",
+)
 
 
 class Refused(Exception):
@@ -65,15 +80,38 @@ def jsonl_settings(path, workloads):
     return found
 
 
+def settings_of(name, settings):
+    """The settings a run of SETTINGS measured workload NAME at: without "nowait" for a
+    workload outside NOWAIT_WORKLOADS (None stays None: not recorded)."""
+    if settings is None:
+        return None
+    return {s for s in settings if s != "nowait" or name in NOWAIT_WORKLOADS}
+
+
 def settings_text(settings):
-    """'defaults', 'fresh' or 'defaults and fresh' (None: 'unrecorded settings')."""
+    """'defaults', 'fresh', 'defaults and fresh', ... (None: 'unrecorded settings')."""
     if settings is None:
         return "unrecorded settings"
     return " and ".join(s for s in ORDER if s in settings) or "no flowbook settings"
 
 
+def run_flags(settings):
+    """benchmarks/run's options that measure SETTINGS, or None when no run measures just those."""
+    settings = set(settings)
+    if settings == set(ORDER):
+        return []
+    if settings == {"defaults", "fresh"}:
+        return ["--no-nowait"]
+    if len(settings) == 1:
+        return [SETTING_OPTION[settings.pop()]]
+    return None
+
+
 def run_command(settings, workloads):
-    flags = [] if set(settings) == set(ORDER) else [SETTING_OPTION[s] for s in settings]
+    """The update that measures SETTINGS for WORKLOADS (None: no such benchmarks/run)."""
+    flags = run_flags(settings)
+    if flags is None:
+        return None
     return " ".join(["benchmarks/run --update", *flags, f'--workloads "{" ".join(workloads)}"'])
 
 
@@ -84,7 +122,7 @@ def check_settings(into, source, runs, settings, workloads):
         earlier = runs.get(name)
         if earlier is None:
             continue
-        had = earlier.get("settings")
+        had = settings_of(name, earlier.get("settings"))
         if had is None and any(
             name in jsonl_workloads(os.path.join(into, f"{SETTING_ENGINE[s]}.jsonl")) for s in ORDER
         ):
@@ -92,11 +130,11 @@ def check_settings(into, source, runs, settings, workloads):
                 f"{name}: the figures in {into} do not record their settings (measured before "
                 "settings were recorded)"
             )
-        elif had is not None and set(had) != set(settings):
+        elif had is not None and had != settings_of(name, settings):
             when = earlier.get("started") or "an earlier run"
             problems.append(
                 f"{name}: measured at {settings_text(had)} (run started {when}); this update "
-                f"measures {settings_text(settings)}"
+                f"measures {settings_text(settings_of(name, settings))}"
             )
     for setting in ORDER:
         engine = SETTING_ENGINE[setting]
@@ -111,20 +149,22 @@ def check_settings(into, source, runs, settings, workloads):
                         f"{name}: {path} holds records measured at {', '.join(wrong)}, "
                         f"not {setting}"
                     )
-        if setting not in settings:
-            left = set(workloads) & set(jsonl_workloads(os.path.join(into, f"{engine}.jsonl")))
-            for name in sorted(left):
-                message = (
-                    f"{name}: {engine}.jsonl keeps figures at {setting} that would then be "
-                    "compared with this update's plain figures"
-                )
-                if not any(p.startswith(f"{name}: measured at") for p in problems):
-                    problems.append(message)
+        kept = set(jsonl_workloads(os.path.join(into, f"{engine}.jsonl")))
+        for name in sorted(set(workloads) & kept):
+            if setting in settings_of(name, settings):
+                continue
+            message = (
+                f"{name}: {engine}.jsonl keeps figures at {setting} that would then be "
+                "compared with this update's plain figures"
+            )
+            if not any(p.startswith(f"{name}: measured at") for p in problems):
+                problems.append(message)
     if problems:
         had = {s for n in workloads for s in (runs.get(n) or {}).get("settings") or ()}
+        command = run_command(sorted(had, key=ORDER.index), workloads) if had else None
         advice = (
-            f"measure them with the same settings ({run_command(sorted(had, key=ORDER.index), workloads)})"
-            if had
+            f"measure them with the same settings ({command})"
+            if command
             else "make a full run (benchmarks/run)"
         )
         raise Refused(
@@ -214,8 +254,9 @@ def main(argv=None):
     p.add_argument(
         "--settings",
         default="",
-        help='flowbook settings measured: "defaults", "fresh" or "defaults fresh"',
+        help='flowbook settings measured: any of "defaults", "fresh", "nowait"',
     )
+
     a = p.parse_args(argv)
     unknown = [s for s in a.settings.split() if s not in ORDER]
     if unknown:

@@ -83,6 +83,9 @@ def run_here(engine_name, workload):
     if "n" in extra:
         out["per_unit_ms"] = round(1000 * wall / extra["n"], 3)
     out.update(extra)
+    # the engine's own settings variables, when its adapter names them (adapter_flowbook)
+    if hasattr(engine, "SETTINGS_ENV"):
+        out["settings_env"] = engine.SETTINGS_ENV
     return out
 
 

@@ -3,9 +3,10 @@
 
 The slow tests prove that the adapter and the workloads work (a broken adapter would otherwise
 go unnoticed until someone measures); timings are the job of ``benchmarks/run``, not of tests.
-The others check the harness's own logic on fixture figures: report.py's two tables (flowbook
-at the defaults, and at the fresh-home settings) and issue 18's target column, merge.py's
-refusal to mix settings in ``--update``, suite.sh's settings stamp, benchmarks/run's options.
+The others check the harness's own logic on fixture figures: report.py's three tables (flowbook
+at the defaults, at the fresh-home settings, and at the defaults with FLOWBOOK_STORE_WAIT=off)
+and issue 18's target column, merge.py's refusal to mix settings in ``--update``, suite.sh's
+settings stamp, the adapter's settings reaching the measured process, benchmarks/run's options.
 """
 
 from __future__ import annotations
@@ -407,9 +408,8 @@ def test_breakdown_compares_the_console_row_at_its_own_level_and_counts_its_line
 def merge(
     into: Path, source: Path | None, settings: str, *workloads: str
 ) -> subprocess.CompletedProcess[str]:
-    engines = {"defaults": "flowbook plain", "fresh": "flowbook-fresh plain"}.get(
-        settings, "flowbook flowbook-fresh plain"
-    )
+    files = {"defaults": "flowbook", "fresh": "flowbook-fresh", "nowait": "flowbook-nowait"}
+    engines = " ".join([*(files[s] for s in settings.split()), "plain"])
     args: list[str | Path] = ["--into", into]
     args += ["--from", source] if source is not None else ["--fresh"]
     args += ["--engines", engines, "--workloads", " ".join(workloads), "--settings", settings]
@@ -459,7 +459,8 @@ def test_update_refuses_to_mix_settings_and_changes_nothing(tmp_path: Path) -> N
         in proc.stderr
     )
     assert "this update measures defaults" in proc.stderr
-    assert 'benchmarks/run --update --workloads "map_10000"' in proc.stderr
+    # (a run of defaults and fresh without nowait is benchmarks/run --no-nowait)
+    assert 'benchmarks/run --update --no-nowait --workloads "map_10000"' in proc.stderr
     assert snapshot(into) == before
     # benchmarks/run asks the same before it measures anything (merge.py --check)
     check = script(
@@ -541,9 +542,301 @@ def test_suite_stamps_the_settings_on_each_record_and_names_failures(tmp_path: P
             "--update and --quick exclude each other",
         ),
         (["--update"], "--update needs --workloads"),
+        (["--nowait", "--fresh-home"], "choose one of --defaults, --fresh-home, --nowait"),
+        (["--defaults", "--nowait"], "choose one of --defaults, --fresh-home, --nowait"),
+        (["--nowait", "--no-nowait"], "--nowait and --no-nowait exclude each other"),
+        (
+            ["--nowait", "--workloads", "seq_1000 dask_100"],
+            "--nowait measures only seq_1000 submit_1000 map_1000 chain_500 cache_hit_1000 "
+            "retries flow_call_100 map_10000; not dask_100",
+        ),
+        (
+            ["--nowait", "--update", "--workloads", "flow_call_100 widget"],
+            "; not widget",
+        ),
     ],
 )
 def test_run_refuses_bad_options(args: list[str], message: str) -> None:
     proc = subprocess.run([str(BENCH / "run"), *args], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+# --- the nowait settings: the defaults with FLOWBOOK_STORE_WAIT=off ---------------------------
+
+NOWAIT = {"map_10000": [0.12] * 5, "seq_1000": [0.020] * 5}
+NOWAIT_LINE = "nowait: FLOWBOOK_STORE_WAIT=off, and otherwise the defaults"
+
+
+def report_with_nowait(tmp_path: Path, nowait: Path, *extra: str | Path) -> str:
+    """RESULTS.md of a full run's three settings, NOWAIT's figures in the third table."""
+    out = tmp_path / "out"
+    results = tmp_path / "RESULTS.md"
+    proc = script(
+        "report.py",
+        "--flowbook", out / "flowbook.jsonl",
+        "--settings", DEFAULTS_LINE,
+        "--fresh", out / "flowbook-fresh.jsonl",
+        "--fresh-settings", "fresh home: WARNING",
+        "--nowait", nowait,
+        "--nowait-settings", NOWAIT_LINE,
+        "--plain", out / "plain.jsonl",
+        "--workloads", "map_10000 seq_1000 import_time",
+        "--out", results,
+        *extra,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return results.read_text()
+
+
+def test_report_renders_the_nowait_table_and_judges_its_issue_targets(tmp_path: Path) -> None:
+    out = fixture_out(tmp_path)
+    write_jsonl(out / "flowbook-nowait.jsonl", NOWAIT, "nowait")
+    text = report_with_nowait(tmp_path, out / "flowbook-nowait.jsonl")
+    third = "## flowbook at the defaults with FLOWBOOK_STORE_WAIT=off"
+    assert f"- flowbook settings of the FLOWBOOK_STORE_WAIT=off table: {NOWAIT_LINE}" in text
+    # the tables before it are as they were: the main one the defaults', the second fresh's
+    assert text.index("## flowbook with the fresh-home settings") < text.index(third)
+    assert table_row(text, "map_10000")[1:6] == [
+        "0.150",
+        "0.100",
+        "1.50×",
+        "≤ 2× plain",
+        "yes (1.50×)",
+    ]
+    assert "issue 18 targets (at the defaults) met: 1 of 3; missed or failed: seq_1000" in text
+    # the third: nowait against the same plain figures, its own verdicts, nowait / defaults
+    assert table_row(text, "workload", third) == [
+        "workload",
+        "flowbook nowait median s",
+        "plain median s",
+        "nowait/plain",
+        "target (issue 18)",
+        "met?",
+        "defaults median s",
+        "nowait / defaults",
+    ]
+    assert table_row(text, "map_10000", third) == [
+        "map_10000", "0.120", "0.100", "1.20×", "≤ 2× plain", "yes (1.20×)", "0.150", "0.80×",
+    ]  # fmt: skip
+    assert table_row(text, "seq_1000", third)[3:] == [
+        "10×", "≤ 8× plain", "**NO** (10.00×)", "0.0300", "0.67×",
+    ]  # fmt: skip
+    # import_time is not measured at nowait: no row of its own in the third table
+    section = text[text.index(third) : text.index("## Spread and memory")]
+    assert "| import_time |" not in section
+    assert (
+        "issue 18 targets (at the defaults with FLOWBOOK_STORE_WAIT=off) met: 1 of 2; "
+        "missed or failed: seq_1000." in section
+    )
+    # what the setting does, and that the main table stays the default
+    assert (
+        "rows are committed; the store's writer thread commits them within about half a second"
+        in section
+    )
+    assert (
+        "a kill loses at most the rows of that last half second, not the run's final state"
+        in section
+    )
+    assert "The main table stays flowbook's default (`FLOWBOOK_STORE_WAIT=on`" in section
+    spread = table_row(text, "workload", "## Spread and memory")
+    assert spread[1:4] == [
+        "flowbook s (min–max, n)",
+        "flowbook fresh home s (min–max, n)",
+        "flowbook nowait s (min–max, n)",
+    ]
+    assert table_row(text, "map_10000", "## Spread and memory")[3] == "0.120 (0.120–0.120, n=5)"
+
+
+def test_report_judges_the_nowait_table_only_on_nowait_records_of_five_runs(
+    tmp_path: Path,
+) -> None:
+    out = fixture_out(tmp_path)
+    third = "## flowbook at the defaults with FLOWBOOK_STORE_WAIT=off"
+    # figures of the defaults in the nowait file: no verdict, and not the nowait line
+    wrong = out / "wrong.jsonl"
+    write_jsonl(wrong, NOWAIT, "defaults")
+    text = report_with_nowait(tmp_path, wrong)
+    assert NOWAIT_LINE not in text
+    assert (
+        "- flowbook settings of the FLOWBOOK_STORE_WAIT=off table: not recorded (wrong.jsonl: "
+        "its records are stamped defaults, not nowait)" in text
+    )
+    assert table_row(text, "map_10000", third)[5] == "– (settings not recorded)"
+    # the main table is judged as before
+    assert table_row(text, "map_10000")[5] == "yes (1.50×)"
+    # one record without a stamp
+    unstamped = out / "unstamped.jsonl"
+    write_jsonl(unstamped, NOWAIT, "nowait")
+    records = [json.loads(line) for line in unstamped.read_text().splitlines()]
+    records[-1].pop("settings")
+    unstamped.write_text("".join(json.dumps(r) + "\n" for r in records))
+    text = report_with_nowait(tmp_path, unstamped)
+    assert "some of its records carry no settings stamp" in text
+    assert table_row(text, "seq_1000", third)[5] == "– (settings not recorded)"
+    # four processes of map_10000: not judged; a failed workload is named
+    few = out / "flowbook-few.jsonl"
+    write_jsonl(few, {"map_10000": [0.12] * 4, "seq_1000": [0.01] * 5}, "nowait")
+    (out / "flowbook-few.log").write_text("== flowbook-nowait\nFAILED: import_time\n")
+    text = report_with_nowait(tmp_path, few)
+    few_log = os.path.relpath(out / "flowbook-few.log", BENCH)  # (as from benchmarks/)
+    assert table_row(text, "map_10000", third)[5] == "– (fewer than 5 runs)"
+    assert table_row(text, "seq_1000", third)[5] == "yes (5.00×)"
+    assert table_row(text, "import_time", third)[1:6] == [
+        "**FAILED**", "0.0150", "–", "≤ 60 ms", f"**FAILED** (see {few_log})",
+    ]  # fmt: skip
+    section = text[text.index(third) : text.index("## Spread and memory")]
+    assert (
+        "met: 1 of 3; missed or failed: import_time; not judged, fewer than 5 runs: map_10000."
+        in section
+    )
+    assert (
+        f"Failed at the defaults with FLOWBOOK_STORE_WAIT=off (see {few_log}): import_time."
+        in section
+    )
+
+
+def test_report_of_the_nowait_settings_alone_judges_them_in_the_main_table(tmp_path: Path) -> None:
+    out = fixture_out(tmp_path)
+    write_jsonl(out / "flowbook-nowait.jsonl", NOWAIT, "nowait")
+    text = report_main_table(tmp_path, out / "flowbook-nowait.jsonl")
+    assert "## flowbook at the defaults with FLOWBOOK_STORE_WAIT=off" not in text
+    assert table_row(text, "map_10000")[1:6] == [
+        "0.120",
+        "0.100",
+        "1.20×",
+        "≤ 2× plain",
+        "yes (1.20×)",
+    ]
+    assert (
+        "issue 18 targets (at the defaults with FLOWBOOK_STORE_WAIT=off) met: 1 of 3; "
+        "missed or failed: seq_1000; not measured: import_time." in text
+    )
+    assert "a kill loses at most the rows of that last half second" in text
+
+
+def nowait_full_run(tmp_path: Path) -> Path:
+    """out/ of a full run of the three settings (import_time: not a nowait workload)."""
+    into = fixture_out(tmp_path)
+    write_jsonl(into / "flowbook-nowait.jsonl", NOWAIT, "nowait")
+    proc = merge(into, None, "defaults fresh nowait", "map_10000", "seq_1000", "import_time")
+    assert proc.returncode == 0, proc.stderr
+    runs = json.loads((into / "runs.json").read_text())
+    assert runs["import_time"]["settings"] == ["defaults", "fresh", "nowait"]
+    return into
+
+
+def test_update_folds_in_nowait_figures_with_the_other_settings(tmp_path: Path) -> None:
+    into = nowait_full_run(tmp_path)
+    update = tmp_path / "update"
+    update.mkdir()
+    write_jsonl(update / "plain.jsonl", {"map_10000": [0.2], "import_time": [0.02]})
+    write_jsonl(update / "flowbook.jsonl", {"map_10000": [0.3], "import_time": [0.07]}, "defaults")
+    write_jsonl(
+        update / "flowbook-fresh.jsonl", {"map_10000": [0.25], "import_time": [0.06]}, "fresh"
+    )
+    write_jsonl(update / "flowbook-nowait.jsonl", {"map_10000": [0.28]}, "nowait")
+    proc = merge(into, update, "defaults fresh nowait", "map_10000", "import_time")
+    assert proc.returncode == 0, proc.stderr
+    walls = [json.loads(line) for line in (into / "flowbook-nowait.jsonl").read_text().splitlines()]
+    assert [r["wall_s"] for r in walls if r["workload"] == "map_10000"] == [0.28]
+    assert [r["wall_s"] for r in walls if r["workload"] == "seq_1000"] == NOWAIT["seq_1000"]
+    # import_time, measured without nowait by any run, may be updated without it too
+    write_jsonl(update / "flowbook.jsonl", {"import_time": [0.08]}, "defaults")
+    proc = merge(into, update, "defaults fresh", "import_time")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_update_refuses_to_mix_the_nowait_settings_and_changes_nothing(tmp_path: Path) -> None:
+    into = nowait_full_run(tmp_path)
+    before = snapshot(into)
+    update = tmp_path / "update"
+    update.mkdir()
+    write_jsonl(update / "plain.jsonl", {"map_10000": [0.2]})
+    write_jsonl(update / "flowbook.jsonl", {"map_10000": [0.3]}, "defaults")
+    write_jsonl(update / "flowbook-fresh.jsonl", {"map_10000": [0.3]}, "fresh")
+    # without nowait (--no-nowait): the third table would compare an old run with new plain
+    proc = merge(into, update, "defaults fresh", "map_10000")
+    assert proc.returncode == 2
+    assert (
+        "map_10000: measured at defaults and fresh and nowait (run started 2026-12-05T10:00:00Z); "
+        "this update measures defaults and fresh" in proc.stderr
+    )
+    assert (
+        'measure them with the same settings (benchmarks/run --update --workloads "map_10000")'
+        in proc.stderr
+    )
+    assert snapshot(into) == before
+    # nowait alone into a run of three: refused likewise, before anything is measured
+    check = script(
+        "merge.py", "--check", "--into", into, "--engines", "flowbook-nowait plain",
+        "--workloads", "seq_1000", "--settings", "nowait",
+        "--started", "-", "--finished", "-", "--repeat", "5",
+    )  # fmt: skip
+    assert check.returncode == 2
+    assert "this update measures nowait" in check.stderr
+    # a record of the defaults in the nowait file, and of nowait in the defaults' file
+    write_jsonl(update / "flowbook-nowait.jsonl", {"map_10000": [0.3]}, "defaults")
+    proc = merge(into, update, "defaults fresh nowait", "map_10000")
+    assert proc.returncode == 2
+    assert (
+        f"{update / 'flowbook-nowait.jsonl'} holds records measured at defaults, not nowait"
+        in proc.stderr
+    )
+    (update / "flowbook-nowait.jsonl").unlink()
+    (update / "flowbook.jsonl").unlink()
+    write_jsonl(update / "flowbook.jsonl", {"map_10000": [0.3]}, "nowait")
+    write_jsonl(update / "flowbook-nowait.jsonl", {"map_10000": [0.3]}, "nowait")
+    proc = merge(into, update, "defaults fresh nowait", "map_10000")
+    assert proc.returncode == 2
+    assert (
+        f"{update / 'flowbook.jsonl'} holds records measured at nowait, not defaults" in proc.stderr
+    )
+    assert snapshot(into) == before
+
+
+def run_suite_at(settings: str, tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """suite.sh on adapter_flowbook, one seq_1000 process at SETTINGS, as benchmarks/run runs it."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLOWBOOK_")}
+    return subprocess.run(
+        [str(BENCH / "suite.sh"), "adapter_flowbook", "1", str(tmp_path / f"{settings}.jsonl"),
+         "seq_1000"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**clean, "PYTHON": sys.executable, "BENCH_SETTINGS": settings, **env},
+    )  # fmt: skip
+
+
+def test_the_nowait_settings_reach_the_measured_process(tmp_path: Path) -> None:
+    for settings, expected in (
+        ("nowait", {"FLOWBOOK_STORE_WAIT": "off"}),
+        ("defaults", {}),
+        ("fresh", {"FLOWBOOK_LOGGING_LEVEL": "WARNING"}),
+    ):
+        proc = run_suite_at(settings, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert "FAILED" not in proc.stderr, proc.stderr[-3000:]
+        (record,) = [json.loads(line) for line in (tmp_path / f"{settings}.jsonl").open()]
+        assert record["settings"] == settings
+        assert record["workload"] == "seq_1000"
+        assert record["settings_env"] == expected, settings
+    # and flowbook, imported by the adapter, runs with it
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FLOWBOOK_")}
+    for settings, store_wait in (("nowait", "off"), ("defaults", "on")):
+        proc = subprocess.run(
+            [sys.executable, "-c", "import adapter_flowbook, flowbook.settings as s; "
+             "print(s.get_settings().store_wait)"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=BENCH,
+            env={**clean, "BENCH_SETTINGS": settings},
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split() == [store_wait], settings
+    # nowait with another FLOWBOOK_STORE_WAIT is refused: the stamp would not say what ran
+    proc = run_suite_at("nowait", tmp_path, FLOWBOOK_STORE_WAIT="on")
+    assert "BENCH_SETTINGS=nowait measures FLOWBOOK_STORE_WAIT=off, not" in proc.stderr
+    assert "FAILED: seq_1000" in proc.stderr
+    assert len((tmp_path / "nowait.jsonl").read_text().splitlines()) == 1
