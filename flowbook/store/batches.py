@@ -389,12 +389,23 @@ def update_rows(table: Any) -> Execute:
 
     def execute(conn: Any, rows: Sequence[Row]) -> None:
         keys = [k for k in rows[0] if k != "_id"]
-        stmt = (
-            update(table)
-            .where(table.c.id == bindparam("_id"))
-            .values({k: bindparam(k) for k in keys})
+        mark = _PLACEHOLDERS.get(conn.dialect.paramstyle)
+        if mark is None:  # a driver with named parameters: let SQLAlchemy translate
+            stmt = (
+                update(table)
+                .where(table.c.id == bindparam("_id"))
+                .values({k: bindparam(k) for k in keys})
+            )
+            conn.execute(stmt, list(rows))
+            return
+        # through the driver's own executemany, as inserts: SQLAlchemy's per-row parameter
+        # processing cost more than the UPDATE itself (a long run's task runs that end in a
+        # later batch than they started in are written this way)
+        assignments = ", ".join(f"{k} = {mark}" for k in keys)
+        conn.exec_driver_sql(
+            f"UPDATE {table.name} SET {assignments} WHERE id = {mark}",
+            [(*(row[k] for k in keys), row["_id"]) for row in rows],
         )
-        conn.execute(stmt, list(rows))
 
     return execute
 
