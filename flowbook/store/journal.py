@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from json.encoder import encode_basestring_ascii as _quoted
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,19 +61,18 @@ class RunJournal:
         if self._broken:
             return
         flow = run.flow
-        line = json.dumps(
-            {
-                "id": run.id,
-                "name": run.name,
-                "flow_name": flow.name,
-                "flow_version": flow.version,
-                "project": flow.project,
-                "created_at": run.created_s,
-                "notebook": run.notebook,
-                "cell_id": run.cell_id,
-                "tags": list(run.tags),
-            }
-        ).encode()
+        fields = {
+            "id": run.id,
+            "name": run.name,
+            "flow_name": flow.name,
+            "flow_version": flow.version,
+            "project": flow.project,
+            "created_at": run.created_s,
+            "notebook": run.notebook,
+            "cell_id": run.cell_id,
+            "tags": list(run.tags),
+        }
+        line = _line(fields)
         with self._lock:
             if self._append(line):
                 self._waiting.add(run.id)
@@ -81,18 +81,14 @@ class RunJournal:
         """Append the run's final state (its caller goes on before its rows are committed)."""
         if self._broken:
             return
-        line = json.dumps(
-            {
-                "id": run.id,
-                "end": {
-                    "type": state.type._value_,
-                    "name": state.name,
-                    "message": (state.message or "")[:_MESSAGE_CHARS] or None,
-                    "time": run.end_s,
-                    "run_count": run.run_count,
-                },
-            }
-        ).encode()
+        end = {
+            "type": state.type._value_,
+            "name": state.name,
+            "message": (state.message or "")[:_MESSAGE_CHARS] or None,
+            "time": run.end_s,
+            "run_count": run.run_count,
+        }
+        line = f'{{"id": {_text(run.id)}, "end": {_line(end).decode()}}}'.encode()
         with self._lock:
             if run.id in self._waiting:  # (a run journalled when it was created)
                 self._append(line)
@@ -133,6 +129,37 @@ class RunJournal:
                 self.path.unlink()
             except OSError:
                 pass
+
+
+def _line(fields: dict[str, Any]) -> bytes:
+    """``fields`` as one JSON object: written out here for the usual values (text, None,
+    numbers, lists of text), a few times faster than ``json.dumps`` (two lines per flow call
+    with ``FLOWBOOK_STORE_WAIT=off``); anything else goes through ``json.dumps``."""
+    try:
+        return (
+            "{" + ", ".join(f"{_text(k)}: {_value(v)}" for k, v in fields.items()) + "}"
+        ).encode()
+    except TypeError:
+        return json.dumps(fields).encode()
+
+
+def _value(value: Any) -> str:
+    kind = type(value)
+    if kind is str or value is None:
+        return _text(value)
+    if kind is int or (kind is float and value - value == 0):  # (not inf or nan)
+        return repr(value)
+    if kind is list:
+        return "[" + ", ".join(_text(v) for v in value) + "]"
+    raise TypeError(kind)
+
+
+def _text(value: str | None) -> str:
+    if value is None:
+        return "null"
+    if type(value) is not str:
+        raise TypeError(type(value))
+    return _quoted(value)
 
 
 def read_journal(path: Path) -> list[dict[str, Any]]:
