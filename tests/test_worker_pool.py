@@ -7,6 +7,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 
@@ -17,19 +18,29 @@ from flowbook.task_runners import ConcurrentTaskRunner
 from flowbook.task_runners._pool import PoolClosedError, WorkerPool
 
 
+class Call:
+    """A queued call as the pool takes it: an object with ``run()`` (a task run's engine)."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.fn = fn
+
+    def run(self) -> None:
+        self.fn()
+
+
 def test_threads_start_only_when_no_idle_worker_can_take_a_call() -> None:
     pool = WorkerPool(4, "t-pool")
     done = threading.Event()
     for _ in range(20):
         finished = threading.Event()
-        pool.submit(finished.set)
+        pool.submit(Call(finished.set))
         assert finished.wait(5)
         time.sleep(0.005)  # the worker is back in the queue: it takes the next call
     assert len(pool._threads) == 1
     gate = threading.Barrier(4, timeout=5)
     for _ in range(4):
-        pool.submit(gate.wait)  # four calls that only finish together need four threads
-    pool.submit(done.set)
+        pool.submit(Call(gate.wait))  # four calls that only finish together need four threads
+    pool.submit(Call(done.set))
     assert done.wait(5)
     assert len(pool._threads) == 4
     assert {t.name for t in pool._threads} == {f"t-pool_{i}" for i in range(4)}
@@ -44,8 +55,8 @@ def test_errors_and_interrupts_of_a_call_leave_the_worker_running() -> None:
     def boom() -> None:
         raise KeyboardInterrupt  # a BaseException, like RunInterrupted raised into the thread
 
-    pool.submit(boom)
-    pool.submit(lambda: ran.append(1))
+    pool.submit(Call(boom))
+    pool.submit(Call(lambda: ran.append(1)))
     pool.shutdown(wait=True)
     assert ran == [1]
     assert len(pool._threads) == 1
@@ -60,15 +71,15 @@ def test_shutdown_with_cancel_pending_returns_the_calls_not_started() -> None:
         started.set()
         release.wait(5)
 
-    pool.submit(first)
+    pool.submit(Call(first))
     assert started.wait(5)
-    later = [lambda: None, lambda: None]
+    later = [Call(lambda: None), Call(lambda: None)]
     for fn in later:
         pool.submit(fn)
     dropped = pool.shutdown(wait=False, cancel_pending=True)
     assert dropped == later
     with pytest.raises(PoolClosedError, match="t-cancel pool is shut down"):
-        pool.submit(lambda: None)
+        pool.submit(Call(lambda: None))
     release.set()
     pool._threads[0].join(5)
     assert not pool._threads[0].is_alive()

@@ -87,7 +87,7 @@ def set_task_run_state(run: TaskRun, state: State) -> bool:
             return False
         run.state = state
         if final:
-            run.end_s = _time()
+            run.end_s = state.timestamp_s  # (one float for both)
         if StateChanged in _subscribers:
             bus.emit(StateChanged(run, state, previous))
     task = run.task

@@ -174,6 +174,8 @@ class TaskRun:
     """
 
     __slots__ = (
+        "_map",
+        "_name",
         "_parameters",
         "args",
         "body",
@@ -186,8 +188,6 @@ class TaskRun:
         "id",
         "kwargs",
         "log_prints",
-        "map_group",
-        "name",
         "observed",
         "run_count",
         "start_s",
@@ -213,7 +213,8 @@ class TaskRun:
         self.args = args
         self.kwargs = kwargs
         self.dynamic_key = dynamic_key
-        self.name = ""
+        # None: the default name, made when read (see ``name``)
+        self._name: str | None = None
         self.tags: tuple[str, ...] = ()
         self.run_count = 0
         self.state: State | None = None
@@ -222,8 +223,10 @@ class TaskRun:
         self.future: TaskRunFuture[Any] | None = None
         self.subflow_run: FlowRun | None = None
         self.log_prints = False
-        # (id of the .map() call, number of runs it made, this run's index) for mapped runs
-        self.map_group: tuple[str, int, int] | None = None
+        # for mapped runs (see ``map_group``): (id of the .map() call, number of runs it made),
+        # one tuple shared by the map's runs, when the run's index is its dynamic key; else
+        # (id, number, index)
+        self._map: tuple[str, int] | tuple[str, int, int] | None = None
         # the body while it runs (flowbook.engine.interrupts): what a cancel interrupts
         self.body: Body | AsyncBody | None = None
         # True once the run's failure was raised into user code (so the flow need not re-raise)
@@ -231,6 +234,43 @@ class TaskRun:
         self.start_s: float | None = None
         self.end_s: float | None = None
         self._parameters: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        """The run's name: the one its task's ``task_run_name`` gave, or ``{task}-{index}``.
+
+        The default is made when read, not kept: a map over a million inputs keeps no million
+        name strings (names are read a few times per run: its console line, its store row)."""
+        name = self._name
+        if name is not None:
+            return name
+        task = self.task
+        return f"{task.name}-{self.dynamic_key}" if task is not None else ""
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+
+    @property
+    def map_group(self) -> tuple[str, int, int] | None:
+        """(id of the ``.map()`` call, number of runs it made, this run's index) for a mapped
+        run, else None."""
+        group = self._map
+        if group is None or len(group) == 3:
+            return group
+        return (group[0], group[1], self.dynamic_key)
+
+    @map_group.setter
+    def map_group(self, group: tuple[str, int, int] | None) -> None:
+        global _last_map_base
+        if group is None or group[2] != self.dynamic_key:
+            self._map = group
+            return
+        map_id, size, _ = group
+        base = _last_map_base  # the runs of one map share the tuple of its id and size
+        if base is None or base[0] != map_id or base[1] != size:
+            base = _last_map_base = (map_id, size)
+        self._map = base
 
     @property
     def task_name(self) -> str:
@@ -271,6 +311,10 @@ class TaskRun:
         state = self.state.short() if self.state else "new"
         return f"<TaskRun {self.name!r} of task {self.task_name!r}: {state}>"
 
+
+# the (map id, size) tuple of the last mapped run (TaskRun.map_group): swapped whole between
+# threads
+_last_map_base: tuple[str, int] | None = None
 
 # The innermost runs of the current thread or coroutine. A task run's context also carries
 # its flow run; a flow body runs with ``current_task_run`` reset to None.

@@ -185,7 +185,7 @@ class TaskRunEngine(SubmittedCall):
             # wait for and are left alone (as in Prefect)
             wait_for = wait_for_list(wait_for)
             annotated = collect_futures(wait_for, upstream) or annotated
-        self.upstream = upstream
+        self.upstream = upstream or ()  # (no list kept per waiting run without upstream runs)
         early = self._note_annotations(wait_for) if annotated else None
         if upstream:
             run.upstream_ids = tuple(dict.fromkeys(f.task_run.id for f in upstream))
@@ -195,7 +195,8 @@ class TaskRunEngine(SubmittedCall):
         # a state the run ends in before anything else happens (its name could not be made)
         self._early: State | None = early
         try:
-            run.name = task._run_name(run)
+            if task.task_run_name is not None:  # else the run's default name, made when read
+                run.name = task._run_name(run)
         except Exception as exc:
             run.name = f"{task.name}-{dynamic_key}"
             self._early = Failed(f"Task run could not be named: {exc}", exc)
@@ -203,7 +204,7 @@ class TaskRunEngine(SubmittedCall):
             flow_run.task_runs.append(run)
         if bus.wants(TaskRunCreated):
             bus.emit(TaskRunCreated(run, run.upstream_ids))
-        first_task_run_state(run, Pending())
+        first_task_run_state(run, Pending(timestamp_s=run.created_s))
 
     def _note_annotations(self, wait_for: Iterable[Any] | None) -> State | None:
         """Arguments wrapped in ``quote`` or ``allow_failure``, or states: which upstream runs
@@ -338,13 +339,14 @@ class TaskRunEngine(SubmittedCall):
         if run.state is not None and run.state.is_final():
             return False
         run.run_count += 1
-        if run.start_s is None:
-            run.start_s = time.time()
         if run.run_count > 1 and not set_task_run_state(
             run, Retrying(f"Retry {run.run_count - 1}/{self.task.retries}")
         ):
             return False
-        return set_task_run_state(run, Running())
+        running = Running()
+        if run.start_s is None:
+            run.start_s = running.timestamp_s  # (one float for both)
+        return set_task_run_state(run, running)
 
     def _register_body(self, body: Body | AsyncBody | None) -> None:
         run = self.task_run

@@ -26,7 +26,7 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypedDict
 
 from flowbook._preview import parameters_preview, preview
@@ -109,6 +109,16 @@ class _Node:
             self.first = run
         self.total += 1
         self.last.append(run)
+
+
+def _drain(queue: collections.deque[TaskRun]) -> Iterator[TaskRun]:
+    """The runs queued as changed when called, in order, taken off the queue one by one (runs
+    queued meanwhile wait for the next snapshot). A run queued more than once (created,
+    started, ended) comes again: applying its current state a second time changes nothing.
+    (No set or dict of them is built: a long run's first snapshot may find a million runs
+    queued.)"""
+    for _ in range(len(queue)):
+        yield queue.popleft()
 
 
 def _index(run: TaskRun) -> int:
@@ -486,12 +496,7 @@ class RunModel:
         """The traits that changed since the last snapshot (all of them on the first one)."""
         if self._look_for_dashboard:
             self._find_dashboard_link()
-        queue = self._dirty
-        dirty: dict[str, TaskRun] = {}
-        while queue:
-            run = queue.popleft()
-            dirty[run.id] = run
-        changed_nodes = self._apply(dirty.values())
+        changed_nodes = self._apply(_drain(self._dirty))
         out: dict[str, Any] = {}
         if changed_nodes or self._structure_dirty or self._header_dirty:
             self._header_dirty = False

@@ -3,9 +3,11 @@
 ``concurrent.futures.ThreadPoolExecutor`` makes a ``Future`` (a ``Condition`` around an
 ``RLock``) and takes a Python-level ``Semaphore`` for every call it is given: for a map over
 10,000 inputs that bookkeeping costs more than flowbook's own. Task runs report their end
-through their own futures, so the pool needs neither: it queues the call's ``run``, and a worker
-that finished a call leaves a token in a deque (appending and popping are atomic), which the
-next submit takes instead of starting a thread. Workers never take a lock.
+through their own futures, so the pool needs neither: it queues the call itself (an object
+with a ``run()`` method; a bound method per queued call would be 64 bytes more for each run
+still waiting, up to a million in a large map), and a worker that finished a call leaves a
+token in a deque (appending and popping are atomic), which the next submit takes instead of
+starting a thread. Workers never take a lock.
 
 Threads are daemon threads named ``{prefix}_N`` and start only as work arrives, up to
 ``max_workers``: a worker is started for a call when no idle worker is there to take it.
@@ -16,10 +18,13 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from typing import Protocol
 
-__all__ = ["PoolClosedError", "WorkerPool"]
+__all__ = ["PoolClosedError", "Runnable", "WorkerPool"]
+
+
+class Runnable(Protocol):
+    def run(self) -> object: ...
 
 
 class PoolClosedError(RuntimeError):
@@ -30,16 +35,17 @@ class WorkerPool:
     def __init__(self, max_workers: int, prefix: str) -> None:
         self.max_workers = max_workers
         self.prefix = prefix
-        self._calls: queue.SimpleQueue[Callable[[], Any] | None] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[Runnable | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         # one token per worker that finished a call and will take the next queued one
         self._idle: deque[None] = deque()
         self._threads: list[threading.Thread] = []
         self._closed = False
 
-    def submit(self, fn: Callable[[], Any]) -> bool:
-        """Queue ``fn()``; raises ``PoolClosedError`` once the pool is shut down. True when
-        ``fn`` waits behind busy workers: every worker is running a call and none is idle."""
+    def submit(self, call: Runnable) -> bool:
+        """Queue ``call.run()``; raises ``PoolClosedError`` once the pool is shut down. True
+        when ``call`` waits behind busy workers: every worker is running a call and none is
+        idle."""
         busy = False
         with self._lock:
             if self._closed:
@@ -57,15 +63,15 @@ class WorkerPool:
                     daemon=True,
                 )
                 self._threads.append(thread)
-            self._calls.put(fn)
+            self._calls.put(call)
         if start:
             thread.start()
         return busy
 
-    def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> list[Callable[[], Any]]:
+    def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> list[Runnable]:
         """Stop taking calls. With ``cancel_pending``, calls not started yet are dropped and
         returned; with ``wait``, block until the workers have finished what they run."""
-        dropped: list[Callable[[], Any]] = []
+        dropped: list[Runnable] = []
         with self._lock:
             if self._closed:
                 return dropped
@@ -93,13 +99,13 @@ class WorkerPool:
         idle = self._idle.append
         while True:
             try:
-                fn = calls.get()
-                if fn is None:
+                call = calls.get()
+                if call is None:
                     return
-                fn()
+                call.run()
             except BaseException:  # a call's own errors end in its task run's state
                 # (``RunInterrupted`` raised into this thread by a cancel, or an error the call
                 # could not record): the worker stays for the next call
                 pass
-            fn = None
+            call = None
             idle(None)

@@ -84,7 +84,7 @@ class ThreadPoolTaskRunner(TaskRunner):
                     self._pool = WorkerPool(self.max_workers, "flowbook-task")
                 pool = self._pool
         try:
-            if pool.submit(call.run) and not self._warned_nested:
+            if pool.submit(call) and not self._warned_nested:
                 self._warn_if_nested(pool)
         except PoolClosedError:
             # The pool was shut down (the flow run was cancelled) while this call waited for
