@@ -126,3 +126,55 @@ def test_a_deep_handler_s_output_of_run_records_is_stored_once(kernel: KernelSes
         "ROW 30 stderr | DEEP theirs deep other line"
     ]
     assert not any(" stderr | " in r and "DEEP flowbook." in r for r in rows)
+
+
+MANY = """
+%flowbook widgets off
+import sys
+from flowbook import flow, task
+
+@task
+def each(i):
+    return i
+
+@flow(name="many-lines")
+def many(n):
+    return each.map(range(n)).result()
+
+stream = sys.stderr
+kind = type(stream)
+flushes = [0]
+real_flush = kind.flush
+
+def counted(self):
+    flushes[0] += 1
+    return real_flush(self)
+
+kind.flush = counted
+try:
+    assert many(2000) == list(range(2000))
+finally:
+    kind.flush = real_flush
+print("FLUSHES", flushes[0])
+"""
+
+
+def test_with_the_widget_off_every_line_reaches_the_cell_without_a_flush_per_line(
+    kernel: KernelSession,
+) -> None:
+    """The kernel's stderr sends what is written by itself (within 0.2 s, and before the
+    cell's reply); its ``flush()`` waits for the kernel's IO thread, a round trip per line."""
+    try:
+        msgs = kernel.run(textwrap.dedent(MANY), timeout=120)
+        assert kernel.error(msgs) is None
+        shown = kernel.stdout(msgs, "stderr").splitlines()
+        finished = [line for line in shown if "Finished in state Completed(" in line]
+        # every task run's line and the flow run's, the flow run's last
+        assert len(finished) == 2001
+        assert sum("| Task run 'each-" in line for line in finished) == 2000
+        assert "| Flow run '" in finished[-1]
+        assert sum("for flow 'many-lines'" in line for line in shown) == 1
+        flushes = int(kernel.stdout(msgs).split("FLUSHES", 1)[1].split()[0])
+        assert flushes < 100, flushes  # not one per line (2,002 before)
+    finally:
+        assert kernel.error(kernel.run("%flowbook widgets on")) is None
