@@ -69,7 +69,7 @@ def kernel(prefix, home=None, level="WARNING"):
 
 
 def execute(km, kc, code, timeout=600, check=None):
-    """Run ``code``; returns (stdout text, IOPub messages received until the cell was idle).
+    """Run ``code``; returns (its stdout text, IOPub messages received until the cell was idle).
 
     While waiting, about once a second, it raises if the kernel has died and calls ``check()``
     (if given), which may raise to stop waiting.
@@ -96,7 +96,9 @@ def execute(km, kc, code, timeout=600, check=None):
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
         kind = msg["msg_type"]
-        if kind == "stream":
+        if kind == "stream" and msg["content"]["name"] == "stdout":
+            # (the console's lines go to stderr, sent by the kernel in its own time: they may
+            # come after the cell's last print)
             out.append(msg["content"]["text"])
         elif kind == "error":
             raise RuntimeError(f"{msg['content']['ename']}: {msg['content']['evalue']}")
