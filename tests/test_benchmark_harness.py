@@ -149,6 +149,42 @@ def write_jsonl(path: Path, walls: dict[str, list[float]], settings: str | None 
                 f.write(json.dumps(record) + "\n")
 
 
+def map_update(tmp_path: Path, fresh: float) -> Path:
+    """An update's out dir: map_10000 measured for plain Python, the defaults and fresh home."""
+    update = tmp_path / "update"
+    update.mkdir()
+    write_jsonl(update / "plain.jsonl", {"map_10000": [0.2]})
+    write_jsonl(update / "flowbook.jsonl", {"map_10000": [0.3]}, "defaults")
+    write_jsonl(update / "flowbook-fresh.jsonl", {"map_10000": [fresh]}, "fresh")
+    return update
+
+
+def merge_check(
+    into: Path, engines: str, workloads: str, settings: str
+) -> subprocess.CompletedProcess[str]:
+    """``merge.py --check``: what benchmarks/run asks before it measures an update."""
+    return script(
+        "merge.py", "--check", "--into", into, "--engines", engines,
+        "--workloads", workloads, "--settings", settings,
+        "--started", "-", "--finished", "-", "--repeat", "5",
+    )  # fmt: skip
+
+
+def refused_as_mixed(
+    into: Path, update: Path, settings: str, stamps: dict[str, str], message: str
+) -> None:
+    """The update's files (map_10000) written with ``stamps``: merging them is refused with
+    ``message`` (after the update's directory) and changes nothing."""
+    for name, stamp in stamps.items():
+        (update / name).unlink(missing_ok=True)
+        write_jsonl(update / name, {"map_10000": [0.3]}, stamp)
+    before = snapshot(into)
+    proc = merge(into, update, settings, "map_10000")
+    assert proc.returncode == 2
+    assert f"{update}/{message}" in proc.stderr
+    assert snapshot(into) == before
+
+
 def script(name: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(BENCH / name), *map(str, args)],
@@ -428,11 +464,7 @@ def test_update_folds_in_figures_of_the_same_settings(tmp_path: Path) -> None:
     )
     runs = json.loads((into / "runs.json").read_text())
     assert runs["map_10000"]["settings"] == ["defaults", "fresh"]
-    update = tmp_path / "update"
-    update.mkdir()
-    write_jsonl(update / "plain.jsonl", {"map_10000": [0.2]})
-    write_jsonl(update / "flowbook.jsonl", {"map_10000": [0.3]}, "defaults")
-    write_jsonl(update / "flowbook-fresh.jsonl", {"map_10000": [0.25]}, "fresh")
+    update = map_update(tmp_path, fresh=0.25)
     proc = merge(into, update, "defaults fresh", "map_10000")
     assert proc.returncode == 0, proc.stderr
     walls = [json.loads(line) for line in (into / "flowbook-fresh.jsonl").read_text().splitlines()]
@@ -463,28 +495,19 @@ def test_update_refuses_to_mix_settings_and_changes_nothing(tmp_path: Path) -> N
     assert 'benchmarks/run --update --no-nowait --workloads "map_10000"' in proc.stderr
     assert snapshot(into) == before
     # benchmarks/run asks the same before it measures anything (merge.py --check)
-    check = script(
-        "merge.py", "--check", "--into", into, "--engines", "flowbook plain",
-        "--workloads", "map_10000", "--settings", "defaults",
-        "--started", "-", "--finished", "-", "--repeat", "5",
-    )  # fmt: skip
+    check = merge_check(into, "flowbook plain", "map_10000", "defaults")
     assert check.returncode == 2
     assert "this update measures defaults" in check.stderr
-    same = script(
-        "merge.py", "--check", "--into", into, "--engines", "flowbook flowbook-fresh plain",
-        "--workloads", "map_10000", "--settings", "defaults fresh",
-        "--started", "-", "--finished", "-", "--repeat", "5",
-    )  # fmt: skip
+    same = merge_check(into, "flowbook flowbook-fresh plain", "map_10000", "defaults fresh")
     assert same.returncode == 0, same.stderr
     assert snapshot(into) == before
     # a record of the other setting in a setting's file is refused too
-    (update / "flowbook.jsonl").unlink()
-    write_jsonl(update / "flowbook.jsonl", {"map_10000": [0.3]}, "fresh")
-    write_jsonl(update / "flowbook-fresh.jsonl", {"map_10000": [0.3]}, "fresh")
-    proc = merge(into, update, "defaults fresh", "map_10000")
-    assert proc.returncode == 2
-    assert (
-        f"{update / 'flowbook.jsonl'} holds records measured at fresh, not defaults" in proc.stderr
+    refused_as_mixed(
+        into,
+        update,
+        "defaults fresh",
+        {"flowbook.jsonl": "fresh", "flowbook-fresh.jsonl": "fresh"},
+        "flowbook.jsonl holds records measured at fresh, not defaults",
     )
     assert snapshot(into) == before
 
@@ -502,11 +525,7 @@ def test_update_refuses_figures_whose_settings_were_never_recorded(tmp_path: Pat
             + "\n"
         )
     before = snapshot(into)
-    update = tmp_path / "update"
-    update.mkdir()
-    write_jsonl(update / "plain.jsonl", {"map_10000": [0.2]})
-    write_jsonl(update / "flowbook.jsonl", {"map_10000": [0.3]}, "defaults")
-    write_jsonl(update / "flowbook-fresh.jsonl", {"map_10000": [0.3]}, "fresh")
+    update = map_update(tmp_path, fresh=0.3)
     proc = merge(into, update, "defaults fresh", "map_10000")
     assert proc.returncode == 2
     assert "do not record their settings" in proc.stderr
@@ -750,11 +769,7 @@ def test_update_folds_in_nowait_figures_with_the_other_settings(tmp_path: Path) 
 def test_update_refuses_to_mix_the_nowait_settings_and_changes_nothing(tmp_path: Path) -> None:
     into = nowait_full_run(tmp_path)
     before = snapshot(into)
-    update = tmp_path / "update"
-    update.mkdir()
-    write_jsonl(update / "plain.jsonl", {"map_10000": [0.2]})
-    write_jsonl(update / "flowbook.jsonl", {"map_10000": [0.3]}, "defaults")
-    write_jsonl(update / "flowbook-fresh.jsonl", {"map_10000": [0.3]}, "fresh")
+    update = map_update(tmp_path, fresh=0.3)
     # without nowait (--no-nowait): the third table would compare an old run with new plain
     proc = merge(into, update, "defaults fresh", "map_10000")
     assert proc.returncode == 2
@@ -768,11 +783,7 @@ def test_update_refuses_to_mix_the_nowait_settings_and_changes_nothing(tmp_path:
     )
     assert snapshot(into) == before
     # nowait alone into a run of three: refused likewise, before anything is measured
-    check = script(
-        "merge.py", "--check", "--into", into, "--engines", "flowbook-nowait plain",
-        "--workloads", "seq_1000", "--settings", "nowait",
-        "--started", "-", "--finished", "-", "--repeat", "5",
-    )  # fmt: skip
+    check = merge_check(into, "flowbook-nowait plain", "seq_1000", "nowait")
     assert check.returncode == 2
     assert "this update measures nowait" in check.stderr
     # a record of the defaults in the nowait file, and of nowait in the defaults' file
@@ -783,14 +794,12 @@ def test_update_refuses_to_mix_the_nowait_settings_and_changes_nothing(tmp_path:
         f"{update / 'flowbook-nowait.jsonl'} holds records measured at defaults, not nowait"
         in proc.stderr
     )
-    (update / "flowbook-nowait.jsonl").unlink()
-    (update / "flowbook.jsonl").unlink()
-    write_jsonl(update / "flowbook.jsonl", {"map_10000": [0.3]}, "nowait")
-    write_jsonl(update / "flowbook-nowait.jsonl", {"map_10000": [0.3]}, "nowait")
-    proc = merge(into, update, "defaults fresh nowait", "map_10000")
-    assert proc.returncode == 2
-    assert (
-        f"{update / 'flowbook.jsonl'} holds records measured at nowait, not defaults" in proc.stderr
+    refused_as_mixed(
+        into,
+        update,
+        "defaults fresh nowait",
+        {"flowbook.jsonl": "nowait", "flowbook-nowait.jsonl": "nowait"},
+        "flowbook.jsonl holds records measured at nowait, not defaults",
     )
     assert snapshot(into) == before
 
