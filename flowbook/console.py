@@ -138,6 +138,10 @@ def _take_pending() -> list[tuple[Any, float, int, Any, Any]]:
     """Everything pending, in order; disarms the writer (caller holds ``_lock``). A line
     appended after this arms it again."""
     global _armed
+    if not _armed and not _pending:
+        # nothing queued (a line queued right now arms the writer itself): every line
+        # written at once passes here, and clearing the event takes its lock
+        return []
     _armed = False
     _wake.clear()
     items = []
