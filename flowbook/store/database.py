@@ -497,15 +497,17 @@ def _journalled_runs(
                 select(flow_runs.c.id, flow_runs.c.state_type).where(flow_runs.c.id.in_(ids))
             ).all()
         )
+        # each entry's final state: the journalled one, else Crashed now
+        journalled = {e["id"]: _end(e) for e in entries}
+        final = {i: end or {**_CRASHED_END, "time": now} for i, end in journalled.items()}
         missing = [e for e in entries if e["id"] not in found]
         ended = [
             e
             for e in entries
-            if e["id"] in found and found[e["id"]] not in _FINAL and _end(e) is not None
+            if e["id"] in found and found[e["id"]] not in _FINAL and journalled[e["id"]] is not None
         ]
         for e in ended:
-            end = _end(e)
-            assert end is not None
+            end = final[e["id"]]
             conn.execute(
                 update(flow_runs)
                 .where(flow_runs.c.id == e["id"])
@@ -530,12 +532,12 @@ def _journalled_runs(
                         "project": e.get("project"),
                         "process_id": process_id,
                         "tags": json.dumps(e.get("tags") or []),
-                        "state_type": (_end(e) or _CRASHED_END)["type"],
-                        "state_name": (_end(e) or _CRASHED_END)["name"],
-                        "state_message": (_end(e) or _CRASHED_END)["message"],
-                        "run_count": (_end(e) or _CRASHED_END)["run_count"],
+                        "state_type": final[e["id"]]["type"],
+                        "state_name": final[e["id"]]["name"],
+                        "state_message": final[e["id"]]["message"],
+                        "run_count": final[e["id"]]["run_count"],
                         "created_at": float(e.get("created_at") or now),
-                        "end_time": (_end(e) or {"time": now})["time"],
+                        "end_time": final[e["id"]]["time"],
                         "notebook": e.get("notebook"),
                         "cell_id": e.get("cell_id"),
                     }
@@ -546,10 +548,10 @@ def _journalled_runs(
             {
                 "run_id": e["id"],
                 "run_kind": "flow",
-                "type": (_end(e) or _CRASHED_END)["type"],
-                "name": (_end(e) or _CRASHED_END)["name"],
-                "message": (_end(e) or _CRASHED_END)["message"],
-                "timestamp": (_end(e) or {"time": now})["time"],
+                "type": final[e["id"]]["type"],
+                "name": final[e["id"]]["name"],
+                "message": final[e["id"]]["message"],
+                "timestamp": final[e["id"]]["time"],
             }
             for e in missing + ended
         ]
