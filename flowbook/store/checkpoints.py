@@ -11,7 +11,11 @@ Here the store writer's connection checkpoints only as a safety net (``SAFETY_PA
 after each committed batch the writer wakes this thread, which runs a ``PASSIVE`` checkpoint on
 a connection of its own, at most once every ``INTERVAL_S`` seconds. A passive checkpoint never
 waits for readers or writers, and SQLite runs it without Python's lock, so the runs, and the
-writer's next commits, go on meanwhile. (The thread does not look at the WAL's size in the
+writer's next commits, go on meanwhile (the writer and this thread share the store's fork
+guard, ``database.ForkGuard``, without waiting for each other). While commits keep coming
+during checkpoints the WAL cannot start again from its beginning (SQLite restarts it only at
+a commit that finds every frame copied back); then the writer connection's own checkpoint
+past ``SAFETY_PAGES`` bounds it. (The thread does not look at the WAL's size in the
 ``-shm`` file itself: closing a descriptor of that file would drop every lock SQLite holds on
 it in this process, https://www.sqlite.org/howtocorrupt.html section 2.2.)
 

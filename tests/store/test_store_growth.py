@@ -25,6 +25,7 @@ import flowbook.runs
 from flowbook import flow, task
 from flowbook.store import close_store, get_store
 from flowbook.store.checkpoints import DEFAULT_PAGES, SAFETY_PAGES
+from flowbook.store.database import FORK_GUARD
 from flowbook.store.queries import iso
 
 __all__ = ["store"]
@@ -239,6 +240,65 @@ def test_the_writer_connection_it_gives_back_checkpoints_again_and_close_ends_th
     assert _writer_autocheckpoint() == SAFETY_PAGES
     close_store()
     assert not opened.checkpointer._thread.is_alive()
+
+
+def _hold_guard(seconds: float) -> tuple[threading.Thread, threading.Event]:
+    """A thread inside the store's fork guard for ``seconds``, as a checkpoint of a grown store
+    is for 10 to 25 ms (the event is set once it is inside)."""
+    inside = threading.Event()
+
+    def hold() -> None:
+        with FORK_GUARD:
+            inside.set()
+            time.sleep(seconds)
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert inside.wait(5)
+    return holder, inside
+
+
+@on_sqlite
+def test_a_checkpoint_under_way_does_not_hold_up_the_writer_nor_a_flow_call(
+    store: StoreUnderTest,
+) -> None:
+    @flow
+    def one(x: int) -> int:
+        return x
+
+    assert one(0) == 0
+    holder, _ = _hold_guard(3.0)
+    started = time.monotonic()
+    for i in range(20):
+        assert one(i) == i  # each call returns once its rows are committed
+    took = time.monotonic() - started
+    assert holder.is_alive()
+    assert took < 2.0, f"20 flow calls took {took:.2f} s while another store thread was inside"
+    assert store.count("flow_runs") == 21
+    holder.join()
+
+
+@on_sqlite
+def test_a_fork_waits_for_the_store_threads_inside_the_database_and_the_child_starts_clean(
+    store: StoreUnderTest,
+) -> None:
+    @flow
+    def one(x: int) -> int:
+        return x
+
+    assert one(0) == 0
+    holder, _ = _hold_guard(0.5)
+    started = time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child: the guard is free and nobody is inside it
+        os._exit(0 if FORK_GUARD.inside() == 0 else 3)
+    waited = time.monotonic() - started
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not holder.is_alive()
+    assert waited >= 0.4, f"the fork went ahead after {waited:.2f} s, with a thread inside"
+    assert FORK_GUARD.inside() == 0
+    assert one(1) == 1  # the parent's writer goes on after the fork
 
 
 KILLED = """
