@@ -216,14 +216,27 @@ class StoreWriter:
     # -- the writer thread ----------------------------------------------------------------------
     def _loop(self) -> None:
         last_beat = time.monotonic()
+        busy = False  # the last batch had items: more are likely to come soon
         while True:
-            try:
-                first = self._queue.get(timeout=HEARTBEAT_EVERY_S)
-            except queue.Empty:
-                first = None
+            first: Any = None
+            if busy:
+                # let the next events gather without the first of them waking this thread: a
+                # wake-up takes the GIL from the thread that queued it, once per flow call
+                if not self._waiting:
+                    self._hurry.wait(_GATHER_S)
+                try:
+                    first = self._queue.get_nowait()
+                except queue.Empty:
+                    busy = False
+                    continue
+            else:
+                try:
+                    first = self._queue.get(timeout=HEARTBEAT_EVERY_S)
+                except queue.Empty:
+                    first = None
+                if first is not None and not self._waiting:
+                    self._hurry.wait(_GATHER_S)
             batch: list[Any] = [] if first is None else [first]
-            if first is not None and not self._waiting:
-                self._hurry.wait(_GATHER_S)
             while len(batch) < _BATCH_MAX:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -238,6 +251,7 @@ class StoreWriter:
                     self.drops.add("batch", None, f"the writer failed: {reason(exc)}")
                     self._release(batch)
             urgent = sum(1 for item in batch if _urgent(item))
+            busy = bool(batch) and not stop
             # drop the references now: the batch holds whole runs (and their results) that
             # would otherwise stay alive until the next event arrives
             first = None
