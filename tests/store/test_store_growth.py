@@ -242,9 +242,9 @@ def test_the_writer_connection_it_gives_back_checkpoints_again_and_close_ends_th
     assert not opened.checkpointer._thread.is_alive()
 
 
-def _hold_guard(seconds: float) -> tuple[threading.Thread, threading.Event]:
-    """A thread inside the store's fork guard for ``seconds``, as a checkpoint of a grown store
-    is for 10 to 25 ms (the event is set once it is inside)."""
+def _hold_guard(seconds: float) -> threading.Thread:
+    """A thread inside the store's fork guard for ``seconds`` (as a checkpoint of a grown store
+    is for 10 to 25 ms), once it is inside."""
     inside = threading.Event()
 
     def hold() -> None:
@@ -255,19 +255,26 @@ def _hold_guard(seconds: float) -> tuple[threading.Thread, threading.Event]:
     holder = threading.Thread(target=hold, daemon=True)
     holder.start()
     assert inside.wait(5)
-    return holder, inside
+    return holder
+
+
+def _identity_flow() -> Any:
+    """A one-line flow, called once (the store is open and its writer running)."""
+
+    @flow
+    def one(x: int) -> int:
+        return x
+
+    assert one(0) == 0
+    return one
 
 
 @on_sqlite
 def test_a_checkpoint_under_way_does_not_hold_up_the_writer_nor_a_flow_call(
     store: StoreUnderTest,
 ) -> None:
-    @flow
-    def one(x: int) -> int:
-        return x
-
-    assert one(0) == 0
-    holder, _ = _hold_guard(3.0)
+    one = _identity_flow()
+    holder = _hold_guard(3.0)
     started = time.monotonic()
     for i in range(20):
         assert one(i) == i  # each call returns once its rows are committed
@@ -282,12 +289,8 @@ def test_a_checkpoint_under_way_does_not_hold_up_the_writer_nor_a_flow_call(
 def test_a_fork_waits_for_the_store_threads_inside_the_database_and_the_child_starts_clean(
     store: StoreUnderTest,
 ) -> None:
-    @flow
-    def one(x: int) -> int:
-        return x
-
-    assert one(0) == 0
-    holder, _ = _hold_guard(0.5)
+    one = _identity_flow()
+    holder = _hold_guard(0.5)
     started = time.monotonic()
     pid = os.fork()
     if pid == 0:  # the child: the guard is free and nobody is inside it
