@@ -75,6 +75,7 @@ class ForkGuard:
         self._cond = threading.Condition(threading.Lock())
         self._inside = 0  # threads inside the database library
         self._forks = 0  # forks under way (from more than one thread at once, possibly)
+        self._counted = threading.local()  # this thread's fork was counted in _forks
 
     def __enter__(self) -> None:
         with self._cond:
@@ -96,10 +97,20 @@ class ForkGuard:
     def before_fork(self) -> None:
         with self._cond:
             self._forks += 1
+            self._counted.fork = True
             while self._inside:
-                self._cond.wait()
+                try:
+                    self._cond.wait()
+                except BaseException:
+                    # an interrupt while waiting: Python ignores whatever a fork hook raises
+                    # and forks anyway, so the wait goes on (the child must not start with a
+                    # thread inside SQLite); the interrupt is lost, as any in a fork hook
+                    continue
 
     def after_fork_in_parent(self) -> None:
+        if not getattr(self._counted, "fork", False):
+            return  # interrupted before it was counted: nothing to take back
+        self._counted.fork = False
         with self._cond:
             self._forks -= 1
             if not self._forks:

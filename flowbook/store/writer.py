@@ -175,8 +175,10 @@ class StoreWriter:
         """Queue an item somebody will wait for, and make the writer stop gathering."""
         with self._waiting_lock:
             self._waiting += 1
+            # set before the item is queued: the writer clears it (under this lock) only once
+            # it has written the item, so it cannot be left set with nobody waiting
+            self._hurry.set()
         self._queue.put(item)
-        self._hurry.set()
 
     def put(self, item: tuple[Any, ...]) -> None:
         """Queue one of the store's own writes: ``("cache_put", row)``, ``("cache_hit", ...)``,

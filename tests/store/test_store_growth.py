@@ -242,15 +242,17 @@ def test_the_writer_connection_it_gives_back_checkpoints_again_and_close_ends_th
     assert not opened.checkpointer._thread.is_alive()
 
 
-def _hold_guard(seconds: float) -> threading.Thread:
+def _hold_guard(seconds: float, left: list[bool] | None = None) -> threading.Thread:
     """A thread inside the store's fork guard for ``seconds`` (as a checkpoint of a grown store
-    is for 10 to 25 ms), once it is inside."""
+    is for 10 to 25 ms), once it is inside; ``left`` gets True as its last step inside."""
     inside = threading.Event()
 
     def hold() -> None:
         with FORK_GUARD:
             inside.set()
             time.sleep(seconds)
+            if left is not None:
+                left.append(True)
 
     holder = threading.Thread(target=hold, daemon=True)
     holder.start()
@@ -290,16 +292,23 @@ def test_a_fork_waits_for_the_store_threads_inside_the_database_and_the_child_st
     store: StoreUnderTest,
 ) -> None:
     one = _identity_flow()
-    holder = _hold_guard(0.5)
-    started = time.monotonic()
+    left: list[bool] = []
+    holder = _hold_guard(0.5, left)
     pid = os.fork()
-    if pid == 0:  # the child: the guard is free and nobody is inside it
-        os._exit(0 if FORK_GUARD.inside() == 0 else 3)
-    waited = time.monotonic() - started
+    if pid == 0:  # the child: nobody inside the guard, and a thread of its own can enter it
+        entered = threading.Event()
+
+        def enter() -> None:
+            with FORK_GUARD:
+                entered.set()
+
+        threading.Thread(target=enter, daemon=True).start()
+        os._exit(0 if entered.wait(10) and FORK_GUARD.inside() == 0 else 3)
+    # the fork went ahead only once the holder had done its last step inside
+    assert left == [True]
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
-    assert not holder.is_alive()
-    assert waited >= 0.4, f"the fork went ahead after {waited:.2f} s, with a thread inside"
+    holder.join(5)
     assert FORK_GUARD.inside() == 0
     assert one(1) == 1  # the parent's writer goes on after the fork
 
