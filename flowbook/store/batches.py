@@ -38,6 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from flowbook.store import drops as _drops
 from flowbook.store.checkpoints import DEFAULT_PAGES, Checkpointer
+from flowbook.store.database import heartbeat
 from flowbook.store.drops import Drops, classify, reason
 from flowbook.store.schema import cache_entries
 
@@ -154,6 +155,24 @@ class BatchWriter:
         if self.checkpointer is not None:
             Checkpointer.configure(conn.connection.dbapi_connection)
         return conn
+
+    def heartbeat(self, process_id: str) -> None:
+        """Mark this process alive in the store (on the kept connection, when there is one);
+        raises what the database raised."""
+        if not self._keep:
+            heartbeat(self.engine, process_id)
+            return
+        kept = self._conn if self._conn is not None else self._connect()
+        try:
+            with kept.begin():
+                execute_many(
+                    kept,
+                    "UPDATE processes SET heartbeat_at = {0} WHERE id = {0}",
+                    [(time.time(), process_id)],
+                )
+        except Exception:
+            self.close()  # (a fresh connection for the next batch)
+            raise
 
     def write(self, parts: list[Part]) -> Written:
         if not parts:
@@ -357,7 +376,29 @@ def execute_many(conn: Any, template: str, rows: Sequence[Sequence[Any]]) -> Non
             sql = sql.replace("?", f":p{next(names)}", 1)
         conn.execute(text(sql), [{f"p{i}": v for i, v in enumerate(row)} for row in rows])
         return
-    conn.exec_driver_sql(template.format(mark), list(rows))
+    run_many(conn, template.format(mark), rows)
+
+
+def run_many(conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``executemany`` of ``sql`` (the driver's own placeholders) on ``conn``'s DBAPI connection.
+
+    On SQLite, through one cursor kept with the connection: the sqlite3 module keeps a weak
+    reference to every cursor a connection makes until 200 more have been made, and those
+    left from a long run's batches, scattered through memory, keep whole blocks of it from
+    being given back once the run is over. Other databases go through SQLAlchemy.
+    """
+    if conn.dialect.name != "sqlite":
+        conn.exec_driver_sql(sql, list(rows))
+        return
+    fairy = conn.connection
+    kept = fairy.info.get(_CURSOR)
+    dbapi = fairy.dbapi_connection
+    if kept is None or kept[0] is not dbapi:
+        kept = fairy.info[_CURSOR] = (dbapi, dbapi.cursor())
+    kept[1].executemany(sql, rows)
+
+
+_CURSOR = "flowbook.batches.cursor"
 
 
 def insert(conn: Any, table: Any, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> None:
@@ -374,7 +415,7 @@ def insert(conn: Any, table: Any, columns: tuple[str, ...], rows: Sequence[Seque
         f"INSERT INTO {table.name} ({', '.join(columns)}) "
         f"VALUES ({', '.join([mark] * len(columns))})"
     )
-    conn.exec_driver_sql(sql, list(rows))
+    run_many(conn, sql, rows)
 
 
 def insert_rows(table: Any, columns: tuple[str, ...]) -> Execute:
@@ -402,7 +443,8 @@ def update_rows(table: Any) -> Execute:
         # processing cost more than the UPDATE itself (a long run's task runs that end in a
         # later batch than they started in are written this way)
         assignments = ", ".join(f"{k} = {mark}" for k in keys)
-        conn.exec_driver_sql(
+        run_many(
+            conn,
             f"UPDATE {table.name} SET {assignments} WHERE id = {mark}",
             [(*(row[k] for k in keys), row["_id"]) for row in rows],
         )
@@ -453,7 +495,7 @@ def upsert_rows(
             f"VALUES ({', '.join([mark] * len(columns))}) "
             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}{condition}"
         )
-        conn.exec_driver_sql(sql, list(rows))
+        run_many(conn, sql, rows)
 
     return execute
 

@@ -54,7 +54,7 @@ from flowbook.store.batches import (
 )
 from flowbook.store.cache import INLINE_RESULT_BYTES
 from flowbook.store.checkpoints import Checkpointer
-from flowbook.store.database import FORK_GUARD, HEARTBEAT_EVERY_S, heartbeat
+from flowbook.store.database import FORK_GUARD, HEARTBEAT_EVERY_S
 from flowbook.store.drops import STORE_WIDE, Drops, classify, reason
 from flowbook.store.journal import RunJournal
 from flowbook.store.printed import PrintedLines
@@ -337,7 +337,7 @@ class StoreWriter:
 
     def _heartbeat(self) -> None:
         try:
-            heartbeat(self.engine, self.process_id)
+            self._batches.heartbeat(self.process_id)
         except Exception as exc:  # a missed heartbeat only delays crash detection elsewhere
             kind = classify(exc)
             if kind in STORE_WIDE:
