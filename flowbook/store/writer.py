@@ -2,8 +2,13 @@
 
 The engine's threads only put events on a queue (a few hundred nanoseconds); this thread
 takes them off in batches and writes each batch in one transaction, with ``executemany``
-statements. Within a batch, a run created and finished in the same batch is inserted once
-with its final state instead of inserted and then updated.
+statements. Task runs are not queued event by event: a task run created or changed is marked
+(one dictionary entry for the run, whatever its number of changes), and its row is built from
+the run as it is when the batch is written; a run created and finished between two batches
+is inserted once with its final state. Only the states of a task run whose history is not the
+plain one (Pending, Running, Completed) are queued, in order, for its state rows. A writer
+behind a large map holds one entry per run it has not written, not the events and the states
+they hold, and writes those runs in transactions of at most ``_BATCH_MAX`` rows.
 
 A flow run's end waits for its own rows: ``barrier(flow_run)`` blocks until the batch holding
 its ``FlowRunFinished`` event is committed (unless ``FLOWBOOK_STORE_WAIT=off``: then the run's
@@ -81,6 +86,8 @@ _BATCH_MAX = 20_000
 # every _GATHER_S seconds.
 _GATHER_S = 0.5
 _STOP = object()
+# queued when the set of changed task runs stops being empty: it wakes the writer
+_CHANGED = object()
 
 
 def _urgent(item: Any) -> bool:
@@ -121,7 +128,21 @@ class StoreWriter:
         # FLOWBOOK_STORE_WAIT: a top-level flow call returns once its rows are committed (True)
         # or at once, its rows following within _GATHER_S (False)
         self.wait = True
-        # states of task runs not final yet, by run id (kept here across batches)
+        # Task runs are not queued event by event: a run created since the last batch is
+        # noted in _new (its upstream edges in _edges), one that changed since in _changed,
+        # and its row is built from the run as it is when the batch is written. A large map
+        # then keeps no events (with the states they hold) waiting for the writer, and a run
+        # that starts and ends between two batches is one row. Only the states of a run whose
+        # history is not the plain one (Pending, Running, Completed) are queued, in order,
+        # for its state rows.
+        self._new: dict[str, TaskRun] = {}
+        self._edges: list[tuple[str, str]] = []
+        self._changed: dict[str, TaskRun] = {}
+        self._changed_lock = threading.Lock()
+        # task runs whose history left the plain one: their states are queued (engine threads
+        # add, the writer removes a run once it has its final state)
+        self._traced: set[str] = set()
+        # the states of those runs not final yet, by run id (kept here across batches)
         # (None stands for the Pending state a run is created in)
         self.histories: dict[str, list[State | None]] = {}
         # state rows of flow runs not final yet, held back while their history is the plain
@@ -144,8 +165,21 @@ class StoreWriter:
     def on_event(self, event: Any) -> None:
         kind = type(event)
         if kind is StateChanged:
-            if event.previous is None and type(event.run) is TaskRun:
-                return  # a task run's first state, Pending, is told by its TaskRunCreated event
+            run = event.run
+            if type(run) is TaskRun:
+                previous = event.previous
+                if previous is None:
+                    return  # a task run's first state, Pending, is told by its creation
+                self._mark(run)
+                state = event.state
+                if run.id in self._traced or not _plain_step(state, previous):
+                    self._traced.add(run.id)
+                    self._queue.put(event)
+                    if state.type._value_ in _TRACED:
+                        item = _engine_lines(run, state)
+                        if item is not None:
+                            self._queue.put(item)
+                return
             if event.state.type._value_ in _TOLD:
                 self._queue.put(event)
                 if event.state.type._value_ in _TRACED:
@@ -165,11 +199,44 @@ class StoreWriter:
                 journal.ended(event.flow_run, event.state)
             self._queue.put(_Unwaited(event.flow_run, event.state))
             return
+        if kind is TaskRunCreated:
+            self._mark_new(event.task_run, event.upstream)
+            return
         if kind is FlowRunCreated and event.flow_run.parent_task_run is None:
             journal = self.journal
             if journal is not None:
                 journal.record(event.flow_run)
         self._queue.put(event)
+
+    def _mark_new(self, run: TaskRun, upstream: tuple[str, ...]) -> None:
+        """Note that task run ``run`` was created, after the runs of ``upstream``."""
+        run_id = run.id
+        with self._changed_lock:
+            if not self._new and not self._changed:
+                self._queue.put(_CHANGED)
+            self._new[run_id] = run
+            if upstream:
+                self._edges.extend((upstream_id, run_id) for upstream_id in upstream)
+
+    def _mark(self, run: TaskRun) -> None:
+        """Note that task run ``run`` changed (its row is built as it is when written)."""
+        run_id = run.id
+        with self._changed_lock:
+            changed = self._changed
+            if run_id in changed or run_id in self._new:
+                return
+            if not changed and not self._new:
+                self._queue.put(_CHANGED)
+            changed[run_id] = run
+
+    def _take_changed(
+        self,
+    ) -> tuple[dict[str, TaskRun], list[tuple[str, str]], dict[str, TaskRun]]:
+        """The task runs created and changed since the last call, and the new runs' edges."""
+        with self._changed_lock:
+            taken = (self._new, self._edges, self._changed)
+            self._new, self._edges, self._changed = {}, [], {}
+        return taken
 
     def _call_for(self, item: Any) -> None:
         """Queue an item somebody will wait for, and make the writer stop gathering."""
@@ -276,11 +343,23 @@ class StoreWriter:
     def _write_batch(self, batch: list[Any]) -> None:
         markers: list[threading.Event] = []
         finished: list[str] = []
-        rows = _Rows(self)
         hits: dict[tuple[str, str], int] = {}
         try:
+            # taken after the batch's items were: a run changed before an item was queued
+            # (the task runs of a flow run that ended) is written with that item
+            new, edges, changed = self._take_changed()
+            # a writer behind a large map: its runs in transactions of at most _BATCH_MAX
+            # rows each (the rows built for one stay few), the last with the batch's items
+            while len(new) + len(changed) > _BATCH_MAX:
+                chunk = _Rows(self)
+                chunk.task_runs(*_split(new, changed, _BATCH_MAX))
+                self._write_rows(chunk)
+            rows = _Rows(self)
+            rows.task_runs(new, changed, edges)
             for item in batch:
                 kind = type(item)
+                if item is _CHANGED:
+                    continue
                 if kind is threading.Event:
                     markers.append(item)
                 elif kind is FlowRunFinished or kind is _Unwaited:
@@ -296,15 +375,7 @@ class StoreWriter:
             # Hit counters are statistics of the cache, not part of any run: a flow run that
             # ends waits for its rows only; the counters follow in their own transaction.
             hits, rows.cache_hits = rows.cache_hits, {}
-            parts, cache_part, drop_rows = rows.plan()
-            written = self._batches.write(parts)
-            if drop_rows is not None and (
-                parts.index(drop_rows) in written.complete or written.wide is None
-            ):
-                self.drops.written(list(drop_rows.rows))  # refused ones are not kept either
-            if cache_part is None or parts.index(cache_part) in written.complete:
-                for done in rows.committed:
-                    done()
+            self._write_rows(rows)
         finally:
             journal = self.journal
             for run_id in finished:
@@ -324,6 +395,18 @@ class StoreWriter:
         finally:
             for marker in markers:
                 marker.set()
+
+    def _write_rows(self, rows: _Rows) -> None:
+        """Write one batch's rows in one transaction (``BatchWriter`` narrows it on failure)."""
+        parts, cache_part, drop_rows = rows.plan()
+        written = self._batches.write(parts)
+        if drop_rows is not None and (
+            parts.index(drop_rows) in written.complete or written.wide is None
+        ):
+            self.drops.written(list(drop_rows.rows))  # refused ones are not kept either
+        if cache_part is None or parts.index(cache_part) in written.complete:
+            for done in rows.committed:
+                done()
 
     def _release(self, batch: list[Any]) -> None:
         """Wake whoever waits for items of a batch that could not be handled."""
@@ -362,6 +445,8 @@ class _Rows:
         # the latest state the batch has for them
         self.task_new: dict[str, TaskRun] = {}
         self.task_extra: dict[str, dict[str, Any]] = {}  # more columns for rows of task_new
+        # task runs an earlier batch inserted that changed since: updated from their state
+        self.task_changed: dict[str, TaskRun] = {}
         self.flow_updates: dict[str, dict[str, Any]] = {}
         self.task_updates: dict[str, dict[str, Any]] = {}
         self.edges: list[tuple[str, str]] = []
@@ -373,19 +458,28 @@ class _Rows:
         self.cache_hits: dict[tuple[str, str], int] = {}
         self.cache_deletes: list[tuple[str, str]] = []
         self.cache_misses: dict[str, dict[str, Any]] = {}  # the latest miss of each task
-        self.latest_task: dict[str, tuple[TaskRun, State]] = {}
         self.latest_flow: dict[str, tuple[FlowRun, State]] = {}
+
+    def task_runs(
+        self,
+        new: dict[str, TaskRun],
+        changed: dict[str, TaskRun],
+        edges: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """The task runs created and changed since the last batch (``StoreWriter._mark``)."""
+        self.task_new = new
+        self.task_changed = changed
+        if edges:
+            self.edges.extend(edges)
 
     def add(self, item: Any) -> None:
         kind = type(item)
         if kind is StateChanged:
             run = item.run
             if type(run) is TaskRun:
-                self._task_state(run, item.state)
+                self._task_state(run, item.state, item.previous)
             else:
                 self._flow_state(run, item.state)
-        elif kind is TaskRunCreated:
-            self._task_created(item.task_run, item.upstream)
         elif kind is FlowRunCreated:
             self._flow_created(item.flow_run)
         elif kind is LogEmitted:
@@ -419,26 +513,22 @@ class _Rows:
             **_state_columns(run, None),
         }
 
-    def _task_created(self, run: TaskRun, upstream: tuple[str, ...]) -> None:
-        # a large map creates thousands of these per batch: the row is built in write()
-        self.task_new[run.id] = run
-        # the history starts with Pending, at the run's creation (None stands for it); that
-        # state is not sent to the store as an event of its own (see on_event)
-        self.writer.histories[run.id] = [None]
-        for upstream_id in upstream:
-            self.edges.append((upstream_id, run.id))
-
-    def _task_state(self, run: TaskRun, state: State) -> None:
-        # only the latest state of each run in the batch goes onto its row
+    def _task_state(self, run: TaskRun, state: State, previous: State | None) -> None:
+        """A state of a task run whose history is not the plain one (queued in order): kept
+        until the run is final, then written as the run's state rows."""
         run_id = run.id
-        self.latest_task[run_id] = (run, state)
         histories = self.writer.histories
         history = histories.get(run_id)
         if history is None:
-            history = histories[run_id] = []
+            # the run's first state off the plain history: what came before it was plain
+            # (Pending, which None stands for, and maybe Running), as the previous state says
+            history = histories[run_id] = [None]
+            if previous is not None and _plain_running(previous):
+                history.append(previous)
         history.append(state)
         if state.type._value_ in _FINAL:
             del histories[run_id]
+            self.writer._traced.discard(run_id)
             if not _implied(history):
                 self.states.extend(_history_rows(run, history))
 
@@ -496,33 +586,33 @@ class _Rows:
             self.task_updates.setdefault(run_id, {"_id": run_id}).update(columns)
 
     def _task_rows(self) -> list[tuple[Any, ...]]:
-        """The rows of the task runs created in this batch, each with its latest state.
+        """The rows of the task runs created since the last batch, each with its state now.
 
         One pass, with the row built as a tuple in ``_TASK_COLUMNS`` order: a large map puts
-        thousands of runs in each batch.
+        thousands of runs in each batch. The run's state is read once; what the engine sets
+        before a state (the start time, the attempt's number) goes with it, and a final
+        state's time is the run's end time.
         """
         rows: list[tuple[Any, ...]] = []
         append = rows.append
-        latest = self.latest_task
         extra = self.task_extra
         dumps_tags = json.dumps
         for run_id, run in self.task_new.items():
             try:
+                state = run.state
                 task = run.task
                 flow_run = run.flow_run
                 subflow = run.subflow_run
                 tags = run.tags
-                got = latest.pop(run_id, None)
                 start = end = result = result_file = input_hash = cache_key = message = None
                 checksum = None
-                if got is None:
+                if state is None:
                     type_value, name = "PENDING", "Pending"
                 else:
-                    state = got[1]
                     type_value, name, message = state.type._value_, state.name, state.message
                     start = run.start_s
                     if type_value in _FINAL:
-                        end = run.end_s
+                        end = state.timestamp_s
                         cache_key = run.cache_key
                         if type_value == "COMPLETED":
                             result, result_file, checksum, input_hash = self._task_result(
@@ -559,16 +649,20 @@ class _Rows:
                     row = tuple(changed)
                 append(row)
             except Exception as exc:  # this run's row only: the others are written
-                latest.pop(run_id, None)
                 self.writer.drops.add("task_run", run_id, f"its row cannot be built: {reason(exc)}")
         return rows
 
     def _apply_latest_states(self) -> None:
         """Updates for runs whose rows an earlier batch inserted."""
-        for run_id, (task_run, state) in self.latest_task.items():
+        for run_id, task_run in self.task_changed.items():
             try:
+                state = task_run.state
+                if state is None:
+                    continue
                 columns = _state_columns(task_run, state)
                 if state.type._value_ in _FINAL:
+                    # (the run's end time is its final state's, read with it)
+                    columns["end_time"] = state.timestamp_s
                     columns["cache_key"] = task_run.cache_key
                     if state.type._value_ == "COMPLETED":
                         result, result_file, checksum, input_hash = self._task_result(
@@ -686,9 +780,9 @@ class _Rows:
         task_rows = self._task_rows() if self.task_new else []  # takes their latest states
         if self.latest_flow:
             self._write_held_states()
-        if self.latest_task or self.latest_flow:
+        if self.task_changed or self.latest_flow:
             self._apply_latest_states()
-            self.latest_task.clear()
+            self.task_changed.clear()
             self.latest_flow.clear()
         parts: list[Part] = []
         if self.flow_inserts:
@@ -834,6 +928,39 @@ def _implied_flow(rows: list[tuple[Any, ...]]) -> bool:
         and rows[0][4] is None
         and rows[1][4] is None
     )
+
+
+def _split(
+    new: dict[str, TaskRun], changed: dict[str, TaskRun], size: int
+) -> tuple[dict[str, TaskRun], dict[str, TaskRun]]:
+    """Take ``size`` runs out of ``new`` and ``changed`` (the new ones first)."""
+    part_new: dict[str, TaskRun] = {}
+    while new and len(part_new) < size:
+        run_id, run = new.popitem()
+        part_new[run_id] = run
+    part_changed: dict[str, TaskRun] = {}
+    while changed and len(part_new) + len(part_changed) < size:
+        run_id, run = changed.popitem()
+        part_changed[run_id] = run
+    return part_new, part_changed
+
+
+def _plain_running(state: State) -> bool:
+    return state.name == "Running" and state.message is None and state.type._value_ == "RUNNING"
+
+
+def _plain_step(state: State, previous: State) -> bool:
+    """Whether a task run whose states so far were the plain ones (``_implied``) stays plain
+    with ``state``, after ``previous``: Running (no message) after its first state, then
+    Completed; or Completed or Cached straight after its first state."""
+    name = state.name
+    if name == "Running":
+        return state.message is None and state.type._value_ == "RUNNING"
+    if name == "Completed":
+        return state.type._value_ == "COMPLETED"
+    if name == "Cached":
+        return state.type._value_ == "COMPLETED" and not _plain_running(previous)
+    return False
 
 
 def _history_rows(run: TaskRun, history: list[Any]) -> list[tuple[Any, ...]]:

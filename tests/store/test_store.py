@@ -718,12 +718,12 @@ def test_events_that_cannot_become_rows_are_dropped_with_a_warning_and_nothing_w
 ) -> None:
     from flowbook.store import writer
 
-    task_created = writer._Rows._task_created
+    preview = writer._safe_preview
 
-    def broken(self: Any, run: Any, upstream: Any) -> None:
-        if run.task_name == "unrecordable":
+    def broken(run: Any) -> str | None:
+        if run.task is not None and run.task.name == "unrecordable":
             raise RuntimeError("this row cannot be built")
-        task_created(self, run, upstream)
+        return preview(run)
 
     @task
     def unrecordable() -> int:
@@ -741,7 +741,7 @@ def test_events_that_cannot_become_rows_are_dropped_with_a_warning_and_nothing_w
     def kept() -> int:
         return recordable()
 
-    monkeypatch.setattr(writer._Rows, "_task_created", broken)
+    monkeypatch.setattr(writer, "_safe_preview", broken)
     start = time.monotonic()
     with pytest.warns(RuntimeWarning, match="could not write .* this row cannot be built"):
         flushed = dropped() == 1 and get_store().writer.flush()  # type: ignore[union-attr]

@@ -1,23 +1,30 @@
-"""What the store's threads leave behind while runs go on: nothing that outlives its batch.
+"""What the store keeps while runs go on: nothing that outlives its batch, and no event of a
+task run waiting for the writer.
 
 A long run's memory is given back once it is over only if nothing made during it stays: a
 single object left in a block of the run's task runs keeps the whole block. The store writer
 and the checkpoint thread each keep one connection and one cursor for their life (the sqlite3
 module keeps a weak reference to every cursor a connection makes until 200 more have been
-made), and the heartbeat goes through the writer's connection.
+made), and the heartbeat goes through the writer's connection. A task run that changes is
+marked for the writer, which builds its row from the run itself: a writer that falls behind a
+large map holds one entry per run, not the events (and the states they hold) of each change.
 """
 
 from __future__ import annotations
 
 import gc
+import threading
 import time
 import weakref
+from typing import Any
 
 import pytest
 from store_under_test import StoreUnderTest, store
 
 from flowbook import flow, task
+from flowbook.engine.events import StateChanged, TaskRunCreated
 from flowbook.store import get_store
+from flowbook.store import writer as writer_module
 
 __all__ = ["store"]
 
@@ -90,3 +97,90 @@ def test_the_heartbeat_keeps_the_process_record_fresh(
     noop()
     assert store.count("flow_runs") == 2
     assert opened.writer.drops.counts == {}
+
+
+def test_a_map_keeps_no_events_waiting_for_a_writer_that_is_behind(
+    store: StoreUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @task
+    def inc(x: int) -> int:
+        return x + 1
+
+    @task(retries=1, retry_delay_seconds=0)
+    def flaky(x: int) -> int:
+        if x not in tried:
+            tried.add(x)
+            raise ValueError(f"first try of {x}")
+        return x
+
+    tried: set[int] = set()
+
+    @flow
+    def mapped(n: int) -> list[int]:
+        return inc.map(range(n)).result() + flaky.map(range(3)).result()
+
+    assert mapped(1) == [1, 0, 1, 2]  # the store is open, its writer running
+    opened = get_store()
+    assert opened is not None
+    writer = opened.writer
+    # the writer is held inside its next batch, as by a slow disk, until the map is over
+    entered, go_on = threading.Event(), threading.Event()
+    write = writer._batches.write
+
+    def held(parts: Any) -> Any:
+        entered.set()
+        go_on.wait(60)
+        return write(parts)
+
+    monkeypatch.setattr(writer._batches, "write", held)
+    # and the rows it builds at a time are bounded: 500 runs a transaction here
+    monkeypatch.setattr("flowbook.store.writer._BATCH_MAX", 500)
+    sizes: list[int] = []
+    taken = writer_module._Rows.task_runs
+
+    def counted(rows: Any, new: Any, changed: Any, edges: Any = None) -> None:
+        sizes.append(len(new) + len(changed))
+        taken(rows, new, changed, edges)
+
+    monkeypatch.setattr(writer_module._Rows, "task_runs", counted)
+    tried.clear()
+    results: list[list[int]] = []
+    caller = threading.Thread(target=lambda: results.append(mapped(3000)), daemon=True)
+    caller.start()
+    try:
+        assert entered.wait(30), "the writer wrote no batch"
+        deadline = time.monotonic() + 60
+        while not writer._finished:  # the flow run ended and waits for its rows
+            assert time.monotonic() < deadline, "the flow run did not end"
+            time.sleep(0.01)
+        gc.collect()
+        events = sum(1 for o in gc.get_objects() if type(o) in (StateChanged, TaskRunCreated))
+        # 3,003 task runs made three events each: only the retried runs' states are queued
+        assert events < 50, f"{events} task-run events kept while the writer was held"
+        assert len(writer._changed) <= 3003
+    finally:
+        go_on.set()
+        caller.join(60)
+    assert results == [[x + 1 for x in range(3000)] + [0, 1, 2]]
+    assert writer.flush()
+    runs = store.rows(
+        "SELECT t.state_name, t.start_time, t.end_time, t.run_count FROM task_runs t "
+        "JOIN flow_runs f ON f.id = t.flow_run_id WHERE f.id = ("
+        "SELECT id FROM flow_runs ORDER BY created_at DESC LIMIT 1)"
+    )
+    assert len(runs) == 3003
+    assert all(r[0] == "Completed" and r[1] <= r[2] for r in runs)
+    assert sorted(r[3] for r in runs)[-3:] == [2, 2, 2]
+    # the plain runs have no state rows; each retried one its whole history, in order
+    retried = store.rows(
+        "SELECT s.run_id, s.name FROM states s JOIN task_runs t ON t.id = s.run_id "
+        "WHERE t.task_name = 'flaky' AND t.run_count = 2 ORDER BY s.id"
+    )
+    by_run: dict[str, list[str]] = {}
+    for run_id, name in retried:
+        by_run.setdefault(run_id, []).append(name)
+    expected = ["Pending", "Running", "AwaitingRetry", "Retrying", "Running", "Completed"]
+    assert all(history == expected for history in by_run.values())
+    assert len(by_run) == 6  # three in the first call, three in this one
+    assert max(sizes) <= 500
+    assert sum(sizes) >= 3003
