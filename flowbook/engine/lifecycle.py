@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from flowbook.states import State
 
 __all__ = [
+    "announced_state",
     "call_final_flow_hooks",
     "first_task_run_state",
     "hand_off_task_hooks",
@@ -112,6 +113,13 @@ def set_task_run_state(run: TaskRun, state: State) -> bool:
         if future is not None:
             future._set_final(state)
     return True
+
+
+def announced_state(run: TaskRun) -> State | None:
+    """The task run's state, read under the run's lock: the change that set it has been
+    announced (``StateChanged``) to every subscriber."""
+    with _STRIPES[(id(run) >> 4) & 63]:
+        return run.state
 
 
 def first_task_run_state(run: TaskRun, state: State) -> None:

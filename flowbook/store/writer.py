@@ -46,6 +46,7 @@ from flowbook.engine.events import (
     StateChanged,
     TaskRunCreated,
 )
+from flowbook.engine.lifecycle import announced_state
 from flowbook.engine.runs import FlowRun, TaskRun
 from flowbook.store import results
 from flowbook.store.batches import (
@@ -155,6 +156,7 @@ class StoreWriter:
         self._batches = BatchWriter(engine, self.drops, results_dir, checkpointer)
         # printed text of runs shown in a notebook: lines cut and counted on this thread
         self.printed = PrintedLines()
+        self._last_beat = time.monotonic()
         self._hurry = threading.Event()
         self._waiting = 0  # urgent items queued and not yet written
         self._waiting_lock = threading.Lock()
@@ -229,6 +231,15 @@ class StoreWriter:
                 self._queue.put(_CHANGED)
             changed[run_id] = run
 
+    def _written_final(self, run_ids: list[str]) -> None:
+        """Runs whose rows this batch writes with their final state: a mark of theirs made
+        since the runs were taken (their final state's, announced before the writer read it)
+        asks for nothing more."""
+        with self._changed_lock:
+            changed = self._changed
+            for run_id in run_ids:
+                changed.pop(run_id, None)
+
     def _take_changed(
         self,
     ) -> tuple[dict[str, TaskRun], list[tuple[str, str]], dict[str, TaskRun]]:
@@ -284,7 +295,7 @@ class StoreWriter:
 
     # -- the writer thread ----------------------------------------------------------------------
     def _loop(self) -> None:
-        last_beat = time.monotonic()
+        self._last_beat = time.monotonic()
         busy = False  # the last batch had items: more are likely to come soon
         while True:
             first: Any = None
@@ -314,8 +325,7 @@ class StoreWriter:
             stop = any(item is _STOP for item in batch)
             if batch:
                 try:
-                    with FORK_GUARD:
-                        self._write_batch([i for i in batch if i is not _STOP])
+                    self._write_batch([i for i in batch if i is not _STOP])
                 except Exception as exc:  # a bug here must not stop the writer (nor the runs)
                     self.drops.add("batch", None, f"the writer failed: {reason(exc)}")
                     self._release(batch)
@@ -330,10 +340,7 @@ class StoreWriter:
                     self._waiting -= urgent
                     if not self._waiting:
                         self._hurry.clear()
-            if time.monotonic() - last_beat >= HEARTBEAT_EVERY_S:
-                last_beat = time.monotonic()
-                with FORK_GUARD:
-                    self._heartbeat()
+            self._beat_if_due()
             self.drops.summary(force=stop)
             if stop:
                 with FORK_GUARD:
@@ -354,6 +361,7 @@ class StoreWriter:
                 chunk = _Rows(self)
                 chunk.task_runs(*_split(new, changed, _BATCH_MAX))
                 self._write_rows(chunk)
+                self._beat_if_due()  # (a backlog can take minutes: the process stays alive)
             rows = _Rows(self)
             rows.task_runs(new, changed, edges)
             for item in batch:
@@ -391,7 +399,8 @@ class StoreWriter:
                 # in key order, as every process: concurrent updates never wait on each other
                 # in a cycle
                 counted = [(hits[key], *key) for key in sorted(hits)]
-                self._batches.write([Part("cache_hit", counted, count_hits)])
+                with FORK_GUARD:
+                    self._batches.write([Part("cache_hit", counted, count_hits)])
         finally:
             for marker in markers:
                 marker.set()
@@ -399,7 +408,10 @@ class StoreWriter:
     def _write_rows(self, rows: _Rows) -> None:
         """Write one batch's rows in one transaction (``BatchWriter`` narrows it on failure)."""
         parts, cache_part, drop_rows = rows.plan()
-        written = self._batches.write(parts)
+        if rows.final:
+            self._written_final(rows.final)
+        with FORK_GUARD:  # (only around SQL: building the rows needs no guard)
+            written = self._batches.write(parts)
         if drop_rows is not None and (
             parts.index(drop_rows) in written.complete or written.wide is None
         ):
@@ -417,6 +429,12 @@ class StoreWriter:
                 event = self._finished.get(item.flow_run.id)
                 if event is not None:
                     event.set()
+
+    def _beat_if_due(self) -> None:
+        if time.monotonic() - self._last_beat >= HEARTBEAT_EVERY_S:
+            self._last_beat = time.monotonic()
+            with FORK_GUARD:
+                self._heartbeat()
 
     def _heartbeat(self) -> None:
         try:
@@ -447,6 +465,8 @@ class _Rows:
         self.task_extra: dict[str, dict[str, Any]] = {}  # more columns for rows of task_new
         # task runs an earlier batch inserted that changed since: updated from their state
         self.task_changed: dict[str, TaskRun] = {}
+        # the task runs whose rows are built with their final state
+        self.final: list[str] = []
         self.flow_updates: dict[str, dict[str, Any]] = {}
         self.task_updates: dict[str, dict[str, Any]] = {}
         self.edges: list[tuple[str, str]] = []
@@ -597,9 +617,10 @@ class _Rows:
         append = rows.append
         extra = self.task_extra
         dumps_tags = json.dumps
+        final = self.final
         for run_id, run in self.task_new.items():
             try:
-                state = run.state
+                state = announced_state(run)
                 task = run.task
                 flow_run = run.flow_run
                 subflow = run.subflow_run
@@ -612,6 +633,7 @@ class _Rows:
                     type_value, name, message = state.type._value_, state.name, state.message
                     start = run.start_s
                     if type_value in _FINAL:
+                        final.append(run_id)
                         end = state.timestamp_s
                         cache_key = run.cache_key
                         if type_value == "COMPLETED":
@@ -656,11 +678,12 @@ class _Rows:
         """Updates for runs whose rows an earlier batch inserted."""
         for run_id, task_run in self.task_changed.items():
             try:
-                state = task_run.state
+                state = announced_state(task_run)
                 if state is None:
                     continue
                 columns = _state_columns(task_run, state)
                 if state.type._value_ in _FINAL:
+                    self.final.append(run_id)
                     # (the run's end time is its final state's, read with it)
                     columns["end_time"] = state.timestamp_s
                     columns["cache_key"] = task_run.cache_key
@@ -955,7 +978,7 @@ def _plain_step(state: State, previous: State) -> bool:
     Completed; or Completed or Cached straight after its first state."""
     name = state.name
     if name == "Running":
-        return state.message is None and state.type._value_ == "RUNNING"
+        return _plain_running(state) and not _plain_running(previous)
     if name == "Completed":
         return state.type._value_ == "COMPLETED"
     if name == "Cached":

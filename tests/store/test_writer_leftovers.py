@@ -184,3 +184,71 @@ def test_a_map_keeps_no_events_waiting_for_a_writer_that_is_behind(
     assert len(by_run) == 6  # three in the first call, three in this one
     assert max(sizes) <= 500
     assert sum(sizes) >= 3003
+
+
+def test_a_run_that_ends_while_its_row_is_built_is_written_once(
+    store: StoreUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release_task, in_rows, go_on = threading.Event(), threading.Event(), threading.Event()
+
+    @task
+    def slow(x: int) -> int:
+        assert release_task.wait(30)
+        return x * 10
+
+    @flow
+    def one(x: int) -> int:
+        return slow.submit(x).result()
+
+    release_task.set()
+    assert one(0) == 0  # the store is open
+    release_task.clear()
+    opened = get_store()
+    assert opened is not None
+    writer = opened.writer
+    seen: list[Any] = []
+    build = writer_module._Rows._task_rows
+
+    def held(rows: Any) -> Any:
+        for run in rows.task_new.values():
+            if run.task is not None and run.task.name == "slow" and not seen:
+                seen.append(run)  # taken while it runs: hold the writer here until it ended
+                in_rows.set()
+                assert go_on.wait(30)
+        return build(rows)
+
+    results: dict[str, int] = {}
+    store_result = writer_module._Rows._task_result
+
+    def counted(rows: Any, run: Any, state: Any) -> Any:
+        results[run.id] = results.get(run.id, 0) + 1
+        return store_result(rows, run, state)
+
+    monkeypatch.setattr(writer_module._Rows, "_task_rows", held)
+    monkeypatch.setattr(writer_module._Rows, "_task_result", counted)
+    answers: list[int] = []
+    caller = threading.Thread(target=lambda: answers.append(one(7)), daemon=True)
+    caller.start()
+    try:
+        assert in_rows.wait(30), "the writer did not take the running task run"
+        [run] = seen
+        release_task.set()
+        deadline = time.monotonic() + 30
+        while run.id not in writer._changed:  # its final state is announced: marked again
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        assert run.state.is_completed()
+    finally:
+        go_on.set()
+        release_task.set()
+        caller.join(30)
+    assert answers == [70]
+    assert writer.flush()
+    # built once with its final state (the mark of that state asked for nothing more)
+    assert results[run.id] == 1
+    assert run.id not in writer._changed
+    [(state, value)] = store.rows(
+        "SELECT state_name, result FROM task_runs WHERE id = :i", i=run.id
+    )
+    assert state == "Completed"
+    assert value is not None
