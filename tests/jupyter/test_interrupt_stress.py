@@ -4,12 +4,15 @@ with ``KeyboardInterrupt`` promptly, every run ends, and the kernel stays usable
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kernel_session import KernelSession
@@ -59,6 +62,43 @@ def kernel(
     k.close()
 
 
+def _store_holders(kernel_pid: int) -> str:
+    """The processes that have a file of the kernel's FLOWBOOK_HOME open, and the file locks
+    on those files (``/proc/locks``): what a cell waiting for the store waits for."""
+    try:
+        raw = Path(f"/proc/{kernel_pid}/environ").read_bytes().decode(errors="replace")
+        env = dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
+        home = env.get("FLOWBOOK_HOME", "")
+        lines = [f"the kernel's FLOWBOOK_HOME: {home!r}"]
+        inodes: set[int] = set()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                fds = list((proc / "fd").iterdir())
+            except OSError:
+                continue
+            for fd in fds:
+                try:
+                    target = os.readlink(fd)
+                except OSError:
+                    continue
+                if home and target.startswith(home):
+                    lines.append(f"pid {proc.name} fd {fd.name} -> {target}")
+                    with contextlib.suppress(OSError):
+                        inodes.add(os.stat(target).st_ino)
+        for line in Path("/proc/locks").read_text().splitlines():
+            # "1: POSIX  ADVISORY  WRITE 1234 00:2e:5678 0 EOF" (or "1: -> POSIX ..." waiting)
+            for token in line.split():
+                if token.count(":") == 2 and token.rsplit(":", 1)[1].isdigit():
+                    if int(token.rsplit(":", 1)[1]) in inodes:
+                        lines.append(f"lock: {line}")
+                    break
+        return "\n".join(lines)
+    except Exception as exc:  # a diagnosis of a failure must not hide it
+        return f"(the store's holders could not be listed: {exc!r})"
+
+
 def test_interrupts_at_random_moments_always_end_the_cell_and_the_run(
     kernel: KernelSession,
 ) -> None:
@@ -73,8 +113,11 @@ def test_interrupts_at_random_moments_always_end_the_cell_and_the_run(
         try:
             msgs = kernel.wait(cell, timeout=15)
         except TimeoutError:
-            # every thread's stack goes to the kernel's stderr (the test's captured output)
-            os.kill(kernel.km.provisioner.process.pid, signal.SIGUSR1)
+            # every thread's stack goes to the kernel's stderr (the test's captured output),
+            # and who has the store's files open, with their locks, to this test's stderr
+            pid = kernel.km.provisioner.process.pid
+            os.kill(pid, signal.SIGUSR1)
+            print(_store_holders(pid), file=sys.stderr)
             time.sleep(2)
             raise
         slowest = max(slowest, time.monotonic() - t0)
