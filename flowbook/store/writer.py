@@ -459,8 +459,8 @@ class _Rows:
     def __init__(self, writer: StoreWriter) -> None:
         self.writer = writer
         self.flow_inserts: dict[str, dict[str, Any]] = {}
-        # task runs created in this batch: their rows are built once, at write time, with
-        # the latest state the batch has for them
+        # task runs created since the last batch: their rows are built once, at write time,
+        # with the state each has then (``task_runs``)
         self.task_new: dict[str, TaskRun] = {}
         self.task_extra: dict[str, dict[str, Any]] = {}  # more columns for rows of task_new
         # task runs an earlier batch inserted that changed since: updated from their state
@@ -800,7 +800,7 @@ class _Rows:
     def plan(self) -> tuple[list[Part], Part | None, Part | None]:
         """The batch's statements with their rows; also the part of cache puts and the part of
         ``write_drops`` rows, if any (their outcome matters to the writer)."""
-        task_rows = self._task_rows() if self.task_new else []  # takes their latest states
+        task_rows = self._task_rows() if self.task_new else []
         if self.latest_flow:
             self._write_held_states()
         if self.task_changed or self.latest_flow:
@@ -1227,8 +1227,6 @@ def _strip_all(rows: Sequence[Any]) -> tuple[list[Any], list[str | None]]:
 def _what(item: Any) -> str:
     """The kind of record an event or a store item becomes (as ``write_drops.what``)."""
     kind = type(item)
-    if kind is TaskRunCreated:
-        return "task_run"
     if kind is FlowRunCreated:
         return "flow_run"
     if kind is StateChanged:
@@ -1245,8 +1243,6 @@ def _what(item: Any) -> str:
 
 def _run_of(item: Any) -> str | None:
     kind = type(item)
-    if kind is TaskRunCreated:
-        return str(item.task_run.id)
     if kind is FlowRunCreated:
         return str(item.flow_run.id)
     if kind is StateChanged:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+import warnings
 import weakref
 from typing import Any
 
@@ -252,3 +253,33 @@ def test_a_run_that_ends_while_its_row_is_built_is_written_once(
     )
     assert state == "Completed"
     assert value is not None
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_a_failing_heartbeat_is_told_and_the_runs_are_still_written(
+    store: StoreUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("flowbook.store.writer.HEARTBEAT_EVERY_S", 0.05)
+
+    @flow
+    def noop(x: int) -> int:
+        return x
+
+    noop(0)  # the store is open, its writer beating through its kept connection
+    opened = get_store()
+    assert opened is not None
+    # the table the heartbeat updates is gone: the store is taken as damaged, and said so
+    store.execute("ALTER TABLE processes RENAME TO processes_elsewhere")
+    try:
+        with warnings.catch_warnings(record=True) as told:
+            warnings.simplefilter("always")
+            deadline = time.monotonic() + 10
+            while not any("no such table: processes" in str(w.message) for w in told):
+                assert time.monotonic() < deadline, "the failed heartbeat was not told"
+                time.sleep(0.05)
+        # the writer goes on, on a fresh connection: the next runs are recorded
+        assert [noop(x) for x in range(1, 4)] == [1, 2, 3]
+        assert store.count("flow_runs") == 4
+        assert opened.writer._thread.is_alive()
+    finally:
+        store.execute("ALTER TABLE processes_elsewhere RENAME TO processes")
