@@ -28,7 +28,15 @@ from flowbook import _run_lines
 # one formatter for every traceback flowbook shows or stores; its name stays importable here
 from flowbook._tracebacks import format_exc_info
 from flowbook._tracebacks import format_user_traceback as format_user_traceback
-from flowbook.engine.events import FlowRunCreated, LogEmitted, StateChanged, TaskRunCreated, bus
+from flowbook.engine.events import (
+    ALL_STATES,
+    OTHER_STATES,
+    FlowRunCreated,
+    LogEmitted,
+    StateChanged,
+    TaskRunCreated,
+    bus,
+)
 from flowbook.engine.runs import TaskRun
 
 if TYPE_CHECKING:
@@ -347,9 +355,11 @@ def configure(settings: Settings) -> None:
     flush()
     if settings.console != "off":
         kinds: tuple[type[Any], ...] = (FlowRunCreated, StateChanged, LogEmitted)
+        states = OTHER_STATES  # above DEBUG, "Entered state ..." lines are not printed
         if _level <= logging.DEBUG:
             kinds += (TaskRunCreated,)
-        bus.subscribe(kinds, _dispatch)
+            states = ALL_STATES
+        bus.subscribe(kinds, _dispatch, states=states)
         bus.add_barrier(_barrier)
 
 

@@ -12,6 +12,12 @@ then skipped for that event; it never fails a run.
 
 Subscription is per event class, so emitting an event nobody listens to costs one dict
 look-up, and the engine can ask ``bus.wants(EventClass)`` before building an event at all.
+A ``StateChanged`` subscriber also says which states it is told (``states=``): a task run's
+first state (``FIRST_STATES``: the Pending it is created in, which ``TaskRunCreated`` tells
+already), states of type RUNNING (``RUNNING_STATES``) and every other state
+(``OTHER_STATES``: final ones, Scheduled, Paused, a flow run's Pending). A task run goes
+through all three kinds, so a subscriber that ignores some of them (the console at INFO
+prints final states only) is not called for them at all.
 """
 
 from __future__ import annotations
@@ -28,6 +34,10 @@ if TYPE_CHECKING:
     from flowbook.states import State
 
 __all__ = [
+    "ALL_STATES",
+    "FIRST_STATES",
+    "OTHER_STATES",
+    "RUNNING_STATES",
     "Event",
     "EventBus",
     "FlowRunCreated",
@@ -109,6 +119,30 @@ class LogEmitted(Event):
 
 Subscriber = Callable[[Any], None]
 
+# Which StateChanged events a subscriber is told (``EventBus.subscribe(..., states=...)``).
+FIRST_STATES = 1  # a task run's first state (Pending, as it is created)
+RUNNING_STATES = 2  # states of type RUNNING (Running, Retrying), of task and flow runs
+OTHER_STATES = 4  # every other state
+ALL_STATES = FIRST_STATES | RUNNING_STATES | OTHER_STATES
+
+
+class _StateKey:
+    """A key of ``EventBus._subscribers`` for the subscribers of one kind of state."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<StateChanged subscribers: {self.name}>"
+
+
+# the subscribers of OTHER_STATES are those of StateChanged itself; the engine emits the two
+# other kinds to these keys (EventBus.emit_to)
+FIRST_STATE_KEY = _StateKey("first states")
+RUNNING_STATE_KEY = _StateKey("running states")
+
 
 class EventBus:
     """Delivers events to the subscribers of their class."""
@@ -116,17 +150,41 @@ class EventBus:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # Copy-on-write tuples: emit() reads without a lock.
-        self._subscribers: dict[type[Event], tuple[Subscriber, ...]] = {}
+        self._subscribers: dict[type[Event] | _StateKey, tuple[Subscriber, ...]] = {}
         self._barriers: tuple[Callable[[Any], None], ...] = ()
         self._warned: set[int] = set()
 
-    def subscribe(self, kinds: tuple[type[Event], ...], fn: Callable[[Any], None]) -> None:
-        """Call ``fn(event)`` for every emitted event whose class is one of ``kinds``."""
+    def subscribe(
+        self,
+        kinds: tuple[type[Event], ...],
+        fn: Callable[[Any], None],
+        *,
+        states: int = ALL_STATES,
+    ) -> None:
+        """Call ``fn(event)`` for every emitted event whose class is one of ``kinds``; of the
+        ``StateChanged`` events, those of the kinds of state in ``states`` (``FIRST_STATES``,
+        ``RUNNING_STATES``, ``OTHER_STATES``, or'ed together)."""
+        if states & ~ALL_STATES or not states & ALL_STATES:
+            raise ValueError(
+                f"states={states!r}: use FIRST_STATES, RUNNING_STATES, OTHER_STATES or an "
+                "or of them (ALL_STATES for every state)"
+            )
+        keys: list[type[Event] | _StateKey] = []
+        for kind in kinds:
+            if kind is not StateChanged:
+                keys.append(kind)
+                continue
+            if states & OTHER_STATES:
+                keys.append(StateChanged)
+            if states & FIRST_STATES:
+                keys.append(FIRST_STATE_KEY)
+            if states & RUNNING_STATES:
+                keys.append(RUNNING_STATE_KEY)
         with self._lock:
-            for kind in kinds:
-                current = self._subscribers.get(kind, ())
+            for key in keys:
+                current = self._subscribers.get(key, ())
                 if fn not in current:
-                    self._subscribers[kind] = (*current, fn)
+                    self._subscribers[key] = (*current, fn)
 
     def unsubscribe(self, fn: Callable[[Any], None]) -> None:
         with self._lock:
@@ -168,13 +226,18 @@ class EventBus:
         return kind in self._subscribers
 
     def emit(self, event: Event) -> None:
-        for fn in self._subscribers.get(type(event), ()):
+        self.emit_to(type(event), event)
+
+    def emit_to(self, key: type[Event] | _StateKey, event: Event) -> None:
+        """Call the subscribers of ``key`` (an event class, or one of the keys of a kind of
+        state: ``FIRST_STATE_KEY``, ``RUNNING_STATE_KEY``) with ``event``."""
+        for fn in self._subscribers.get(key, ()):
             try:
                 fn(event)
             except Exception as exc:  # a subscriber must never fail a run
-                key = id(fn)
-                if key not in self._warned:
-                    self._warned.add(key)
+                once = id(fn)
+                if once not in self._warned:
+                    self._warned.add(once)
                     warnings.warn(
                         f"flowbook event subscriber {fn!r} raised {exc!r}; "
                         "the run goes on (this warning is shown once per subscriber)",

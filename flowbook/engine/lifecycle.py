@@ -30,7 +30,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
-from flowbook.engine.events import StateChanged, bus
+from flowbook.engine.events import FIRST_STATE_KEY, RUNNING_STATE_KEY, StateChanged, bus
 from flowbook.engine.hooks import (
     await_flow_hooks,
     await_task_hooks,
@@ -59,6 +59,8 @@ _STRIPES = tuple(threading.RLock() for _ in range(64))
 _SET_RUN_ID = _StateFields.__dict__["run_id"].__set__
 _FINAL = _FINAL_VALUES
 _subscribers = bus._subscribers  # (read without a lock, as EventBus.emit does)
+_FIRST_KEY = FIRST_STATE_KEY
+_RUNNING_KEY = RUNNING_STATE_KEY
 _time = time.time
 # per thread: where the task hook calls of states set on it go (None: run them here)
 _hook_hand_off = threading.local()
@@ -81,7 +83,9 @@ def set_task_run_state(run: TaskRun, state: State) -> bool:
     """Make ``state`` the task run's state; False (and no change) if the run is final."""
     if state.run_id is None:
         _SET_RUN_ID(state, run.id)
-    final = state.type._value_ in _FINAL
+    type_value = state.type._value_
+    final = type_value in _FINAL
+    key = _RUNNING_KEY if type_value == "RUNNING" else StateChanged
     with _STRIPES[(id(run) >> 4) & 63]:
         previous = run.state
         if previous is not None and previous.type._value_ in _FINAL:
@@ -89,8 +93,8 @@ def set_task_run_state(run: TaskRun, state: State) -> bool:
         run.state = state
         if final:
             run.end_s = state.timestamp_s  # (one float for both)
-        if StateChanged in _subscribers:
-            bus.emit(StateChanged(run, state, previous))
+        if key in _subscribers:
+            bus.emit_to(key, StateChanged(run, state, previous))
     task = run.task
     if task is not None and task._state_hooks is not None:
         submit = getattr(_hook_hand_off, "submit", None)
@@ -128,8 +132,8 @@ def first_task_run_state(run: TaskRun, state: State) -> None:
     they start)."""
     _SET_RUN_ID(state, run.id)
     run.state = state
-    if StateChanged in _subscribers:
-        bus.emit(StateChanged(run, state, None))
+    if _FIRST_KEY in _subscribers:
+        bus.emit_to(_FIRST_KEY, StateChanged(run, state, None))
 
 
 def set_flow_run_state(run: FlowRun, state: State) -> bool:
@@ -141,10 +145,12 @@ def set_flow_run_state(run: FlowRun, state: State) -> bool:
         if previous is not None and previous.type._value_ in _FINAL:
             return False
         run.state = state
-        if state.type._value_ in _FINAL:
+        type_value = state.type._value_
+        if type_value in _FINAL:
             run.end_s = _time()
-        if StateChanged in _subscribers:
-            bus.emit(StateChanged(run, state, previous))
+        key = _RUNNING_KEY if type_value == "RUNNING" else StateChanged
+        if key in _subscribers:
+            bus.emit_to(key, StateChanged(run, state, previous))
     hooks = run.flow._state_hooks
     if hooks is not None and state.type._value_ not in _FINAL:
         _flow_hooks(run, state, previous, hooks)

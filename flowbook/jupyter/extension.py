@@ -35,6 +35,8 @@ from typing import Any
 from flowbook import _run_lines, console
 from flowbook import logging as fb_logging
 from flowbook.engine.events import (
+    OTHER_STATES,
+    RUNNING_STATES,
     FlowRunCreated,
     FlowRunFinished,
     LogEmitted,
@@ -164,7 +166,8 @@ class NotebookFrontend:
     def start(self) -> None:
         bus.subscribe((FlowRunCreated,), self._on_flow_run_created)
         bus.subscribe((TaskRunCreated,), self._on_task_run_created)
-        bus.subscribe((StateChanged,), self._on_state_changed)
+        # (a task run's creation marks it Pending: its first state is not needed)
+        bus.subscribe((StateChanged,), self._on_state_changed, states=RUNNING_STATES | OTHER_STATES)
         bus.subscribe((LogEmitted,), self._on_log)
         bus.subscribe((FlowRunFinished,), self._on_flow_run_finished)
         console.set_shown_elsewhere(self._shown_here)

@@ -6,6 +6,8 @@ import atexit
 from typing import Any
 
 from flowbook.engine.events import (
+    ALL_STATES,
+    FIRST_STATES,
     FlowRunCreated,
     FlowRunFinished,
     LogEmitted,
@@ -67,7 +69,8 @@ class Store:
 
     def attach(self) -> None:
         """Start receiving events: every run from now on is recorded."""
-        bus.subscribe(_EVENTS, self.writer.on_event)
+        # (a task run's first state is told by its creation: the writer is not called for it)
+        bus.subscribe(_EVENTS, self.writer.on_event, states=ALL_STATES & ~FIRST_STATES)
         bus.add_barrier(self._barrier)
 
     def _barrier(self, flow_run: FlowRun) -> None:
