@@ -195,12 +195,6 @@ def test_future_list_result_keeps_the_lists_order() -> None:
     assert my_flow() == [0.2, 0.0, 0.1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FutureList.result() raises a failure when its turn in the list comes: raising a "
-    "later run's failure first needs waking on any run's failure, which cost 10% (timed "
-    "waits) or 8% (a callback on every future) of a 10,000-task map",
-)
 def test_future_list_result_raises_a_failure_as_soon_as_it_happens() -> None:
     # PrefectFutureList.result: "Uses as_completed internally so that failures are raised as
     # soon as they occur rather than waiting for earlier, still-running futures to finish"
@@ -218,12 +212,6 @@ def test_future_list_result_raises_a_failure_as_soon_as_it_happens() -> None:
     assert state.result(raise_on_failure=False) < 0.3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FutureList.result() raises a failure when its turn in the list comes: raising a "
-    "later run's failure first needs waking on any run's failure, which cost 10% (timed "
-    "waits) or 8% (a callback on every future) of a 10,000-task map",
-)
 def test_a_later_failure_is_raised_while_an_earlier_run_goes_on_with_a_timeout() -> None:
     # the same with a timeout: the failure comes first, not the TimeoutError, and a list whose
     # runs all complete gives every result in order
@@ -341,12 +329,6 @@ def test_a_failed_task_run_reraises_its_exception_from_result() -> None:
         my_flow()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FutureList.result() raises a failure when its turn in the list comes: raising a "
-    "later run's failure first needs waking on any run's failure, which cost 10% (timed "
-    "waits) or 8% (a callback on every future) of a 10,000-task map",
-)
 def test_a_failure_that_happened_before_result_was_called_is_raised_at_once() -> None:
     # the failing run ends before .result() is called: it is raised without waiting for the
     # slow run before it in the list
@@ -361,3 +343,97 @@ def test_a_failure_that_happened_before_result_was_called_is_raised_at_once() ->
         return time.perf_counter() - start
 
     assert my_flow() < 0.5
+
+
+def test_a_failure_while_result_waits_is_raised_before_the_runs_ahead_of_it_end() -> None:
+    # PrefectFutureList.result "uses as_completed internally so that failures are raised as
+    # soon as they occur rather than waiting for earlier, still-running futures"
+    from flowbook import futures as futures_module
+
+    @flow
+    def my_flow() -> tuple[float, bool]:
+        futures = type(_sleep_task.map([]))(
+            [_sleep_task.submit(0.0), _sleep_task.submit(2.0), _fails_after.submit(0.2)]
+        )
+        start = time.perf_counter()
+        with pytest.raises(RuntimeError, match=r"failed after 0\.2"):
+            futures.result()
+        took = time.perf_counter() - start
+        return took, futures[2].task_run.observed
+
+    took, observed = my_flow()  # (the failure was seen: the flow itself completes)
+    assert 0.15 < took < 1.5
+    assert observed
+    assert futures_module._failure_waiters == frozenset()
+
+
+def test_the_first_failed_run_in_the_list_is_raised_and_completed_lists_are_in_order() -> None:
+    @flow
+    def my_flow() -> list[float]:
+        both = _fails_after.map([0.0, 0.05])
+        both.wait()
+        with pytest.raises(RuntimeError, match=r"failed after 0\.0$"):
+            both.result()
+        fine = _sleep_task.map([0.2, 0.0, 0.1, 0.0])
+        return fine.result()
+
+    assert my_flow() == [0.2, 0.0, 0.1, 0.0]
+
+
+def test_result_with_a_timeout_names_the_run_it_waited_for_and_leaves_nothing_behind() -> None:
+    from flowbook import futures as futures_module
+
+    @flow
+    def my_flow() -> str:
+        futures = _sleep_task.map([0.0, 1.0])
+        with pytest.raises(TimeoutError) as raised:
+            futures.result(timeout=0.2)
+        assert futures_module._failure_waiters == frozenset()
+        futures.wait()
+        return str(raised.value)
+
+    message = my_flow()
+    assert "did not finish within 0.2 s" in message
+    assert "_sleep_task-" in message
+
+
+def test_without_raise_on_failure_every_run_is_waited_for_and_given_in_order() -> None:
+    @flow
+    def my_flow() -> list[object]:
+        futures = type(_sleep_task.map([]))([_sleep_task.submit(0.3), _fails_after.submit(0.0)])
+        return futures.result(raise_on_failure=False)
+
+    first, second = my_flow()
+    assert first == 0.3
+    assert isinstance(second, RuntimeError)
+    assert "failed after 0.0" in str(second)
+
+
+def test_failures_of_other_runs_do_not_disturb_a_waiting_result() -> None:
+    # runs failing elsewhere (another flow, on another thread) wake the waiting call, which
+    # finds no failure among its own runs and goes on waiting for them
+    import threading
+
+    stop = threading.Event()
+
+    def failing_elsewhere() -> None:
+        @flow
+        def other() -> None:
+            for _ in range(40):
+                if stop.is_set():
+                    return
+                _fails_after.submit(0.0).wait()
+
+        other()
+
+    @flow
+    def my_flow() -> list[float]:
+        return _sleep_task.map([0.3, 0.1, 0.2]).result()
+
+    thread = threading.Thread(target=failing_elsewhere)
+    thread.start()
+    try:
+        assert my_flow() == [0.3, 0.1, 0.2]
+    finally:
+        stop.set()
+        thread.join(30)
