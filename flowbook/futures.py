@@ -8,6 +8,7 @@ one short-held lock, which is cheaper than a lock and an event per future.
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import time
@@ -34,10 +35,11 @@ __all__ = [
 
 R = TypeVar("R")
 _lock = threading.Lock()
-# The FutureList.result() calls now waiting (_FailureWaiter): a run that ends in a state other
-# than Completed tells them all, so that a failure later in a list is raised at once. Replaced
-# whole (under _lock), read without it: a run that completes pays one truth test.
-_failure_waiters: frozenset[_FailureWaiter] = frozenset()
+# The FutureList.result() calls now waiting (_FailureWaiter), by the flow run (None outside
+# flows) of the runs they wait for: a run that ends in a state other than Completed tells those
+# of its flow run, so that a failure later in a list is raised at once. Replaced whole (under
+# _lock), read without it: a run that completes pays one truth test.
+_failure_waiters: dict[Any, frozenset[_FailureWaiter]] = {}
 
 
 class TaskRunFuture(Generic[R]):
@@ -155,9 +157,8 @@ class TaskRunFuture(Generic[R]):
         if callbacks:
             for fn in callbacks:
                 fn(self)
-        waiters = _failure_waiters
-        if waiters and state.type._value_ != "COMPLETED":
-            for waiter in waiters:
+        if _failure_waiters and state.type._value_ != "COMPLETED":
+            for waiter in _failure_waiters.get(self.task_run.flow_run, ()):
                 waiter.failed = True
                 waiter.event.set()
         return True
@@ -175,9 +176,9 @@ class FutureList(list[TaskRunFuture[R]]):
         runs before it (as Prefect 3 does): the first such run in the list's order among
         those ended when the call looks. ``timeout`` (seconds) bounds the whole call.
 
-        Only the run being waited for gets a callback; a run of any list that ends in a state
-        other than Completed wakes the waiting calls, which then look for a failed run in
-        theirs (so a completed run pays nothing for this)."""
+        Only the run being waited for gets a callback; a run that ends in a state other than
+        Completed wakes the calls waiting for runs of its flow run, which then look for a
+        failed run in their lists (so a completed run pays nothing for this)."""
         __tracebackhide__ = True  # a failure raised here shows the caller's frame, not this one
         deadline = None if timeout is None else time.monotonic() + timeout
         out: list[R] = []
@@ -191,16 +192,19 @@ class FutureList(list[TaskRunFuture[R]]):
             for i, f in enumerate(self):
                 if f._final is None:
                     if waiter is None:
-                        # about to wait: told of failures from now on, and those that came
-                        # before are looked for (told first, so that none falls in between)
+                        # about to wait: told of the failures of the flow runs of the runs
+                        # left from now on, and those that came before are looked for (told
+                        # first, so that none falls in between; in the try: an interrupt
+                        # leaves nothing behind)
                         waiter = _FailureWaiter()
-                        _watch_failures(waiter, True)  # (in the try: an interrupt leaves nothing)
+                        rest = itertools.islice(self, i, None)
+                        _watch_failures(waiter, {g.task_run.flow_run for g in rest})
                         waiter.failed = True
                     self._wait_for(i, f, waiter, deadline, timeout)
                 out.append(f.result())  # (raises if the run did not complete)
         finally:
             if waiter is not None:
-                _watch_failures(waiter, False)
+                _unwatch_failures(waiter)
         return out
 
     def _wait_for(
@@ -250,24 +254,42 @@ def _first_failed(futures: list[TaskRunFuture[Any]], start: int) -> TaskRunFutur
 
 class _FailureWaiter:
     """A ``FutureList.result()`` call waiting: ``failed`` is set (then ``event``) when a run
-    ends in a state other than Completed."""
+    of one of ``flow_runs`` ends in a state other than Completed."""
 
-    __slots__ = ("event", "failed")
+    __slots__ = ("event", "failed", "flow_runs")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.failed = False
+        self.flow_runs: list[Any] = []
 
     def wake(self, _: TaskRunFuture[Any]) -> None:
         """The done callback of the run being waited for."""
         self.event.set()
 
 
-def _watch_failures(waiter: _FailureWaiter, on: bool) -> None:
-    """Add ``waiter`` to (or remove it from) those told when a run fails."""
+def _watch_failures(waiter: _FailureWaiter, flow_runs: set[Any]) -> None:
+    """Tell ``waiter`` of the failures of the task runs of ``flow_runs`` from now on."""
     global _failure_waiters
     with _lock:
-        changed = _failure_waiters | {waiter} if on else _failure_waiters - {waiter}
+        waiter.flow_runs.extend(flow_runs)
+        changed = dict(_failure_waiters)
+        for flow_run in flow_runs:
+            changed[flow_run] = changed.get(flow_run, frozenset()) | {waiter}
+        _failure_waiters = changed
+
+
+def _unwatch_failures(waiter: _FailureWaiter) -> None:
+    """Tell ``waiter`` of no failure any more."""
+    global _failure_waiters
+    with _lock:
+        changed = dict(_failure_waiters)
+        for flow_run in waiter.flow_runs:
+            left = changed.get(flow_run, frozenset()) - {waiter}
+            if left:
+                changed[flow_run] = left
+            else:
+                changed.pop(flow_run, None)
         _failure_waiters = changed
 
 

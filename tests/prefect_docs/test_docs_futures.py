@@ -364,7 +364,7 @@ def test_a_failure_while_result_waits_is_raised_before_the_runs_ahead_of_it_end(
     took, observed = my_flow()  # (the failure was seen: the flow itself completes)
     assert 0.15 < took < 1.5
     assert observed
-    assert futures_module._failure_waiters == frozenset()
+    assert futures_module._failure_waiters == {}
 
 
 def test_the_first_failed_run_in_the_list_is_raised_and_completed_lists_are_in_order() -> None:
@@ -388,7 +388,7 @@ def test_result_with_a_timeout_names_the_run_it_waited_for_and_leaves_nothing_be
         futures = _sleep_task.map([0.0, 1.0])
         with pytest.raises(TimeoutError) as raised:
             futures.result(timeout=0.2)
-        assert futures_module._failure_waiters == frozenset()
+        assert futures_module._failure_waiters == {}
         futures.wait()
         return str(raised.value)
 
@@ -437,3 +437,21 @@ def test_failures_of_other_runs_do_not_disturb_a_waiting_result() -> None:
     finally:
         stop.set()
         thread.join(30)
+
+
+def test_a_list_of_runs_of_two_flow_runs_raises_a_failure_of_either_at_once() -> None:
+    # a run submitted outside any flow (the background runner) ahead of a flow's failing run
+    slow_outside = _sleep_task.submit(2.0)
+
+    @flow
+    def my_flow() -> float:
+        futures = type(_sleep_task.map([]))([slow_outside, _fails_after.submit(0.2)])
+        start = time.perf_counter()
+        with pytest.raises(RuntimeError, match=r"failed after 0\.2"):
+            futures.result()
+        return time.perf_counter() - start
+
+    try:
+        assert my_flow() < 1.5
+    finally:
+        slow_outside.wait()
