@@ -12,6 +12,7 @@ import itertools
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
@@ -35,11 +36,13 @@ __all__ = [
 
 R = TypeVar("R")
 _lock = threading.Lock()
-# The FutureList.result() calls now waiting (_FailureWaiter), by the flow run (None outside
-# flows) of the runs they wait for: a run that ends in a state other than Completed tells those
-# of its flow run, so that a failure later in a list is raised at once. Replaced whole (under
-# _lock), read without it: a run that completes pays one truth test.
-_failure_waiters: dict[Any, frozenset[_FailureWaiter]] = {}
+# The FutureList.result() calls now waiting (_FailureWaiter), by the id of the flow run (of
+# None outside flows) of the runs they wait for: a run that ends in a state other than
+# Completed is handed to those of its flow run, so that a failure later in a list is raised at
+# once. Replaced whole (under _lock), read without it: a run that completes pays one truth
+# test. (Keyed by id: a waiter left behind by an exception landing in its removal keeps no
+# flow run alive; another run reusing the id only wakes it for nothing.)
+_failure_waiters: dict[int, frozenset[_FailureWaiter]] = {}
 
 
 class TaskRunFuture(Generic[R]):
@@ -158,8 +161,8 @@ class TaskRunFuture(Generic[R]):
             for fn in callbacks:
                 fn(self)
         if _failure_waiters and state.type._value_ != "COMPLETED":
-            for waiter in _failure_waiters.get(self.task_run.flow_run, ()):
-                waiter.failed = True
+            for waiter in _failure_waiters.get(id(self.task_run.flow_run), ()):
+                waiter.failures.append(self)
                 waiter.event.set()
         return True
 
@@ -173,13 +176,19 @@ class FutureList(list[TaskRunFuture[R]]):
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[R]:
         """The results in the list's order. With ``raise_on_failure``, a run of the list that
         did not complete has its failure raised as soon as it ends, without waiting for the
-        runs before it (as Prefect 3 does): the first such run in the list's order among
-        those ended when the call looks. ``timeout`` (seconds) bounds the whole call.
+        runs before it (as Prefect 3 does): of the runs failed before the call waits, the
+        first in the list's order; then the first to end. ``timeout`` (seconds) bounds the
+        whole call.
 
         Only the run being waited for gets a callback; a run that ends in a state other than
-        Completed wakes the calls waiting for runs of its flow run, which then look for a
-        failed run in their lists (so a completed run pays nothing for this)."""
+        Completed is handed to the calls waiting for runs of its flow run, which raise it if
+        it is one of theirs (so a completed run pays nothing for this)."""
         __tracebackhide__ = True  # a failure raised here shows the caller's frame, not this one
+        if timeout is not None and timeout < 0:
+            raise ValueError(
+                f"timeout={timeout!r}: give the seconds to wait, 0 or more (None waits as "
+                "long as the runs take)"
+            )
         deadline = None if timeout is None else time.monotonic() + timeout
         out: list[R] = []
         if not raise_on_failure:
@@ -188,59 +197,62 @@ class FutureList(list[TaskRunFuture[R]]):
                 out.append(f.result(left, False))
             return out
         waiter: _FailureWaiter | None = None
+        members: set[TaskRunFuture[Any]] = set()
         try:
             for i, f in enumerate(self):
                 if f._final is None:
                     if waiter is None:
-                        # about to wait: told of the failures of the flow runs of the runs
-                        # left from now on, and those that came before are looked for (told
-                        # first, so that none falls in between; in the try: an interrupt
-                        # leaves nothing behind)
+                        # about to wait: handed the failures of the flow runs of the runs left
+                        # from now on (in the try: an interrupt leaves nothing behind), then
+                        # those that came before are looked for, so that none falls in between
                         waiter = _FailureWaiter()
-                        rest = itertools.islice(self, i, None)
-                        _watch_failures(waiter, {g.task_run.flow_run for g in rest})
-                        waiter.failed = True
-                    self._wait_for(i, f, waiter, deadline, timeout)
+                        members = set(itertools.islice(self, i, None))
+                        _watch_failures(waiter, {id(g.task_run.flow_run) for g in members})
+                        failed = _first_failed(self, i)
+                        if failed is not None:
+                            failed.result()  # (raises)
+                    _wait_for(f, waiter, members, deadline, timeout)
                 out.append(f.result())  # (raises if the run did not complete)
         finally:
             if waiter is not None:
                 _unwatch_failures(waiter)
         return out
 
-    def _wait_for(
-        self,
-        i: int,
-        f: TaskRunFuture[Any],
-        waiter: _FailureWaiter,
-        deadline: float | None,
-        timeout: float | None,
-    ) -> None:
-        """Wait until ``f`` (at ``i``) ends; raise the failure of a run from ``i`` on that
-        ended meanwhile, or ``TimeoutError`` at ``deadline``."""
-        __tracebackhide__ = True
-        woken = waiter.event
-        called_back = False
-        while f._final is None:
-            woken.clear()
-            if waiter.failed:  # a run ended in another state than Completed
-                waiter.failed = False
-                failed = _first_failed(self, i)
-                if failed is not None:
-                    failed.result()  # (raises)
-                continue
-            if not called_back:
-                f.add_done_callback(waiter.wake)
-                called_back = True
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not _wait_event(woken, left):
-                raise TimeoutError(
-                    f"task run {f.task_run.name!r} did not finish within {timeout} s "
-                    f"(state: {f.state.short()})"
-                )
-
     def wait(self, timeout: float | None = None) -> bool:
         _, not_done = wait(self, timeout)
         return not not_done
+
+
+def _wait_for(
+    f: TaskRunFuture[Any],
+    waiter: _FailureWaiter,
+    members: set[TaskRunFuture[Any]],
+    deadline: float | None,
+    timeout: float | None,
+) -> None:
+    """Wait until ``f`` ends; raise the failure of a run among ``members`` that ended first
+    (the first handed to ``waiter``), or ``TimeoutError`` at ``deadline``."""
+    __tracebackhide__ = True
+    woken = waiter.event
+    failures = waiter.failures
+    called_back = False
+    while True:
+        woken.clear()  # (before looking: an end or a failure from now on sets it again)
+        if f._final is not None:
+            return
+        while failures:
+            failed = failures.popleft()
+            if failed in members:
+                failed.result()  # (raises)
+        if not called_back:
+            f.add_done_callback(waiter.wake)
+            called_back = True
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not _wait_event(woken, left):
+            raise TimeoutError(
+                f"task run {f.task_run.name!r} did not finish within {timeout} s "
+                f"(state: {f.state.short()})"
+            )
 
 
 def _first_failed(futures: list[TaskRunFuture[Any]], start: int) -> TaskRunFuture[Any] | None:
@@ -253,23 +265,24 @@ def _first_failed(futures: list[TaskRunFuture[Any]], start: int) -> TaskRunFutur
 
 
 class _FailureWaiter:
-    """A ``FutureList.result()`` call waiting: ``failed`` is set (then ``event``) when a run
-    of one of ``flow_runs`` ends in a state other than Completed."""
+    """A ``FutureList.result()`` call waiting: the futures of the runs of ``flow_runs`` (ids)
+    that end in a state other than Completed are appended to ``failures``, then ``event`` is
+    set (as it is when the run waited for ends)."""
 
-    __slots__ = ("event", "failed", "flow_runs")
+    __slots__ = ("event", "failures", "flow_runs")
 
     def __init__(self) -> None:
         self.event = threading.Event()
-        self.failed = False
-        self.flow_runs: list[Any] = []
+        self.failures: deque[TaskRunFuture[Any]] = deque()
+        self.flow_runs: list[int] = []
 
     def wake(self, _: TaskRunFuture[Any]) -> None:
         """The done callback of the run being waited for."""
         self.event.set()
 
 
-def _watch_failures(waiter: _FailureWaiter, flow_runs: set[Any]) -> None:
-    """Tell ``waiter`` of the failures of the task runs of ``flow_runs`` from now on."""
+def _watch_failures(waiter: _FailureWaiter, flow_runs: set[int]) -> None:
+    """Hand ``waiter`` the failed runs of the flow runs ``flow_runs`` (ids) from now on."""
     global _failure_waiters
     with _lock:
         waiter.flow_runs.extend(flow_runs)
@@ -280,7 +293,7 @@ def _watch_failures(waiter: _FailureWaiter, flow_runs: set[Any]) -> None:
 
 
 def _unwatch_failures(waiter: _FailureWaiter) -> None:
-    """Tell ``waiter`` of no failure any more."""
+    """Hand ``waiter`` no failed run any more."""
     global _failure_waiters
     with _lock:
         changed = dict(_failure_waiters)

@@ -455,3 +455,37 @@ def test_a_list_of_runs_of_two_flow_runs_raises_a_failure_of_either_at_once() ->
         assert my_flow() < 1.5
     finally:
         slow_outside.wait()
+
+
+def test_failures_of_the_same_flow_run_outside_the_list_leave_the_wait_going() -> None:
+    # runs of the waiting flow run that fail while it waits, none of them in the list: each is
+    # handed to the waiting call, which goes on waiting for its own runs (and returns as soon
+    # as they end, not at a later failure)
+    from flowbook import futures as futures_module
+
+    @flow
+    def my_flow() -> tuple[list[float], float]:
+        side = [_fails_after.submit(0.02 * k) for k in range(1, 8)]
+        start = time.perf_counter()
+        results = _sleep_task.map([0.05, 0.15, 0.1]).result(timeout=10)
+        took = time.perf_counter() - start
+        for future in side:
+            future.wait()
+        assert futures_module._failure_waiters == {}
+        return results, took
+
+    results, took = my_flow(return_state=True).result(raise_on_failure=False)
+    assert results == [0.05, 0.15, 0.1]
+    assert took < 5
+
+
+@pytest.mark.parametrize("timeout", [-1, -0.5])
+def test_a_negative_timeout_is_refused_with_its_value(timeout: float) -> None:
+    @flow
+    def my_flow() -> None:
+        futures = _sleep_task.map([0.0])
+        with pytest.raises(ValueError, match=rf"timeout={timeout!r}: give the seconds"):
+            futures.result(timeout=timeout)
+        futures.wait()
+
+    my_flow()
