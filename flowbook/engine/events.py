@@ -14,8 +14,9 @@ Subscription is per event class, so emitting an event nobody listens to costs on
 look-up, and the engine can ask ``bus.wants(EventClass)`` before building an event at all.
 A ``StateChanged`` subscriber also says which states it is told (``states=``): a task run's
 first state (``FIRST_STATES``: the Pending it is created in, which ``TaskRunCreated`` tells
-already), states of type RUNNING (``RUNNING_STATES``) and every other state
-(``OTHER_STATES``: final ones, Scheduled, Paused, a flow run's Pending). A task run goes
+already; a subflow call's record gets its first state as an ordinary change), states of type
+RUNNING (``RUNNING_STATES``) and every other state (``OTHER_STATES``: final ones, Scheduled,
+Paused, a flow run's Pending). ``bus.wants(StateChanged)`` answers for the other states. A task run goes
 through all three kinds, so a subscriber that ignores some of them (the console at INFO
 prints final states only) is not called for them at all.
 """
