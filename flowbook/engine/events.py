@@ -16,9 +16,9 @@ A ``StateChanged`` subscriber also says which states it is told (``states=``): a
 first state (``FIRST_STATES``: the Pending it is created in, which ``TaskRunCreated`` tells
 already; a subflow call's record gets its first state as an ordinary change), states of type
 RUNNING (``RUNNING_STATES``) and every other state (``OTHER_STATES``: final ones, Scheduled,
-Paused, a flow run's Pending). ``bus.wants(StateChanged)`` answers for the other states. A task run goes
-through all three kinds, so a subscriber that ignores some of them (the console at INFO
-prints final states only) is not called for them at all.
+Paused, a flow run's Pending). ``bus.wants(StateChanged)`` answers for the other states. A
+task run goes through all three kinds, so a subscriber that ignores some of them (the console
+at INFO prints final states only) is not called for them at all.
 """
 
 from __future__ import annotations
