@@ -84,14 +84,7 @@ class TaskRunFuture(Generic[R]):
             if self._event is None:
                 self._event = threading.Event()
             event = self._event
-        body = current_body()
-        if body is None:
-            return event.wait(timeout)
-        body.waiting += 1  # a kernel interrupt may stop the caller here
-        try:
-            return event.wait(timeout)
-        finally:
-            body.waiting -= 1
+        return _wait_event(event, timeout)
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
         """The task's return value; raises the task's exception if it failed.
@@ -307,8 +300,8 @@ def _unwatch_failures(waiter: _FailureWaiter) -> None:
 
 
 def _wait_event(event: threading.Event, timeout: float | None) -> bool:
-    """``event.wait(timeout)``, where a kernel interrupt may stop the caller (as
-    ``TaskRunFuture.wait``)."""
+    """``event.wait(timeout)``, marked as a place where a kernel interrupt may stop the
+    caller (a wait for runs)."""
     body = current_body()
     if body is None:
         return event.wait(timeout)
