@@ -116,6 +116,7 @@ def build(home: Path, task_runs: int, *, seed: int = 18) -> dict[str, Any]:
             failed = counts["flow_runs"] % 50 == 49
             end = start + 0.002 * n + 0.05
             final = ("FAILED", "Failed") if failed else ("COMPLETED", "Completed")
+            flow_key = schema.created_us(start)
             fr.append(
                 {
                     "id": flow_id,
@@ -128,12 +129,13 @@ def build(home: Path, task_runs: int, *, seed: int = 18) -> dict[str, Any]:
                     "resumed_from": None,
                     "tags": "[]",
                     "parameters": pickle.dumps({"n": n}),
-                    "parameters_preview": f"n={n}",
+                    "parameters_preview": json.dumps({"n": str(n)}),
                     "state_type": final[0],
                     "state_name": final[1],
                     "state_message": "1/100 states failed" if failed else "All states completed.",
                     "run_count": 1,
                     "created_at": start,
+                    "created_us": flow_key,
                     "start_time": start,
                     "end_time": end,
                 }
@@ -173,7 +175,7 @@ def build(home: Path, task_runs: int, *, seed: int = 18) -> dict[str, Any]:
                         "dynamic_key": i,
                         "subflow_run_id": None,
                         "tags": "[]",
-                        "parameters_preview": f"x={i}",
+                        "parameters_preview": json.dumps({"x": str(i)}),
                         "input_hash": key,
                         "cache_key": None,
                         "state_type": t_final[0],
@@ -186,6 +188,7 @@ def build(home: Path, task_runs: int, *, seed: int = 18) -> dict[str, Any]:
                         "created_at": t_start,
                         "start_time": t_start,
                         "end_time": t_end,
+                        "flow_run_created_us": flow_key,
                     }
                 )
                 for stype, sname, ts in (
@@ -214,6 +217,7 @@ def build(home: Path, task_runs: int, *, seed: int = 18) -> dict[str, Any]:
                             "logger": "flowbook.task_runs",
                             "message": f"processed {i * 37 % 1000} rows",
                             "timestamp": t_start,
+                            "flow_run_created_us": flow_key,
                         }
                     )
                     counts["logs"] += 1
@@ -230,7 +234,7 @@ def build(home: Path, task_runs: int, *, seed: int = 18) -> dict[str, Any]:
                             "created": t_end,
                             "expires": None,
                             "hits": 0,
-                            "input_preview": f"x={i}",
+                            "input_preview": json.dumps({"x": str(i)}),
                             "key_parts": None,
                             "checksum": None,
                         }

@@ -257,7 +257,7 @@ def _read(store: Store, run_id: str, with_values: bool) -> tuple[Any, list[Any]]
     """The flow run's row and its task runs' (with their inline results if ``with_values``)."""
     from sqlalchemy import literal, select
 
-    from flowbook.store.schema import flow_runs, task_runs
+    from flowbook.store.schema import flow_runs, of_flow_run, task_runs
 
     t = task_runs.c
     with store.engine.connect() as conn:
@@ -281,7 +281,7 @@ def _read(store: Store, run_id: str, with_values: bool) -> tuple[Any, list[Any]]
                 t.result.is_not(None).label("has_result"),
                 (t.result if with_values else literal(None)).label("result"),
             )
-            .where(t.flow_run_id == run_id)
+            .where(of_flow_run(task_runs, run_id))
             .order_by(t.created_at, t.dynamic_key)
         ).all()
     return run, list(tasks)

@@ -47,6 +47,7 @@ __all__ = [
     "Part",
     "count_hits",
     "delete_rows",
+    "insert",
     "insert_rows",
     "update_rows",
     "upsert_rows",

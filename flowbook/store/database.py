@@ -483,7 +483,7 @@ def recover_crashed(engine: Engine, own_process_id: str, journals: Path | None =
             crashed_tasks = list(
                 conn.execute(
                     select(task_runs.c.id).where(
-                        task_runs.c.flow_run_id.in_([*unfinished, *ended]),
+                        schema.of_flow_runs(task_runs, [*unfinished, *ended]),
                         (task_runs.c.state_type.is_(None))
                         | (task_runs.c.state_type.not_in(_FINAL)),
                     )
@@ -592,6 +592,7 @@ def _journalled_runs(
                         "state_message": final[e["id"]]["message"],
                         "run_count": final[e["id"]]["run_count"],
                         "created_at": float(e.get("created_at") or now),
+                        "created_us": schema.created_us(float(e.get("created_at") or now)),
                         "end_time": final[e["id"]]["time"],
                         "notebook": e.get("notebook"),
                         "cell_id": e.get("cell_id"),

@@ -478,6 +478,10 @@ def _copy_store(path: Path, result: Repair) -> None:
             if table.name == "flowbook_meta":
                 continue
             _copy_table(source, target, table, result)
+        # rows copied from a store older than version 6 get their flow-run keys
+        for statement in schema.flow_key_fills("sqlite"):
+            target.execute(statement)
+        target.commit()
         check = [r[0] for r in target.execute("PRAGMA integrity_check")]
         if check != ["ok"]:  # pragma: no cover - a file this process just wrote
             raise DoctorError(f"the copy {fresh} is not intact either ({check[0]}); kept apart")

@@ -36,7 +36,15 @@ from typing import Any
 from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, text
 
 from flowbook.store import results
-from flowbook.store.schema import cache_entries, flow_runs, logs, states, task_run_edges, task_runs
+from flowbook.store.schema import (
+    cache_entries,
+    flow_runs,
+    logs,
+    of_flow_runs,
+    states,
+    task_run_edges,
+    task_runs,
+)
 
 __all__ = ["BATCH", "GcReport", "collect", "reclaimable_sqlite_bytes"]
 
@@ -145,7 +153,7 @@ def _subflows(conn: Connection, top: str) -> list[str]:
             children.extend(
                 conn.execute(
                     select(task_runs.c.subflow_run_id).where(
-                        task_runs.c.flow_run_id.in_(part), task_runs.c.subflow_run_id.is_not(None)
+                        of_flow_runs(task_runs, part), task_runs.c.subflow_run_id.is_not(None)
                     )
                 ).scalars()
             )
@@ -183,7 +191,7 @@ def _delete_run(engine: Engine, results_dir: Path, top: str, report: GcReport, b
     while True:  # task runs, with their states, edges and log lines, a batch at a time
         with _Timed(engine, report) as conn:
             rows = conn.execute(
-                select(tr.id, tr.result_file).where(tr.flow_run_id.in_(flows)).limit(batch)
+                select(tr.id, tr.result_file).where(of_flow_runs(task_runs, flows)).limit(batch)
             ).all()
             if not rows:
                 break
@@ -199,7 +207,7 @@ def _delete_run(engine: Engine, results_dir: Path, top: str, report: GcReport, b
         _unlink(results_dir, [f for f in files if f not in kept], report)
     while True:  # log lines, by flow run (their index)
         with _Timed(engine, report) as conn:
-            some = select(logs.c.id).where(logs.c.flow_run_id.in_(flows)).limit(batch)
+            some = select(logs.c.id).where(of_flow_runs(logs, flows)).limit(batch)
             n = _rowcount(conn, delete(logs).where(logs.c.id.in_(some.scalar_subquery())))
         report.log_lines += n
         if n == 0:
@@ -219,12 +227,12 @@ def _count_run(engine: Engine, results_dir: Path, flows: list[str], report: GcRe
         report.flow_runs += len(flows)
         for part in _chunks(flows):
             report.task_runs += int(
-                conn.execute(select(func.count()).where(tr.flow_run_id.in_(part))).scalar_one()
+                conn.execute(select(func.count()).where(of_flow_runs(task_runs, part))).scalar_one()
             )
             report.log_lines += int(
-                conn.execute(select(func.count()).where(logs.c.flow_run_id.in_(part))).scalar_one()
+                conn.execute(select(func.count()).where(of_flow_runs(logs, part))).scalar_one()
             )
-            task_ids = select(tr.id).where(tr.flow_run_id.in_(part)).scalar_subquery()
+            task_ids = select(tr.id).where(of_flow_runs(task_runs, part)).scalar_subquery()
             report.states += int(
                 conn.execute(
                     select(func.count()).where(
@@ -235,7 +243,7 @@ def _count_run(engine: Engine, results_dir: Path, flows: list[str], report: GcRe
             files = list(
                 conn.execute(
                     select(tr.result_file).where(
-                        tr.flow_run_id.in_(part), tr.result_file.is_not(None)
+                        of_flow_runs(task_runs, part), tr.result_file.is_not(None)
                     )
                 ).scalars()
             )

@@ -49,6 +49,8 @@ from flowbook.store.schema import (
     flow_runs,
     flows,
     logs,
+    of_flow_run,
+    of_flow_runs,
     states,
     task_run_edges,
     task_runs,
@@ -190,16 +192,17 @@ def list_runs(
     if limit is not None:
         limit = check_limit(limit)
     store.flush()
-    counts = (
-        select(task_runs.c.flow_run_id, func.count().label("n"))
-        .group_by(task_runs.c.flow_run_id)
-        .subquery()
+    # each listed run's task runs counted through the index (not every run's, then joined)
+    count = (
+        select(func.count())
+        .where(
+            task_runs.c.flow_run_created_us == flow_runs.c.created_us,
+            task_runs.c.flow_run_id == flow_runs.c.id,
+        )
+        .correlate(flow_runs)
+        .scalar_subquery()
     )
-    query = (
-        select(flow_runs, func.coalesce(counts.c.n, 0).label("task_run_count"))
-        .outerjoin(counts, counts.c.flow_run_id == flow_runs.c.id)
-        .order_by(flow_runs.c.created_at.desc())
-    )
+    query = select(flow_runs, count.label("task_run_count")).order_by(flow_runs.c.created_at.desc())
     if flow is not None:
         query = query.where(flow_runs.c.flow_name == flow)
     if top_level:
@@ -345,9 +348,7 @@ def get_run(store: Store, ref: str) -> FlowRunDetail:
     with store.engine.connect() as conn:
         row = conn.execute(select(flow_runs).where(flow_runs.c.id == run_id)).one()
         tasks = conn.execute(
-            select(task_runs)
-            .where(task_runs.c.flow_run_id == run_id)
-            .order_by(task_runs.c.created_at)
+            select(task_runs).where(of_flow_run(task_runs, run_id)).order_by(task_runs.c.created_at)
         ).all()
         task_ids = [t.id for t in tasks]
         history = conn.execute(
@@ -361,7 +362,7 @@ def get_run(store: Store, ref: str) -> FlowRunDetail:
             else []
         )
         lines = conn.execute(
-            select(logs).where(logs.c.flow_run_id == run_id).order_by(logs.c.timestamp, logs.c.id)
+            select(logs).where(of_flow_run(logs, run_id)).order_by(logs.c.timestamp, logs.c.id)
         ).all()
     by_run: dict[str, list[dict[str, Any]]] = {}
     for s in history:
@@ -509,7 +510,7 @@ def delete_run(store: Store, ref: str) -> int:
             children = (
                 conn.execute(
                     select(task_runs.c.subflow_run_id).where(
-                        task_runs.c.flow_run_id.in_(frontier),
+                        of_flow_runs(task_runs, frontier),
                         task_runs.c.subflow_run_id.is_not(None),
                     )
                 )
@@ -520,13 +521,13 @@ def delete_run(store: Store, ref: str) -> int:
             doomed_flows.extend(frontier)
         task_rows = conn.execute(
             select(task_runs.c.id, task_runs.c.result_file).where(
-                task_runs.c.flow_run_id.in_(doomed_flows)
+                of_flow_runs(task_runs, doomed_flows)
             )
         ).all()
         task_ids = [t.id for t in task_rows]
         removed_files = [t.result_file for t in task_rows if t.result_file]
         conn.execute(states.delete().where(states.c.run_id.in_([*doomed_flows, *task_ids])))
-        conn.execute(logs.delete().where(logs.c.flow_run_id.in_(doomed_flows)))
+        conn.execute(logs.delete().where(of_flow_runs(logs, doomed_flows)))
         if task_ids:
             conn.execute(
                 task_run_edges.delete().where(
@@ -536,7 +537,7 @@ def delete_run(store: Store, ref: str) -> int:
                     )
                 )
             )
-        conn.execute(task_runs.delete().where(task_runs.c.flow_run_id.in_(doomed_flows)))
+        conn.execute(task_runs.delete().where(of_flow_runs(task_runs, doomed_flows)))
         conn.execute(flow_runs.delete().where(flow_runs.c.id.in_(doomed_flows)))
     for name in removed_files:
         _unlink(store.results_dir / name)
@@ -791,7 +792,7 @@ def load_for_resume(store: Store, ref: str) -> tuple[str, str, str, dict[str, An
                 t.result_file,
                 t.result_checksum,
             ).where(
-                t.flow_run_id == run_id,
+                of_flow_run(task_runs, run_id),
                 t.state_type == "COMPLETED",
                 t.input_hash.is_not(None),
             )

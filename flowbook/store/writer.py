@@ -30,12 +30,12 @@ import json
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from flowbook import _run_lines
 from flowbook._preview import pairs_preview, parameters_preview
@@ -54,6 +54,7 @@ from flowbook.store.batches import (
     Part,
     count_hits,
     delete_rows,
+    insert,
     insert_rows,
     update_rows,
     upsert_rows,
@@ -67,6 +68,7 @@ from flowbook.store.printed import PrintedLines
 from flowbook.store.schema import (
     cache_entries,
     cache_misses,
+    created_us,
     flow_runs,
     logs,
     states,
@@ -150,6 +152,11 @@ class StoreWriter:
         # one (Pending, Running, Completed: told by the row's times, like a task run's); None
         # once the run has outlived a batch: its rows are written as they come
         self.flow_histories: dict[str, list[tuple[Any, ...]] | None] = {}
+        # the key of each flow run's log lines (``schema.created_us``), by id: the runs going
+        # on and the last _ENDED_KEYS to end (a line of an older run has its key read from
+        # the store as it is written: ``_insert_logs``)
+        self.flow_keys: dict[str, int] = {}
+        self._ended_keys: deque[str] = deque()
         self._warned: set[str] = set()
         # what could not be written: counted, reported, and recorded in write_drops
         self.drops = Drops(process_id, _where(engine), results_dir)
@@ -515,6 +522,7 @@ class _Rows:
         except results.ResultError:
             params = None
         parent = run.parent_task_run
+        key = self.writer.flow_keys[run.id] = created_us(run.created_s)
         self.flow_inserts[run.id] = {
             "id": run.id,
             "name": run.name,
@@ -530,6 +538,7 @@ class _Rows:
             "parameters": params,
             "parameters_preview": parameters_preview(run.parameters),
             "created_at": run.created_s,
+            "created_us": key,
             **_state_columns(run, None),
         }
 
@@ -556,6 +565,10 @@ class _Rows:
         """End the flow run's printed lines (partial ones, drops counted)."""
         top = run.parent_task_run is None
         self.writer.printed.end(self.logs, run.id, run.end_s or time.time(), top=top)
+        ended = self.writer._ended_keys
+        ended.append(run.id)
+        if len(ended) > _ENDED_KEYS:
+            self.writer.flow_keys.pop(ended.popleft(), None)
 
     def _flow_state(self, run: FlowRun, state: State) -> None:
         type_value = state.type._value_
@@ -618,11 +631,16 @@ class _Rows:
         extra = self.task_extra
         dumps_tags = json.dumps
         final = self.final
+        key_of: FlowRun | None = None
+        key = None
         for run_id, run in self.task_new.items():
             try:
                 state = announced_state(run)
                 task = run.task
                 flow_run = run.flow_run
+                if flow_run is not key_of:
+                    key_of = flow_run
+                    key = created_us(flow_run.created_s) if flow_run is not None else None
                 subflow = run.subflow_run
                 tags = run.tags
                 start = end = result = result_file = input_hash = cache_key = message = None
@@ -662,6 +680,7 @@ class _Rows:
                     run.created_s,
                     start,
                     end,
+                    key,
                 )
                 more = extra.get(run_id)
                 if more is not None:
@@ -841,7 +860,9 @@ class _Rows:
         if self.states:
             parts.append(Part("state", self.states, _INSERT_STATES, _first))
         if self.logs:
-            parts.append(Part("log", self.logs, _INSERT_LOGS, _log_run))
+            key_of = self.writer.flow_keys.get
+            log_rows = [(*row, key_of(row[0])) for row in self.logs]
+            parts.append(Part("log", log_rows, _INSERT_LOGS, _log_run))
         # one order for every process's statements on the same keys: no deadlocks between them
         deletes = sorted(set(self.cache_deletes) - self.cache_puts.keys())
         if deletes:
@@ -996,7 +1017,17 @@ def _history_rows(run: TaskRun, history: list[Any]) -> list[tuple[Any, ...]]:
     ]
 
 
-_LOG_COLUMNS = ("flow_run_id", "task_run_id", "level", "logger", "message", "timestamp")
+_LOG_COLUMNS = (
+    "flow_run_id",
+    "task_run_id",
+    "level",
+    "logger",
+    "message",
+    "timestamp",
+    "flow_run_created_us",
+)
+# how many ended flow runs keep their key in StoreWriter.flow_keys
+_ENDED_KEYS = 1024
 _CACHE_COLUMNS = tuple(c.name for c in cache_entries.columns)
 _MISS_COLUMNS = tuple(c.name for c in cache_misses.columns)
 _DROP_COLUMNS = ("at", "process_id", "run_id", "what", "reason")
@@ -1045,7 +1076,29 @@ _INSERT_FLOWS = _unicode_safe(insert_rows(flow_runs, _FLOW_COLUMNS))
 _INSERT_TASKS = _unicode_safe(insert_rows(task_runs, _TASK_COLUMNS))
 _INSERT_EDGES = insert_rows(task_run_edges, ("upstream_id", "downstream_id"))
 _INSERT_STATES = _unicode_safe(insert_rows(states, _STATE_COLUMNS))
-_INSERT_LOGS = _unicode_safe(insert_rows(logs, _LOG_COLUMNS))
+
+
+def _insert_logs(conn: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert log rows, each with its flow run's key; a key the writer no longer had (a line of
+    a flow run that ended long before, printed by a thread it left running) is read from the
+    flow run's row, in the same transaction."""
+    missing = {row[0] for row in rows if row[-1] is None and row[0] is not None}
+    if missing:
+        found: dict[str, int] = {}
+        ids = list(missing)
+        for i in range(0, len(ids), 500):
+            part = select(flow_runs.c.id, flow_runs.c.created_us).where(
+                flow_runs.c.id.in_(ids[i : i + 500])
+            )
+            found.update((run_id, key) for run_id, key in conn.execute(part))
+        rows = [
+            (*row[:-1], found.get(row[0])) if row[-1] is None and row[0] is not None else row
+            for row in rows
+        ]
+    insert(conn, logs, _LOG_COLUMNS, rows)
+
+
+_INSERT_LOGS = _unicode_safe(_insert_logs)
 _INSERT_DROPS = _unicode_safe(insert_rows(write_drops, _DROP_COLUMNS))
 _UPDATE_FLOWS = _unicode_safe(update_rows(flow_runs))
 _UPDATE_TASKS = _unicode_safe(update_rows(task_runs))
@@ -1079,6 +1132,7 @@ assert _TASK_COLUMNS == (
     "created_at",
     "start_time",
     "end_time",
+    "flow_run_created_us",
 ), _TASK_COLUMNS
 
 

@@ -484,7 +484,7 @@ def test_a_version_1_store_is_migrated_and_keeps_its_rows(
             tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
         finally:
             db.close()
-        assert version == str(schema.SCHEMA_VERSION) == "5"
+        assert version == str(schema.SCHEMA_VERSION) == "6"
         assert entries == [
             ("double", 0, '{"x": "1"}', None),
             ("double", 1, '{"x": "2"}', None),
@@ -520,10 +520,19 @@ def test_migration_on_postgresql_keeps_rows(
     double(1)
     close_store()
     # back to version 1: without the column and the table version 2 added, the columns
-    # version 3 added, the columns and the table version 4 added, and the table version 5 added
+    # version 3 added, the columns and the table version 4 added, the table version 5 added
+    # and the flow-run keys version 6 added
     engine = sa.create_engine(postgres_url)
     try:
         with engine.begin() as conn:
+            for index in ("ix_task_runs_flow_run_created_us", "ix_logs_flow_run_created_us"):
+                conn.execute(sa.text(f"DROP INDEX {index}"))
+            conn.execute(sa.text("ALTER TABLE flow_runs DROP COLUMN created_us"))
+            for table in ("task_runs", "logs"):
+                conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN flow_run_created_us"))
+                conn.execute(
+                    sa.text(f"CREATE INDEX ix_{table}_flow_run_id ON {table} (flow_run_id)")
+                )
             conn.execute(sa.text("ALTER TABLE cache_entries DROP COLUMN key_parts"))
             conn.execute(sa.text("DROP TABLE cache_misses"))
             conn.execute(sa.text("ALTER TABLE flow_runs DROP COLUMN notebook"))
@@ -538,7 +547,7 @@ def test_migration_on_postgresql_keeps_rows(
         with engine.connect() as conn:
             version = conn.execute(sa.text("SELECT value FROM flowbook_meta")).scalar()
             rows = conn.execute(sa.text("SELECT task_name, key_parts FROM cache_entries")).all()
-        assert version == "5"
+        assert version == "6"
         assert [tuple(r) for r in rows] == [("double", None)]
         assert double(1) == 2  # served by the old entry
         assert double(2) == 4

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "store"))
-from store_under_test import StoreUnderTest, child_env, store
+from store_under_test import StoreUnderTest, back_to_version_5, child_env, store
 
 import flowbook.runs
 from flowbook import flow, task
@@ -270,7 +270,8 @@ def test_a_version_4_store_gains_the_flows_table_and_keeps_its_rows(
 
     assert v4_flow() == 4
     close_store()
-    # back to version 4: without the table version 5 added
+    # back to version 4: without the table version 5 added (and what 6 added)
+    back_to_version_5(store.engine)
     with store.engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE flows"))
         conn.execute(sa.text("UPDATE flowbook_meta SET value = '4'"))
@@ -278,7 +279,7 @@ def test_a_version_4_store_gains_the_flows_table_and_keeps_its_rows(
 
     assert get_store() is not None
     assert store.rows("SELECT value FROM flowbook_meta") == [(str(schema.SCHEMA_VERSION),)]
-    assert schema.SCHEMA_VERSION == 5
+    assert schema.SCHEMA_VERSION == 6
     assert "flows" in sa.inspect(store.engine).get_table_names()
     assert {t: store.count(t) for t in before} == before
     assert [r.name for r in flowbook.runs.list()] == ["v4-run"]

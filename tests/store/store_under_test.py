@@ -111,3 +111,20 @@ def read_only(path: Path) -> Iterator[None]:
     finally:
         if subprocess.run(["umount", str(path)], check=False).returncode != 0:
             subprocess.run(["umount", "--lazy", str(path)], check=True)  # still held open
+
+
+def back_to_version_5(engine: sa.Engine) -> None:
+    """Undo what schema version 6 added: the flow-run key columns and their indexes (the
+    indexes by flow-run id back in their place)."""
+    with engine.begin() as conn:
+        for index in ("ix_task_runs_flow_run_created_us", "ix_logs_flow_run_created_us"):
+            conn.execute(sa.text(f"DROP INDEX {index}"))
+        for table, column in (
+            ("flow_runs", "created_us"),
+            ("task_runs", "flow_run_created_us"),
+            ("logs", "flow_run_created_us"),
+        ):
+            conn.execute(sa.text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        for table in ("task_runs", "logs"):
+            conn.execute(sa.text(f"CREATE INDEX ix_{table}_flow_run_id ON {table} (flow_run_id)"))
+        conn.execute(sa.text("UPDATE flowbook_meta SET value = '5' WHERE key = 'schema_version'"))

@@ -105,7 +105,7 @@ def test_a_healthy_store_is_reported_with_its_contents(
         assert lines[0].startswith(f"store:      {home / 'flowbook.db'} (sqlite, ")
     else:
         assert lines[0].startswith(f"store:      {url} (postgresql, ")
-    assert lines[0].endswith(", schema version 5)")
+    assert lines[0].endswith(", schema version 6)")
     assert lines[1:] == [
         f"results:    {home / 'results'}",
         "records:    flow runs: 1, task runs: 3, log lines: 10, cache entries: 1",
@@ -118,7 +118,7 @@ def test_a_healthy_store_is_reported_with_its_contents(
     assert report["ok"] is True
     assert report["problems"] == []
     assert report["counts"] == {"flow_runs": 1, "task_runs": 3, "logs": 10, "cache_entries": 1}
-    assert report["schema_version"] == 5
+    assert report["schema_version"] == 6
     assert report["size_bytes"] > 0
 
 
@@ -253,6 +253,44 @@ def test_a_damaged_sqlite_store_is_found_and_repair_keeps_every_readable_row(
     # the repaired store is used as any other: runs are recorded in it
     _write_runs(tmp_path, env)
     assert _doctor(env).returncode == 0
+
+
+def test_repair_of_an_older_store_gives_the_rows_it_copies_their_flow_run_keys(
+    tmp_path: Path,
+) -> None:
+    import sqlalchemy as sa
+    from store_under_test import back_to_version_5
+
+    home = tmp_path / "home"
+    env = _env(home, None)
+    _write_runs(tmp_path, env, lines=3000)
+    db = home / "flowbook.db"
+    engine = sa.create_engine(f"sqlite:///{db}")
+    back_to_version_5(engine)  # the store as version 5 wrote it
+    engine.dispose()
+    _damage_page_holding(db, b"marker-01500")
+
+    repaired = _doctor(env, "--repair")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert "schema version 6" in repaired.stdout
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT value FROM flowbook_meta").fetchone() == ("6",)
+        (run_id, key, created_at) = conn.execute(
+            "SELECT id, created_us, created_at FROM flow_runs"
+        ).fetchone()
+        assert key == int(created_at * 1_000_000)
+        for table in ("task_runs", "logs"):
+            by_id = conn.execute(
+                f"SELECT count(*) FROM {table} WHERE flow_run_id = ?", (run_id,)
+            ).fetchone()
+            by_key = conn.execute(
+                f"SELECT count(*) FROM {table} WHERE flow_run_created_us = ?", (key,)
+            ).fetchone()
+            assert by_id == by_key, table
+            assert by_id[0] > 0, table
+    shown = _python(env, "-m", "flowbook.cli", "runs", "show", run_id[:8])
+    assert shown.returncode == 0, shown.stderr
+    assert "marker-00000" in shown.stdout
 
 
 WAITING = """\

@@ -25,6 +25,7 @@ import flowbook.cli
 from flowbook import flow, get_run_logger, task
 from flowbook.settings import reload_settings
 from flowbook.store import close_store, get_store
+from flowbook.store.schema import created_us
 from flowbook.tasks import task_input_hash
 
 __all__ = ["store"]
@@ -305,18 +306,21 @@ def _bulk_runs(store: StoreUnderTest, runs: int, tasks: int, days: float) -> Non
             conn.execute(
                 sa.text(
                     "INSERT INTO flow_runs (id, name, flow_name, state_type, state_name, "
-                    "run_count, created_at) VALUES (:i, 'bulk', 'bulk', 'COMPLETED', "
-                    "'Completed', 1, :t)"
+                    "run_count, created_at, created_us) VALUES (:i, 'bulk', 'bulk', "
+                    "'COMPLETED', 'Completed', 1, :t, :k)"
                 ),
-                {"i": f"bulk-{r}", "t": now + r},
+                {"i": f"bulk-{r}", "t": now + r, "k": created_us(now + r)},
             )
             conn.execute(
                 sa.text(
                     "INSERT INTO task_runs (id, flow_run_id, name, task_name, dynamic_key, "
-                    "state_type, state_name, run_count, created_at) VALUES (:i, :f, 't', 't', "
-                    "0, 'COMPLETED', 'Completed', 1, :t)"
+                    "state_type, state_name, run_count, created_at, flow_run_created_us) "
+                    "VALUES (:i, :f, 't', 't', 0, 'COMPLETED', 'Completed', 1, :t, :k)"
                 ),
-                [{"i": f"bulk-{r}-{t}", "f": f"bulk-{r}", "t": now} for t in range(tasks)],
+                [
+                    {"i": f"bulk-{r}-{t}", "f": f"bulk-{r}", "t": now, "k": created_us(now + r)}
+                    for t in range(tasks)
+                ],
             )
             conn.execute(
                 sa.text(
@@ -328,9 +332,12 @@ def _bulk_runs(store: StoreUnderTest, runs: int, tasks: int, days: float) -> Non
             conn.execute(
                 sa.text(
                     "INSERT INTO logs (flow_run_id, task_run_id, level, logger, message, "
-                    "timestamp) VALUES (:f, :i, 20, 'x', 'm', :t)"
+                    "timestamp, flow_run_created_us) VALUES (:f, :i, 20, 'x', 'm', :t, :k)"
                 ),
-                [{"f": f"bulk-{r}", "i": f"bulk-{r}-{t}", "t": now} for t in range(tasks)],
+                [
+                    {"f": f"bulk-{r}", "i": f"bulk-{r}-{t}", "t": now, "k": created_us(now + r)}
+                    for t in range(tasks)
+                ],
             )
 
 

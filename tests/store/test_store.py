@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from store_under_test import read_only
+from store_under_test import back_to_version_5, read_only
 
 import flowbook.cache
 import flowbook.runs
@@ -1135,7 +1135,7 @@ def test_a_version_2_store_gains_the_run_origin_and_keeps_its_rows(
     assert before["task_runs"] == before["cache_entries"] == 2
 
     assert get_store() is not None
-    assert store.one("SELECT value FROM flowbook_meta").value == "5" == str(schema.SCHEMA_VERSION)
+    assert store.one("SELECT value FROM flowbook_meta").value == "6" == str(schema.SCHEMA_VERSION)
     columns = {c["name"] for c in sa.inspect(store.engine).get_columns("flow_runs")}
     assert {"notebook", "cell_id"} <= columns
     for table, count in before.items():
@@ -1159,8 +1159,9 @@ def test_a_version_2_store_gains_the_run_origin_and_keeps_its_rows(
 
 
 def back_to_version_3(store: StoreUnderTest) -> None:
-    """Undo what schema versions 4 and 5 added (checksum columns, the write_drops table;
-    the flows table)."""
+    """Undo what schema versions 4, 5 and 6 added (checksum columns, the write_drops table;
+    the flows table; the flow-run keys)."""
+    back_to_version_5(store.engine)
     with store.engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE flows"))
         conn.execute(sa.text("ALTER TABLE task_runs DROP COLUMN result_checksum"))
@@ -1190,7 +1191,7 @@ def test_a_version_3_store_gains_checksums_and_keeps_its_rows(store: StoreUnderT
     }
 
     assert get_store() is not None
-    assert store.one("SELECT value FROM flowbook_meta").value == "5"
+    assert store.one("SELECT value FROM flowbook_meta").value == "6"
     inspector = sa.inspect(store.engine)
     assert "result_checksum" in {c["name"] for c in inspector.get_columns("task_runs")}
     assert "checksum" in {c["name"] for c in inspector.get_columns("cache_entries")}

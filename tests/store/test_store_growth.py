@@ -1,6 +1,8 @@
 """What keeps writing into a grown store as cheap as into a fresh one: WAL checkpoints on a
-thread of their own (``checkpoints.py``), and no state rows for a flow run whose history is
-the plain one (Pending, Running, Completed), told by its row's times as a task run's is.
+thread of their own (``checkpoints.py``), no state rows for a flow run whose history is
+the plain one (Pending, Running, Completed), told by its row's times as a task run's is, and
+task runs and log lines indexed by their flow run's creation time (``schema.of_flow_run``),
+which grows with time, instead of by its random id (schema version 6, and its migration).
 
 Each test reads what flowbook wrote through an engine of its own, or the SQLite file from
 another process.
@@ -19,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from store_under_test import StoreUnderTest, child_env, store
+import sqlalchemy as sa
+from store_under_test import StoreUnderTest, back_to_version_5, child_env, store
 
 import flowbook.runs
-from flowbook import flow, task
-from flowbook.store import close_store, get_store
+from flowbook import flow, get_run_logger, task
+from flowbook.store import close_store, get_store, schema
 from flowbook.store.checkpoints import DEFAULT_PAGES, SAFETY_PAGES
 from flowbook.store.database import FORK_GUARD
 from flowbook.store.queries import iso
@@ -141,6 +144,183 @@ def test_many_plain_flow_runs_and_a_subflow_each_read_back_their_history(
     child_ids = [r[0] for r in store.rows("SELECT id FROM flow_runs WHERE flow_name = 'child'")]
     assert len(child_ids) == 20
     assert [s["name"] for s in flowbook.runs.get(child_ids[0]).states] == PLAIN
+
+
+# -- a flow run's rows, by its creation time -------------------------------------------------------
+@task
+def _step(x: int) -> int:
+    get_run_logger().info("step %d", x)
+    return x + 1
+
+
+@flow
+def _inner(x: int) -> int:
+    return _step(x)
+
+
+@flow
+def _outer(n: int) -> int:
+    get_run_logger().info("outer of %d", n)
+    return sum(_step(i) for i in range(n)) + _inner(n)
+
+
+def _keys_consistent(store: StoreUnderTest) -> None:
+    """Every row with a flow run has that run's key; every flow run has its created_at's."""
+    for table in ("task_runs", "logs"):
+        wrong = store.rows(
+            f"SELECT count(*) FROM {table} t JOIN flow_runs f ON f.id = t.flow_run_id "
+            "WHERE t.flow_run_created_us IS NULL OR t.flow_run_created_us != f.created_us"
+        )
+        assert wrong == [(0,)], table
+    for created_at, key in store.rows("SELECT created_at, created_us FROM flow_runs"):
+        assert key == schema.created_us(created_at)
+
+
+def _indexes(store: StoreUnderTest, table: str) -> set[str]:
+    return {str(i["name"]) for i in sa.inspect(store.engine).get_indexes(table)}
+
+
+def test_a_flow_runs_rows_carry_its_key_and_are_read_back_through_it(
+    store: StoreUnderTest,
+) -> None:
+    ids = [_run_id(_outer, n) for n in (2, 3)]
+    get_store().flush()  # type: ignore[union-attr]
+    _keys_consistent(store)
+    # each outer run's steps and subflow call, and its subflow's step
+    assert store.count("task_runs") == (2 + 1 + 1) + (3 + 1 + 1)
+    for run_id, n in zip(ids, (2, 3), strict=True):
+        detail = flowbook.runs.get(run_id)
+        steps = [t for t in detail.task_run_list if not t.get("subflow_run_id")]
+        assert len(steps) == n
+        messages = [line["message"] for line in detail.logs]
+        assert f"outer of {n}" in messages
+        assert [m for m in messages if m.startswith("step ")] == [f"step {i}" for i in range(n)]
+    listed = {r.id: r.task_runs for r in flowbook.runs.list()}
+    assert (listed[ids[0]], listed[ids[1]]) == (3, 4)
+    # the indexes are the keys', not the ids'
+    assert "ix_task_runs_flow_run_created_us" in _indexes(store, "task_runs")
+    assert "ix_task_runs_flow_run_id" not in _indexes(store, "task_runs")
+    assert "ix_logs_flow_run_created_us" in _indexes(store, "logs")
+    assert "ix_logs_flow_run_id" not in _indexes(store, "logs")
+
+
+def test_two_flow_runs_created_in_the_same_microsecond_keep_their_rows_apart(
+    store: StoreUnderTest,
+) -> None:
+    a, b = _run_id(_outer, 2), _run_id(_outer, 3)
+    get_store().flush()  # type: ignore[union-attr]
+    # b's key made a's, as for two runs created in the same microsecond (two processes)
+    (key,) = store.rows("SELECT created_us FROM flow_runs WHERE id = :a", a=a)[0]
+    store.execute("UPDATE flow_runs SET created_us = :k WHERE id = :b", k=key, b=b)
+    for table in ("task_runs", "logs"):
+        store.execute(
+            f"UPDATE {table} SET flow_run_created_us = :k WHERE flow_run_id = :b", k=key, b=b
+        )
+    steps_a = [t["name"] for t in flowbook.runs.get(a).task_run_list]
+    steps_b = [t["name"] for t in flowbook.runs.get(b).task_run_list]
+    assert (len(steps_a), len(steps_b)) == (3, 4)
+    assert "outer of 2" in [line["message"] for line in flowbook.runs.get(a).logs]
+    assert "outer of 3" not in [line["message"] for line in flowbook.runs.get(a).logs]
+    listed = {r.id: r.task_runs for r in flowbook.runs.list()}
+    assert (listed[a], listed[b]) == (3, 4)
+    # deleting one leaves the other whole
+    flowbook.runs.delete(a)
+    assert len(flowbook.runs.get(b).task_run_list) == 4
+    assert "outer of 3" in [line["message"] for line in flowbook.runs.get(b).logs]
+    assert store.rows("SELECT count(*) FROM logs WHERE flow_run_id = :a", a=a) == [(0,)]
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_sqlite_finds_a_flow_runs_rows_through_the_key_index(store: StoreUnderTest) -> None:
+    run_id = _run_id(_outer, 2)
+    get_store().flush()  # type: ignore[union-attr]
+    for table, index in (
+        (schema.task_runs, "ix_task_runs_flow_run_created_us"),
+        (schema.logs, "ix_logs_flow_run_created_us"),
+    ):
+        for where in (schema.of_flow_run(table, run_id), schema.of_flow_runs(table, [run_id])):
+            query = sa.select(table.c.id).where(where)
+            sql = str(query.compile(store.engine, compile_kwargs={"literal_binds": True}))
+            plan = " ".join(str(row[-1]) for row in store.rows("EXPLAIN QUERY PLAN " + sql))
+            assert f"USING INDEX {index}" in plan, plan
+            assert f"SCAN {table.name}" not in plan, plan
+
+
+def test_a_line_of_a_run_the_writer_forgot_gets_its_key_from_the_store(
+    store: StoreUnderTest,
+) -> None:
+    go = threading.Event()
+
+    def later(logger: Any) -> None:
+        go.wait(10)
+        logger.info("a late line")
+
+    @flow
+    def leaves_a_thread() -> threading.Thread:
+        thread = threading.Thread(target=later, args=(get_run_logger(),))
+        thread.start()
+        return thread
+
+    state = leaves_a_thread(return_state=True)
+    thread = state.result()
+    opened = get_store()
+    assert opened is not None
+    opened.writer.flow_keys.clear()  # as after many later flow runs ended
+    go.set()
+    thread.join()
+    opened.flush()
+    _keys_consistent(store)
+    messages = [line["message"] for line in flowbook.runs.get(str(state.run_id)).logs]
+    assert "a late line" in messages
+
+
+def test_a_version_5_store_gains_the_keys_and_keeps_every_row_findable(
+    store: StoreUnderTest,
+) -> None:
+    ids = [_run_id(_outer, n) for n in (2, 3)]
+    close_store()
+    back_to_version_5(store.engine)
+    assert "ix_task_runs_flow_run_id" in _indexes(store, "task_runs")
+    before = {t: store.count(t) for t in ("flow_runs", "task_runs", "logs", "states")}
+    details = {run_id: flowbook.runs.get(run_id) for run_id in ids}
+
+    assert get_store() is not None  # migrated on open
+    assert store.rows("SELECT value FROM flowbook_meta") == [("6",)]
+    assert {t: store.count(t) for t in before} == before
+    _keys_consistent(store)
+    assert store.rows("SELECT count(*) FROM task_runs WHERE flow_run_created_us IS NULL") == [(0,)]
+    assert _indexes(store, "task_runs") >= {"ix_task_runs_flow_run_created_us"}
+    assert "ix_task_runs_flow_run_id" not in _indexes(store, "task_runs")
+    assert "ix_logs_flow_run_id" not in _indexes(store, "logs")
+    for run_id in ids:
+        again = flowbook.runs.get(run_id)
+        assert again.task_run_list == details[run_id].task_run_list
+        assert again.logs == details[run_id].logs
+    # the migrated store records new runs and deletes old ones whole
+    new = _run_id(_outer, 1)
+    assert len(flowbook.runs.get(new).task_run_list) == 2
+    flowbook.runs.delete(ids[0])
+    assert store.rows("SELECT count(*) FROM task_runs WHERE flow_run_id = :i", i=ids[0]) == [(0,)]
+    assert store.rows("SELECT count(*) FROM logs WHERE flow_run_id = :i", i=ids[0]) == [(0,)]
+    assert len(flowbook.runs.get(ids[1]).task_run_list) == 4
+
+
+def test_an_upgrade_stopped_after_its_columns_were_added_is_finished_at_the_next_open(
+    store: StoreUnderTest,
+) -> None:
+    run_id = _run_id(_outer, 2)
+    close_store()
+    back_to_version_5(store.engine)
+    # what a process stopped in the middle of the upgrade leaves on SQLite (an ALTER TABLE is
+    # committed at once): the columns, empty, and the version row still at 5
+    store.execute("ALTER TABLE flow_runs ADD COLUMN created_us BIGINT")
+    store.execute("ALTER TABLE task_runs ADD COLUMN flow_run_created_us BIGINT")
+
+    assert get_store() is not None
+    assert store.rows("SELECT value FROM flowbook_meta") == [("6",)]
+    _keys_consistent(store)
+    assert len(flowbook.runs.get(run_id).task_run_list) == 3
+    assert "outer of 2" in [line["message"] for line in flowbook.runs.get(run_id).logs]
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
