@@ -581,6 +581,11 @@ def _gc(store: Any, args: argparse.Namespace) -> int:
         print(f"gc: kept {report.unfinished_kept} unfinished run(s)")
     if report.orphan_files:
         print(f"gc: removed {report.orphan_files} file(s) no row pointed at")
+    if report.keys_filled:
+        print(
+            f"gc: filled in the flow-run keys of {report.keys_filled} row(s) written by an "
+            "older flowbook"
+        )
     if report.vacuum:
         print(f"gc: space: {report.vacuum}")
     return 0

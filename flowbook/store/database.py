@@ -354,8 +354,16 @@ def _create_again_if_empty(engine: Engine, url: str) -> None:
 
 
 def _created_meanwhile(exc: Exception) -> bool:
+    """Another process created or upgraded the store meanwhile (it added what this one was
+    adding), or is upgrading it still: its transaction held the lock past SQLite's busy
+    timeout (an upgrade of a very large store); the next attempt finds its work done."""
     text_ = str(exc).lower()
-    return "already exists" in text_ or "duplicate" in text_ or "unique" in text_
+    return (
+        "already exists" in text_
+        or "duplicate" in text_
+        or "unique" in text_
+        or "database is locked" in text_
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -18,6 +18,10 @@ removed after the transaction that deleted their rows commits; a kill in between
 no row points at, which the next gc removes (those older than ``ORPHAN_AGE_S``: a younger one
 may belong to a row on its way).
 
+Keys: rows that a process still running an older flowbook wrote after the store was upgraded
+to schema 6 lack their flow run's key (``schema``, "Finding a flow run's rows"); they are found
+all the same, and gc fills the keys in first (``keys_filled``; not in a dry run).
+
 Space: deleted rows leave free pages in a SQLite file. A store created with
 ``auto_vacuum=INCREMENTAL`` gives them back here (``PRAGMA incremental_vacuum``); otherwise
 the report says how many bytes ``VACUUM`` would free, and ``vacuum=True`` runs it (it rewrites
@@ -35,7 +39,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, text
 
-from flowbook.store import results
+from flowbook.store import results, schema
 from flowbook.store.schema import (
     cache_entries,
     flow_runs,
@@ -67,6 +71,7 @@ class GcReport:
     files: int = 0
     file_bytes: int = 0
     orphan_files: int = 0
+    keys_filled: int = 0  # rows given their flow run's key (written by an older flowbook)
     unfinished_kept: int = 0  # chosen by age or rank, but not finished: kept
     transactions: int = 0
     longest_transaction_ms: float = 0.0
@@ -100,6 +105,10 @@ def collect(
     """Delete what the options choose (see the module docstring); returns what it did."""
     _check(older_than_days, keep_last)
     report = GcReport(dry_run=dry_run)
+    if not dry_run:
+        with _Timed(engine, report) as conn:
+            for statement in schema.flow_key_fills(engine.dialect.name):
+                report.keys_filled += _rowcount(conn, text(statement))
     if older_than_days is not None or keep_last is not None:
         with engine.connect() as conn:
             doomed, report.unfinished_kept = choose_runs(conn, older_than_days, keep_last)

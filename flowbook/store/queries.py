@@ -192,12 +192,14 @@ def list_runs(
     if limit is not None:
         limit = check_limit(limit)
     store.flush()
-    # each listed run's task runs counted through the index (not every run's, then joined)
+    # each listed run's task runs counted through the index (not every run's, then joined),
+    # with those whose key is not filled in (schema: "Finding a flow run's rows")
+    key = task_runs.c.flow_run_created_us
     count = (
         select(func.count())
         .where(
-            task_runs.c.flow_run_created_us == flow_runs.c.created_us,
             task_runs.c.flow_run_id == flow_runs.c.id,
+            or_(key == flow_runs.c.created_us, key.is_(None)),
         )
         .correlate(flow_runs)
         .scalar_subquery()

@@ -26,6 +26,13 @@ grows with time: a new flow run's rows land at the end of the index. Two flow ru
 the same microsecond share the value, so a query for a flow run's rows names both the value
 (looked up in ``flow_runs`` by id) and the id: ``of_flow_run`` and ``of_flow_runs`` build that
 condition; every query for a flow run's rows goes through them.
+
+A row without a flow run (a task called outside any flow) has the key ``NO_FLOW_RUN`` (0), so
+that NULL means only "not filled in": the rows a process still running an older flowbook
+(schema 5, opened before another process upgraded the store) goes on writing, without the
+key. The lookups also take the rows of the flow run whose key is NULL (a search of the NULL
+entries of the same index: normally none), so that those rows are never lost from view, and
+``flowbook gc`` fills their keys in (``flow_key_fills``).
 """
 
 from __future__ import annotations
@@ -48,11 +55,21 @@ from sqlalchemy import (
     Text,
     and_,
     inspect,
+    or_,
     select,
     text,
 )
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "created_us", "metadata", "of_flow_run", "of_flow_runs"]
+__all__ = [
+    "MIGRATIONS",
+    "NO_FLOW_RUN",
+    "SCHEMA_VERSION",
+    "created_us",
+    "flow_key_fills",
+    "metadata",
+    "of_flow_run",
+    "of_flow_runs",
+]
 
 SCHEMA_VERSION = 6
 
@@ -137,7 +154,8 @@ task_runs = Table(
     Column("created_at", Float, nullable=False),
     Column("start_time", Float),
     Column("end_time", Float),
-    # the flow run's created_us (NULL without a flow run): see "Finding a flow run's rows"
+    # the flow run's created_us, NO_FLOW_RUN without one, NULL when not filled in yet (see
+    # "Finding a flow run's rows")
     Column("flow_run_created_us", BigInteger),
     Index("ix_task_runs_flow_run_created_us", "flow_run_created_us"),
 )
@@ -173,7 +191,8 @@ logs = Table(
     Column("logger", String(255), nullable=False),
     Column("message", Text, nullable=False),
     Column("timestamp", Float, nullable=False),
-    # the flow run's created_us (NULL without a flow run): see "Finding a flow run's rows"
+    # the flow run's created_us, NO_FLOW_RUN without one, NULL when not filled in yet (see
+    # "Finding a flow run's rows")
     Column("flow_run_created_us", BigInteger),
     Index("ix_logs_flow_run_created_us", "flow_run_created_us"),
     Index("ix_logs_timestamp", "timestamp"),
@@ -267,6 +286,9 @@ flows = Table(
 Migration = Callable[[Connection], None]
 
 
+NO_FLOW_RUN = 0  # the key of a task run or log line without a flow run
+
+
 def created_us(created_at: float) -> int:
     """A flow run's key in the indexes of its task runs and log lines: its creation time
     (epoch seconds) in whole microseconds."""
@@ -275,17 +297,19 @@ def created_us(created_at: float) -> int:
 
 def of_flow_run(table: Table, run_id: str) -> ColumnElement[bool]:
     """The rows of ``table`` (``task_runs`` or ``logs``) of flow run ``run_id``, found through
-    the index of ``flow_run_created_us``."""
+    the index of ``flow_run_created_us`` (with those whose key is not filled in yet)."""
     key = select(flow_runs.c.created_us).where(flow_runs.c.id == run_id).scalar_subquery()
-    return and_(table.c.flow_run_created_us == key, table.c.flow_run_id == run_id)
+    column = table.c.flow_run_created_us
+    return and_(table.c.flow_run_id == run_id, or_(column == key, column.is_(None)))
 
 
 def of_flow_runs(table: Table, run_ids: Collection[str]) -> ColumnElement[bool]:
     """The rows of ``table`` (``task_runs`` or ``logs``) of the flow runs ``run_ids``, found
-    through the index of ``flow_run_created_us``."""
+    through the index of ``flow_run_created_us`` (with those whose key is not filled in yet)."""
     ids = list(run_ids)
     keys = select(flow_runs.c.created_us).where(flow_runs.c.id.in_(ids))
-    return and_(table.c.flow_run_created_us.in_(keys), table.c.flow_run_id.in_(ids))
+    column = table.c.flow_run_created_us
+    return and_(table.c.flow_run_id.in_(ids), or_(column.in_(keys), column.is_(None)))
 
 
 def _add_column(conn: Connection, column: Column[Any]) -> None:
@@ -328,17 +352,23 @@ def _v4_to_v5(conn: Connection) -> None:
 
 def flow_key_fills(dialect: str) -> list[str]:
     """SQL that fills in the flow-run keys rows lack (``created_us`` from ``created_at``, the
-    others from their flow run's row): run by the migration to version 6, and by ``flowbook
-    doctor --repair`` after it copies rows of an older store."""
+    others from their flow run's row, ``NO_FLOW_RUN`` without one): run by the migration to
+    version 6, by ``flowbook doctor --repair`` after it copies rows of an older store, and by
+    ``flowbook gc`` (rows a process of an older flowbook wrote after the upgrade). Those of
+    task runs and log lines find their rows through the NULL entries of the key's index; that
+    of flow runs reads the table whole (one row per flow run)."""
     # rounded down, as created_us() makes it: SQLite's CAST rounds towards zero, PostgreSQL's
     # to the nearest (and SQLite may lack FLOOR)
     product = "created_at * 1000000" if dialect == "sqlite" else "FLOOR(created_at * 1000000)"
     return [
         f"UPDATE flow_runs SET created_us = CAST({product} AS BIGINT) WHERE created_us IS NULL",
         *(
-            f"UPDATE {table} SET flow_run_created_us = (SELECT created_us FROM flow_runs "
-            f"WHERE flow_runs.id = {table}.flow_run_id) "
-            "WHERE flow_run_created_us IS NULL AND flow_run_id IS NOT NULL"
+            # (a row whose flow run is not in the store stays NULL, and is not counted)
+            f"UPDATE {table} SET flow_run_created_us = CASE WHEN flow_run_id IS NULL "
+            f"THEN {NO_FLOW_RUN} ELSE (SELECT created_us FROM flow_runs "
+            f"WHERE flow_runs.id = {table}.flow_run_id) END "
+            "WHERE flow_run_created_us IS NULL AND (flow_run_id IS NULL OR EXISTS "
+            f"(SELECT 1 FROM flow_runs WHERE flow_runs.id = {table}.flow_run_id))"
             for table in ("task_runs", "logs")
         ),
     ]
@@ -349,8 +379,7 @@ def _v5_to_v6(conn: Connection) -> None:
     key column in the three tables, filled in for every row, the new indexes for the old.
 
     A store of 1,000,000 task runs takes about 4 s, once (SQLite). A row whose flow run is not in
-    the store keeps a NULL key (a query for a flow run's rows starts from its row: none would
-    reach it by its id either)."""
+    the store keeps a NULL key (found by its flow run's id all the same)."""
     _add_column(conn, flow_runs.c.created_us)
     _add_column(conn, task_runs.c.flow_run_created_us)
     _add_column(conn, logs.c.flow_run_created_us)

@@ -66,6 +66,7 @@ from flowbook.store.drops import STORE_WIDE, Drops, classify, reason
 from flowbook.store.journal import RunJournal
 from flowbook.store.printed import PrintedLines
 from flowbook.store.schema import (
+    NO_FLOW_RUN,
     cache_entries,
     cache_misses,
     created_us,
@@ -154,8 +155,9 @@ class StoreWriter:
         self.flow_histories: dict[str, list[tuple[Any, ...]] | None] = {}
         # the key of each flow run's log lines (``schema.created_us``), by id: the runs going
         # on and the last _ENDED_KEYS to end (a line of an older run has its key read from
-        # the store as it is written: ``_insert_logs``)
-        self.flow_keys: dict[str, int] = {}
+        # the store as it is written: ``_insert_logs``); None, a line without a flow run, has
+        # NO_FLOW_RUN
+        self.flow_keys: dict[str | None, int] = {None: NO_FLOW_RUN}
         self._ended_keys: deque[str] = deque()
         self._warned: set[str] = set()
         # what could not be written: counted, reported, and recorded in write_drops
@@ -631,8 +633,8 @@ class _Rows:
         extra = self.task_extra
         dumps_tags = json.dumps
         final = self.final
-        key_of: FlowRun | None = None
-        key = None
+        key_of: object = object()  # the flow run whose key ``key`` is (none yet)
+        key = NO_FLOW_RUN
         for run_id, run in self.task_new.items():
             try:
                 state = announced_state(run)
@@ -640,7 +642,7 @@ class _Rows:
                 flow_run = run.flow_run
                 if flow_run is not key_of:
                     key_of = flow_run
-                    key = created_us(flow_run.created_s) if flow_run is not None else None
+                    key = created_us(flow_run.created_s) if flow_run is not None else NO_FLOW_RUN
                 subflow = run.subflow_run
                 tags = run.tags
                 start = end = result = result_file = input_hash = cache_key = message = None

@@ -208,13 +208,18 @@ def _damage_page_holding(db: Path, marker: bytes) -> int:
     return page + 1
 
 
-def test_a_damaged_sqlite_store_is_found_and_repair_keeps_every_readable_row(
-    tmp_path: Path,
-) -> None:
+def _runs_of_3000_lines(tmp_path: Path) -> tuple[Path, dict[str, str], Path]:
+    """A SQLite store in ``tmp_path`` with a run that logged 3,000 lines: home, env, file."""
     home = tmp_path / "home"
     env = _env(home, None)
     _write_runs(tmp_path, env, lines=3000)
-    db = home / "flowbook.db"
+    return home, env, home / "flowbook.db"
+
+
+def test_a_damaged_sqlite_store_is_found_and_repair_keeps_every_readable_row(
+    tmp_path: Path,
+) -> None:
+    home, env, db = _runs_of_3000_lines(tmp_path)
     assert not Path(f"{db}-wal").exists()  # the last process folded the log into the file
     page = _damage_page_holding(db, b"marker-01500")
 
@@ -261,10 +266,7 @@ def test_repair_of_an_older_store_gives_the_rows_it_copies_their_flow_run_keys(
     import sqlalchemy as sa
     from store_under_test import back_to_version_5
 
-    home = tmp_path / "home"
-    env = _env(home, None)
-    _write_runs(tmp_path, env, lines=3000)
-    db = home / "flowbook.db"
+    _, env, db = _runs_of_3000_lines(tmp_path)
     engine = sa.create_engine(f"sqlite:///{db}")
     back_to_version_5(engine)  # the store as version 5 wrote it
     engine.dispose()

@@ -265,7 +265,7 @@ def test_a_line_of_a_run_the_writer_forgot_gets_its_key_from_the_store(
     thread = state.result()
     opened = get_store()
     assert opened is not None
-    opened.writer.flow_keys.clear()  # as after many later flow runs ended
+    del opened.writer.flow_keys[str(state.run_id)]  # as after many later flow runs ended
     go.set()
     thread.join()
     opened.flush()
@@ -321,6 +321,75 @@ def test_an_upgrade_stopped_after_its_columns_were_added_is_finished_at_the_next
     _keys_consistent(store)
     assert len(flowbook.runs.get(run_id).task_run_list) == 3
     assert "outer of 2" in [line["message"] for line in flowbook.runs.get(run_id).logs]
+
+
+def test_rows_an_older_flowbook_writes_after_the_upgrade_are_found_and_gc_keys_them(
+    store: StoreUnderTest, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import flowbook.cli
+
+    _run_id(_outer, 1)
+    # what a process that opened the store at schema 5 goes on writing after another one
+    # upgraded it: its rows name the columns version 5 knew, and no key
+    old = "0ld-wr1t3r-flow-run"
+    now = time.time()
+    store.execute(
+        "INSERT INTO flow_runs (id, name, flow_name, state_type, state_name, run_count, "
+        "created_at, start_time, end_time) VALUES (:i, 'old-writer', 'legacy', 'COMPLETED', "
+        "'Completed', 1, :t, :t, :t)",
+        i=old,
+        t=now,
+    )
+    for n in range(3):
+        store.execute(
+            "INSERT INTO task_runs (id, flow_run_id, name, task_name, dynamic_key, state_type, "
+            "state_name, run_count, created_at) VALUES (:i, :f, :n, 'legacy_task', :k, "
+            "'COMPLETED', 'Completed', 1, :t)",
+            i=f"{old}-task-{n}",
+            f=old,
+            n=f"legacy_task-{n}",
+            k=n,
+            t=now + n,
+        )
+        store.execute(
+            "INSERT INTO logs (flow_run_id, task_run_id, level, logger, message, timestamp) "
+            "VALUES (:f, :i, 20, 'legacy', :m, :t)",
+            f=old,
+            i=f"{old}-task-{n}",
+            m=f"legacy line {n}",
+            t=now + n,
+        )
+
+    detail = flowbook.runs.get(old)
+    assert [t["name"] for t in detail.task_run_list] == [f"legacy_task-{n}" for n in range(3)]
+    assert [line["message"] for line in detail.logs if line["logger"] == "legacy"] == [
+        f"legacy line {n}" for n in range(3)
+    ]
+    assert {r.id: r.task_runs for r in flowbook.runs.list()}[old] == 3
+
+    assert flowbook.cli.main(["gc", "--older-than", "3650"]) == 0
+    out = capsys.readouterr().out
+    assert "gc: filled in the flow-run keys of 7 row(s) written by an older flowbook" in out
+    _keys_consistent(store)
+    assert len(flowbook.runs.get(old).task_run_list) == 3
+    assert flowbook.cli.main(["gc", "--older-than", "3650"]) == 0
+    assert "filled in" not in capsys.readouterr().out  # nothing left to fill
+    flowbook.runs.delete(old)
+    assert store.rows("SELECT count(*) FROM task_runs WHERE flow_run_id = :i", i=old) == [(0,)]
+    assert store.rows("SELECT count(*) FROM logs WHERE flow_run_id = :i", i=old) == [(0,)]
+
+
+def test_a_task_called_outside_any_flow_has_the_key_of_no_flow_run(
+    store: StoreUnderTest,
+) -> None:
+    assert _step(1) == 2
+    get_store().flush()  # type: ignore[union-attr]
+    assert store.rows("SELECT flow_run_id, flow_run_created_us FROM task_runs") == [
+        (None, schema.NO_FLOW_RUN)
+    ]
+    assert store.rows("SELECT flow_run_id, flow_run_created_us FROM logs") == [
+        (None, schema.NO_FLOW_RUN)
+    ]
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
@@ -489,6 +558,11 @@ def test_a_fork_waits_for_the_store_threads_inside_the_database_and_the_child_st
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     holder.join(5)
+    # nothing left counted inside (the store's own threads may be inside for a moment: the
+    # writer, the checkpoint thread after the flow's commit)
+    deadline = time.monotonic() + 5
+    while FORK_GUARD.inside() and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert FORK_GUARD.inside() == 0
     assert one(1) == 1  # the parent's writer goes on after the fork
 
