@@ -584,6 +584,7 @@ def _journalled_runs(
             )
             ended_ids.append(e["id"])
         if missing:
+            created_at = {e["id"]: float(e.get("created_at") or now) for e in missing}
             conn.execute(
                 flow_runs.insert(),
                 [
@@ -599,8 +600,8 @@ def _journalled_runs(
                         "state_name": final[e["id"]]["name"],
                         "state_message": final[e["id"]]["message"],
                         "run_count": final[e["id"]]["run_count"],
-                        "created_at": float(e.get("created_at") or now),
-                        "created_us": schema.created_us(float(e.get("created_at") or now)),
+                        "created_at": created_at[e["id"]],
+                        "created_us": schema.created_us(created_at[e["id"]]),
                         "end_time": final[e["id"]]["time"],
                         "notebook": e.get("notebook"),
                         "cell_id": e.get("cell_id"),

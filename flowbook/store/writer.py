@@ -30,7 +30,7 @@ import json
 import queue
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,12 +153,11 @@ class StoreWriter:
         # one (Pending, Running, Completed: told by the row's times, like a task run's); None
         # once the run has outlived a batch: its rows are written as they come
         self.flow_histories: dict[str, list[tuple[Any, ...]] | None] = {}
-        # the key of each flow run's log lines (``schema.created_us``), by id: the runs going
-        # on and the last _ENDED_KEYS to end (a line of an older run has its key read from
-        # the store as it is written: ``_insert_logs``); None, a line without a flow run, has
-        # NO_FLOW_RUN
+        # the key of each flow run's log lines (``schema.created_us``), by id: the last
+        # _KEPT_KEYS flow runs created, subflow runs included (a line of an older run has its
+        # key read from the store as it is written: ``_insert_logs``); None, a line without a
+        # flow run, has NO_FLOW_RUN (first in the dict, never dropped)
         self.flow_keys: dict[str | None, int] = {None: NO_FLOW_RUN}
-        self._ended_keys: deque[str] = deque()
         self._warned: set[str] = set()
         # what could not be written: counted, reported, and recorded in write_drops
         self.drops = Drops(process_id, _where(engine), results_dir)
@@ -524,7 +523,10 @@ class _Rows:
         except results.ResultError:
             params = None
         parent = run.parent_task_run
-        key = self.writer.flow_keys[run.id] = created_us(run.created_s)
+        keys = self.writer.flow_keys
+        key = keys[run.id] = created_us(run.created_s)
+        if len(keys) > _KEPT_KEYS:  # the oldest after None (the dict keeps insertion order)
+            del keys[next(k for k in keys if k is not None)]
         self.flow_inserts[run.id] = {
             "id": run.id,
             "name": run.name,
@@ -567,10 +569,6 @@ class _Rows:
         """End the flow run's printed lines (partial ones, drops counted)."""
         top = run.parent_task_run is None
         self.writer.printed.end(self.logs, run.id, run.end_s or time.time(), top=top)
-        ended = self.writer._ended_keys
-        ended.append(run.id)
-        if len(ended) > _ENDED_KEYS:
-            self.writer.flow_keys.pop(ended.popleft(), None)
 
     def _flow_state(self, run: FlowRun, state: State) -> None:
         type_value = state.type._value_
@@ -1028,8 +1026,8 @@ _LOG_COLUMNS = (
     "timestamp",
     "flow_run_created_us",
 )
-# how many ended flow runs keep their key in StoreWriter.flow_keys
-_ENDED_KEYS = 1024
+# how many of the flow runs created last keep their key in StoreWriter.flow_keys
+_KEPT_KEYS = 4096
 _CACHE_COLUMNS = tuple(c.name for c in cache_entries.columns)
 _MISS_COLUMNS = tuple(c.name for c in cache_misses.columns)
 _DROP_COLUMNS = ("at", "process_id", "run_id", "what", "reason")

@@ -274,6 +274,35 @@ def test_a_line_of_a_run_the_writer_forgot_gets_its_key_from_the_store(
     assert "a late line" in messages
 
 
+def test_the_writer_keeps_the_keys_of_the_last_flow_runs_only_and_every_line_has_its_key(
+    store: StoreUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowbook.store import writer
+
+    monkeypatch.setattr(writer, "_KEPT_KEYS", 8)
+
+    @flow
+    def child(i: int) -> int:
+        get_run_logger().info("child %d", i)
+        return i
+
+    @flow
+    def parent(n: int) -> int:
+        total = sum(child(i) for i in range(n))  # subflow runs: they never end a batch alone
+        get_run_logger().info("parent after %d children", n)  # its key went long ago
+        return total
+
+    run_id = _run_id(parent, 40)
+    opened = get_store()
+    assert opened is not None
+    opened.flush()
+    assert len(opened.writer.flow_keys) <= 8
+    assert None in opened.writer.flow_keys
+    _keys_consistent(store)
+    messages = [line["message"] for line in flowbook.runs.get(run_id).logs]
+    assert "parent after 40 children" in messages
+
+
 def test_a_version_5_store_gains_the_keys_and_keeps_every_row_findable(
     store: StoreUnderTest,
 ) -> None:
