@@ -164,7 +164,7 @@ def _take_pending() -> list[tuple[Any, float, int, Any, Any]]:
 
 def _write_batch(items: list[tuple[Any, float, int, Any, Any]]) -> None:
     """Write ``items`` in order, one write and one flush per run of items of the same stream
-    (caller holds ``_lock``)."""
+    (no flush for a stream that sends what is written by itself; caller holds ``_lock``)."""
     global dropped_lines
     start = 0
     while start < len(items):
@@ -181,14 +181,13 @@ def _write_batch(items: list[tuple[Any, float, int, Any, Any]]) -> None:
         _writing.on = True
         try:
             stream.write("".join(lines))
-            stream.flush()
-        except (OSError, ValueError):  # closed, full or not ready: line by line, once
-            for line in lines:
-                try:
-                    stream.write(line)
-                    stream.flush()
-                except (OSError, ValueError):
-                    dropped_lines += 1
+            if not _sends_itself(stream):
+                stream.flush()
+        except (OSError, ValueError):
+            # closed, full or not ready: the lines are counted as dropped, and not written
+            # again (what a stream took into its buffer before its flush failed stays there,
+            # and goes out if the stream recovers: a full pipe that drains)
+            dropped_lines += len(lines)
         finally:
             _writing.on = False
         start = end
@@ -232,22 +231,15 @@ def _deferred(ts: float, level: int, who: Any, text: Any) -> None:
 
 
 def _write(ts: float, level: int, who: Any, text: Any) -> None:
-    """Write a line now (after the pending ones)."""
+    """Write a line now, after the pending ones: with those of the same stream in one write
+    and one flush (a flow call's end writes its task runs' last lines and its own so)."""
     stream = sys.stderr
     if stream is None:
         return
     with _lock:
         items = _take_pending()
-        if items:
-            _write_batch(items)
-        line = _format(ts, level, who, text)
-        _writing.on = True
-        try:
-            stream.write(line)
-            if not _sends_itself(stream):
-                stream.flush()
-        finally:
-            _writing.on = False
+        items.append((stream, ts, level, who, text))
+        _write_batch(items)
 
 
 def _sends_itself(stream: Any) -> bool:

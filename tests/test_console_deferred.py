@@ -11,6 +11,7 @@ kept by a kill right after it), and before an uncaught exception's traceback.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import signal
@@ -320,4 +321,93 @@ def test_a_stderr_that_refuses_writes_costs_the_lines_not_the_run(tmp_path: Path
             [sys.executable, str(script)], stderr=full, stdout=subprocess.PIPE, env=env, timeout=120
         )
     assert proc.returncode == 0
-    assert proc.stdout.decode().split() == [str(sum(range(50))), "50"]
+    # the 50 task runs' lines and the flow run's two (created, finished)
+    assert proc.stdout.decode().split() == [str(sum(range(50))), "52"]
+
+
+def test_a_flow_calls_end_writes_its_last_task_lines_and_its_own_at_once(tmp_path: Path) -> None:
+    # stderr's raw writes counted: the flow run's "Created" line is one write, and its end
+    # writes the task run's pending line and its own "Finished" line together (one write and
+    # one flush: each is a system call, a few microseconds of a small flow call)
+    _, out = _run(
+        tmp_path,
+        """
+        import io, json, os, sys
+        from flowbook import console, flow, task
+
+        class Counted(io.RawIOBase):
+            def __init__(self):
+                self.writes = []
+            def writable(self):
+                return True
+            def write(self, data):
+                self.writes.append(bytes(data).decode())
+                return os.write(2, data)
+
+        raw = Counted()
+        sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.BufferedWriter(raw), write_through=True)
+        console._BATCH_S = 30.0  # the writer thread does not come first
+
+        @task
+        def work(x):
+            return x
+
+        @flow(name="small")
+        def small(x):
+            return work(x)
+
+        for i in range(3):
+            assert small(i) == i
+        print(json.dumps(raw.writes))
+        """,
+    )
+    writes = json.loads(out)
+    assert len(writes) == 6, writes
+    for created, ended in zip(writes[::2], writes[1::2], strict=True):
+        assert "Created flow run" in created, created
+        assert created.count("\n") == 1, created
+        task_line, flow_line = ended.splitlines()
+        assert "Task run 'work-0' - Finished in state Completed()" in task_line, ended
+        assert "Flow run" in flow_line, ended
+        assert "Finished in state Completed(" in flow_line, ended
+
+
+def test_lines_a_full_pipe_refused_are_counted_once_and_not_written_twice(tmp_path: Path) -> None:
+    # stderr a non-blocking pipe nobody reads yet: the flow run's line is refused (counted),
+    # stays in the stream's buffer, and comes out once when the pipe drains, before the next
+    _, out = _run(
+        tmp_path,
+        """
+        import fcntl, io, json, os, sys, time
+        from flowbook import console
+
+        r, w = os.pipe()
+        fcntl.fcntl(w, fcntl.F_SETFL, fcntl.fcntl(w, fcntl.F_GETFL) | os.O_NONBLOCK)
+        try:
+            while True:
+                os.write(w, b"#" * 4096)
+        except BlockingIOError:
+            pass
+        sys.stderr = io.TextIOWrapper(io.BufferedWriter(io.FileIO(w, "w")), line_buffering=True)
+        console._write(time.time(), 20, "flowbook.engine", "Created flow run 'a'")
+        refused = console.dropped_lines
+        fcntl.fcntl(r, fcntl.F_SETFL, fcntl.fcntl(r, fcntl.F_GETFL) | os.O_NONBLOCK)
+        got = b""
+        try:
+            while True:
+                got += os.read(r, 65536)
+        except BlockingIOError:
+            pass
+        console._write(time.time(), 20, "flowbook.engine", "Finished")
+        try:
+            while True:
+                got += os.read(r, 65536)
+        except BlockingIOError:
+            pass
+        print(json.dumps([refused, console.dropped_lines, got.replace(b"#", b"").decode()]))
+        """,
+    )
+    refused, dropped, text = json.loads(out)
+    assert (refused, dropped) == (1, 1)
+    lines = text.splitlines()
+    assert [line.split(" - ")[-1] for line in lines] == ["Created flow run 'a'", "Finished"], text

@@ -403,24 +403,34 @@ def run_many(conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
 _CURSOR = "flowbook.batches.cursor"
 
 
-def insert(conn: Any, table: Any, columns: tuple[str, ...], rows: Sequence[Sequence[Any]]) -> None:
+def insert(
+    conn: Any,
+    table: Any,
+    columns: tuple[str, ...],
+    rows: Sequence[Sequence[Any]],
+    *,
+    without_nulls: bool = False,
+) -> None:
     """INSERT many rows through the driver's own ``executemany``.
 
     The bulk of a batch (task runs, states, logs) goes this way: SQLAlchemy's per-row
-    parameter processing would cost more than the database's work.
+    parameter processing would cost more than the database's work. ``without_nulls``: on
+    SQLite, runs of rows with the same NULL columns are inserted without those columns (for
+    tables whose rows have many: ``_insert_without_nulls``).
     """
     mark = _PLACEHOLDERS.get(conn.dialect.paramstyle)
     if mark is None:  # a driver with named parameters: let SQLAlchemy translate
         conn.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
         return
-    if conn.dialect.name == "sqlite":
+    if without_nulls and conn.dialect.name == "sqlite":
         _insert_without_nulls(conn, table, columns, rows)
         return
     run_many(conn, _insert_sql(table.name, columns, mark), rows)
 
 
 def _insert_sql(table: str, columns: Sequence[str], mark: str) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+    names, marks = ", ".join(columns), ", ".join([mark] * len(columns))
+    return f"INSERT INTO {table} ({names}) VALUES ({marks})"
 
 
 def _insert_without_nulls(
@@ -429,23 +439,45 @@ def _insert_without_nulls(
     """SQLite: INSERT each run of consecutive rows with the same NULL columns without them.
 
     The sqlite3 module binds ``None`` (and ``bytes``) through its adapter look-up, about a
-    microsecond a value here; a task-run row has five or so ``None`` columns, so leaving them
-    out of the statement (a column left out is NULL: none of the store's columns has a
-    default in the database) takes about a sixth off the insert. Rows keep their order: only
-    consecutive rows with the same NULLs share a statement, and a map's rows all do.
+    microsecond a value on a slow machine; a task-run row has five or so ``None`` columns, so
+    leaving them out of the statement (a column left out is NULL: a column with a default in
+    the database is never left out) takes about a fifth off the insert. Rows keep their
+    order: a statement takes consecutive rows only. Where shapes alternate, runs shorter than
+    ``_SHAPED_RUN`` rows go with their neighbours through the statement with every column
+    (one ``executemany`` per alternation would cost more than the look-ups it saves), and so
+    does a row of the wrong length (which the database then refuses, as before).
     """
-    plain = (None,) * len(columns)
+    if not rows:
+        return
+    n = len(columns)
+    plain = (None,) * n
     is_ = operator.is_
-    start = 0
+    runs: list[tuple[tuple[bool, ...] | None, int, int]] = []  # (NULL columns, start, end)
     shape: tuple[bool, ...] | None = None
+    start = 0
     for i, row in enumerate(rows):
-        nulls = tuple(map(is_, row, plain))
-        if nulls != shape:
-            if shape is not None:
-                _insert_shape(conn, table, columns, shape, rows[start:i])
+        nulls = tuple(map(is_, row, plain)) if len(row) == n else None
+        if nulls != shape or i == 0:
+            if i:
+                runs.append((shape, start, i))
             shape, start = nulls, i
-    if shape is not None:
-        _insert_shape(conn, table, columns, shape, rows[start:] if start else rows)
+    runs.append((shape, start, len(rows)))
+    if len(runs) == 1:  # one shape (a map's rows, a flow call's one row)
+        if runs[0][0] is not None:
+            _insert_shape(conn, table, columns, runs[0][0], rows)
+            return
+        runs.clear()
+    pending = -1 if runs else 0  # where the rows for the statement with every column start
+    for shape, start, end in runs:
+        if shape is not None and end - start >= _SHAPED_RUN:
+            if pending >= 0:
+                run_many(conn, _insert_sql(table.name, columns, "?"), rows[pending:start])
+                pending = -1
+            _insert_shape(conn, table, columns, shape, rows[start:end])
+        elif pending < 0:
+            pending = start
+    if pending >= 0:
+        run_many(conn, _insert_sql(table.name, columns, "?"), rows[pending:])
 
 
 def _insert_shape(
@@ -455,7 +487,7 @@ def _insert_shape(
     nulls: tuple[bool, ...],
     rows: Sequence[Sequence[Any]],
 ) -> None:
-    key = (table.name, columns, nulls)
+    key = (table, columns, nulls)
     plan = _SHAPES.get(key)
     if plan is None:
         defaults = {c.name for c in table.columns if c.server_default is not None}
@@ -479,14 +511,16 @@ def _one(i: int) -> Callable[[Sequence[Any]], tuple[Any]]:
     return pick
 
 
+# runs of rows shorter than this go through the statement with every column
+_SHAPED_RUN = 4
 # (table, columns, NULL columns) -> (statement, what each row gives it), for the few shapes
 # of row each table has
-_SHAPES: dict[tuple[str, tuple[str, ...], tuple[bool, ...]], Any] = {}
+_SHAPES: dict[tuple[Any, tuple[str, ...], tuple[bool, ...]], Any] = {}
 
 
-def insert_rows(table: Any, columns: tuple[str, ...]) -> Execute:
+def insert_rows(table: Any, columns: tuple[str, ...], *, without_nulls: bool = False) -> Execute:
     def execute(conn: Any, rows: Sequence[Row]) -> None:
-        insert(conn, table, columns, rows)
+        insert(conn, table, columns, rows, without_nulls=without_nulls)
 
     return execute
 

@@ -1074,8 +1074,8 @@ def _clean_row(row: Any) -> Any:
     return tuple(_clean_text(value) for value in row)
 
 
-_INSERT_FLOWS = _unicode_safe(insert_rows(flow_runs, _FLOW_COLUMNS))
-_INSERT_TASKS = _unicode_safe(insert_rows(task_runs, _TASK_COLUMNS))
+_INSERT_FLOWS = _unicode_safe(insert_rows(flow_runs, _FLOW_COLUMNS, without_nulls=True))
+_INSERT_TASKS = _unicode_safe(insert_rows(task_runs, _TASK_COLUMNS, without_nulls=True))
 _INSERT_EDGES = insert_rows(task_run_edges, ("upstream_id", "downstream_id"))
 _INSERT_STATES = _unicode_safe(insert_rows(states, _STATE_COLUMNS))
 

@@ -46,6 +46,13 @@ ROWS: list[tuple[Any, ...]] = [
     ("u", 8, bytes(range(256)), "d8"),
 ]
 
+LONG_RUNS: list[tuple[Any, ...]] = [
+    *((f"a{i}", i, None, None) for i in range(5)),
+    ("short", None, b"x", "d"),
+    *((None, i, b"y", None) for i in range(6)),
+    *((f"b{i}", None, None, f"d{i}") for i in range(3)),
+]
+
 
 def test_rows_read_back_as_given_in_their_order(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'shapes.db'}")
@@ -53,12 +60,14 @@ def test_rows_read_back_as_given_in_their_order(tmp_path: Path) -> None:
     table = _table(metadata)
     metadata.create_all(engine)
     with engine.begin() as conn:
-        batches.insert(conn, table, COLUMNS, ROWS)
-        batches.insert(conn, table, COLUMNS, ROWS[:1])  # a single row
-        batches.insert(conn, table, COLUMNS, [])  # no rows: nothing
+        batches.insert(conn, table, COLUMNS, ROWS, without_nulls=True)
+        batches.insert(conn, table, COLUMNS, ROWS[:1], without_nulls=True)  # a single row
+        batches.insert(conn, table, COLUMNS, [], without_nulls=True)  # no rows: nothing
+        # long runs of one shape between short ones: each long run without its NULL columns
+        batches.insert(conn, table, COLUMNS, LONG_RUNS, without_nulls=True)
     with engine.connect() as conn:
         got = conn.execute(text("SELECT a, b, c, d FROM shapes ORDER BY seq")).all()
-    assert [tuple(row) for row in got] == [*ROWS, ROWS[0]]
+    assert [tuple(row) for row in got] == [*ROWS, ROWS[0], *LONG_RUNS]
 
 
 def test_a_refused_row_fails_the_insert_as_before(tmp_path: Path) -> None:
@@ -72,9 +81,45 @@ def test_a_refused_row_fails_the_insert_as_before(tmp_path: Path) -> None:
     )
     metadata.create_all(engine)
     with pytest.raises(Exception, match="UNIQUE"), engine.begin() as conn:
-        batches.insert(conn, table, ("id", "note"), [("a", None), ("b", "x"), ("a", "y")])
+        batches.insert(
+            conn, table, ("id", "note"), [("a", None), ("b", "x"), ("a", "y")], without_nulls=True
+        )
     with engine.connect() as conn:  # the transaction rolled back whole
         assert conn.execute(text("SELECT count(*) FROM strict")).scalar() == 0
+
+
+@pytest.mark.parametrize("bad", [("x", None), ("x", None, b"c", "d", "extra")])
+def test_a_row_of_the_wrong_length_is_refused_as_before(
+    tmp_path: Path, bad: tuple[Any, ...]
+) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'length.db'}")
+    metadata = MetaData()
+    table = _table(metadata)
+    metadata.create_all(engine)
+    for rows in ([bad], [ROWS[0], bad, ROWS[0]], [ROWS[0]] * 5 + [bad]):
+        with pytest.raises(Exception, match="bindings"), engine.begin() as conn:
+            batches.insert(conn, table, COLUMNS, rows, without_nulls=True)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM shapes")).scalar() == 0
+
+
+def test_tables_of_the_same_name_keep_their_own_defaults(tmp_path: Path) -> None:
+    # the statement for a shape is kept per table: one with a default for ``d`` must not
+    # lend its plan (which leaves ``d`` out) to one without, or the other way round
+    for name, default in (("one", None), ("two", "filled")):
+        engine = create_engine(f"sqlite:///{tmp_path / name}.db")
+        metadata = MetaData()
+        table = Table(
+            "same",
+            metadata,
+            Column("a", String(10)),
+            Column("d", String(10), server_default=default),
+        )
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            batches.insert(conn, table, ("a", "d"), [("x", None)], without_nulls=True)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT a, d FROM same")).one() == ("x", None)
 
 
 def test_a_flows_task_runs_keep_their_nulls(store: StoreUnderTest) -> None:
