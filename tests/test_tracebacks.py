@@ -314,7 +314,7 @@ def test_a_result_raised_in_a_cell_hides_flowbooks_frames(how: str) -> None:
         "background": lambda: fails.run_background().result(timeout=30),
     }
     # (future_list: both runs fail, and the first to end is raised, as in Prefect 3)
-    with pytest.raises(ValueError, match="bad value [12]") as info:
+    with pytest.raises(ValueError, match=r"bad value [12]") as info:
         calls[how]()
     assert _visible_flowbook_frames(info.value) == []
     assert "inner" in [f.name for f in _frames(info.value)]
