@@ -457,17 +457,15 @@ def _insert_without_nulls(
     start = 0
     for i, row in enumerate(rows):
         nulls = tuple(map(is_, row, plain)) if len(row) == n else None
-        if nulls != shape or i == 0:
+        if nulls != shape:
             if i:
                 runs.append((shape, start, i))
             shape, start = nulls, i
     runs.append((shape, start, len(rows)))
-    if len(runs) == 1:  # one shape (a map's rows, a flow call's one row)
-        if runs[0][0] is not None:
-            _insert_shape(conn, table, columns, runs[0][0], rows)
-            return
-        runs.clear()
-    pending = -1 if runs else 0  # where the rows for the statement with every column start
+    if len(runs) == 1 and shape is not None:  # one shape (a map's rows, a flow call's row)
+        _insert_shape(conn, table, columns, shape, rows)
+        return
+    pending = -1  # where the rows for the statement with every column start
     for shape, start, end in runs:
         if shape is not None and end - start >= _SHAPED_RUN:
             if pending >= 0:
