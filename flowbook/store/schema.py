@@ -15,7 +15,9 @@ top-level flow run started in a Jupyter kernel came from (NULL elsewhere, and fo
 4 adds ``task_runs.result_checksum`` and ``cache_entries.checksum`` (NULL for older rows, which
 are read unchecked) and the ``write_drops`` table of records the store could not write; 5 adds
 the ``flows`` table of registered flows (``flowbook.registry``); 6 indexes task runs and log
-lines by their flow run's creation time (below) in place of its id.
+lines by their flow run's creation time (below) in place of its id; 7 drops the index of flow
+runs by state, which no query used (the run list matches states case-blind, crash recovery
+looks for the states a run has not ended in) and which every flow call's commit wrote.
 
 **Finding a flow run's rows.** Flow-run ids are random (people shorten them to 8 digits), so an
 index on ``task_runs.flow_run_id`` would take each new flow run's rows at a random place: in a
@@ -71,7 +73,7 @@ __all__ = [
     "of_flow_runs",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 metadata = MetaData()
 
@@ -124,7 +126,6 @@ flow_runs = Table(
     Column("created_us", BigInteger),
     Index("ix_flow_runs_flow_name", "flow_name"),
     Index("ix_flow_runs_created_at", "created_at"),
-    Index("ix_flow_runs_state_type", "state_type"),
 )
 
 task_runs = Table(
@@ -392,6 +393,12 @@ def _v5_to_v6(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _v6_to_v7(conn: Connection) -> None:
+    """The index of flow runs by state dropped: no query reads through it, and each flow
+    run's row written cost a page of it."""
+    conn.execute(text("DROP INDEX IF EXISTS ix_flow_runs_state_type"))
+
+
 # MIGRATIONS[n] upgrades an existing store from version n to n + 1 (a new store is created at
 # SCHEMA_VERSION directly). Each step must keep every row it finds.
 MIGRATIONS: dict[int, Migration] = {
@@ -400,4 +407,5 @@ MIGRATIONS: dict[int, Migration] = {
     3: _v3_to_v4,
     4: _v4_to_v5,
     5: _v5_to_v6,
+    6: _v6_to_v7,
 }

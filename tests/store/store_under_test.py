@@ -113,9 +113,17 @@ def read_only(path: Path) -> Iterator[None]:
             subprocess.run(["umount", "--lazy", str(path)], check=True)  # still held open
 
 
+def back_to_version_6(engine: sa.Engine) -> None:
+    """Undo what schema version 7 did: the index of flow runs by state back in its place."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE INDEX ix_flow_runs_state_type ON flow_runs (state_type)"))
+        conn.execute(sa.text("UPDATE flowbook_meta SET value = '6' WHERE key = 'schema_version'"))
+
+
 def back_to_version_5(engine: sa.Engine) -> None:
-    """Undo what schema version 6 added: the flow-run key columns and their indexes (the
-    indexes by flow-run id back in their place)."""
+    """Undo what schema versions 7 and 6 did: the index by state back, the flow-run key columns
+    and their indexes gone (the indexes by flow-run id back in their place)."""
+    back_to_version_6(engine)
     with engine.begin() as conn:
         for index in ("ix_task_runs_flow_run_created_us", "ix_logs_flow_run_created_us"):
             conn.execute(sa.text(f"DROP INDEX {index}"))

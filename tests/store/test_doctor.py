@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from flowbook.store.schema import SCHEMA_VERSION
+
 pytestmark = pytest.mark.slow
 
 WRITE_RUNS = """\
@@ -105,7 +107,7 @@ def test_a_healthy_store_is_reported_with_its_contents(
         assert lines[0].startswith(f"store:      {home / 'flowbook.db'} (sqlite, ")
     else:
         assert lines[0].startswith(f"store:      {url} (postgresql, ")
-    assert lines[0].endswith(", schema version 6)")
+    assert lines[0].endswith(f", schema version {SCHEMA_VERSION})")
     assert lines[1:] == [
         f"results:    {home / 'results'}",
         "records:    flow runs: 1, task runs: 3, log lines: 10, cache entries: 1",
@@ -118,7 +120,7 @@ def test_a_healthy_store_is_reported_with_its_contents(
     assert report["ok"] is True
     assert report["problems"] == []
     assert report["counts"] == {"flow_runs": 1, "task_runs": 3, "logs": 10, "cache_entries": 1}
-    assert report["schema_version"] == 6
+    assert report["schema_version"] == SCHEMA_VERSION
     assert report["size_bytes"] > 0
 
 
@@ -274,9 +276,9 @@ def test_repair_of_an_older_store_gives_the_rows_it_copies_their_flow_run_keys(
 
     repaired = _doctor(env, "--repair")
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
-    assert "schema version 6" in repaired.stdout
+    assert f"schema version {SCHEMA_VERSION}" in repaired.stdout
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT value FROM flowbook_meta").fetchone() == ("6",)
+        assert conn.execute("SELECT value FROM flowbook_meta").fetchone() == (str(SCHEMA_VERSION),)
         (run_id, key, created_at) = conn.execute(
             "SELECT id, created_us, created_at FROM flow_runs"
         ).fetchone()

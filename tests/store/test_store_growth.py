@@ -22,7 +22,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from store_under_test import StoreUnderTest, back_to_version_5, child_env, store
+from store_under_test import (
+    StoreUnderTest,
+    back_to_version_5,
+    back_to_version_6,
+    child_env,
+    store,
+)
 
 import flowbook.runs
 from flowbook import flow, get_run_logger, task
@@ -314,7 +320,7 @@ def test_a_version_5_store_gains_the_keys_and_keeps_every_row_findable(
     details = {run_id: flowbook.runs.get(run_id) for run_id in ids}
 
     assert get_store() is not None  # migrated on open
-    assert store.rows("SELECT value FROM flowbook_meta") == [("6",)]
+    assert store.rows("SELECT value FROM flowbook_meta") == [(str(schema.SCHEMA_VERSION),)]
     assert {t: store.count(t) for t in before} == before
     _keys_consistent(store)
     assert store.rows("SELECT count(*) FROM task_runs WHERE flow_run_created_us IS NULL") == [(0,)]
@@ -334,6 +340,28 @@ def test_a_version_5_store_gains_the_keys_and_keeps_every_row_findable(
     assert len(flowbook.runs.get(ids[1]).task_run_list) == 4
 
 
+def test_a_version_6_store_loses_the_index_by_state_and_keeps_its_rows(
+    store: StoreUnderTest,
+) -> None:
+    ids = [_run_id(_outer, n) for n in (1, 2)]
+    listed = [(r.id, r.state) for r in flowbook.runs.list()]
+    assert {i for i, state in listed if state == "Completed"} >= set(ids)
+    close_store()
+    back_to_version_6(store.engine)
+    assert "ix_flow_runs_state_type" in _indexes(store, "flow_runs")
+    before = {t: store.count(t) for t in ("flow_runs", "task_runs", "logs", "states")}
+
+    assert get_store() is not None  # migrated on open
+    assert store.rows("SELECT value FROM flowbook_meta") == [(str(schema.SCHEMA_VERSION),)]
+    assert "ix_flow_runs_state_type" not in _indexes(store, "flow_runs")
+    assert {t: store.count(t) for t in before} == before
+    assert [(r.id, r.state) for r in flowbook.runs.list()] == listed
+    completed = {i for i, state in listed if state == "Completed"}
+    assert {r.id for r in flowbook.runs.list(state="completed")} == completed
+    new = _run_id(_outer, 1)
+    assert flowbook.runs.get(new).state == "Completed"
+
+
 def test_an_upgrade_stopped_after_its_columns_were_added_is_finished_at_the_next_open(
     store: StoreUnderTest,
 ) -> None:
@@ -346,7 +374,7 @@ def test_an_upgrade_stopped_after_its_columns_were_added_is_finished_at_the_next
     store.execute("ALTER TABLE task_runs ADD COLUMN flow_run_created_us BIGINT")
 
     assert get_store() is not None
-    assert store.rows("SELECT value FROM flowbook_meta") == [("6",)]
+    assert store.rows("SELECT value FROM flowbook_meta") == [(str(schema.SCHEMA_VERSION),)]
     _keys_consistent(store)
     assert len(flowbook.runs.get(run_id).task_run_list) == 3
     assert "outer of 2" in [line["message"] for line in flowbook.runs.get(run_id).logs]
