@@ -74,14 +74,21 @@ class TaskRunCreated(Event):
     """A task run was created inside a flow run (or alone, for a task called outside flows).
 
     ``upstream`` holds the ids of the task runs it depends on: data dependencies (futures
-    passed as arguments) and ``wait_for``.
+    passed as arguments) and ``wait_for``; ``upstream_runs`` those runs (the event does not
+    keep them past its delivery: a subscriber that needs more than their ids takes it then).
     """
 
-    __slots__ = ("task_run", "upstream")
+    __slots__ = ("task_run", "upstream", "upstream_runs")
 
-    def __init__(self, task_run: TaskRun, upstream: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        task_run: TaskRun,
+        upstream: tuple[str, ...] = (),
+        upstream_runs: tuple[TaskRun, ...] = (),
+    ) -> None:
         self.task_run = task_run
         self.upstream = upstream
+        self.upstream_runs = upstream_runs
 
 
 class StateChanged(Event):

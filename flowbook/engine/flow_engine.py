@@ -215,7 +215,8 @@ class FlowRunEngine:
             record.name = run.name
             parent.task_runs.append(record)
             if bus.wants(TaskRunCreated):
-                bus.emit(TaskRunCreated(record, record.upstream_ids))
+                up_runs = tuple(f.task_run for f in upstream)
+                bus.emit(TaskRunCreated(record, record.upstream_ids, up_runs))
             self._set_record_state(Pending())
         if bus.wants(FlowRunCreated):
             bus.emit(FlowRunCreated(run))

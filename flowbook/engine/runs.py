@@ -273,6 +273,12 @@ class TaskRun:
         self._map = base
 
     @property
+    def map_id(self) -> str | None:
+        """The id of the ``.map()`` call that made this run, else None."""
+        group = self._map
+        return None if group is None else group[0]
+
+    @property
     def task_name(self) -> str:
         if self.task is not None:
             return self.task.name

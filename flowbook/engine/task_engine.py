@@ -203,7 +203,8 @@ class TaskRunEngine(SubmittedCall):
         if flow_run is not None:
             flow_run.task_runs.append(run)
         if bus.wants(TaskRunCreated):
-            bus.emit(TaskRunCreated(run, run.upstream_ids))
+            up_runs = tuple(f.task_run for f in upstream) if upstream else ()
+            bus.emit(TaskRunCreated(run, run.upstream_ids, up_runs))
         first_task_run_state(run, Pending(timestamp_s=run.created_s))
 
     def _note_annotations(self, wait_for: Iterable[Any] | None) -> State | None:

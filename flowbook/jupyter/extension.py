@@ -282,6 +282,8 @@ class NotebookFrontend:
         if live is not None:
             model = live.model
             if model is not None:
+                if event.upstream_runs:
+                    model.upstream_created(event.upstream_runs)
                 model.task_run_changed(run)
                 live.timeline_dirty = True
 

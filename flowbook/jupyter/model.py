@@ -375,9 +375,14 @@ class RunModel:
         self._partial: dict[tuple[str, str], PartialLine] = {}
         # state history per task run id, kept for runs shown in node details
         self._history: dict[str, list[list[Any]]] = {}
-        # the node of every task run seen (for the edges of later runs); the state codes of
-        # runs outside a map (map runs keep theirs in their node's bytearray)
+        # the node of every task run seen outside a map (for the edges of later runs; a map's
+        # runs are found through their map's node, so a map of a million runs adds no entry
+        # per run); the state codes of those runs (map runs keep theirs in their node's
+        # bytearray)
         self._where: dict[str, _Node] = {}
+        # the map of each mapped run that a later run depends on: run id -> map id (told by
+        # the later run's creation, ``upstream_created``)
+        self._mapped_upstream: dict[str, str] = {}
         self._codes: dict[str, int] = {}
         # the (name, type) of each state code, and back; code 0: not seen yet
         self._code_names: list[tuple[str, str]] = [("", "")]
@@ -412,6 +417,21 @@ class RunModel:
     # -- fed from the event subscriber (any thread; must be quick) ---------------------------
     def task_run_changed(self, run: TaskRun) -> None:
         self._dirty.append(run)
+
+    def upstream_created(self, upstream: Iterable[TaskRun]) -> None:
+        """A task run was created after ``upstream`` (the runs it depends on): the mapped
+        ones among them are remembered, for the edges from their map's node."""
+        for up in upstream:
+            map_id = up.map_id
+            if map_id is not None and up.subflow_run is None:
+                self._mapped_upstream[up.id] = map_id
+
+    def _node_of(self, run: TaskRun) -> _Node | None:
+        """The node a run was counted on (None: not added yet)."""
+        map_id = run.map_id
+        if map_id is not None and run.subflow_run is None:
+            return self._map_nodes.get(map_id)
+        return self._where.get(run.id)
 
     def flow_run_changed(self) -> None:
         self._header_dirty = True
@@ -527,20 +547,28 @@ class RunModel:
     def _apply(self, dirty: Iterable[TaskRun]) -> set[str]:
         """Count each changed run's new state on its node (runs arrive in creation order)."""
         changed: set[str] = set()
-        where, codes, started, names = self._where, self._codes, self._started, self._code_names
+        codes, started, names = self._codes, self._started, self._code_names
+        node_of = self._node_of
         for run in dirty:
-            node = where.get(run.id)
+            node = node_of(run)
+            added = node is None
             if node is None:
                 node = self._add(run)
+            node_codes = node.codes
+            if node_codes is not None:
+                index = _index(run)
+                old = node_codes[index]
+                if not old and not added:  # a map's run not seen yet (its node came earlier)
+                    self._add(run)
+            else:
+                index = -1
+                old = codes.get(run.id, 0)
             state = run.state
             if state is None:
                 name, kind = "Pending", "PENDING"
             else:
                 name, kind = state.name, state.type._value_
             code = self._code_of.get((name, kind)) or self._code(name, kind)
-            node_codes = node.codes
-            index = _index(run) if node_codes is not None else -1
-            old = node_codes[index] if node_codes is not None else codes.get(run.id, 0)
             if old & _MAX_CODES == code:
                 continue
             old_name, old_kind = names[old & _MAX_CODES]
@@ -597,11 +625,14 @@ class RunModel:
             node = self._nodes.get(key) or self._new_node(key, kind, label, parent)
             if kind == "task":
                 loose.append(run)
-        self._where[run.id] = node
+            self._where[run.id] = node
         node.add(run)
         key = node.key
         for up in run.upstream_ids:
             up_node = self._where.get(up)
+            if up_node is None:
+                map_id = self._mapped_upstream.get(up)
+                up_node = self._map_nodes.get(map_id) if map_id is not None else None
             if up_node is None:
                 self._waiting_edges.setdefault(up, []).append(key)
             else:
@@ -756,10 +787,11 @@ class RunModel:
 
     def timeline(self) -> dict[str, Any]:
         # runs in the order they started: the first MAX_BARS are drawn
-        where, codes, names = self._where, self._codes, self._code_names
+        codes, names, node_of = self._codes, self._code_names, self._node_of
         shown = []
         for run in self._started:
-            node = where[run.id]
+            node = node_of(run)
+            assert node is not None  # (a run starts after it is added)
             node_codes = node.codes
             code = node_codes[_index(run)] if node_codes is not None else codes[run.id]
             name, kind = names[code & _MAX_CODES]  # the state the counts show

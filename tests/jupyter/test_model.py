@@ -40,6 +40,8 @@ class Feeder:
         if isinstance(run, TaskRun) and run.flow_run is not None:
             model = self.by_flow.get(run.flow_run.id)
             if model is not None:
+                if isinstance(event, TaskRunCreated) and event.upstream_runs:
+                    model.upstream_created(event.upstream_runs)
                 model.task_run_changed(run)
                 if isinstance(event, StateChanged):
                     model.state_entered(run, event.state)
@@ -125,6 +127,44 @@ def test_a_failed_run_shows_first_with_its_traceback(feeder: Feeder) -> None:
     ok = next(n for n in snap["graph"]["nodes"] if n["label"].startswith("inc"))
     assert ok["detail"]["runs"][0]["result"] == "2"
     assert snap["header"]["state"] == "Failed"
+
+
+def test_edges_from_a_maps_runs_go_from_its_node_and_its_runs_have_no_entry_of_their_own(
+    feeder: Feeder,
+) -> None:
+    @task
+    def double(x: int) -> int:
+        return 2 * x
+
+    @flow
+    def pipeline(n: int) -> int:
+        first = inc.map(range(n))
+        second = double.map(first)  # each run depends on one run of the first map
+        last = total.submit([2], wait_for=[first[3]])  # waits for one mapped run
+        alone = inc.submit(second[0])  # gets one mapped run's result
+        return sum(f.result() for f in second) + last.result() + alone.result()
+
+    assert pipeline(30) == 2 * sum(range(1, 31)) + 2 + 3
+    model = feeder.models[0]
+    snap = model.snapshot(timeline=True)
+    nodes = snap["graph"]["nodes"]
+    maps = {n["label"]: n for n in nodes if n["kind"] == "map"}
+    assert set(maps) == {"inc.map", "double.map"}
+    assert (maps["double.map"]["done"], maps["double.map"]["total"]) == (30, 30)
+    last = next(n for n in nodes if n["label"].startswith("total"))
+    alone = next(n for n in nodes if n["kind"] == "task" and n["label"].startswith("inc"))
+    edges = {(e["from"], e["to"]) for e in snap["graph"]["edges"]}
+    assert edges == {
+        (maps["inc.map"]["key"], maps["double.map"]["key"]),
+        (maps["inc.map"]["key"], last["key"]),
+        (maps["double.map"]["key"], alone["key"]),
+    }
+    assert snap["timeline"]["total"] == 62
+    # the per-run index holds the two runs outside the maps, and the maps' runs that later
+    # runs named as upstream are remembered by their map only
+    assert len(model._where) == 2
+    assert set(model._mapped_upstream.values()) == set(model._map_nodes)
+    assert len(model._mapped_upstream) == 30 + 1
 
 
 def test_many_submits_of_one_task_fold_into_a_group(feeder: Feeder) -> None:
