@@ -41,7 +41,7 @@ class Feeder:
             model = self.by_flow.get(run.flow_run.id)
             if model is not None:
                 if isinstance(event, TaskRunCreated) and event.upstream_runs:
-                    model.upstream_created(event.upstream_runs)
+                    model.upstream_created(run, event.upstream_runs)
                 model.task_run_changed(run)
                 if isinstance(event, StateChanged):
                     model.state_entered(run, event.state)
@@ -160,11 +160,54 @@ def test_edges_from_a_maps_runs_go_from_its_node_and_its_runs_have_no_entry_of_t
         (maps["double.map"]["key"], alone["key"]),
     }
     assert snap["timeline"]["total"] == 62
-    # the per-run index holds the two runs outside the maps, and the maps' runs that later
-    # runs named as upstream are remembered by their map only
+    # the per-run index holds the two runs outside the maps; the maps' runs that later runs
+    # depend on were remembered only until those runs were added
     assert len(model._where) == 2
-    assert set(model._mapped_upstream.values()) == set(model._map_nodes)
-    assert len(model._mapped_upstream) == 30 + 1
+    assert model._mapped_upstream == {}
+
+
+def test_a_run_ending_in_a_state_of_its_own_keeps_no_history_beyond_what_the_run_holds(
+    feeder: Feeder,
+) -> None:
+    calls: list[int] = []
+
+    @task(cache_key_fn=lambda context, parameters: f"model-history-{parameters['x']}")
+    def kept(x: int) -> int:
+        calls.append(x)
+        return x
+
+    @task(retries=1, retry_delay_seconds=0)
+    def flaky(x: int) -> int:
+        calls.append(-x)
+        if calls.count(-x) == 1:
+            raise ValueError(f"first try of {x}")
+        return x
+
+    @flow
+    def twice(n: int) -> list[int]:
+        first = kept.map(range(n)).result()
+        again = kept.map(range(n)).result()  # every run Cached
+        return first + again + [flaky(n)]
+
+    assert twice(40) == [*range(40), *range(40), 40]
+    model = feeder.models[0]
+    snap = model.snapshot(timeline=False)
+    nodes = [n for n in snap["graph"]["nodes"] if n["kind"] == "map"]
+    assert sorted(tuple(n["counts"].items()) for n in nodes) == [
+        (("Cached", 40),),
+        (("Completed", 40),),
+    ]
+    # the retried run's states are kept; a run that went straight to Cached keeps none
+    assert len(model._history) == 1
+    (cached,) = (n for n in nodes if n["counts"] == {"Cached": 40})
+    assert cached["detail"]["runs"]
+    for run in cached["detail"]["runs"]:
+        assert [s[0] for s in run["states"]] == ["Pending", "Cached"]
+    (retried,) = (n for n in snap["graph"]["nodes"] if n["label"].startswith("flaky"))
+    (detail,) = retried["detail"]["runs"]
+    assert [s[0] for s in detail["states"]] == [
+        "Pending", "Running", "AwaitingRetry", "Retrying", "Completed"
+    ]  # fmt: skip
 
 
 def test_many_submits_of_one_task_fold_into_a_group(feeder: Feeder) -> None:
