@@ -283,7 +283,7 @@ class NotebookFrontend:
             model = live.model
             if model is not None:
                 if event.upstream_runs:
-                    model.upstream_created(run, event.upstream_runs)
+                    model.upstream_created(event.upstream_runs)
                 model.task_run_changed(run)
                 live.timeline_dirty = True
 

@@ -9,12 +9,12 @@ not 10,000 per update. The graph layout is recomputed only when nodes appear.
 It keeps little per task run, so that a 1,000,000-task map fits in a kernel: a byte of state
 per run of a ``.map()`` (by its index in the map; other runs: a small int in a dict), the node
 each run outside a map is in (one dict entry, for the edges of later runs; a map's runs are
-found through their map's node), the states of a run beyond Pending, Running and its final
-one (retries, custom states: a run's final state alone is read from the run), and references
-only to the task runs it can show: the first ``MAX_BARS`` to start (the timeline), the first
-``MAX_DETAIL_RUNS`` to fail and the last ``MAX_DETAIL_RUNS`` created per node (node details).
-Every other task run (its result among them) is the engine's and the store's, never kept alive
-by the widget.
+found through their map's node, and one that a later run depends on has an entry for its
+map), the states of a run beyond Pending, Running and its final one (retries, custom states:
+a run's final state alone is read from the run), and references only to the task runs it can
+show: the first ``MAX_BARS`` to start (the timeline), the first ``MAX_DETAIL_RUNS`` to fail
+and the last ``MAX_DETAIL_RUNS`` created per node (node details). Every other task run (its
+result among them) is the engine's and the store's, never kept alive by the widget.
 
 ``StoredRun`` gives the same snapshot for a finished run read back from the store.
 
@@ -383,9 +383,10 @@ class RunModel:
         # per run); the state codes of those runs (map runs keep theirs in their node's
         # bytearray)
         self._where: dict[str, _Node] = {}
-        # the mapped runs a run created and not yet added depends on, by its id: upstream run
-        # id -> map id (told by its creation, ``upstream_created``; taken when it is added)
-        self._mapped_upstream: dict[str, dict[str, str]] = {}
+        # the map of each mapped run that a later run depends on: run id -> map id (told by
+        # the later run's creation, ``upstream_created``; one entry per such run, however many
+        # runs depend on it)
+        self._mapped_upstream: dict[str, str] = {}
         self._codes: dict[str, int] = {}
         # the (name, type) of each state code, and back; code 0: not seen yet
         self._code_names: list[tuple[str, str]] = [("", "")]
@@ -421,17 +422,15 @@ class RunModel:
     def task_run_changed(self, run: TaskRun) -> None:
         self._dirty.append(run)
 
-    def upstream_created(self, run: TaskRun, upstream: Iterable[TaskRun]) -> None:
-        """Task run ``run`` was created after ``upstream`` (the runs it depends on): the
-        mapped ones among them are remembered until ``run`` is added, for the edges from their
-        map's node. (Call it before ``task_run_changed`` for the run's creation.)"""
-        mapped = {
-            up.id: map_id
-            for up in upstream
-            if (map_id := up.map_id) is not None and up.subflow_run is None
-        }
-        if mapped:
-            self._mapped_upstream[run.id] = mapped
+    def upstream_created(self, upstream: Iterable[TaskRun]) -> None:
+        """A task run was created after ``upstream`` (the runs it depends on): the mapped
+        ones among them are remembered, for the edges from their map's node. (Call it before
+        ``task_run_changed`` for the new run's creation.)"""
+        mapped = self._mapped_upstream
+        for up in upstream:
+            map_id = up.map_id
+            if map_id is not None and up.subflow_run is None:
+                mapped[up.id] = map_id
 
     def _node_of(self, run: TaskRun) -> _Node | None:
         """The node a run was counted on (None: not added yet)."""
@@ -637,10 +636,10 @@ class RunModel:
             self._where[run.id] = node
         node.add(run)
         key = node.key
-        mapped = self._mapped_upstream.pop(run.id, None) if self._mapped_upstream else None
+        mapped = self._mapped_upstream
         for up in run.upstream_ids:
             up_node = self._where.get(up)
-            if up_node is None and mapped is not None:
+            if up_node is None and mapped:
                 map_id = mapped.get(up)
                 up_node = self._map_nodes.get(map_id) if map_id is not None else None
             if up_node is None:

@@ -41,7 +41,7 @@ class Feeder:
             model = self.by_flow.get(run.flow_run.id)
             if model is not None:
                 if isinstance(event, TaskRunCreated) and event.upstream_runs:
-                    model.upstream_created(run, event.upstream_runs)
+                    model.upstream_created(event.upstream_runs)
                 model.task_run_changed(run)
                 if isinstance(event, StateChanged):
                     model.state_entered(run, event.state)
@@ -161,9 +161,28 @@ def test_edges_from_a_maps_runs_go_from_its_node_and_its_runs_have_no_entry_of_t
     }
     assert snap["timeline"]["total"] == 62
     # the per-run index holds the two runs outside the maps; the maps' runs that later runs
-    # depend on were remembered only until those runs were added
+    # depend on are remembered by their map, one entry each
     assert len(model._where) == 2
-    assert model._mapped_upstream == {}
+    assert set(model._mapped_upstream.values()) == set(model._map_nodes)
+    assert len(model._mapped_upstream) == 30 + 1
+
+
+def test_runs_waiting_for_a_whole_map_add_one_entry_per_mapped_run(feeder: Feeder) -> None:
+    @flow
+    def gated(n: int) -> int:
+        first = inc.map(range(n))
+        second = inc.map(range(n), wait_for=first)  # each run waits for every run of first
+        return sum(second.result())
+
+    assert gated(200) == sum(range(1, 201))
+    model = feeder.models[0]
+    snap = model.snapshot(timeline=False)
+    maps = [n for n in snap["graph"]["nodes"] if n["kind"] == "map"]
+    edges = {(e["from"], e["to"]) for e in snap["graph"]["edges"]}
+    assert len(maps) == 2
+    assert len(edges) == 1
+    assert len(model._mapped_upstream) == 200  # not 200 per waiting run
+    assert model._where == {}
 
 
 def test_a_run_ending_in_a_state_of_its_own_keeps_no_history_beyond_what_the_run_holds(
