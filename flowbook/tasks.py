@@ -29,6 +29,7 @@ from flowbook._options import (
 )
 from flowbook._tracebacks import without_internal_frames
 from flowbook.engine import interrupts
+from flowbook.engine.pacing import CHECK_EVERY, MapPacer
 from flowbook.engine.runs import (
     TaskRun,
     current_flow_run,
@@ -446,7 +447,10 @@ class Task(HookMethods, Generic[P, R]):
             extra_wait = [*wait_for_list(wait_for), *futures_used]
         result: FutureList[Any] = FutureList()
         group = new_id()
+        pacer = MapPacer.for_map(n, current_flow_run.get(), current_task_run.get() is not None)
         for j in range(n):
+            if pacer is not None and not j % CHECK_EVERY:
+                pacer.pace()
             call_args = list(static_args)
             for i, seq in mapped_pos.items():
                 call_args[i] = seq[j]

@@ -68,6 +68,10 @@ class WorkerPool:
             thread.start()
         return busy
 
+    def queued(self) -> int:
+        """How many calls wait for a worker."""
+        return self._calls.qsize()
+
     def shutdown(self, wait: bool = True, cancel_pending: bool = False) -> list[Runnable]:
         """Stop taking calls. With ``cancel_pending``, calls not started yet are dropped and
         returned; with ``wait``, block until the workers have finished what they run."""

@@ -64,6 +64,10 @@ class SubmittedCall(abc.ABC):
 class TaskRunner(abc.ABC):
     """Base class of task runners."""
 
+    # True for a runner whose ``queued_calls()`` counts the calls waiting for a worker: a
+    # large ``.map()`` then keeps that queue short (flowbook.engine.pacing)
+    queues_calls = False
+
     def __init__(self) -> None:
         self._started = False
 
@@ -92,6 +96,10 @@ class TaskRunner(abc.ABC):
     def submit(self, call: SubmittedCall) -> None:
         """Run ``call`` once its upstream futures are final."""
         when_final(call.upstream, lambda: self._execute(call))
+
+    def queued_calls(self) -> int:
+        """How many calls wait for a worker (given to ``_execute`` and not started)."""
+        return 0
 
     @abc.abstractmethod
     def _execute(self, call: SubmittedCall) -> None:

@@ -23,6 +23,8 @@ __all__ = ["DEFAULT_MAX_WORKERS", "ThreadPoolTaskRunner", "check_max_workers"]
 # 10,000 inputs does not start 10,000 threads. Threads are created only as work arrives.
 DEFAULT_MAX_WORKERS = min(32, 4 * (os.cpu_count() or 1) + 4)
 
+_NOT_STARTED = "The flow run's task runner shut down before this task run started."
+
 
 def check_max_workers(runner: str, max_workers: object, default: str) -> None:
     """Refuse a ``max_workers`` that is not None or a positive int (``runner`` names the class
@@ -59,8 +61,14 @@ class ThreadPoolTaskRunner(TaskRunner):
         self._pool_lock = threading.Lock()
         self._warned_nested = False
 
+    queues_calls = True
+
     def duplicate(self) -> Self:
         return type(self)(max_workers=self._explicit_max_workers)
+
+    def queued_calls(self) -> int:
+        pool = self._pool
+        return pool.queued() if pool is not None else 0
 
     # A runner pickles as its configuration (its attributes, a subclass's own among them): a
     # flow pickled with its runner (cloudpickle, a copy for another process) gets a fresh,
@@ -89,7 +97,7 @@ class ThreadPoolTaskRunner(TaskRunner):
         except PoolClosedError:
             # The pool was shut down (the flow run was cancelled) while this call waited for
             # its upstream runs: it must end, not hang.
-            call.cancel("The flow run's task runner shut down before this task run started.")
+            call.cancel(_NOT_STARTED)
 
     def _warn_if_nested(self, pool: WorkerPool) -> None:
         """Warn once per runner when a running task submits a task run that must queue
@@ -123,7 +131,12 @@ class ThreadPoolTaskRunner(TaskRunner):
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=not cancel_pending, cancel_pending=cancel_pending)
+            dropped = pool.shutdown(wait=not cancel_pending, cancel_pending=cancel_pending)
+            # calls that never started end Cancelled here: a flow run's cancel ends the runs it
+            # knows, but a body still inside `.map()` may have queued more since
+            for call in dropped:
+                if isinstance(call, SubmittedCall):
+                    call.cancel(_NOT_STARTED)
         super().shutdown(cancel_pending)
 
     def __repr__(self) -> str:

@@ -99,6 +99,15 @@ def _store_holders(kernel_pid: int) -> str:
         return f"(the store's holders could not be listed: {exc!r})"
 
 
+def _wait_until_running(kernel: KernelSession, cell: str) -> None:
+    """Wait for the kernel to start the cell: an interrupt that comes while the request still
+    waits in the kernel's queue aborts it unrun (a reply without an error), on a busy machine."""
+    deadline = time.monotonic() + 30
+    while not any(m["msg_type"] == "execute_input" for m in kernel.messages(cell)):
+        assert time.monotonic() < deadline, "the kernel did not start the cell in 30 s"
+        time.sleep(0.005)
+
+
 def test_interrupts_at_random_moments_always_end_the_cell_and_the_run(
     kernel: KernelSession,
 ) -> None:
@@ -107,6 +116,7 @@ def test_interrupts_at_random_moments_always_end_the_cell_and_the_run(
     slowest = 0.0
     for trial in range(trials):
         cell = kernel.start("churn()")
+        _wait_until_running(kernel, cell)
         time.sleep(rng.uniform(0.05, 0.4))
         kernel.interrupt()
         t0 = time.monotonic()
