@@ -209,8 +209,12 @@ def test_a_stalled_queue_ends_the_wait_and_the_budget_bounds_it(
         t0 = time.monotonic()
         pacer.pace()
         waited = time.monotonic() - t0
-        assert 0.2 < waited < 3  # BUDGET times its submitting time, then no more
-        assert pacer.stopped
+        assert 0.2 < waited < 3  # BUDGET times its submitting time
+        assert not pacer.stopped  # it waits again once it has submitted more
+        t0 = time.monotonic()
+        pacer.pace()  # no budget left yet: no wait
+        assert time.monotonic() - t0 < 0.05
+        assert pacer.waits == 1
     finally:
         release.set()
         runner.shutdown()
@@ -301,17 +305,57 @@ class Recorded(SubmittedCall):
         self.log.append(f"cancelled {self.i}: {reason}")
 
 
-def test_calls_dropped_by_a_cancelling_shutdown_end_cancelled() -> None:
+def _task_threads() -> int:
+    return sum(t.name.startswith("flowbook-task_") for t in threading.enumerate())
+
+
+def test_a_call_given_after_a_cancelling_shutdown_ends_cancelled_at_once() -> None:
     release, log = threading.Event(), []
-    runner = _pool_runner_with_queue(0, release)  # its only worker is busy
-    for i in range(5):
-        runner._execute(Recorded(log, i))
+    runner = _pool_runner_with_queue(2, release)  # a busy worker, two calls queued behind it
     runner.shutdown(cancel_pending=True)
     release.set()
+    threads = _task_threads()
+    for i in range(3):
+        runner._execute(Recorded(log, i))
     assert log == [
         f"cancelled {i}: The flow run's task runner shut down before this task run started."
-        for i in range(5)
+        for i in range(3)
     ]
+    assert _task_threads() <= threads  # no new pool, no new worker thread
+    runner.start()  # started again (as a fresh runner is), it runs calls again
+    try:
+        done = threading.Event()
+        runner._execute(Recorded(log, 9))
+        runner._execute(Gate(done))  # type: ignore[arg-type]
+        done.set()
+        deadline = time.monotonic() + 5
+        while "ran 9" not in log:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+    finally:
+        runner.shutdown()
+
+
+def test_queued_runs_of_a_timed_out_flow_say_why_they_never_started(events: Any) -> None:
+    @task
+    def slow() -> None:
+        time.sleep(2)
+
+    @task
+    def later() -> None:
+        pass
+
+    @flow(timeout_seconds=0.3, task_runner=ThreadPoolTaskRunner(max_workers=1))
+    def bounded() -> None:
+        slow.submit()
+        later.submit().wait()  # queued behind slow-0 on the only worker
+
+    state = bounded(return_state=True)
+    assert state.name == "TimedOut"
+    (run,) = _flow_runs(events)
+    by_name = {r.name: r.state for r in run.task_runs}
+    assert by_name["later-0"].message == "The flow run timed out before this task run started."
+    assert by_name["slow-0"].message == "The flow run timed out while this task run was running."
 
 
 def test_a_timeout_in_the_middle_of_a_large_map_leaves_no_run_pending(
@@ -323,9 +367,44 @@ def test_a_timeout_in_the_middle_of_a_large_map_leaves_no_run_pending(
     monkeypatch.setattr(pacing, "AHEAD", 10**9)
     go = threading.Event()
     blocked = _blocked_map_flow(go, timeout_seconds=0.05)
+    threads = _task_threads()
     state = blocked(60_000, return_state=True)
     go.set()
     assert state.is_failed(), state
     (run,) = _flow_runs(events)
-    assert len(run.task_runs) == 60_000
     _all_runs_end(run)
+    assert len(run.task_runs) == 60_000
+    deadline = time.monotonic() + 10
+    while _task_threads() > threads:  # the flow run's workers end; no pool is left behind
+        assert time.monotonic() < deadline, "a pool's worker threads were left running"
+        time.sleep(0.01)
+
+
+def test_an_async_subflows_map_leaves_its_callers_timeout_to_its_caller(
+    small_ahead: int, events: Any
+) -> None:
+    after: list[str] = []
+
+    @task
+    def work(x: int) -> int:
+        return x
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
+    async def child(n: int) -> int:
+        return len(work.map(range(n)))
+
+    @flow(timeout_seconds=0.3)
+    def parent(n: int) -> None:
+        state = child(n, return_state=True)
+        after.append(state.name)  # the timeout is raised here, once the subflow call returns
+        after.append("the parent body went on")
+
+    state = parent(60_000, return_state=True)
+    assert state.name == "TimedOut"
+    deadline = time.monotonic() + 60
+    while not (children := [r for r in _flow_runs(events) if r.flow.name == "child"]):
+        assert time.monotonic() < deadline, "the subflow never ended"
+        time.sleep(0.01)
+    time.sleep(0.3)  # the parent's body, back from the subflow call, gets its timeout now
+    assert [r.state.name for r in children] == ["Completed"]  # not failed by it
+    assert after == []

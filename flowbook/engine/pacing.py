@@ -11,16 +11,19 @@ when the flow's own thread maps more than ``AHEAD`` inputs on a runner that queu
 Waiting is bounded, so that ``.map()`` returns at most a few times later than it would have,
 and never hangs:
 
-- the waits of one map add up to at most ``BUDGET`` times the time it spent submitting;
+- the waits of one map add up to at most ``BUDGET`` times the time it spent submitting (a
+  wait that would pass that ends; the map waits again once it has earned more);
 - when the workers take no queued call for ``STALL_S`` seconds (every worker busy with a slow
   run, or with runs that cannot go on until the flow goes past the map, such as a task
   waiting for an event the flow sets after ``.map()`` returns), the map stops waiting and
   submits the rest at once;
 - a cancelled flow run ends the wait at once;
 - a kernel interrupt, or a timeout or cancel sent to the flow's body, stops the map at once
-  (while it waits, and at each look at the queue): the map loop between two submitted runs is
-  as safe a place to stop as a wait for a run's result (``flowbook.engine.interrupts``), and a
-  large map would otherwise hold the interrupt back until it had submitted every run.
+  (while it waits, and at each look at the queue) when the map was called from a sync body's
+  own code: the map loop between two submitted runs is as safe a place to stop as a wait for
+  a run's result (``flowbook.engine.interrupts``), and a large map would otherwise hold the
+  interrupt back until it had submitted every run. (An async body is stopped through its
+  event loop, once the map returns.)
 
 A map called inside a task (on a worker thread) is not paced: its own worker would be one of
 those it waits for. Nor is a map on a runner that keeps no queue of its own (Dask, which has
@@ -56,11 +59,14 @@ class MapPacer:
     def __init__(self, runner: TaskRunner, cancel: threading.Event) -> None:
         self._runner = runner
         self._cancel = cancel
-        self._body = current_body()  # the flow body the map was called from
+        # the body the map was called from directly: not that of a sync run around an async
+        # flow called in its thread (whose interrupt is not this map's to raise)
+        body = current_body()
+        self._body = body if body is not None and body.depth == 1 else None
         self._started = time.monotonic()
         self._waited = 0.0
         self.waits = 0  # how many times the map waited
-        self.stopped = False  # the map waits no more (budget spent, stalled or cancelled)
+        self.stopped = False  # the map waits no more (stalled or cancelled)
 
     @classmethod
     def for_map(cls, size: int, flow_run: FlowRun | None, in_task: bool) -> MapPacer | None:
@@ -88,6 +94,8 @@ class MapPacer:
         now = time.monotonic()
         waited = self._waited
         deadline = now + BUDGET * (now - self._started - waited) - waited
+        if deadline <= now:
+            return  # no budget left for now (it grows as the map goes on submitting)
         low = AHEAD // 2
         cancel = self._cancel
         last_size, last_taken = size, now
@@ -99,7 +107,9 @@ class MapPacer:
                 t = time.monotonic()
                 if size < last_size:
                     last_size, last_taken = size, t
-                if t >= deadline or t - last_taken >= STALL_S:
+                if t >= deadline:
+                    break
+                if t - last_taken >= STALL_S:
                     self.stopped = True
                     break
                 if cancel.wait(min(deadline - t, _STEP_S)):

@@ -60,11 +60,16 @@ class ThreadPoolTaskRunner(TaskRunner):
         self._pool: WorkerPool | None = None
         self._pool_lock = threading.Lock()
         self._warned_nested = False
+        self._refusing = False  # shut down cancelling: calls given now end Cancelled
 
     queues_calls = True
 
     def duplicate(self) -> Self:
         return type(self)(max_workers=self._explicit_max_workers)
+
+    def start(self) -> None:
+        self._refusing = False
+        super().start()
 
     def queued_calls(self) -> int:
         pool = self._pool
@@ -83,14 +88,22 @@ class ThreadPoolTaskRunner(TaskRunner):
         self.__dict__.update(state)
         self._pool = None
         self._pool_lock = threading.Lock()
+        self._refusing = False
 
     def _execute(self, call: SubmittedCall) -> None:
         pool = self._pool
         if pool is None:
             with self._pool_lock:
-                if self._pool is None:
+                if self._refusing:
+                    pool = None
+                elif self._pool is None:
                     self._pool = WorkerPool(self.max_workers, "flowbook-task")
-                pool = self._pool
+                    pool = self._pool
+                else:
+                    pool = self._pool
+            if pool is None:
+                call.cancel(_NOT_STARTED)
+                return
         try:
             if pool.submit(call) and not self._warned_nested:
                 self._warn_if_nested(pool)
@@ -130,13 +143,14 @@ class ThreadPoolTaskRunner(TaskRunner):
     def shutdown(self, cancel_pending: bool = False) -> None:
         with self._pool_lock:
             pool, self._pool = self._pool, None
+            if cancel_pending:
+                # the flow run was cancelled (a timeout, an interrupt, a cancel): its engine
+                # ends the runs it has, and a call given after this one ends Cancelled at once
+                # (a body still inside `.map()` may go on submitting until it is back in its
+                # own code) instead of starting a new pool that nobody would shut down
+                self._refusing = True
         if pool is not None:
-            dropped = pool.shutdown(wait=not cancel_pending, cancel_pending=cancel_pending)
-            # calls that never started end Cancelled here: a flow run's cancel ends the runs it
-            # knows, but a body still inside `.map()` may have queued more since
-            for call in dropped:
-                if isinstance(call, SubmittedCall):
-                    call.cancel(_NOT_STARTED)
+            pool.shutdown(wait=not cancel_pending, cancel_pending=cancel_pending)
         super().shutdown(cancel_pending)
 
     def __repr__(self) -> str:
