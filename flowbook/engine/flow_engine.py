@@ -479,7 +479,7 @@ class FlowRunEngine:
         runner = run.task_runner
         if runner is not None:
             try:
-                runner.shutdown(cancel_pending=True)
+                runner.cancel_all(reason)
             except Exception as exc:  # the runs below still end; say why the runner did not
                 _warn(f"the task runner of flow run {run.name!r} failed to shut down: {exc!r}")
         me = threading.get_ident()

@@ -22,8 +22,9 @@ and never hangs:
   (while it waits, and at each look at the queue) when the map was called from a sync body's
   own code: the map loop between two submitted runs is as safe a place to stop as a wait for
   a run's result (``flowbook.engine.interrupts``), and a large map would otherwise hold the
-  interrupt back until it had submitted every run. (An async body is stopped through its
-  event loop, once the map returns.)
+  interrupt back until it had submitted every run. A kernel interrupt also stops a map
+  while it waits in an async flow body (the thread is marked as waiting for runs); a
+  timeout or cancel of an async body reaches it through its event loop once the map returns.
 
 A map called inside a task (on a worker thread) is not paced: its own worker would be one of
 those it waits for. Nor is a map on a runner that keeps no queue of its own (Dask, which has
@@ -54,15 +55,26 @@ _STEP_S = 0.005  # the longest single sleep of a wait (an end of the wait is see
 class MapPacer:
     """Paces one ``.map()`` call: ``pace()`` every ``CHECK_EVERY`` submitted runs."""
 
-    __slots__ = ("_body", "_cancel", "_runner", "_started", "_waited", "stopped", "waits")
+    __slots__ = (
+        "_body",
+        "_cancel",
+        "_runner",
+        "_started",
+        "_thread_body",
+        "_waited",
+        "stopped",
+        "waits",
+    )
 
     def __init__(self, runner: TaskRunner, cancel: threading.Event) -> None:
         self._runner = runner
         self._cancel = cancel
         # the body the map was called from directly: not that of a sync run around an async
-        # flow called in its thread (whose interrupt is not this map's to raise)
+        # flow called in its thread (whose timeout or cancel is not this map's to raise)
         body = current_body()
         self._body = body if body is not None and body.depth == 1 else None
+        # either way, a kernel interrupt may stop the thread while it waits
+        self._thread_body = body
         self._started = time.monotonic()
         self._waited = 0.0
         self.waits = 0  # how many times the map waited
@@ -100,8 +112,10 @@ class MapPacer:
         cancel = self._cancel
         last_size, last_taken = size, now
         self.waits += 1
-        if body is not None:
-            body.waiting += 1  # a kernel interrupt is raised here at once, as in a wait for a run
+        thread_body = self._thread_body
+        if thread_body is not None:
+            # a kernel interrupt is raised here at once, as in a wait for a run
+            thread_body.waiting += 1
         try:
             while size > low:
                 t = time.monotonic()
@@ -119,8 +133,8 @@ class MapPacer:
                     _raise_pending(body)
                 size = queued()
         finally:
-            if body is not None:
-                body.waiting -= 1
+            if thread_body is not None:
+                thread_body.waiting -= 1
             self._waited = waited + (time.monotonic() - now)
 
 

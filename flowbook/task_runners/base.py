@@ -86,6 +86,12 @@ class TaskRunner(abc.ABC):
         """Stop accepting work. With ``cancel_pending``, queued calls are cancelled."""
         self._started = False
 
+    def cancel_all(self, reason: str) -> None:
+        """The flow run was cancelled: shut down dropping queued calls (the flow run's engine
+        ends their runs with ``reason``); a runner that goes on receiving calls (from a body
+        still inside flowbook code) ends them Cancelled with ``reason``."""
+        self.shutdown(cancel_pending=True)
+
     def __enter__(self) -> Self:
         self.start()
         return self

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from flowbook.task_runners._pool import PoolClosedError, WorkerPool
@@ -43,6 +44,33 @@ def check_max_workers(runner: str, max_workers: object, default: str) -> None:
         )
 
 
+_refusing = threading.local()
+
+
+def _refuse(call: SubmittedCall, reason: str) -> None:
+    """End ``call`` Cancelled. Ending a run calls its dependents' callbacks on this thread,
+    which give them to the runner, which refuses them here: those are queued and ended by the
+    outermost call, in turn, not by recursion (a chain of a thousand runs waiting on each
+    other would exhaust the stack)."""
+    todo: deque[tuple[SubmittedCall, str]] | None = getattr(_refusing, "todo", None)
+    if todo is not None:
+        todo.append((call, reason))
+        return
+    todo = _refusing.todo = deque([(call, reason)])
+    error: BaseException | None = None
+    try:
+        while todo:
+            next_call, next_reason = todo.popleft()
+            try:
+                next_call.cancel(next_reason)
+            except BaseException as exc:  # the others still end; the first error is raised
+                error = error or exc
+    finally:
+        _refusing.todo = None
+    if error is not None:
+        raise error
+
+
 class ThreadPoolTaskRunner(TaskRunner):
     """Runs submitted task runs concurrently on a pool of ``max_workers`` threads.
 
@@ -60,7 +88,8 @@ class ThreadPoolTaskRunner(TaskRunner):
         self._pool: WorkerPool | None = None
         self._pool_lock = threading.Lock()
         self._warned_nested = False
-        self._refusing = False  # shut down cancelling: calls given now end Cancelled
+        # shut down by a cancel: calls given now end Cancelled with this reason
+        self._refusal: str | None = None
 
     queues_calls = True
 
@@ -68,8 +97,13 @@ class ThreadPoolTaskRunner(TaskRunner):
         return type(self)(max_workers=self._explicit_max_workers)
 
     def start(self) -> None:
-        self._refusing = False
+        self._refusal = None
         super().start()
+
+    def cancel_all(self, reason: str) -> None:
+        with self._pool_lock:
+            self._refusal = reason
+        self.shutdown(cancel_pending=True)
 
     def queued_calls(self) -> int:
         pool = self._pool
@@ -88,29 +122,27 @@ class ThreadPoolTaskRunner(TaskRunner):
         self.__dict__.update(state)
         self._pool = None
         self._pool_lock = threading.Lock()
-        self._refusing = False
+        self._refusal = None
 
     def _execute(self, call: SubmittedCall) -> None:
         pool = self._pool
         if pool is None:
             with self._pool_lock:
-                if self._refusing:
-                    pool = None
-                elif self._pool is None:
+                refusal = self._refusal
+                if refusal is None and self._pool is None:
                     self._pool = WorkerPool(self.max_workers, "flowbook-task")
-                    pool = self._pool
-                else:
-                    pool = self._pool
-            if pool is None:
-                call.cancel(_NOT_STARTED)
+                pool = self._pool
+            if refusal is not None:
+                _refuse(call, refusal)
                 return
+            assert pool is not None
         try:
             if pool.submit(call) and not self._warned_nested:
                 self._warn_if_nested(pool)
         except PoolClosedError:
             # The pool was shut down (the flow run was cancelled) while this call waited for
             # its upstream runs: it must end, not hang.
-            call.cancel(_NOT_STARTED)
+            _refuse(call, self._refusal or _NOT_STARTED)
 
     def _warn_if_nested(self, pool: WorkerPool) -> None:
         """Warn once per runner when a running task submits a task run that must queue
@@ -143,12 +175,12 @@ class ThreadPoolTaskRunner(TaskRunner):
     def shutdown(self, cancel_pending: bool = False) -> None:
         with self._pool_lock:
             pool, self._pool = self._pool, None
-            if cancel_pending:
+            if cancel_pending and self._refusal is None:
                 # the flow run was cancelled (a timeout, an interrupt, a cancel): its engine
                 # ends the runs it has, and a call given after this one ends Cancelled at once
                 # (a body still inside `.map()` may go on submitting until it is back in its
                 # own code) instead of starting a new pool that nobody would shut down
-                self._refusing = True
+                self._refusal = _NOT_STARTED
         if pool is not None:
             pool.shutdown(wait=not cancel_pending, cancel_pending=cancel_pending)
         super().shutdown(cancel_pending)
