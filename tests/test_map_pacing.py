@@ -17,6 +17,7 @@ from flowbook.engine.events import FlowRunFinished
 from flowbook.engine.runs import current_flow_run
 from flowbook.task_runners import SequentialTaskRunner, ThreadPoolTaskRunner
 from flowbook.task_runners.base import SubmittedCall
+from flowbook.task_runners.thread_pool import _refuse
 
 
 class Gate:
@@ -442,3 +443,33 @@ def test_a_cancel_ends_a_long_chain_of_waiting_runs_with_its_reason(events: Any)
     assert messages == {"The flow run timed out before this task run started."}
     (root_run,) = [r for r in run.task_runs if r.name.startswith("root")]
     assert root_run.state.message == "The flow run timed out while this task run was running."
+
+
+class Link(SubmittedCall):
+    """A call whose cancel releases the next link (as a run's end calls its dependents'
+    callbacks, which give them to the runner) and may raise."""
+
+    upstream = ()
+
+    def __init__(self, log: list[int], i: int, last: int, raises: set[int]) -> None:
+        self.log, self.i, self.last, self.raises = log, i, last, raises
+
+    def run(self) -> None:
+        raise AssertionError("a refused call never runs")
+
+    def cancel(self, reason: str) -> None:
+        self.log.append(self.i)
+        if self.i < self.last:
+            _refuse(Link(self.log, self.i + 1, self.last, self.raises), reason)
+        if self.i in self.raises:
+            raise RuntimeError(f"link {self.i}")
+
+
+def test_refusing_a_long_chain_ends_every_link_and_raises_the_first_error() -> None:
+    log: list[int] = []
+    with pytest.raises(RuntimeError, match="link 40"):
+        _refuse(Link(log, 0, 5_000, {40, 3_000}), "stop")
+    assert log == list(range(5_001))  # every link, in order, none lost to the errors
+    log.clear()
+    _refuse(Link(log, 0, 10, set()), "stop")  # the thread's state was reset after the error
+    assert log == list(range(11))

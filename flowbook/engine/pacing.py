@@ -22,9 +22,13 @@ and never hangs:
   (while it waits, and at each look at the queue) when the map was called from a sync body's
   own code: the map loop between two submitted runs is as safe a place to stop as a wait for
   a run's result (``flowbook.engine.interrupts``), and a large map would otherwise hold the
-  interrupt back until it had submitted every run. A kernel interrupt also stops a map
-  while it waits in an async flow body (the thread is marked as waiting for runs); a
-  timeout or cancel of an async body reaches it through its event loop once the map returns.
+  interrupt back until it had submitted every run. While the map waits, its thread is
+  marked as waiting for runs, so a kernel interrupt that reaches the thread is raised there
+  at once. (SIGINT reaches only the main thread: a flow with a timeout, or an async subflow
+  called from a kernel cell, runs its body on a thread of its own, and the interrupt reaches
+  the map once the flow run is cancelled: the map stops waiting and submits the rest, which
+  the cancelled runner ends at once. A timeout or cancel of an async body reaches it through
+  its event loop once the map returns.)
 
 A map called inside a task (on a worker thread) is not paced: its own worker would be one of
 those it waits for. Nor is a map on a runner that keeps no queue of its own (Dask, which has

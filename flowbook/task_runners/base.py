@@ -83,13 +83,15 @@ class TaskRunner(abc.ABC):
         self._started = True
 
     def shutdown(self, cancel_pending: bool = False) -> None:
-        """Stop accepting work. With ``cancel_pending``, queued calls are cancelled."""
+        """Stop accepting work. With ``cancel_pending``, calls not started are dropped or
+        cancelled (the flow run's engine ends the runs it has, whichever the runner does)."""
         self._started = False
 
     def cancel_all(self, reason: str) -> None:
-        """The flow run was cancelled: shut down dropping queued calls (the flow run's engine
-        ends their runs with ``reason``); a runner that goes on receiving calls (from a body
-        still inside flowbook code) ends them Cancelled with ``reason``."""
+        """The flow run was cancelled for ``reason``: ``shutdown(cancel_pending=True)``. The
+        thread pool also ends every call it is given afterwards (from a body still inside
+        flowbook code, or released by the end of its upstream runs) Cancelled with
+        ``reason``; other runners end such runs by their own rules."""
         self.shutdown(cancel_pending=True)
 
     def __enter__(self) -> Self:

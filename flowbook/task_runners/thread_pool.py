@@ -45,28 +45,53 @@ def check_max_workers(runner: str, max_workers: object, default: str) -> None:
 
 
 _refusing = threading.local()
+# refusals nested directly in one another (each ending run releasing the next) before the
+# next ones wait for the outermost to end them
+_NESTED = 16
 
 
 def _refuse(call: SubmittedCall, reason: str) -> None:
-    """End ``call`` Cancelled. Ending a run calls its dependents' callbacks on this thread,
-    which give them to the runner, which refuses them here: those are queued and ended by the
-    outermost call, in turn, not by recursion (a chain of a thousand runs waiting on each
-    other would exhaust the stack)."""
-    todo: deque[tuple[SubmittedCall, str]] | None = getattr(_refusing, "todo", None)
-    if todo is not None:
-        todo.append((call, reason))
+    """End ``call`` Cancelled.
+
+    Ending a run calls its dependents' callbacks on this thread, which give them to the
+    runner, which refuses them here: a chain of a thousand runs waiting on each other would
+    exhaust the stack. So up to ``_NESTED`` refusals nest as calls (a dependent is final when
+    the run before it has ended, as user code in a state hook may expect), and deeper ones are
+    queued and ended in turn by the outermost refusal, which ends every queued one even when
+    one of them raises (the first error is raised after)."""
+    local = _refusing
+    depth: int = getattr(local, "depth", 0)
+    if depth >= _NESTED:
+        local.todo.append((call, reason))
         return
-    todo = _refusing.todo = deque([(call, reason)])
+    if depth == 0:
+        local.todo = deque()
     error: BaseException | None = None
+    local.depth = depth + 1
+    try:
+        call.cancel(reason)
+    except BaseException as exc:
+        if depth:
+            raise
+        error = exc
+    finally:
+        local.depth = depth
+    if depth:
+        return
+    todo: deque[tuple[SubmittedCall, str]] = local.todo
     try:
         while todo:
-            next_call, next_reason = todo.popleft()
+            local.depth = 1
             try:
+                next_call, next_reason = todo.popleft()
                 next_call.cancel(next_reason)
-            except BaseException as exc:  # the others still end; the first error is raised
-                error = error or exc
+            except BaseException as exc:  # the others still end
+                if error is None:
+                    error = exc
+            finally:
+                local.depth = 0
     finally:
-        _refusing.todo = None
+        local.todo = None
     if error is not None:
         raise error
 
