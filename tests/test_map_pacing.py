@@ -41,7 +41,8 @@ def _queue_seen(seen: list[int]) -> None:
     seen.append(runner.queued_calls())  # type: ignore[union-attr]
 
 
-def test_a_large_map_keeps_its_queue_short_and_every_run_ends(small_ahead: int) -> None:
+def _queue_sizes_seen(n: int) -> list[int]:
+    """Map a task over ``n`` inputs; the length of the pool's queue each run saw."""
     seen: list[int] = []
 
     @task
@@ -53,8 +54,13 @@ def test_a_large_map_keeps_its_queue_short_and_every_run_ends(small_ahead: int) 
     def big(n: int) -> list[int]:
         return work.map(range(n)).result()
 
-    assert big(20_000) == [x * 2 for x in range(20_000)]
-    assert len(seen) == 20_000
+    assert big(n) == [x * 2 for x in range(n)]
+    assert len(seen) == n
+    return seen
+
+
+def test_a_large_map_keeps_its_queue_short_and_every_run_ends(small_ahead: int) -> None:
+    seen = _queue_sizes_seen(20_000)
     # checked every CHECK_EVERY submitted runs: at most that many more than AHEAD queued
     assert max(seen) <= small_ahead + pacing.CHECK_EVERY
 
@@ -62,19 +68,7 @@ def test_a_large_map_keeps_its_queue_short_and_every_run_ends(small_ahead: int) 
 def test_without_pacing_the_same_map_queues_thousands(monkeypatch: pytest.MonkeyPatch) -> None:
     # the measurement above can fail: unpaced, the flow's thread runs far ahead of the workers
     monkeypatch.setattr(pacing, "AHEAD", 10**9)
-    seen: list[int] = []
-
-    @task
-    def work(x: int) -> int:
-        _queue_seen(seen)
-        return x * 2
-
-    @flow
-    def big(n: int) -> list[int]:
-        return work.map(range(n)).result()
-
-    assert big(20_000) == [x * 2 for x in range(20_000)]
-    assert max(seen) > 300 + pacing.CHECK_EVERY
+    assert max(_queue_sizes_seen(20_000)) > 300 + pacing.CHECK_EVERY
 
 
 def test_runs_that_wait_for_the_flow_past_the_map_do_not_hang_it(
