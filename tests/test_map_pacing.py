@@ -227,12 +227,15 @@ def _blocked_map_flow(go: threading.Event, **flow_options: Any) -> Any:
     return blocked
 
 
-def test_a_kernel_interrupt_stops_a_waiting_map_at_once(
-    small_ahead: int, monkeypatch: pytest.MonkeyPatch, events: Any
-) -> None:
-    # only the interrupt can end this map's wait: no stall limit, a budget of minutes
+@pytest.fixture
+def waits_end_only_by_interrupts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No stall limit and a budget of minutes: only an interrupt ends a map's wait."""
     monkeypatch.setattr(pacing, "STALL_S", 60.0)
     monkeypatch.setattr(pacing, "BUDGET", 1000.0)
+
+
+@pytest.mark.usefixtures("waits_end_only_by_interrupts")
+def test_a_kernel_interrupt_stops_a_waiting_map_at_once(small_ahead: int, events: Any) -> None:
     go = threading.Event()
     blocked = _blocked_map_flow(go)
 
@@ -254,11 +257,8 @@ def test_a_kernel_interrupt_stops_a_waiting_map_at_once(
     assert len(run.task_runs) < 50_000  # the map stopped submitting
 
 
-def test_a_flow_timeout_stops_a_waiting_map(
-    small_ahead: int, monkeypatch: pytest.MonkeyPatch, events: Any
-) -> None:
-    monkeypatch.setattr(pacing, "STALL_S", 60.0)
-    monkeypatch.setattr(pacing, "BUDGET", 1000.0)
+@pytest.mark.usefixtures("waits_end_only_by_interrupts")
+def test_a_flow_timeout_stops_a_waiting_map(small_ahead: int, events: Any) -> None:
     go = threading.Event()
     blocked = _blocked_map_flow(go, timeout_seconds=0.5)
     t0 = time.monotonic()

@@ -103,6 +103,8 @@ class ThreadPoolTaskRunner(TaskRunner):
     has no bound.
     """
 
+    queues_calls = True
+
     def __init__(self, max_workers: int | None = None) -> None:
         super().__init__()
         check_max_workers(
@@ -115,8 +117,6 @@ class ThreadPoolTaskRunner(TaskRunner):
         self._warned_nested = False
         # shut down by a cancel: calls given now end Cancelled with this reason
         self._refusal: str | None = None
-
-    queues_calls = True
 
     def duplicate(self) -> Self:
         return type(self)(max_workers=self._explicit_max_workers)
