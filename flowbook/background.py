@@ -123,11 +123,13 @@ class BackgroundRun(Generic[R]):
                 return True  # already cancelling
             engine.cancel_reason = reason
             loop, task = self._loop, self._task
-        engine.cancel(reason)
-        if loop is not None and task is not None:
-            loop.call_soon_threadsafe(task.cancel)
-        else:
-            engine.interrupt_body()
+        try:
+            engine.cancel(reason)
+        finally:  # (an interrupt raised by the cancel still stops the body first)
+            if loop is not None and task is not None:
+                loop.call_soon_threadsafe(task.cancel)
+            else:
+                engine.interrupt_body()
         return True
 
     def __repr__(self) -> str:

@@ -23,6 +23,7 @@ call order within the attempt, and by the content hash of their arguments.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import threading
 import time
 import warnings
@@ -46,7 +47,9 @@ from flowbook.engine.interrupts import (
     call_body,
     interrupt,
     release_sigint,
+    shield,
     sigint_guard,
+    unshield,
 )
 from flowbook.engine.lifecycle import (
     call_final_flow_hooks,
@@ -476,26 +479,69 @@ class FlowRunEngine:
         """
         run = self.run
         run.cancel_event.set()
-        runner = run.task_runner
-        if runner is not None:
-            try:
-                runner.cancel_all(reason)
-            except Exception as exc:  # the runs below still end; say why the runner did not
-                _warn(f"the task runner of flow run {run.name!r} failed to shut down: {exc!r}")
-        me = threading.get_ident()
-        for record in list(run.task_runs):
-            previous = record.state
-            if previous is None or previous.is_final() or record.subflow_run is not None:
-                continue
-            message = running if running is not None and previous.is_running() else reason
-            state = Cancelled(message, RunCancelledError(f"task run {record.name!r}: {message}"))
-            if set_task_run_state(record, state):
-                body = record.body
-                if not (isinstance(body, Body) and body.ident == me):
-                    interrupt(body, RunInterrupted)
+        held: BaseException | None = None
+        shield()
+        try:
+            runner = run.task_runner
+            if runner is not None:
+                try:
+                    runner.cancel_all(reason)
+                except Exception as exc:  # the runs below still end; say why the runner did not
+                    _warn(f"the task runner of flow run {run.name!r} failed to shut down: {exc!r}")
+            me = threading.get_ident()
+            for record in list(run.task_runs):
+                previous = record.state
+                if previous is None or previous.is_final() or record.subflow_run is not None:
+                    continue
+                message = running if running is not None and previous.is_running() else reason
+                state = Cancelled(
+                    message, RunCancelledError(f"task run {record.name!r}: {message}")
+                )
+                try:
+                    ended = set_task_run_state(record, state)
+                except BaseException as exc:  # a hook's or subscriber's interrupt: the rest
+                    held = held or exc  # still end, and it goes on after them
+                    ended = record.state is state
+                if ended:
+                    body = record.body
+                    if not (isinstance(body, Body) and body.ident == me):
+                        interrupt(body, RunInterrupted)
+        finally:
+            if unshield() and held is None:
+                held = KeyboardInterrupt()
+        if held is not None:
+            raise held
 
     def finish(self, state: State) -> State:
-        """End the run in ``state`` unless it is final already; returns its final state."""
+        """End the run in ``state`` unless it is final already; returns its final state.
+
+        Its bookkeeping (the runner's shutdown, the final state, ``FlowRunFinished``) is done
+        whatever interrupts it: a SIGINT meanwhile is held, a subscriber's interrupt waits,
+        and the first of them is raised once it is done, before the store's commit is waited
+        for and before the final hooks."""
+        run = self.run
+        held: list[BaseException] = []
+        shield()
+        try:
+            ended = self._end_record(state, held)
+        finally:
+            if unshield() and not held:
+                held.append(KeyboardInterrupt())
+        if held:
+            raise held[0]
+        if not ended:
+            final = run.state
+            assert final is not None
+            return final  # ended already (at interpreter exit, by another thread)
+        if self.parent_record is None:
+            bus.barrier(run)
+        # after the bookkeeping above: a hook that never returns normally leaves the run ended
+        call_final_flow_hooks(run, state)
+        return state
+
+    def _end_record(self, state: State, held: list[BaseException]) -> bool:
+        """``finish``'s bookkeeping: False when the run was final already. What raises a
+        ``BaseException`` is added to ``held``, and the bookkeeping goes on."""
         run = self.run
         runner = run.task_runner
         if runner is not None:
@@ -503,28 +549,53 @@ class FlowRunEngine:
                 runner.shutdown(cancel_pending=run.cancel_event.is_set())
             except Exception as exc:
                 _warn(f"the task runner of flow run {run.name!r} failed to shut down: {exc!r}")
+            except BaseException as exc:
+                held.append(exc)
         if self.env_held:
             self.env_held = False
-            release_env(f"flow run {run.name!r} of flow {self.flow.name!r}", self.flow.env)
-        if not self._set_state(state):
-            final = run.state
-            assert final is not None
-            return final  # ended already (at interpreter exit, by another thread)
+            try:
+                release_env(f"flow run {run.name!r} of flow {self.flow.name!r}", self.flow.env)
+            except BaseException as exc:
+                held.append(exc)
+        try:
+            if not self._set_state(state):
+                return False
+        except BaseException as exc:  # a subscriber's interrupt: the state is set
+            held.append(exc)
+            if run.state is not state:
+                return False
         record = self.parent_record
         if record is not None:
             record.start_s, record.end_s = run.start_s, run.end_s
             record.run_count = run.run_count
-            self._set_record_state(state)
+            try:
+                self._set_record_state(state)
+            except BaseException as exc:
+                held.append(exc)
         else:
             with _active_lock:
                 _active.pop(id(self), None)
         if bus.wants(FlowRunFinished):
-            bus.emit(FlowRunFinished(run, state))
-        if record is None:
-            bus.barrier(run)
-        # after the bookkeeping above: a hook that never returns normally leaves the run ended
-        call_final_flow_hooks(run, state)
-        return state
+            try:
+                bus.emit(FlowRunFinished(run, state))
+            except BaseException as exc:
+                held.append(exc)
+        return True
+
+    def _ended_by(self, exc: BaseException) -> None:
+        """The lifecycle outside the body raised ``exc``, not an ``Exception`` (a second
+        Ctrl-C while a cancel went on, a subscriber's or hook's interrupt): the run ends
+        ``Cancelled`` now, unless it has ended, and ``exc`` goes on. Further interrupts
+        while it ends are dropped: ``exc`` is raised anyway."""
+        run = getattr(self, "run", None)
+        if run is None or (run.state is not None and run.state.is_final()):
+            return
+        reason = self.cancel_reason or f"The flow run was interrupted ({type(exc).__name__})."
+        error = RunCancelledError(f"flow run {run.name!r} of flow {self.flow.name!r}: {reason}")
+        with contextlib.suppress(BaseException):
+            self.cancel(reason)
+        with contextlib.suppress(BaseException):
+            self.finish(Cancelled(reason, error))
 
     # -- drivers -------------------------------------------------------------------------------
     def _enter(self) -> tuple[Token[FlowRun | None], Token[TaskRun | None]]:
@@ -533,21 +604,30 @@ class FlowRunEngine:
         The tokens undo the context. A background run is created on the caller's thread (so
         that a notebook shows it in the calling cell) and entered on its own thread.
         """
-        if not hasattr(self, "run"):
-            self.create()
-        if self.parent_record is None:
-            with _active_lock:
-                _active[id(self)] = self
-            _hold_exit_handler()
-        tokens = self._set_context()
-        if self.parent_record is None:
-            self.heap_held = heap.hold()
-            self.sigint_held = sigint_guard()
+        tokens = None
         try:
+            if not hasattr(self, "run"):
+                self.create()
+            if self.parent_record is None:
+                with _active_lock:
+                    _active[id(self)] = self
+                _hold_exit_handler()
+            tokens = self._set_context()
+            if self.parent_record is None:
+                self.heap_held = heap.hold()
+                self.sigint_held = sigint_guard()
             self.begin_run()
-        except Exception as exc:
-            self.finish(Failed(f"Flow run could not start: {exc}", exc))
-            self._leave(tokens)
+        except BaseException as exc:
+            try:
+                if not isinstance(exc, Exception):
+                    self._ended_by(exc)  # (an interrupt while the run was made or began)
+                elif hasattr(self, "run"):
+                    self.finish(Failed(f"Flow run could not start: {exc}", exc))
+            finally:
+                if tokens is not None:
+                    self._leave(tokens)
+                else:
+                    self._release()
             raise
         return tokens
 
@@ -578,8 +658,11 @@ class FlowRunEngine:
     def _outside_body(self, exc: Exception) -> State:
         """The run's lifecycle itself raised: end what it started, and fail the run."""
         message = f"Flow run failed outside its body ({type(exc).__name__}: {exc})."
-        self.cancel(message)
-        return self.finish(Failed(message, exc))
+        try:
+            self.cancel(message)
+        finally:  # (an interrupt held by the cancel goes on once the run has ended)
+            state = self.finish(Failed(message, exc))
+        return state
 
     def run_sync(self) -> State:
         tokens = self._enter()
@@ -602,8 +685,11 @@ class FlowRunEngine:
                         self.finish(state)
                         raise
                 return self.finish(state)
-        except Exception as exc:
-            return self._outside_body(exc)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                return self._outside_body(exc)
+            self._ended_by(exc)
+            raise
         finally:
             self._leave(tokens)
 
@@ -637,8 +723,11 @@ class FlowRunEngine:
                         self.finish(state)
                         raise
                 return self.finish(state)
-        except Exception as exc:
-            return self._outside_body(exc)
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                return self._outside_body(exc)
+            self._ended_by(exc)
+            raise
         finally:
             try:
                 await await_pending()
@@ -664,8 +753,14 @@ class FlowRunEngine:
                 state = self.finish(Cancelled("The flow run was cancelled."))
             else:
                 gen = self.flow.fn(*self.args, **self.kwargs)  # runs nothing of the body yet
-        except BaseException:
-            self._leave(tokens)
+        except BaseException as exc:
+            try:
+                if isinstance(exc, Exception):
+                    self._outside_body(exc)
+                else:
+                    self._ended_by(exc)
+            finally:
+                self._leave(tokens)
             raise
         if state is not None:
             self._leave(tokens)
@@ -710,6 +805,11 @@ class FlowRunEngine:
                     raise
                 except BaseException as exc:
                     thrown = exc
+        except BaseException as exc:  # the lifecycle raised, not the body: the run ends
+            if isinstance(exc, Exception):
+                return self._outside_body(exc)
+            self._ended_by(exc)  # (nothing to do when the run has ended: GeneratorExit)
+            raise
         finally:
             self._release()
 

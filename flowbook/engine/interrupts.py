@@ -27,7 +27,9 @@ moment clears a sent exception that has not arrived yet (``Body.done``).
 A kernel interrupt (SIGINT) is delivered by Python to the main thread wherever it is. While a
 top-level flow run goes on in the main thread, ``sigint_guard`` installs a handler that treats
 it the same way: raised at once in the user's code or while waiting for a run, else left
-pending until the thread is back in the user's code.
+pending until the thread is back in the user's code. While a run's end is written (its
+cancel, its final state, the store's commit) a SIGINT is held (``shield``) and raised once
+the run has ended: a second Ctrl-C never leaves a run half ended.
 
 Async bodies are not interrupted this way: they are cancelled through their event loop
 (``AsyncBody``), which is how asyncio code expects to be stopped.
@@ -49,7 +51,9 @@ __all__ = [
     "interrupt",
     "leave",
     "release_sigint",
+    "shield",
     "sigint_guard",
+    "unshield",
 ]
 
 T = TypeVar("T")
@@ -178,7 +182,30 @@ def _on_sigint(signum: int, frame: Any) -> None:
     if body is not None and body.depth > 0 and body.waiting == 0:
         body.pending = KeyboardInterrupt  # raised when the thread is back in the user's code
         return
+    if getattr(_local, "shield", 0) and (body is None or body.depth > 0):
+        _local.held = True  # raised by the run's end once its bookkeeping is done
+        return
     raise KeyboardInterrupt
+
+
+def shield() -> None:
+    """A run's end is being written on this thread: until ``unshield``, a SIGINT that the
+    guard catches here outside user code is held instead of raised in the middle of it
+    (a second Ctrl-C while a cancel goes on). Nests. Only flowbook's own bookkeeping is
+    shielded, never user code or a wait for it: no state hook runs inside (task runs have
+    no hook for ``Cancelled``; a flow's final hooks and the store's commit come after)."""
+    _local.shield = getattr(_local, "shield", 0) + 1
+
+
+def unshield() -> bool:
+    """End a ``shield``; True when the outermost one held a SIGINT: the caller raises
+    ``KeyboardInterrupt`` once it is done."""
+    depth = _local.shield - 1
+    _local.shield = depth
+    if depth == 0 and getattr(_local, "held", False):
+        _local.held = False
+        return True
+    return False
 
 
 def sigint_guard() -> bool:

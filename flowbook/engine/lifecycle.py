@@ -9,7 +9,9 @@ run's states in the order they were set; the locks are a fixed set of stripes sh
 runs (no lock object per run), re-entrant so that a subscriber may look at the run.
 
 A task run's future is resolved after its final state is announced, outside the lock: the
-future's callbacks start dependent runs, which must not wait for this run's lock.
+future's callbacks start dependent runs, which must not wait for this run's lock. A change
+stands once made: an interrupt a subscriber raises while it is announced (errors are caught
+and warned about) is raised after the run's hooks and its future's resolution.
 
 State hooks (``engine/hooks.py``) are called here too, after the state is announced and
 outside the lock, on the thread that set the state; a task run's hooks before its future is
@@ -86,6 +88,7 @@ def set_task_run_state(run: TaskRun, state: State) -> bool:
     type_value = state.type._value_
     final = type_value in _FINAL
     key = _RUNNING_KEY if type_value == "RUNNING" else StateChanged
+    raised = None
     with _STRIPES[(id(run) >> 4) & 63]:
         previous = run.state
         if previous is not None and previous.type._value_ in _FINAL:
@@ -94,29 +97,52 @@ def set_task_run_state(run: TaskRun, state: State) -> bool:
         if final:
             run.end_s = state.timestamp_s  # (one float for both)
         if key in _subscribers:
-            bus.emit_to(key, StateChanged(run, state, previous))
+            try:
+                bus.emit_to(key, StateChanged(run, state, previous))
+            except BaseException as exc:  # (subscribers' errors are caught: an interrupt)
+                raised = exc
     task = run.task
-    if task is not None and task._state_hooks is not None:
-        submit = getattr(_hook_hand_off, "submit", None)
-        pending = pending_for(run) if submit is None else None
-        if pending is not None:  # an async driver awaits them on its loop
-            pending.add(
-                partial(await_task_hooks, run, state, previous, task._state_hooks),
-                partial(_resolve, run, state) if final else None,
-            )
-        elif submit is None:
-            _task_hooks_then_future(run, state, previous, task._state_hooks, final)
-        else:
-            submit(
-                run.id,
-                partial(_task_hooks_then_future, run, state, previous, task._state_hooks, final),
-            )
+    if raised is not None or (task is not None and task._state_hooks is not None):
+        _after_change(run, state, previous, final, raised)
         return True
     if final:
         future = run.future
         if future is not None:
             future._set_final(state)
     return True
+
+
+def _after_change(
+    run: TaskRun,
+    state: State,
+    previous: State | None,
+    final: bool,
+    raised: BaseException | None,
+) -> None:
+    """The task's hooks for a change, then (when final) the future; ``raised`` (what a
+    subscriber raised: an interrupt, as errors are caught) goes on after them, as the change
+    stands (a run final but unresolved would block whoever waits for it)."""
+    try:
+        task = run.task
+        hooks = task._state_hooks if task is not None else None
+        if hooks is None:
+            if final:
+                _resolve(run, state)
+            return
+        submit = getattr(_hook_hand_off, "submit", None)
+        pending = pending_for(run) if submit is None else None
+        if pending is not None:  # an async driver awaits them on its loop
+            pending.add(
+                partial(await_task_hooks, run, state, previous, hooks),
+                partial(_resolve, run, state) if final else None,
+            )
+        elif submit is None:
+            _task_hooks_then_future(run, state, previous, hooks, final)
+        else:
+            submit(run.id, partial(_task_hooks_then_future, run, state, previous, hooks, final))
+    finally:
+        if raised is not None:
+            raise raised
 
 
 def announced_state(run: TaskRun) -> State | None:

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from flowbook.engine.interrupts import AsyncBody, Body, call_body, interrupt
-from flowbook.exceptions import RunTimeoutError
+from flowbook.exceptions import RunInterrupted, RunTimeoutError
 
 __all__ = ["await_body", "call_with_timeout", "run_coro_sync"]
 
@@ -41,7 +41,8 @@ def call_with_timeout(
 
     The body runs as user code (``call_body``) on a thread of its own; ``register`` is told
     its ``Body`` there, so that a cancel reaches it. At the deadline the body gets
-    ``RunTimeoutError`` (only while it runs its own code: see ``flowbook.engine.interrupts``).
+    ``RunTimeoutError`` (only while it runs its own code: see ``flowbook.engine.interrupts``);
+    when the waiting thread is interrupted (a Ctrl-C), the body gets ``RunInterrupted``.
     """
     ctx = contextvars.copy_context()
     outcome: list[Any] = []
@@ -60,7 +61,12 @@ def call_with_timeout(
 
     thread = threading.Thread(target=run, name="flowbook-timeout", daemon=True)
     thread.start()
-    thread.join(timeout)
+    try:
+        thread.join(timeout)
+    except BaseException:  # a Ctrl-C on this (the waiting) thread stops the body too
+        if bodies:
+            interrupt(bodies[0], RunInterrupted)
+        raise
     if thread.is_alive():
         if bodies:
             interrupt(bodies[0], RunTimeoutError)
