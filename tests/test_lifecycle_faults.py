@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 
 import flowbook
-from flowbook import flow, task
+from flowbook import flow, runtime, task
 from flowbook.caching.keys import task_input_hash
+from flowbook.engine.events import FlowRunFinished, StateChanged
 from flowbook.engine.interrupts import Body, call_body, enter, interrupt, leave
-from flowbook.exceptions import RunInterrupted
+from flowbook.engine.runs import TaskRun
+from flowbook.exceptions import RunCancelledError, RunInterrupted
 from flowbook.task_runners import ConcurrentTaskRunner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,6 +154,71 @@ def test_running_task_runs_are_told_the_flow_timed_out_while_they_ran(events: An
     assert by_run["slow-0"].message == "The flow run timed out while this task run was running."
     # a run that never started says so (its flow run ended it as timed out or cancelled)
     assert by_run["later-0"].message.endswith("before this task run started.")
+
+
+def test_a_timed_out_attempts_body_runs_nothing_in_the_next_attempt(events: Any) -> None:
+    ran: list[int] = []
+    second_started, stale_done = threading.Event(), threading.Event()
+    outcomes: dict[str, Any] = {}
+
+    @task
+    def work(x: int) -> int:
+        ran.append(x)
+        return x
+
+    @flow
+    def inner() -> str:
+        ran.append(-1)
+        return "inner"
+
+    @flow(retries=1, retry_delay_seconds=0, timeout_seconds=1.0)
+    def retried() -> str:
+        if runtime.flow_run.run_count == 1:
+            try:
+                while True:  # (Python code: the timeout lands here)
+                    time.sleep(0.01)
+            except Exception as exc:  # the body goes on after its timeout, as user code may
+                outcomes["caught"] = type(exc).__name__
+            second_started.wait(10)
+            mapped = work.map(range(3))
+            mapped.wait()
+            outcomes["mapped"] = [f.state for f in mapped]
+            try:
+                work(7)
+            except BaseException as exc:
+                outcomes["called"] = exc
+            outcomes["subflow"] = inner(return_state=True)
+            stale_done.set()
+            return "old"
+        second_started.set()
+        stale_done.wait(10)
+        return f"new {work(10)}"
+
+    state = retried(return_state=True)
+    assert state.is_completed(), state
+    assert state.result() == "new 10"
+    assert outcomes["caught"] == "RunTimeoutError"
+    assert ran == [10]  # nothing the first attempt called after its end ran
+    message = "Called by attempt 1 of flow run "
+    assert all(s.is_cancelled() and s.message.startswith(message) for s in outcomes["mapped"])
+    assert isinstance(outcomes["called"], RunCancelledError)
+    assert outcomes["subflow"].is_cancelled()
+    assert outcomes["subflow"].message.startswith(message)
+    (run,) = [e.flow_run for e in events.of(FlowRunFinished) if e.flow_run.flow.name == "retried"]
+    # the second attempt's calls keep their places (its first call of `work` is work-0) and
+    # the ended attempt's calls are recorded (events, the store) but not counted in it
+    second = run.task_runs[-1]
+    assert second.name == "work-0"
+    assert second.state.is_completed()
+    stale = [
+        e.run
+        for e in events.of(StateChanged)
+        if isinstance(e.run, TaskRun)
+        and e.state.is_cancelled()
+        and (e.state.message or "").startswith(message)
+    ]
+    assert len(stale) == 5  # three mapped, one called, the subflow's record
+    assert not any(r in run.task_runs for r in stale)
 
 
 def test_a_tasks_own_log_prints_is_honoured_without_any_flow_enabling_it(tmp_path: Path) -> None:

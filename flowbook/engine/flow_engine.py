@@ -57,7 +57,14 @@ from flowbook.engine.lifecycle import (
     set_task_run_state,
 )
 from flowbook.engine.returns import aggregate, state_returned
-from flowbook.engine.runs import FlowRun, TaskRun, current_flow_run, current_task_run
+from flowbook.engine.runs import (
+    FlowRun,
+    TaskRun,
+    current_attempt,
+    current_flow_run,
+    current_task_run,
+    ended_attempt,
+)
 from flowbook.engine.task_engine import root_cause
 from flowbook.engine.timeouts import await_body, call_with_timeout
 from flowbook.engine.values import collect_futures, resolve_futures
@@ -186,8 +193,11 @@ class FlowRunEngine:
             except Exception as exc:  # the run is recorded, and fails before its body
                 invalid = exc
         record = None
+        ended = ended_attempt(parent) if parent is not None else None
         if parent is not None:
-            record = TaskRun(None, parent, (), parameters, parent.next_dynamic_key("subflow"))
+            # (a call of an ended attempt takes no place among the current attempt's calls)
+            key = parent.next_dynamic_key("subflow") if ended is None else 0
+            record = TaskRun(None, parent, (), parameters, key)
             record.upstream_ids = tuple(dict.fromkeys(f.task_run.id for f in upstream))
             self.parent_record = record
         run_tags = flow.tags if not _tags.open_blocks else with_context_tags(flow.tags)
@@ -214,9 +224,12 @@ class FlowRunEngine:
             self.early = Failed(
                 f"Validation of flow parameters failed with error: {invalid}", invalid
             )
+        if ended is not None:  # recorded, never run, not counted in the current attempt
+            self.early = Cancelled(ended, RunCancelledError(ended))
         if record is not None and parent is not None:
             record.name = run.name
-            parent.task_runs.append(record)
+            if ended is None:
+                parent.task_runs.append(record)
             if bus.wants(TaskRunCreated):
                 up_runs = tuple(f.task_run for f in upstream)
                 bus.emit(TaskRunCreated(record, record.upstream_ids, up_runs))
@@ -261,19 +274,22 @@ class FlowRunEngine:
             raise RunInterrupted  # cancelled before the body started: it never starts
 
     def call_sync(self) -> Any:
-        flow = self.flow
-        if flow.timeout_seconds is None:
-            return call_body(flow.fn, self.args, self.kwargs, self._register_body)
-        run = self.run
-        return call_with_timeout(
-            flow.fn,
-            self.args,
-            self.kwargs,
-            flow.timeout_seconds,
-            f"Flow run {run.name!r}",
-            run.id,
-            self._register_body,
-        )
+        flow, run = self.flow, self.run
+        token = current_attempt.set(run.run_count)  # (what a timed-out body calls is refused)
+        try:
+            if flow.timeout_seconds is None:
+                return call_body(flow.fn, self.args, self.kwargs, self._register_body)
+            return call_with_timeout(
+                flow.fn,
+                self.args,
+                self.kwargs,
+                flow.timeout_seconds,
+                f"Flow run {run.name!r}",
+                run.id,
+                self._register_body,
+            )
+        finally:
+            current_attempt.reset(token)
 
     def interrupt_body(self) -> None:
         """Stop the flow body (``RunInterrupted`` in it, once it runs its own code)."""
@@ -284,13 +300,17 @@ class FlowRunEngine:
 
     async def call_async(self) -> Any:
         flow, run = self.flow, self.run
-        return await await_body(
-            lambda: flow.fn(*self.args, **self.kwargs),
-            flow.timeout_seconds,
-            f"Flow run {run.name!r}",
-            run.id,
-            self._register_body,
-        )
+        token = current_attempt.set(run.run_count)
+        try:
+            return await await_body(
+                lambda: flow.fn(*self.args, **self.kwargs),
+                flow.timeout_seconds,
+                f"Flow run {run.name!r}",
+                run.id,
+                self._register_body,
+            )
+        finally:
+            current_attempt.reset(token)
 
     def wait_for_task_runs(self) -> None:
         """Wait until every submitted task run is final, including ones submitted meanwhile."""

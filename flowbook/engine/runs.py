@@ -24,7 +24,15 @@ if TYPE_CHECKING:
     from flowbook.task_runners.base import TaskRunner
     from flowbook.tasks import Task
 
-__all__ = ["FlowRun", "TaskRun", "current_flow_run", "current_task_run", "is_async_run"]
+__all__ = [
+    "FlowRun",
+    "TaskRun",
+    "current_attempt",
+    "current_flow_run",
+    "current_task_run",
+    "ended_attempt",
+    "is_async_run",
+]
 
 
 def new_id() -> str:
@@ -326,6 +334,25 @@ _last_map_base: tuple[str, int] | None = None
 # its flow run; a flow body runs with ``current_task_run`` reset to None.
 current_flow_run: ContextVar[FlowRun | None] = ContextVar("flowbook_flow_run", default=None)
 current_task_run: ContextVar[TaskRun | None] = ContextVar("flowbook_task_run", default=None)
+# The attempt (``FlowRun.run_count``) of the flow body the current code runs in (0: none). A
+# body whose attempt timed out may go on (a sync body stops only in its own code, and may
+# catch the timeout) while its flow run's next attempt runs.
+current_attempt: ContextVar[int] = ContextVar("flowbook_flow_attempt", default=0)
+
+
+def ended_attempt(flow_run: FlowRun) -> str | None:
+    """Why a run called now in ``flow_run`` is not part of it: the call comes from the body
+    of an attempt that has ended; None for a call of the current attempt (the usual case,
+    decided without reading the context variable while the run is on its first attempt)."""
+    attempt = flow_run.run_count
+    if attempt > 1:
+        mine = current_attempt.get()
+        if mine and mine != attempt:
+            return (
+                f"Called by attempt {mine} of flow run {flow_run.name!r}, which had ended "
+                f"(attempt {attempt} runs now)."
+            )
+    return None
 
 
 def is_async_run(run: FlowRun | TaskRun) -> bool:

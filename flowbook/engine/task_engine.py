@@ -31,7 +31,7 @@ from flowbook.engine.events import TaskRunCreated, bus
 from flowbook.engine.hooks import await_pending, drive_async, stop_driving
 from flowbook.engine.interrupts import AsyncBody, Body, call_body
 from flowbook.engine.lifecycle import first_task_run_state, set_task_run_state
-from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run
+from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run, ended_attempt
 from flowbook.engine.timeouts import await_body, call_with_timeout
 from flowbook.engine.values import (
     collect_futures,
@@ -156,10 +156,16 @@ class TaskRunEngine(SubmittedCall):
         parameters = task.bind_arguments(args, kwargs)
         flow_run = current_flow_run.get()
         self.flow_run = flow_run
+        ended = None
         if flow_run is None:
             ensure_configured()
+        elif flow_run.run_count > 1:
+            ended = ended_attempt(flow_run)
         key = task.task_key
-        dynamic_key = flow_run.next_dynamic_key(key) if flow_run else task._next_dynamic_key()
+        if flow_run is not None and ended is None:
+            dynamic_key = flow_run.next_dynamic_key(key)
+        else:  # (a call of an ended attempt takes no place among the current attempt's calls)
+            dynamic_key = task._next_dynamic_key()
         run = TaskRun(task, flow_run, args, kwargs, dynamic_key)
         if parameters is not None:
             run.set_parameters(parameters)
@@ -200,7 +206,9 @@ class TaskRunEngine(SubmittedCall):
         except Exception as exc:
             run.name = f"{task.name}-{dynamic_key}"
             self._early = Failed(f"Task run could not be named: {exc}", exc)
-        if flow_run is not None:
+        if ended is not None:  # recorded, never run, not counted in the current attempt
+            self._early = Cancelled(ended, RunCancelledError(ended))
+        elif flow_run is not None:
             flow_run.task_runs.append(run)
         if bus.wants(TaskRunCreated):
             up_runs = tuple(f.task_run for f in upstream) if upstream else ()
