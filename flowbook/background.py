@@ -15,8 +15,9 @@ import contextvars
 import threading
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from flowbook.engine.interrupts import shields, unshield
 from flowbook.engine.runs import current_flow_run, current_task_run
-from flowbook.states import Pending, State
+from flowbook.states import Failed, Pending, State
 
 if TYPE_CHECKING:
     from flowbook.engine.flow_engine import FlowRunEngine
@@ -43,15 +44,26 @@ class BackgroundRun(Generic[R]):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[Any] | None = None
         engine.create()
-        engine.run.background = self
-        context = contextvars.copy_context()
-        self._thread = threading.Thread(
-            target=context.run,
-            args=(self._main,),
-            name=f"flowbook-background-{engine.run.name}",
-            daemon=True,
-        )
-        self._thread.start()
+        try:
+            engine.run.background = self
+            context = contextvars.copy_context()
+            self._thread = threading.Thread(
+                target=context.run,
+                args=(self._main,),
+                name=f"flowbook-background-{engine.run.name}",
+                daemon=True,
+            )
+            self._thread.start()
+        except BaseException as exc:  # an interrupt before the run's thread started: it ends
+            shields.stack.append(None)  # (no interrupt lands from here on)
+            try:
+                if isinstance(exc, Exception):
+                    engine.finish(Failed(f"Flow run could not start: {exc}", exc))
+                else:
+                    engine._ended_by(exc)
+            finally:
+                unshield()
+            raise
 
     # -- the run's thread ----------------------------------------------------------------------
     def _main(self) -> None:

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
-from flowbook.engine.interrupts import current_body
+from flowbook.engine.interrupts import current_body, pause_shield, resume_shield
 from flowbook.states import State
 
 if TYPE_CHECKING:
@@ -150,17 +150,46 @@ class TaskRunFuture(Generic[R]):
             self._callbacks = None
         if event is not None:
             event.set()
-        if callbacks:
-            for fn in callbacks:
-                fn(self)
-        if _failure_waiters and state.type._value_ != "COMPLETED":
-            for waiter in _failure_waiters.get(id(self.task_run.flow_run), ()):
-                waiter.failures.append(self)
-                waiter.event.set()
+        try:
+            if callbacks:
+                _call_back(self, callbacks)
+        finally:  # (an interrupt in a callback: the failure is still told)
+            if _failure_waiters and state.type._value_ != "COMPLETED":
+                for waiter in _failure_waiters.get(id(self.task_run.flow_run), ()):
+                    waiter.failures.append(self)
+                    waiter.event.set()
         return True
 
     def __repr__(self) -> str:
         return f"TaskRunFuture({self.task_run.name!r}, state={self.state.short()})"
+
+
+def _call_back(future: TaskRunFuture[Any], callbacks: list[Callable[[Any], None]]) -> None:
+    """Call a resolved future's callbacks, each whatever the others do: an error is logged
+    (as ``concurrent.futures`` does), an interrupt raised after the last one. The engine's
+    own callbacks (which start dependent runs) are among them: one that raised stopped the
+    rest, and a dependent run never started. Callbacks are user code: a Ctrl-C stops them
+    even while a run's end is being written (``interrupts.pause_shield``)."""
+    held: BaseException | None = None
+    for fn in callbacks:
+        try:
+            shielded = pause_shield()
+            try:
+                fn(future)
+            finally:  # (before the handlers below: they are flowbook's, and shielded)
+                resume_shield(shielded)
+        except Exception:
+            import logging
+
+            logging.getLogger("flowbook.futures").exception(
+                "A done callback of the future of task run %r raised; the other "
+                "callbacks were called",
+                future.task_run.name,
+            )
+        except BaseException as exc:
+            held = held or exc
+    if held is not None:
+        raise held
 
 
 class FutureList(list[TaskRunFuture[R]]):

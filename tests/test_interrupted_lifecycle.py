@@ -1,22 +1,28 @@
 """A run's end is never cut short: an interrupt (a second Ctrl-C while a cancel goes on, a
 subscriber's or hook's ``KeyboardInterrupt``, an event loop's cancel) that reaches the
 lifecycle outside the body still leaves the flow run final, every task run final and every
-future resolved; the interrupt goes on to the caller afterwards."""
+future resolved; the interrupt goes on to the caller afterwards. And a Ctrl-C is never held
+while user code or a wait for it runs."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import flowbook.exceptions
 from flowbook import flow, task
-from flowbook.engine import interrupts
-from flowbook.engine.events import FlowRunFinished, StateChanged, bus
+from flowbook.engine import flow_engine, interrupts
+from flowbook.engine.events import Event, FlowRunFinished, StateChanged, bus
 from flowbook.engine.runs import FlowRun, TaskRun
 from flowbook.task_runners import ThreadPoolTaskRunner
 
@@ -242,24 +248,6 @@ def test_ctrl_c_stops_the_body_of_a_flow_with_a_timeout(events: Any) -> None:
     assert len(ticks) == stopped_at, "the body kept running after Ctrl-C"
 
 
-def test_an_async_run_cancelled_while_awaiting_a_retry_keeps_the_reason(events: Any) -> None:
-    @flow(retries=1, retry_delay_seconds=60)
-    async def fails_once() -> None:
-        raise ValueError("first attempt fails")
-
-    background = fails_once.run_background()
-    deadline = time.monotonic() + 10
-    while background.state.name != "AwaitingRetry":
-        assert time.monotonic() < deadline, background.state
-        time.sleep(0.01)
-    assert background.cancel("Stopped from the notebook.")
-    assert background.wait(10)
-    state = background.result(raise_on_failure=False)
-    assert state.is_cancelled()
-    assert state.message == "Stopped from the notebook."
-    _ended(events)
-
-
 def test_the_shield_holds_a_sigint_until_it_ends() -> None:
     previous = signal.signal(signal.SIGINT, interrupts._on_sigint)
     try:
@@ -273,3 +261,367 @@ def test_the_shield_holds_a_sigint_until_it_ends() -> None:
         assert interrupts.unshield() is False  # held once, told once
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_the_guard_stands_in_front_of_asyncios_handler_and_hands_it_held_interrupts() -> None:
+    reached: list[str] = []
+
+    async def main() -> None:
+        runners = signal.getsignal(signal.SIGINT)  # asyncio.run's own
+        assert interrupts.sigint_guard()
+        try:
+            assert signal.getsignal(signal.SIGINT) is interrupts._on_sigint
+            interrupts.shield()
+            _send_sigint()
+            time.sleep(0.01)  # (held: asyncio's handler would cancel the task here)
+            reached.append("held")
+            assert interrupts.unshield() is False  # handed to asyncio's handler instead
+        finally:
+            interrupts.release_sigint()
+        assert signal.getsignal(signal.SIGINT) is runners
+        await asyncio.sleep(5)  # asyncio's handler cancelled the main task: ends here
+        reached.append("slept")
+
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    assert reached == ["held"]
+    assert time.monotonic() - t0 < 4
+
+
+def test_a_callback_that_blocks_while_a_run_is_cancelled_stops_at_ctrl_c(
+    events: Any, gate: threading.Event
+) -> None:
+    started = threading.Event()
+
+    @task
+    def waits(x: int) -> int:
+        gate.wait(30)
+        return x
+
+    def blocks(future: Any) -> None:  # user code, called as the run is cancelled
+        started.set()
+        gate.wait(30)
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=1))
+    def cancelled() -> None:
+        futures = waits.map(range(3))
+        futures[2].add_done_callback(blocks)
+        time.sleep(30)
+
+    def interrupts_twice() -> None:
+        time.sleep(0.3)
+        _send_sigint()  # the body stops; the cancel runs the callback
+        if started.wait(10):
+            time.sleep(0.1)
+            _send_sigint()  # and this one stops the callback
+
+    threading.Thread(target=interrupts_twice, daemon=True).start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        cancelled()
+    assert started.is_set()
+    assert time.monotonic() - t0 < 10, "the callback was not interrupted"
+    run = _ended(events)
+    assert run.state.is_cancelled()
+
+
+def test_a_second_interrupt_under_asyncio_run_still_ends_every_run(
+    events: Any, gate: threading.Event, at_first_cancelled_task_run: Any
+) -> None:
+    # asyncio.run has its own SIGINT handler: the first interrupt cancels the main task,
+    # the next ones raise wherever the main thread is
+    fired = at_first_cancelled_task_run(_send_sigint)
+
+    @task
+    def waits(x: int) -> int:
+        gate.wait(30)
+        return x
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=1))
+    async def many_queued() -> None:
+        waits.map(range(50))
+        await asyncio.sleep(30)
+
+    _sigint_later(0.3)
+    with pytest.raises((KeyboardInterrupt, asyncio.CancelledError)):
+        asyncio.run(many_queued())
+    assert fired
+    run = _ended(events)
+    assert run.state.is_cancelled()
+
+
+BURST = """
+import signal, sys, time
+from flowbook import flow, task
+from flowbook.engine import flow_engine, interrupts
+from flowbook.engine.events import FlowRunFinished, bus
+from flowbook.engine.flow_engine import FlowRunEngine
+from flowbook.task_runners import ThreadPoolTaskRunner
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # (as in a kernel, or a terminal)
+finished = []
+bus.subscribe((FlowRunFinished,), lambda event: finished.append(event.flow_run))
+start = FlowRunEngine.handle_exception.__code__
+k = 0
+while True:
+
+    @task(retries=1, retry_delay_seconds=30)
+    def fails(x):
+        raise ValueError(x)
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=1))
+    def stopped():
+        futures = fails.map(range(4))
+        while futures[0].state.name != "AwaitingRetry":
+            time.sleep(0.001)
+        raise KeyboardInterrupt  # the first Ctrl-C, in the body
+
+    calls, ending = [0], [False]
+
+    def tracer(frame, event, arg, k=k, calls=calls, ending=ending):
+        if frame.f_code is start:
+            ending[0] = True
+        if ending[0]:
+            calls[0] += 1
+            if calls[0] > k:
+                signal.raise_signal(signal.SIGINT)  # handled as this function starts
+
+    finished.clear()
+    sys.settrace(tracer)
+    try:
+        stopped()
+        outcome = "returned"
+    except KeyboardInterrupt:
+        outcome = "KeyboardInterrupt"
+    finally:
+        sys.settrace(None)
+    (run,) = finished
+    assert outcome == "KeyboardInterrupt", (k, outcome)
+    assert run.state.is_cancelled(), (k, run.state)
+    for record in run.task_runs:
+        assert record.state.is_final(), (k, record.name, record.state)
+        assert record.future.done(), (k, record.name)
+    assert not flow_engine._active, k
+    assert interrupts.shields.stack == [] and not interrupts.shields.stack.held, k
+    if calls[0] <= k:
+        break
+    k += 1
+handler = signal.getsignal(signal.SIGINT)
+assert handler is signal.default_int_handler, handler
+print("bursts", k)
+"""
+
+
+def test_a_burst_of_ctrl_c_from_any_moment_of_a_runs_end_leaves_every_run_final(
+    tmp_path: Path,
+) -> None:
+    """The first interrupt stops the body; from the k-th Python call the run's end makes on,
+    a SIGINT arrives at every call (where CPython handles signals: as a Python function
+    starts), for every k until the end makes fewer calls than k: Ctrl-C mashed from any
+    moment. Every run ends, and the SIGINT handler and the shield are left as they were.
+
+    In a process of its own: CPython 3.11's main thread can hang while a trace function is
+    set if an asynchronous exception was sent to a thread before (as earlier tests do); the
+    runs here wait for a retry, so no body is interrupted."""
+    env = {**os.environ, "FLOWBOOK_HOME": str(tmp_path), "FLOWBOOK_LOGGING_LEVEL": "CRITICAL"}
+    done = subprocess.run(
+        [sys.executable, "-c", BURST], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    bursts = int(done.stdout.split()[-1])
+    assert bursts > 50  # (the end makes that many calls: a burst started at each)
+
+
+def test_runs_still_going_at_exit_all_end_when_one_cancel_is_interrupted(
+    events: Any, gate: threading.Event, at_first_cancelled_task_run: Any
+) -> None:
+    @task
+    def waits() -> None:
+        gate.wait(30)
+
+    @flow
+    def background() -> None:
+        waits.submit()
+        gate.wait(30)
+
+    first, second = background.run_background(), background.run_background()
+    deadline = time.monotonic() + 10
+    while not all(r._engine.run.task_runs for r in (first, second)):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    fired = at_first_cancelled_task_run(_raise_keyboard_interrupt)
+    flow_engine.end_active_runs()
+    assert fired
+    for handle in (first, second):
+        run = handle._engine.run
+        assert run.state.is_cancelled(), run.state
+        assert all(r.state.is_final() for r in run.task_runs)
+    gate.set()
+    assert first.wait(10)
+    assert second.wait(10)
+
+
+def test_ctrl_c_stops_a_subflow_with_a_timeout_at_once(events: Any) -> None:
+    ticks: list[int] = []
+
+    @flow(timeout_seconds=30)
+    def ticking() -> None:
+        while True:
+            time.sleep(0.01)
+            ticks.append(1)
+
+    @flow
+    def parent() -> None:
+        ticking()
+
+    _sigint_later(0.3)
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        parent()
+    assert time.monotonic() - t0 < 5
+    time.sleep(0.2)
+    stopped_at = len(ticks)
+    time.sleep(0.5)
+    assert len(ticks) == stopped_at, "the subflow's body kept running after Ctrl-C"
+    runs = [e.flow_run for e in events.of(FlowRunFinished)]
+    assert [r.flow.name for r in runs] == ["ticking", "parent"]
+    assert all(r.state.is_cancelled() for r in runs)
+
+
+class _Ping(Event):
+    __slots__ = ()
+
+
+def test_a_subscribers_interrupt_leaves_the_later_subscribers_told() -> None:
+    told: list[Any] = []
+
+    def interrupts_first(event: Any) -> None:
+        raise KeyboardInterrupt
+
+    bus.subscribe((_Ping,), interrupts_first)
+    bus.subscribe((_Ping,), told.append)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bus.emit(_Ping())
+    finally:
+        bus.unsubscribe(interrupts_first)
+        bus.unsubscribe(told.append)
+    assert len(told) == 1
+
+
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+def test_a_run_cancelled_while_awaiting_a_retry_keeps_the_reason(
+    events: Any, is_async: bool
+) -> None:
+    def fails() -> None:
+        raise ValueError("first attempt fails")
+
+    async def fails_async() -> None:
+        raise ValueError("first attempt fails")
+
+    fails_once = flow(retries=1, retry_delay_seconds=60)(fails_async if is_async else fails)
+    background = fails_once.run_background()
+    deadline = time.monotonic() + 10
+    while background.state.name != "AwaitingRetry":
+        assert time.monotonic() < deadline, background.state
+        time.sleep(0.01)
+    assert background.cancel("Stopped from the notebook.")
+    assert background.wait(10)
+    state = background.result(raise_on_failure=False)
+    assert state.is_cancelled()
+    assert state.message == "Stopped from the notebook."
+    with pytest.raises(flowbook.exceptions.RunCancelledError):
+        background.result()
+    _ended(events)
+
+
+def test_an_interrupt_while_a_background_run_is_created_ends_it(events: Any) -> None:
+    def at_pending(event: Any) -> None:
+        if isinstance(event.run, FlowRun) and event.state.name == "Pending":
+            raise KeyboardInterrupt
+
+    @flow
+    def quick() -> int:
+        return 1
+
+    bus.subscribe((StateChanged,), at_pending)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            quick.run_background()
+    finally:
+        bus.unsubscribe(at_pending)
+    run = _ended(events)
+    assert run.state.is_cancelled()
+    assert not flow_engine._active
+
+
+@pytest.mark.parametrize("kind", ["task", "subflow", "subflow with a timeout"])
+def test_a_ctrl_c_while_a_call_is_set_up_stops_it_before_its_body(kind: str) -> None:
+    started: list[float] = []
+
+    def busy() -> None:
+        started.append(time.monotonic())
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3:
+            time.sleep(0.01)
+
+    child = {
+        "task": task(name="child")(busy),
+        "subflow": flow(name="child")(busy),
+        "subflow with a timeout": flow(name="child", timeout_seconds=30)(busy),
+    }[kind]
+
+    def at_pending(event: Any) -> None:  # (the parent's body is in flowbook code)
+        run = event.run
+        owner = run.task if isinstance(run, TaskRun) else run.flow
+        if owner is not None and owner.name == "child" and event.state.name == "Pending":
+            _send_sigint()
+
+    @flow
+    def parent() -> None:
+        child()
+
+    bus.subscribe((StateChanged,), at_pending)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            parent()
+    finally:
+        bus.unsubscribe(at_pending)
+    assert time.monotonic() - t0 < 2
+    assert started == []  # the child's body never started
+
+
+def test_a_ctrl_c_while_runs_end_at_exit_is_held_and_every_run_is_announced(
+    events: Any, gate: threading.Event
+) -> None:
+    @flow
+    def background() -> None:
+        gate.wait(30)
+
+    first, second = background.run_background(), background.run_background()
+    deadline = time.monotonic() + 10
+    while not all(h.state.is_running() for h in (first, second)):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+    def at_first_finish(event: Any) -> None:
+        if isinstance(event.run, FlowRun) and event.state.is_final():
+            bus.unsubscribe(at_first_finish)
+            _send_sigint()  # a Ctrl-C while the process exits
+
+    bus.subscribe((StateChanged,), at_first_finish)
+    try:
+        flow_engine.end_active_runs()  # (held, then dropped: exiting)
+    finally:
+        bus.unsubscribe(at_first_finish)
+    announced = [e.flow_run for e in events.of(FlowRunFinished)]
+    for handle in (first, second):
+        assert handle._engine.run.state.is_cancelled()
+        assert handle._engine.run in announced
+    assert interrupts.shields.stack == []
+    assert interrupts._signal.getsignal(signal.SIGINT) is interrupts._default_int_handler
+    gate.set()
+    assert first.wait(10)
+    assert second.wait(10)

@@ -221,6 +221,34 @@ def test_a_timed_out_attempts_body_runs_nothing_in_the_next_attempt(events: Any)
     assert not any(r in run.task_runs for r in stale)
 
 
+def test_a_raising_done_callback_is_logged_and_the_dependent_run_still_starts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    @task
+    def first() -> int:
+        time.sleep(0.1)
+        return 1
+
+    @task
+    def second(x: int) -> int:
+        return x + 1
+
+    @flow(timeout_seconds=10)
+    def chained() -> int:
+        a = first.submit()
+        a.add_done_callback(lambda future: 1 / 0)  # before the dependent's own callback
+        return second.submit(a).result()
+
+    t0 = time.monotonic()
+    assert chained() == 2
+    assert time.monotonic() - t0 < 5
+    logged = [r for r in caplog.records if r.name == "flowbook.futures"]
+    assert len(logged) == 1
+    assert "first-0" in logged[0].getMessage()
+    assert logged[0].exc_info is not None
+    assert logged[0].exc_info[0] is ZeroDivisionError
+
+
 def test_a_tasks_own_log_prints_is_honoured_without_any_flow_enabling_it(tmp_path: Path) -> None:
     script = tmp_path / "prints.py"
     script.write_text(

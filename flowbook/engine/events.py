@@ -239,6 +239,7 @@ class EventBus:
     def emit_to(self, key: type[Event] | _StateKey, event: Event) -> None:
         """Call the subscribers of ``key`` (an event class, or one of the keys of a kind of
         state: ``FIRST_STATE_KEY``, ``RUNNING_STATE_KEY``) with ``event``."""
+        held = None
         for fn in self._subscribers.get(key, ()):
             try:
                 fn(event)
@@ -252,6 +253,10 @@ class EventBus:
                         RuntimeWarning,
                         stacklevel=2,
                     )
+            except BaseException as exc:  # an interrupt: the others are told first
+                held = held or exc
+        if held is not None:
+            raise held
 
 
 bus = EventBus()

@@ -27,7 +27,7 @@ import contextlib
 import threading
 import time
 import warnings
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextvars import Token
 from types import GeneratorType
 from typing import TYPE_CHECKING, Any
@@ -46,8 +46,11 @@ from flowbook.engine.interrupts import (
     Body,
     call_body,
     interrupt,
+    pause_shield,
     release_sigint,
+    resume_shield,
     shield,
+    shields,
     sigint_guard,
     unshield,
 )
@@ -76,6 +79,7 @@ from flowbook.exceptions import (
 )
 from flowbook.futures import TaskRunFuture
 from flowbook.states import (
+    _FINAL_VALUES,
     AwaitingRetry,
     Cancelled,
     Completed,
@@ -107,14 +111,29 @@ _exit_handler_held = False
 def end_active_runs() -> None:
     """At interpreter exit: runs still going (background runs, a script's last run) end
     ``Cancelled``, with their task runs, and so reach the store before it closes."""
-    with _active_lock:
-        engines = list(_active.values())
-    for engine in engines:
+    shields.stack.append(None)  # (a Ctrl-C while they end is held, then dropped: exiting)
+    guarded = False
+    try:
         try:
-            engine.cancel(_EXITED)
-            engine.finish(Cancelled(_EXITED, RunCancelledError(_EXITED)))
-        except Exception:  # exiting: nothing is left to tell
+            guarded = sigint_guard()  # (on the main thread: so that the shield holds)
+        except BaseException:
             pass
+        with _active_lock:
+            engines = list(_active.values())
+        for engine in engines:
+            try:
+                try:
+                    engine.cancel(_EXITED)
+                finally:
+                    engine.finish(Cancelled(_EXITED, RunCancelledError(_EXITED)))
+            except BaseException:  # exiting: nothing is left to tell, and the others still end
+                pass
+    finally:
+        try:
+            if guarded:
+                release_sigint()  # (done by the unshield below)
+        finally:
+            unshield()
 
 
 def _hold_exit_handler() -> None:
@@ -207,6 +226,28 @@ class FlowRunEngine:
         run.resumed_from = self.resumed_from
         run.memo.update(self.reusable)
         self.run = run
+        try:
+            self._name_and_announce(record, parent, upstream, ended, invalid, run_tags)
+        except BaseException as exc:  # an interrupt: a run that exists ends (Exceptions:
+            shields.stack.append(None)  # the parts raising them are guarded)
+            try:
+                if not isinstance(exc, Exception):
+                    self._ended_by(exc)
+            finally:
+                unshield()
+            raise
+        return run
+
+    def _name_and_announce(
+        self,
+        record: TaskRun | None,
+        parent: FlowRun | None,
+        upstream: list[TaskRunFuture[Any]],
+        ended: str | None,
+        invalid: Exception | None,
+        run_tags: tuple[str, ...],
+    ) -> None:
+        run, flow = self.run, self.flow
         if record is not None:
             record.subflow_run = run
             record.tags = run_tags
@@ -239,7 +280,6 @@ class FlowRunEngine:
         # (a top-level run's creation is journalled by the store on this thread, before its
         # body starts: a kill at any moment leaves a trace the next open marks Crashed)
         self._set_state(Pending())
-        return run
 
     def begin_run(self) -> None:
         run, flow = self.run, self.flow
@@ -480,6 +520,12 @@ class FlowRunEngine:
             return final, None
         return self._awaiting_retry(exc)
 
+    def _cancelled_awaiting_retry(self) -> State:
+        reason = self.cancel_reason or "The flow run was cancelled while awaiting a retry."
+        run, flow = self.run, self.flow
+        error = RunCancelledError(f"flow run {run.name!r} of flow {flow.name!r}: {reason}")
+        return Cancelled(reason, error)
+
     def _awaiting_retry(self, exc: BaseException) -> tuple[State, float]:
         run, flow = self.run, self.flow
         delay = flow.retry_delay_for(run.run_count)
@@ -495,50 +541,75 @@ class FlowRunEngine:
         Pending runs never start; running ones end ``Cancelled`` at once (with the message
         ``running`` when given), and their bodies get ``RunInterrupted`` (sync bodies at
         their next instruction of their own code, async ones through their cancel scope).
-        Safe to call from any thread, more than once.
+        Safe to call from any thread, more than once. Done whatever interrupts it (see
+        ``finish``); the first interrupt is raised at the end.
         """
-        run = self.run
-        run.cancel_event.set()
-        held: BaseException | None = None
+        held: list[BaseException] = []
         shield()
         try:
+            run = self.run
+            run.cancel_event.set()
             runner = run.task_runner
             if runner is not None:
-                try:
-                    runner.cancel_all(reason)
-                except Exception as exc:  # the runs below still end; say why the runner did not
-                    _warn(f"the task runner of flow run {run.name!r} failed to shut down: {exc!r}")
-            me = threading.get_ident()
-            for record in list(run.task_runs):
-                previous = record.state
-                if previous is None or previous.is_final() or record.subflow_run is not None:
-                    continue
-                message = running if running is not None and previous.is_running() else reason
-                state = Cancelled(
-                    message, RunCancelledError(f"task run {record.name!r}: {message}")
-                )
-                try:
-                    ended = set_task_run_state(record, state)
-                except BaseException as exc:  # a hook's or subscriber's interrupt: the rest
-                    held = held or exc  # still end, and it goes on after them
-                    ended = record.state is state
-                if ended:
-                    body = record.body
-                    if not (isinstance(body, Body) and body.ident == me):
-                        interrupt(body, RunInterrupted)
+                self._runner_call(runner.cancel_all, reason, held)
+            self._end_open_task_runs(reason, running, held)
         finally:
-            if unshield() and held is None:
-                held = KeyboardInterrupt()
-        if held is not None:
-            raise held
+            if unshield() and not held:
+                held.append(KeyboardInterrupt())
+        if held:
+            raise held[0]
+
+    def _runner_call(
+        self, call: Callable[[str], None], reason: str, held: list[BaseException]
+    ) -> None:
+        """``call(reason)`` on the task runner while the run ends: it may wait (threads, a
+        Dask cluster), so a Ctrl-C stops it; its error is warned about, its interrupt held."""
+        try:
+            shielded = pause_shield()
+            try:
+                call(reason)
+            finally:  # (before the handlers below: they are flowbook's, and shielded)
+                resume_shield(shielded)
+        except Exception as exc:  # the runs still end; say why the runner did not
+            _warn(f"the task runner of flow run {self.run.name!r} failed to shut down: {exc!r}")
+        except BaseException as exc:
+            held.append(exc)
+
+    def _end_open_task_runs(
+        self, reason: str, running: str | None, held: list[BaseException]
+    ) -> None:
+        """End ``Cancelled`` each task run that is not final (subflow records end with
+        their subflow), and interrupt its body; interrupts are added to ``held``."""
+        runs, i = self.run.task_runs, 0
+        me = threading.get_ident()
+        while i < len(runs):  # (runs a body still submits are ended too)
+            record = runs[i]
+            i += 1
+            previous = record.state
+            if previous is None or previous.type._value_ in _FINAL_VALUES:
+                continue
+            if record.subflow_run is not None:
+                continue
+            message = running if running is not None and previous.is_running() else reason
+            state = Cancelled(message, RunCancelledError(f"task run {record.name!r}: {message}"))
+            try:
+                ended = set_task_run_state(record, state)
+            except BaseException as exc:  # a subscriber's interrupt: the change stands
+                held.append(exc)
+                ended = record.state is state
+            if ended:
+                body = record.body
+                if not (isinstance(body, Body) and body.ident == me):
+                    interrupt(body, RunInterrupted)
 
     def finish(self, state: State) -> State:
         """End the run in ``state`` unless it is final already; returns its final state.
 
-        Its bookkeeping (the runner's shutdown, the final state, ``FlowRunFinished``) is done
-        whatever interrupts it: a SIGINT meanwhile is held, a subscriber's interrupt waits,
-        and the first of them is raised once it is done, before the store's commit is waited
-        for and before the final hooks."""
+        Its bookkeeping (the runner's shutdown, its task runs that are still open ended
+        ``Cancelled``, the final state, ``FlowRunFinished``) is done whatever interrupts it:
+        a SIGINT meanwhile is held (``interrupts.shield``), and it, or an interrupt a
+        subscriber or the runner raised, is raised once the bookkeeping is done, before the
+        store's commit is waited for and before the final hooks."""
         run = self.run
         held: list[BaseException] = []
         shield()
@@ -554,7 +625,11 @@ class FlowRunEngine:
             assert final is not None
             return final  # ended already (at interpreter exit, by another thread)
         if self.parent_record is None:
-            bus.barrier(run)
+            shielded = pause_shield()  # (a wait: a Ctrl-C stops it, the run has ended)
+            try:
+                bus.barrier(run)
+            finally:
+                resume_shield(shielded)
         # after the bookkeeping above: a hook that never returns normally leaves the run ended
         call_final_flow_hooks(run, state)
         return state
@@ -564,9 +639,14 @@ class FlowRunEngine:
         ``BaseException`` is added to ``held``, and the bookkeeping goes on."""
         run = self.run
         runner = run.task_runner
+        cancelled = run.cancel_event.is_set()
         if runner is not None:
-            try:
-                runner.shutdown(cancel_pending=run.cancel_event.is_set())
+            try:  # (as _runner_call, written out: every flow call's path)
+                shielded = pause_shield()
+                try:
+                    runner.shutdown(cancel_pending=cancelled)
+                finally:
+                    resume_shield(shielded)
             except Exception as exc:
                 _warn(f"the task runner of flow run {run.name!r} failed to shut down: {exc!r}")
             except BaseException as exc:
@@ -577,6 +657,14 @@ class FlowRunEngine:
                 release_env(f"flow run {run.name!r} of flow {self.flow.name!r}", self.flow.env)
             except BaseException as exc:
                 held.append(exc)
+        # a flow run is final only once its task runs are: one that was not cancelled waited
+        # for them; one cancelled may have had its cancel cut short
+        if cancelled:
+            if state.is_cancelled():
+                message = state.message or "The flow run was cancelled."
+            else:
+                message = f"The flow run ended {state.name} before this task run did."
+            self._end_open_task_runs(message, None, held)
         try:
             if not self._set_state(state):
                 return False
@@ -610,12 +698,16 @@ class FlowRunEngine:
         run = getattr(self, "run", None)
         if run is None or (run.state is not None and run.state.is_final()):
             return
-        reason = self.cancel_reason or f"The flow run was interrupted ({type(exc).__name__})."
-        error = RunCancelledError(f"flow run {run.name!r} of flow {self.flow.name!r}: {reason}")
-        with contextlib.suppress(BaseException):
-            self.cancel(reason)
-        with contextlib.suppress(BaseException):
-            self.finish(Cancelled(reason, error))
+        shield()
+        try:
+            reason = self.cancel_reason or f"The flow run was interrupted ({type(exc).__name__})."
+            error = RunCancelledError(f"flow run {run.name!r} of flow {self.flow.name!r}: {reason}")
+            with contextlib.suppress(BaseException):
+                self.cancel(reason)
+            with contextlib.suppress(BaseException):
+                self.finish(Cancelled(reason, error))
+        finally:
+            unshield()  # (a SIGINT held meanwhile: ``exc`` goes on anyway)
 
     # -- drivers -------------------------------------------------------------------------------
     def _enter(self) -> tuple[Token[FlowRun | None], Token[TaskRun | None]]:
@@ -638,16 +730,20 @@ class FlowRunEngine:
                 self.sigint_held = sigint_guard()
             self.begin_run()
         except BaseException as exc:
+            shields.stack.append(None)  # (no interrupt lands from here on: interrupts.shields)
             try:
                 if not isinstance(exc, Exception):
                     self._ended_by(exc)  # (an interrupt while the run was made or began)
                 elif hasattr(self, "run"):
                     self.finish(Failed(f"Flow run could not start: {exc}", exc))
             finally:
-                if tokens is not None:
-                    self._leave(tokens)
-                else:
-                    self._release()
+                try:
+                    if tokens is not None:
+                        self._leave(tokens)
+                    else:
+                        self._release()
+                finally:
+                    unshield()
             raise
         return tokens
 
@@ -656,6 +752,21 @@ class FlowRunEngine:
             self._reset_context(tokens)
         finally:
             self._release()
+
+    def _leave_shielded(
+        self, tokens: tuple[Token[FlowRun | None], Token[TaskRun | None]] | None
+    ) -> None:
+        """``_leave`` (``_release`` without tokens) in a shield the caller entered: the SIGINT
+        guard and the gc freeze are given back whatever interrupts, and a SIGINT meanwhile is
+        raised after."""
+        try:
+            if tokens is not None:
+                self._leave(tokens)
+            else:
+                self._release()
+        finally:
+            if unshield():
+                raise KeyboardInterrupt
 
     def _set_context(self) -> tuple[Token[FlowRun | None], Token[TaskRun | None]]:
         return current_flow_run.set(self.run), current_task_run.set(None)
@@ -674,6 +785,24 @@ class FlowRunEngine:
         if self.sigint_held:
             self.sigint_held = False
             release_sigint()
+
+    def _lifecycle_raised(self, exc: BaseException) -> State:
+        """The lifecycle raised ``exc`` outside the body; the caller has entered a shield
+        (ended here). An ``Exception`` fails the run, which is returned; anything else ends
+        it ``Cancelled`` (``_ended_by``) and goes on."""
+        state: State | None = None
+        try:
+            if isinstance(exc, Exception):
+                state = self._outside_body(exc)
+            else:
+                self._ended_by(exc)
+        finally:
+            interrupted = unshield()
+        if state is None:
+            raise exc
+        if interrupted:
+            raise KeyboardInterrupt
+        return state
 
     def _outside_body(self, exc: Exception) -> State:
         """The run's lifecycle itself raised: end what it started, and fail the run."""
@@ -700,23 +829,23 @@ class FlowRunEngine:
                         self._set_state(state)
                         if not (delay > 0 and self.run.cancel_event.wait(delay)):
                             continue
-                        state = Cancelled("The flow run was cancelled while awaiting a retry.")
+                        state = self._cancelled_awaiting_retry()
                     elif not isinstance(exc, Exception):
                         self.finish(state)
                         raise
                 return self.finish(state)
         except BaseException as exc:
-            if isinstance(exc, Exception):
-                return self._outside_body(exc)
-            self._ended_by(exc)
-            raise
+            shields.stack.append(None)  # (no interrupt lands from here on: interrupts.shields)
+            return self._lifecycle_raised(exc)
         finally:
-            self._leave(tokens)
+            shields.stack.append(None)  # (no interrupt lands from here on: interrupts.shields)
+            self._leave_shielded(tokens)
 
     async def run_async(self) -> State:
         tokens = self._enter()
-        hooks_token = drive_async(self.run)  # its hooks are awaited here, on this loop
+        hooks_token = None
         try:
+            hooks_token = drive_async(self.run)  # its hooks are awaited here, on this loop
             if self.early is not None:
                 return self.finish(self.early)
             while True:
@@ -738,22 +867,24 @@ class FlowRunEngine:
                         await asyncio.sleep(delay)
                         if not self.run.cancel_event.is_set():
                             continue
-                        state = Cancelled("The flow run was cancelled while awaiting a retry.")
+                        state = self._cancelled_awaiting_retry()
                     elif not isinstance(exc, Exception):
                         self.finish(state)
                         raise
                 return self.finish(state)
         except BaseException as exc:
-            if isinstance(exc, Exception):
-                return self._outside_body(exc)
-            self._ended_by(exc)
-            raise
+            shields.stack.append(None)  # (no interrupt lands from here on: interrupts.shields)
+            return self._lifecycle_raised(exc)
         finally:
             try:
                 await await_pending()
             finally:
-                stop_driving(hooks_token)
-                self._leave(tokens)
+                shields.stack.append(None)  # (no interrupt lands from here on)
+                try:
+                    if hooks_token is not None:
+                        stop_driving(hooks_token)
+                finally:
+                    self._leave_shielded(tokens)
 
     def run_generator(self) -> Generator[Any, None, Any]:
         """Drive a generator flow (a body with ``yield``): each value it yields is handed to
@@ -774,19 +905,40 @@ class FlowRunEngine:
             else:
                 gen = self.flow.fn(*self.args, **self.kwargs)  # runs nothing of the body yet
         except BaseException as exc:
+            shields.stack.append(None)  # (no interrupt lands from here on: interrupts.shields)
             try:
                 if isinstance(exc, Exception):
                     self._outside_body(exc)
                 else:
                     self._ended_by(exc)
             finally:
-                self._leave(tokens)
+                try:
+                    self._leave(tokens)
+                finally:
+                    unshield()
             raise
         if state is not None:
-            self._leave(tokens)
+            shields.stack.append(None)
+            self._leave_shielded(tokens)
             return self.outcome(state, False)
-        self._reset_context(tokens)
-        state = yield from self._drive(gen)
+        try:
+            shields.stack.append(None)
+            try:
+                self._reset_context(tokens)
+            finally:
+                if unshield():
+                    raise KeyboardInterrupt
+            state = yield from self._drive(gen)
+        except BaseException as exc:  # (one that landed before ``_drive`` began; after, the
+            shields.stack.append(None)  # run has ended, and this ends nothing)
+            try:
+                if not isinstance(exc, Exception):
+                    self._ended_by(exc)
+                elif self.run.state is None or not self.run.state.is_final():
+                    self._outside_body(exc)
+            finally:
+                self._leave_shielded(None)
+            raise
         return self.outcome(state, False)
 
     def _drive(self, gen: Any) -> Generator[Any, None, State]:
@@ -826,12 +978,11 @@ class FlowRunEngine:
                 except BaseException as exc:
                     thrown = exc
         except BaseException as exc:  # the lifecycle raised, not the body: the run ends
-            if isinstance(exc, Exception):
-                return self._outside_body(exc)
-            self._ended_by(exc)  # (nothing to do when the run has ended: GeneratorExit)
-            raise
+            shields.stack.append(None)  # (no interrupt lands from here on: interrupts.shields)
+            return self._lifecycle_raised(exc)  # (GeneratorExit: the run has ended)
         finally:
-            self._release()
+            shields.stack.append(None)
+            self._leave_shielded(None)
 
     def _step(self, gen: Any, thrown: BaseException | None) -> Any:
         """Run the body to its next ``yield`` (throwing ``thrown`` in at the last one);

@@ -41,6 +41,7 @@ from contextvars import ContextVar, Token
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from flowbook.engine.interrupts import pause_shield, resume_shield
 from flowbook.engine.runs import current_flow_run, current_task_run
 
 if TYPE_CHECKING:
@@ -204,6 +205,7 @@ def _call_all(steps: Generator[Awaitable[Any], None, None]) -> None:
     # outside any run context, as documented: the hook is not part of the run's body
     flow_token = current_flow_run.set(None)
     task_token = current_task_run.set(None)
+    shielded = pause_shield()  # user code: a Ctrl-C stops it, even while a run ends
     try:
         step = next(steps, None)
         while step is not None:
@@ -216,6 +218,7 @@ def _call_all(steps: Generator[Awaitable[Any], None, None]) -> None:
             else:
                 step = next(steps, None)
     finally:
+        resume_shield(shielded)
         current_task_run.reset(task_token)
         current_flow_run.reset(flow_token)
 

@@ -25,11 +25,12 @@ never delivered once the thread has moved into flowbook code. A body that return
 moment clears a sent exception that has not arrived yet (``Body.done``).
 
 A kernel interrupt (SIGINT) is delivered by Python to the main thread wherever it is. While a
-top-level flow run goes on in the main thread, ``sigint_guard`` installs a handler that treats
-it the same way: raised at once in the user's code or while waiting for a run, else left
-pending until the thread is back in the user's code. While a run's end is written (its
-cancel, its final state, the store's commit) a SIGINT is held (``shield``) and raised once
-the run has ended: a second Ctrl-C never leaves a run half ended.
+top-level flow run goes on in the main thread, ``sigint_guard`` installs a handler in front
+of Python's default one (or asyncio's) that treats it the same way: raised at once in the
+user's code or while waiting for a run, else left pending until the thread is back in the
+user's code. While a run's end is written (its cancel, its final state, its announcement) a
+SIGINT is held (``shield``) and raised once the run has ended: a second Ctrl-C never leaves
+a run half ended.
 
 Async bodies are not interrupted this way: they are cancelled through their event loop
 (``AsyncBody``), which is how asyncio code expects to be stopped.
@@ -38,6 +39,7 @@ Async bodies are not interrupted this way: they are cancelled through their even
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # (the C module, which has no stubs)
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -50,8 +52,11 @@ __all__ = [
     "enter",
     "interrupt",
     "leave",
+    "pause_shield",
     "release_sigint",
+    "resume_shield",
     "shield",
+    "shields",
     "sigint_guard",
     "unshield",
 ]
@@ -112,6 +117,11 @@ def call_body(
     """
     local = _local
     outer = getattr(local, "body", None)
+    if outer is not None and outer.pending is not None:
+        # the caller's interrupt (a Ctrl-C while it was in flowbook code) stops this body
+        # before it starts, rather than wait for it to end
+        exc_type, outer.pending = outer.pending, None
+        raise exc_type
     body = Body()
     local.body = body
     try:
@@ -177,58 +187,149 @@ def interrupt(body: Body | AsyncBody | None, exc_type: type[BaseException]) -> b
     return True
 
 
+class _Stack(list):  # type: ignore[type-arg]
+    """The shields in force on a thread, an entry each, and whether a SIGINT came meanwhile
+    (``held``). A list, so that entering and leaving a shield are one C call each (``append``,
+    ``pop``); pausing swaps the whole object, with its ``held``."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = False
+
+
+class _Shields(threading.local):
+    def __init__(self) -> None:
+        self.stack = _Stack()
+        self.restore = False  # ``release_sigint`` was asked while shielded
+
+
+# ``shields.stack.append(None)`` enters a shield in one C call: a SIGINT is handled only on
+# entering a Python function, after a C call or on a loop's jump back, so code that has just
+# caught an interrupt shields itself this way, with no point between where another one could
+# land (``shield()`` is a Python function: one could land on entering it); ``unshield`` ends it.
+shields = _Shields()
+# The SIGINT handler ``sigint_guard`` stands in front of (Python's default, or asyncio's under
+# ``asyncio.run``): called for a SIGINT that is neither held nor left pending, so that it
+# behaves as without flowbook (asyncio's first one cancels the main task).
+_previous: Any = None
+
+
 def _on_sigint(signum: int, frame: Any) -> None:
     body: Body | None = getattr(_local, "body", None)
     if body is not None and body.depth > 0 and body.waiting == 0:
         body.pending = KeyboardInterrupt  # raised when the thread is back in the user's code
         return
-    if getattr(_local, "shield", 0) and (body is None or body.depth > 0):
-        _local.held = True  # raised by the run's end once its bookkeeping is done
+    stack = shields.stack
+    if stack and (body is None or body.depth > 0):
+        stack.held = True  # raised by the run's end once its bookkeeping is done
         return
-    raise KeyboardInterrupt
+    previous = _previous
+    if previous is None or previous is _default_int_handler:
+        raise KeyboardInterrupt
+    previous(signum, frame)
 
 
 def shield() -> None:
-    """A run's end is being written on this thread: until ``unshield``, a SIGINT that the
-    guard catches here outside user code is held instead of raised in the middle of it
-    (a second Ctrl-C while a cancel goes on). Nests. Only flowbook's own bookkeeping is
-    shielded, never user code or a wait for it: no state hook runs inside (task runs have
-    no hook for ``Cancelled``; a flow's final hooks and the store's commit come after)."""
-    _local.shield = getattr(_local, "shield", 0) + 1
+    """A run's end is being written on this thread: until ``unshield``, a SIGINT that
+    reaches it outside user code is held instead of raised in the middle of it (a second
+    Ctrl-C while a cancel goes on). Nests. Only flowbook's own bookkeeping is shielded: what
+    may run user code or wait (hooks, future callbacks, a runner's shutdown) runs with the
+    shield paused (``pause_shield``), its interrupt caught and raised after the rest. A
+    held SIGINT goes, once the outermost ``unshield`` is done, to the caller (Python's
+    default handler) or to the handler ``sigint_guard`` stands in front of (asyncio's)."""
+    stack = shields.stack
+    if not stack:
+        stack.held = False  # (one left by an interrupt that cut an unshield short)
+    stack.append(None)
 
 
 def unshield() -> bool:
-    """End a ``shield``; True when the outermost one held a SIGINT: the caller raises
-    ``KeyboardInterrupt`` once it is done."""
-    depth = _local.shield - 1
-    _local.shield = depth
-    if depth == 0 and getattr(_local, "held", False):
-        _local.held = False
-        return True
-    return False
+    """End a ``shield``; True when the outermost one held a SIGINT for which the caller
+    raises ``KeyboardInterrupt`` once it is done (another handler's is called here)."""
+    stack = shields.stack
+    if len(stack) > 1:
+        stack.pop()
+        return False
+    previous = _previous
+    try:
+        if shields.restore:
+            shields.restore = False
+            _restore_previous()
+    finally:
+        if stack:
+            stack.pop()  # (whatever a SIGINT raises above, the shields stay balanced)
+    if not stack.held:
+        return False
+    stack.held = False
+    if previous is not None and previous is not _default_int_handler:
+        previous(_SIGINT, None)  # (asyncio's cancels its main task, or raises)
+        return False
+    return True
+
+
+def pause_shield() -> _Stack:
+    """User code (a hook, a future's callback) or a wait for it is about to run in a
+    shielded part: a SIGINT raises there at once. Returns what ``resume_shield`` restores
+    (shields entered meanwhile, by a run inside a hook, are that run's own)."""
+    stack = shields.stack
+    if stack:
+        shields.stack = _Stack()
+    return stack
+
+
+# ``resume_shield(paused)`` ends a ``pause_shield``: a C call, not a Python function, because
+# a SIGINT is handled on entering a Python function, which here would still be unshielded
+# (the interrupt raised there would leave the rest of the shielded part unshielded)
+resume_shield: Callable[[_Stack], None] = functools.partial(setattr, shields, "stack")
 
 
 def sigint_guard() -> bool:
-    """On the main thread, route SIGINT through ``_on_sigint`` while a top-level run goes on.
-
-    Only Python's default handler is replaced (a kernel runs cells with it); True when the
-    handler was installed and ``release_sigint`` must put the default back. (``_signal``
+    """On the main thread, route SIGINT through ``_on_sigint`` while a top-level run goes on,
+    in front of the handler in place when it is Python's default or ``asyncio.run``'s (which
+    ``_on_sigint`` calls for what it neither holds nor leaves pending; a program's own handler
+    is left alone). True when ``release_sigint`` must put that handler back. (``_signal``
     directly: the ``signal`` module's wrappers convert numbers to enums, several µs a call.)
     """
+    global _previous
     if _get_ident() != _MAIN_IDENT:
         return False
     try:
-        if _signal.getsignal(_SIGINT) is not _default_int_handler:
-            return False
+        current = _signal.getsignal(_SIGINT)
+        if current is _on_sigint:
+            return _previous is not None  # (left in place by an interrupted release)
+        if current is not _default_int_handler and not _is_asyncio_handler(current):
+            return False  # the program's own handler (or none) is left alone
+        _previous = current
         _signal.signal(_SIGINT, _on_sigint)
     except (ValueError, OSError):  # not the main interpreter, or no signals here
         return False
     return True
 
 
+def _is_asyncio_handler(handler: Any) -> bool:
+    """``asyncio.Runner``'s SIGINT handler (a method of the runner, with its main task bound
+    by ``functools.partial``)."""
+    owner = getattr(getattr(handler, "func", handler), "__self__", None)
+    return owner is not None and type(owner).__module__ == "asyncio.runners"
+
+
 def release_sigint() -> None:
+    """Put back the handler ``sigint_guard`` stood in front of; while shielded, the
+    outermost ``unshield`` does it (a SIGINT that handler got meanwhile would be raised
+    inside the unshield, cutting it short)."""
+    if shields.stack:
+        shields.restore = True
+    else:
+        _restore_previous()
+
+
+def _restore_previous() -> None:
+    global _previous
+    previous, _previous = _previous, None
     try:
-        if _signal.getsignal(_SIGINT) is _on_sigint:
-            _signal.signal(_SIGINT, _default_int_handler)
+        if previous is not None and _signal.getsignal(_SIGINT) is _on_sigint:
+            _signal.signal(_SIGINT, previous)
     except (ValueError, OSError):
         pass

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from flowbook.engine.interrupts import AsyncBody, Body, call_body, interrupt
+from flowbook.engine.interrupts import AsyncBody, Body, call_body, current_body, interrupt
 from flowbook.exceptions import RunInterrupted, RunTimeoutError
 
 __all__ = ["await_body", "call_with_timeout", "run_coro_sync"]
@@ -59,14 +59,28 @@ def call_with_timeout(
         except BaseException as exc:  # handed to the waiting thread, which decides
             outcome.append((False, exc))
 
+    # (a subflow's: its caller's body is in flowbook code, where a Ctrl-C would wait; this
+    # is a wait for a run, where it is raised at once)
+    caller = current_body()
+    if caller is not None and caller.pending is not None:
+        exc_type, caller.pending = caller.pending, None
+        raise exc_type  # (a Ctrl-C that came while the subflow was set up: it never starts)
     thread = threading.Thread(target=run, name="flowbook-timeout", daemon=True)
     thread.start()
+    if caller is not None:
+        caller.waiting += 1
     try:
+        if caller is not None and caller.pending is not None:  # (one that came just now)
+            exc_type, caller.pending = caller.pending, None
+            raise exc_type
         thread.join(timeout)
     except BaseException:  # a Ctrl-C on this (the waiting) thread stops the body too
         if bodies:
             interrupt(bodies[0], RunInterrupted)
         raise
+    finally:
+        if caller is not None:
+            caller.waiting -= 1
     if thread.is_alive():
         if bodies:
             interrupt(bodies[0], RunTimeoutError)
