@@ -24,7 +24,7 @@ from flowbook import flow, task
 from flowbook.engine import flow_engine, interrupts
 from flowbook.engine.events import Event, FlowRunFinished, StateChanged, bus
 from flowbook.engine.runs import FlowRun, TaskRun
-from flowbook.task_runners import ThreadPoolTaskRunner
+from flowbook.task_runners import SequentialTaskRunner, ThreadPoolTaskRunner
 
 
 @pytest.fixture
@@ -357,7 +357,7 @@ from flowbook import flow, task
 from flowbook.engine import flow_engine, interrupts
 from flowbook.engine.events import FlowRunFinished, bus
 from flowbook.engine.flow_engine import FlowRunEngine
-from flowbook.task_runners import ThreadPoolTaskRunner
+from flowbook.task_runners import SequentialTaskRunner, ThreadPoolTaskRunner
 
 signal.signal(signal.SIGINT, signal.default_int_handler)  # (as in a kernel, or a terminal)
 finished = []
@@ -625,3 +625,63 @@ def test_a_ctrl_c_while_runs_end_at_exit_is_held_and_every_run_is_announced(
     gate.set()
     assert first.wait(10)
     assert second.wait(10)
+
+
+def test_a_ctrl_c_inside_a_submit_on_the_sequential_runner_reaches_the_caller(
+    events: Any,
+) -> None:
+    after: list[str] = []
+
+    @task
+    def one(x: int) -> int:
+        return x
+
+    def at_pending(event: Any) -> None:  # (the body is inside .submit(): flowbook code)
+        if isinstance(event.run, TaskRun) and event.state.name == "Pending" and not after:
+            after.append("sent")
+            _send_sigint()
+
+    @flow(task_runner=SequentialTaskRunner())
+    def submits() -> int:
+        one.submit(1)
+        after.append("body went on")
+        return 1
+
+    bus.subscribe((StateChanged,), at_pending)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            submits()
+    finally:
+        bus.unsubscribe(at_pending)
+    assert after == ["sent"]
+    (run,) = [e.flow_run for e in events.of(FlowRunFinished)]
+    assert run.state.is_cancelled()
+
+
+def test_a_top_level_run_inside_another_leaves_the_outer_runs_guard(events: Any) -> None:
+    seen: dict[str, bool] = {}
+
+    @flow
+    def inner() -> int:
+        return 1
+
+    def hook(flow_: Any, run: Any, state: Any) -> None:
+        inner()  # a top-level run: hooks run outside any run context
+
+    @flow(on_running=[hook])
+    def outer() -> int:
+        seen["outer body"] = signal.getsignal(signal.SIGINT) is interrupts._on_sigint
+        return 2
+
+    @flow
+    def values() -> Iterator[int]:
+        yield 1
+        seen["between values"] = signal.getsignal(signal.SIGINT) is interrupts._on_sigint
+        yield 2
+
+    assert outer() == 2
+    for _ in values():
+        inner()
+    assert seen == {"outer body": True, "between values": True}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert interrupts._previous is None

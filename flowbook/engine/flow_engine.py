@@ -727,7 +727,12 @@ class FlowRunEngine:
             tokens = self._set_context()
             if self.parent_record is None:
                 self.heap_held = heap.hold()
-                self.sigint_held = sigint_guard()
+                shields.stack.append(None)  # (installed and recorded with no SIGINT between)
+                try:
+                    self.sigint_held = sigint_guard()
+                finally:
+                    if unshield():
+                        raise KeyboardInterrupt
             self.begin_run()
         except BaseException as exc:
             shields.stack.append(None)  # (no interrupt lands from here on: interrupts.shields)

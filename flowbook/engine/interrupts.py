@@ -120,8 +120,10 @@ def call_body(
     if outer is not None and outer.pending is not None:
         # the caller's interrupt (a Ctrl-C while it was in flowbook code) stops this body
         # before it starts, rather than wait for it to end
-        exc_type, outer.pending = outer.pending, None
-        raise exc_type
+        # (peeked, not taken: ``leave`` raises it to the caller once back in its code)
+        from flowbook.exceptions import RunInterrupted
+
+        raise RunInterrupted
     body = Body()
     local.body = body
     try:
@@ -222,7 +224,7 @@ def _on_sigint(signum: int, frame: Any) -> None:
         body.pending = KeyboardInterrupt  # raised when the thread is back in the user's code
         return
     stack = shields.stack
-    if stack and (body is None or body.depth > 0):
+    if stack:
         stack.held = True  # raised by the run's end once its bookkeeping is done
         return
     previous = _previous
@@ -298,7 +300,7 @@ def sigint_guard() -> bool:
     try:
         current = _signal.getsignal(_SIGINT)
         if current is _on_sigint:
-            return _previous is not None  # (left in place by an interrupted release)
+            return False  # (another run's guard: the run that installed it releases it)
         if current is not _default_int_handler and not _is_asyncio_handler(current):
             return False  # the program's own handler (or none) is left alone
         _previous = current
@@ -330,6 +332,9 @@ def _restore_previous() -> None:
     previous, _previous = _previous, None
     try:
         if previous is not None and _signal.getsignal(_SIGINT) is _on_sigint:
+            task = getattr(previous, "keywords", {}).get("main_task")
+            if task is not None and task.done():  # asyncio.run has ended: its handler too
+                previous = _default_int_handler
             _signal.signal(_SIGINT, previous)
     except (ValueError, OSError):
         pass

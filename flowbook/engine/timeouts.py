@@ -63,16 +63,14 @@ def call_with_timeout(
     # is a wait for a run, where it is raised at once)
     caller = current_body()
     if caller is not None and caller.pending is not None:
-        exc_type, caller.pending = caller.pending, None
-        raise exc_type  # (a Ctrl-C that came while the subflow was set up: it never starts)
+        raise RunInterrupted  # (a Ctrl-C that came while the subflow was set up: it never starts)
     thread = threading.Thread(target=run, name="flowbook-timeout", daemon=True)
     thread.start()
     if caller is not None:
         caller.waiting += 1
     try:
         if caller is not None and caller.pending is not None:  # (one that came just now)
-            exc_type, caller.pending = caller.pending, None
-            raise exc_type
+            raise RunInterrupted
         thread.join(timeout)
     except BaseException:  # a Ctrl-C on this (the waiting) thread stops the body too
         if bodies:
