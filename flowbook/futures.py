@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
-from flowbook.engine.interrupts import current_body, pause_shield, resume_shield
+from flowbook.engine.interrupts import call_unshielded, current_body
 from flowbook.states import State
 
 if TYPE_CHECKING:
@@ -169,15 +169,11 @@ def _call_back(future: TaskRunFuture[Any], callbacks: list[Callable[[Any], None]
     (as ``concurrent.futures`` does), an interrupt raised after the last one. The engine's
     own callbacks (which start dependent runs) are among them: one that raised stopped the
     rest, and a dependent run never started. Callbacks are user code: a Ctrl-C stops them
-    even while a run's end is being written (``interrupts.pause_shield``)."""
+    even while a run's end is being written (``interrupts.call_unshielded``)."""
     held: BaseException | None = None
     for fn in callbacks:
         try:
-            shielded = pause_shield()
-            try:
-                fn(future)
-            finally:  # (before the handlers below: they are flowbook's, and shielded)
-                resume_shield(shielded)
+            call_unshielded(fn, future)
         except Exception:
             import logging
 

@@ -45,10 +45,9 @@ from flowbook.engine.interrupts import (
     AsyncBody,
     Body,
     call_body,
+    call_unshielded,
     interrupt,
-    pause_shield,
     release_sigint,
-    resume_shield,
     shield,
     shields,
     sigint_guard,
@@ -551,7 +550,7 @@ class FlowRunEngine:
             run.cancel_event.set()
             runner = run.task_runner
             if runner is not None:
-                self._runner_call(runner.cancel_all, reason, held)
+                self._runner_call(held, runner.cancel_all, reason)
             self._end_open_task_runs(reason, running, held)
         finally:
             if unshield() and not held:
@@ -560,16 +559,12 @@ class FlowRunEngine:
             raise held[0]
 
     def _runner_call(
-        self, call: Callable[[str], None], reason: str, held: list[BaseException]
+        self, held: list[BaseException], call: Callable[..., None], *args: Any
     ) -> None:
-        """``call(reason)`` on the task runner while the run ends: it may wait (threads, a
+        """``call(*args)`` on the task runner while the run ends: it may wait (threads, a
         Dask cluster), so a Ctrl-C stops it; its error is warned about, its interrupt held."""
         try:
-            shielded = pause_shield()
-            try:
-                call(reason)
-            finally:  # (before the handlers below: they are flowbook's, and shielded)
-                resume_shield(shielded)
+            call_unshielded(call, *args)
         except Exception as exc:  # the runs still end; say why the runner did not
             _warn(f"the task runner of flow run {self.run.name!r} failed to shut down: {exc!r}")
         except BaseException as exc:
@@ -625,11 +620,7 @@ class FlowRunEngine:
             assert final is not None
             return final  # ended already (at interpreter exit, by another thread)
         if self.parent_record is None:
-            shielded = pause_shield()  # (a wait: a Ctrl-C stops it, the run has ended)
-            try:
-                bus.barrier(run)
-            finally:
-                resume_shield(shielded)
+            call_unshielded(bus.barrier, run)  # (a wait: a Ctrl-C stops it; the run has ended)
         # after the bookkeeping above: a hook that never returns normally leaves the run ended
         call_final_flow_hooks(run, state)
         return state
@@ -641,16 +632,7 @@ class FlowRunEngine:
         runner = run.task_runner
         cancelled = run.cancel_event.is_set()
         if runner is not None:
-            try:  # (as _runner_call, written out: every flow call's path)
-                shielded = pause_shield()
-                try:
-                    runner.shutdown(cancel_pending=cancelled)
-                finally:
-                    resume_shield(shielded)
-            except Exception as exc:
-                _warn(f"the task runner of flow run {run.name!r} failed to shut down: {exc!r}")
-            except BaseException as exc:
-                held.append(exc)
+            self._runner_call(held, runner.shutdown, cancelled)
         if self.env_held:
             self.env_held = False
             try:

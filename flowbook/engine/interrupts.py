@@ -48,6 +48,7 @@ __all__ = [
     "AsyncBody",
     "Body",
     "call_body",
+    "call_unshielded",
     "current_body",
     "enter",
     "interrupt",
@@ -285,6 +286,17 @@ def pause_shield() -> _Stack:
 # a SIGINT is handled on entering a Python function, which here would still be unshielded
 # (the interrupt raised there would leave the rest of the shielded part unshielded)
 resume_shield: Callable[[_Stack], None] = functools.partial(setattr, shields, "stack")
+
+
+def call_unshielded(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` with the shield paused: user code or a wait inside a shielded part (a
+    SIGINT raises in it at once). Entered while still shielded, resumed in one C call, so
+    what the caller does with its outcome (log it, hold an interrupt) is shielded again."""
+    shielded = pause_shield()
+    try:
+        return fn(*args)
+    finally:
+        resume_shield(shielded)
 
 
 def sigint_guard() -> bool:
