@@ -7,6 +7,7 @@ while user code or a wait for it runs."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -421,9 +422,9 @@ def test_a_burst_of_ctrl_c_from_any_moment_of_a_runs_end_leaves_every_run_final(
     starts), for every k until the end makes fewer calls than k: Ctrl-C mashed from any
     moment. Every run ends, and the SIGINT handler and the shield are left as they were.
 
-    In a process of its own: CPython 3.11's main thread can hang while a trace function is
-    set if an asynchronous exception was sent to a thread before (as earlier tests do); the
-    runs here wait for a retry, so no body is interrupted."""
+    In a process of its own, with a trace function set (which calls a function at each
+    Python call) and SIGINTs sent to itself; the runs here wait for a retry, so no body is
+    interrupted."""
     env = {**os.environ, "FLOWBOOK_HOME": str(tmp_path), "FLOWBOOK_LOGGING_LEVEL": "CRITICAL"}
     done = subprocess.run(
         [sys.executable, "-c", BURST], env=env, capture_output=True, text=True, timeout=300
@@ -658,6 +659,40 @@ def test_a_ctrl_c_inside_a_submit_on_the_sequential_runner_reaches_the_caller(
     assert run.state.is_cancelled()
 
 
+@pytest.mark.parametrize("how", ["submit", "map"])
+def test_a_ctrl_c_in_a_task_body_on_the_sequential_runner_stops_the_flow_there(
+    events: Any, how: str
+) -> None:
+    """As when the task is called: the run ends Cancelled, the interrupt reaches the flow's
+    body (no later task starts) and the flow run ends Cancelled. Before, the runner kept it:
+    the flow went on with its next tasks and was cancelled only when it read a result."""
+    started: list[int] = []
+
+    @task
+    def slow(i: int) -> int:
+        started.append(i)
+        if i == 0:
+            _send_sigint()
+            time.sleep(5)  # (the SIGINT lands here)
+        return i
+
+    @flow(task_runner=SequentialTaskRunner())
+    def runs_three() -> list[int]:
+        if how == "map":
+            return slow.map(range(3)).result()  # type: ignore[no-any-return]
+        futures = [slow.submit(i) for i in range(3)]
+        return [f.result() for f in futures]
+
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        runs_three()
+    assert time.monotonic() - t0 < 4
+    assert started == [0]
+    (run,) = [e.flow_run for e in events.of(FlowRunFinished)]
+    assert run.state.is_cancelled()
+    assert [(r.name, r.state.name) for r in run.task_runs] == [("slow-0", "Cancelled")]
+
+
 def test_a_top_level_run_inside_another_leaves_the_outer_runs_guard(events: Any) -> None:
     seen: dict[str, bool] = {}
 
@@ -685,3 +720,77 @@ def test_a_top_level_run_inside_another_leaves_the_outer_runs_guard(events: Any)
     assert seen == {"outer body": True, "between values": True}
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert interrupts._previous is None
+
+
+TRACED_CANCEL = """
+import json, sys, threading, time
+from flowbook import flow, task
+
+trace_all = sys.argv[1] == "all"
+started, release, body_ended = threading.Event(), threading.Event(), []
+
+@task
+def blocked_in_c():
+    started.set()
+    try:
+        release.wait(60)  # (blocked in C: an asynchronous exception waits for it to return)
+    except BaseException as exc:
+        body_ended.append(type(exc).__name__)
+        raise
+    body_ended.append("returned")
+
+@flow
+def cancelled():
+    blocked_in_c.submit()
+    started.wait(10)
+    raise KeyboardInterrupt
+
+def traced_call():
+    return 1
+
+tracer = lambda *a: None  # noqa: E731
+if trace_all:
+    threading.settrace(tracer)
+sys.settrace(tracer)
+t0 = time.perf_counter()
+try:
+    cancelled()
+except KeyboardInterrupt:
+    pass
+returned = time.perf_counter() - t0
+release.set()  # the body's exception is delivered now; then its end takes it back
+deadline = time.monotonic() + 10
+while not body_ended and time.monotonic() < deadline:
+    time.sleep(0.01)
+time.sleep(0.1)  # (the body's end is done)
+t0 = time.perf_counter()
+for _ in range(1000):
+    traced_call()
+after = time.perf_counter() - t0
+sys.settrace(None)
+print(json.dumps({"returned": returned, "body_ended": body_ended, "after": after}))
+"""
+
+
+@pytest.mark.parametrize("traced", ["main", "all"])
+def test_a_cancel_under_a_trace_function_neither_spins_nor_hangs(
+    tmp_path: Path, traced: str
+) -> None:
+    """A debugger or coverage sets a trace function. A flow cancelled while its task is
+    blocked in C returns at once, the task's body still gets its interrupt when it wakes,
+    and traced calls go on afterwards. Before: CPython 3.11 left the main thread looping at
+    its next call until the task woke (the exception's flag stayed set), and for good once
+    the body's end took its exception back."""
+    env = {**os.environ, "FLOWBOOK_HOME": str(tmp_path), "FLOWBOOK_LOGGING_LEVEL": "CRITICAL"}
+    done = subprocess.run(
+        [sys.executable, "-c", TRACED_CANCEL, traced],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    outcome = json.loads(done.stdout.splitlines()[-1])
+    assert outcome["returned"] < 5, outcome  # (the task waits up to 60 s)
+    assert outcome["body_ended"] == ["RunInterrupted"], outcome
+    assert outcome["after"] < 5, outcome

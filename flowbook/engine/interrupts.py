@@ -82,7 +82,7 @@ class Body:
         self.depth = 0  # levels of flowbook code the user's code has called into
         self.waiting = 0  # >0 while blocked waiting for a run (a safe place to be stopped)
         self.pending: type[BaseException] | None = None
-        self.sent = False
+        self.sent: Any = None  # the thread's id as a ctypes value, once an exception was sent
         self.done = False
 
 
@@ -135,10 +135,15 @@ def call_body(
         # (no call between these two lines: an interrupter's send is entirely before or
         # entirely after ``done`` is set)
         body.done = True
-        if body.sent:  # (so ``interrupt`` has imported ctypes)
-            import ctypes
-
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(body.ident), None)  # withdraw
+        if body.sent is not None:
+            # Take back a sent exception that has not arrived, and clear CPython's flag (see
+            # ``_Settled``): one of flowbook's own replaces it, raised and caught right here.
+            try:
+                _ctypes_api[0](body.sent, _ctypes_api[1])  # (raised as this call returns)
+                while True:  # (or at the loop's first jump back)
+                    pass
+            except _Settled:
+                pass
         local.body = outer
 
 
@@ -175,19 +180,54 @@ def interrupt(body: Body | AsyncBody | None, exc_type: type[BaseException]) -> b
         return True
     import ctypes  # at the first interrupt: not by ``import flowbook``
 
-    set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+    if not _ctypes_api:
+        _ctypes_api[:] = ctypes.pythonapi.PyThreadState_SetAsyncExc, ctypes.py_object(_Settled)
+    set_async_exc, settled = _ctypes_api
     ident = ctypes.c_ulong(body.ident)
     exc = ctypes.py_object(exc_type)
+    own = ctypes.c_ulong(_get_ident())
+    other_thread = body.ident != own.value
     with _send_lock:
         # From the check to the send there is no call, so no switch to the target thread.
         if body.done:
             return False
-        if body.depth == 0:
-            body.sent = True
-            set_async_exc(ident, exc)
-        else:
+        if body.depth != 0:
             body.pending = exc_type
+            return True
+        body.sent = ident
+        set_async_exc(ident, exc)
+        if other_thread:
+            # Clear CPython's flag at once (see ``_Settled``), with no Python call before:
+            # the target gets its exception when it next takes the GIL.
+            try:
+                set_async_exc(own, settled)  # (raised as this call returns)
+                while True:  # (or at the loop's first jump back)
+                    pass
+            except _Settled:
+                pass
     return True
+
+
+class _Settled(BaseException):
+    """Sent by a thread to itself and caught at once; never seen anywhere else.
+
+    ``PyThreadState_SetAsyncExc`` sets a flag for the whole interpreter that only the
+    delivery of an exception clears (taking one back with NULL sets it too, up to 3.12).
+    While it is set, every thread stops at each call and loop to look for pending work, and
+    a thread with a trace function (a debugger, coverage) loops on entering its next Python
+    function, for as long as the flag stays set: CPython 3.11 checks it again before each
+    call event. A target blocked in C for minutes would hold the flag that long, and one
+    taken back would hold it for good. So ``interrupt``, after a send, and a body that ends
+    with one sent, deliver this one to their own thread, which clears the flag; a thread
+    still owed an exception gets it all the same, as CPython sets the flag again for it when
+    it takes the GIL back. Between the send and this delivery there is no Python call (a
+    traced thread would loop on entering it).
+    """
+
+
+# ``PyThreadState_SetAsyncExc`` and ``py_object(_Settled)``, bound at the first interrupt
+# (``import flowbook`` does not import ctypes)
+_ctypes_api: list[Any] = []
 
 
 class _Stack(list):  # type: ignore[type-arg]

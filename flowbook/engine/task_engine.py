@@ -598,9 +598,14 @@ class TaskRunEngine(SubmittedCall):
     def run(self) -> None:
         context = self._context
         assert context is not None
-        context.run(self._run_here)
+        context.run(self._run_here, False)
 
-    def _run_here(self) -> None:
+    def run_as_call(self) -> None:
+        context = self._context
+        assert context is not None
+        context.run(self._run_here, True)
+
+    def _run_here(self, as_call: bool) -> None:
         run = self.task_run
         token = current_task_run.set(run)
         try:
@@ -610,8 +615,11 @@ class TaskRunEngine(SubmittedCall):
                 asyncio.run(self.run_async())
             else:
                 self.run_sync()
-        except BaseException as exc:  # the run is final; a worker thread has nobody to tell
+        except BaseException as exc:
+            # the run is final; a worker thread has nobody to tell, a caller is told
             self.finish(Cancelled(f"Task run was interrupted ({type(exc).__name__}).", exc))
+            if as_call:
+                raise
         finally:
             current_task_run.reset(token)
 

@@ -56,6 +56,12 @@ class SubmittedCall(abc.ABC):
     def run(self) -> None:
         """Run the task run to its final state here (in the current thread)."""
 
+    def run_as_call(self) -> None:
+        """Run it here, on the thread that submitted it, as if the task were called: an
+        interrupt of its body (a Ctrl-C, ``RunInterrupted``) ends the run and then goes on to
+        the caller, where ``run`` (a worker's) keeps it."""
+        self.run()
+
     @abc.abstractmethod
     def cancel(self, reason: str) -> None:
         """Finish the task run as Cancelled without running it."""

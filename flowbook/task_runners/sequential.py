@@ -22,5 +22,13 @@ class SequentialTaskRunner(TaskRunner):
     def duplicate(self) -> Self:
         return type(self)()
 
+    def submit(self, call: SubmittedCall) -> None:
+        # On the submitting thread, as a call: a Ctrl-C in the task's body reaches the flow's
+        # body, which stops there, as it does when the task is called.
+        if all(f.done() for f in call.upstream):
+            call.run_as_call()
+        else:  # (futures of another runner: run by the thread that ends the last one)
+            super().submit(call)
+
     def _execute(self, call: SubmittedCall) -> None:
         call.run()
