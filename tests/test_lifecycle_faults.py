@@ -537,6 +537,52 @@ def test_background_runs_still_going_at_exit_end_cancelled(tmp_path: Path) -> No
     assert sorted(tasks) == [("Cancelled",)] * 3
 
 
+def test_a_subflow_still_going_in_a_background_run_at_exit_ends_cancelled(
+    tmp_path: Path,
+) -> None:
+    """Before, only top-level runs were ended at exit: the subflow's run stayed Running in
+    the store for good (no later process's crash check looks at subflows)."""
+    script = tmp_path / "background_subflow.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import threading, time
+            from flowbook import flow, task
+
+            started = threading.Event()
+
+            @task
+            def wait_a_while():
+                started.set()
+                time.sleep(30)
+
+            @flow
+            def inner():
+                wait_a_while()
+
+            @flow
+            def outer():
+                inner()
+
+            handle = outer.run_background()
+            started.wait(10)
+            print("leaving")
+            """
+        )
+    )
+    home = tmp_path / "home"
+    env = {**os.environ, "FLOWBOOK_HOME": str(home), "FLOWBOOK_CONSOLE": "off"}
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    exited = "The process exited while this flow run was running."
+    flows = _store_rows(home, "SELECT flow_name, state_name, state_message FROM flow_runs")
+    assert sorted(flows) == [("inner", "Cancelled", exited), ("outer", "Cancelled", exited)]
+    tasks = _store_rows(home, "SELECT name, state_name FROM task_runs")
+    assert sorted(state for _, state in tasks) == ["Cancelled", "Cancelled"], tasks
+
+
 def test_flowbook_importable_in_a_fresh_process_without_anyio_loaded() -> None:
     code = "import sys, flowbook; print('anyio' in sys.modules)"
     out = subprocess.run(

@@ -100,7 +100,8 @@ __all__ = ["FlowRunEngine"]
 _FAILED = (StateType.FAILED, StateType.CRASHED)
 
 
-# Top-level flow runs of this process that have not ended, for the exit handler.
+# Flow runs of this process that have not ended (subflows too, after their callers), for
+# the exit handler.
 _active: dict[int, FlowRunEngine] = {}
 _active_lock = threading.Lock()
 _EXITED = "The process exited while this flow run was running."
@@ -119,7 +120,7 @@ def end_active_runs() -> None:
             pass
         with _active_lock:
             engines = list(_active.values())
-        for engine in engines:
+        for engine in reversed(engines):  # (a subflow before the run that called it)
             try:
                 try:
                     engine.cancel(_EXITED)
@@ -662,9 +663,8 @@ class FlowRunEngine:
                 self._set_record_state(state)
             except BaseException as exc:
                 held.append(exc)
-        else:
-            with _active_lock:
-                _active.pop(id(self), None)
+        with _active_lock:
+            _active.pop(id(self), None)
         if bus.wants(FlowRunFinished):
             try:
                 bus.emit(FlowRunFinished(run, state))
@@ -702,10 +702,9 @@ class FlowRunEngine:
         try:
             if not hasattr(self, "run"):
                 self.create()
-            if self.parent_record is None:
-                with _active_lock:
-                    _active[id(self)] = self
-                _hold_exit_handler()
+            with _active_lock:
+                _active[id(self)] = self  # (subflows too: one in a background run is ended)
+            _hold_exit_handler()
             tokens = self._set_context()
             if self.parent_record is None:
                 self.heap_held = heap.hold()
