@@ -15,6 +15,7 @@ import contextvars
 import threading
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from flowbook.engine import interrupts
 from flowbook.engine.interrupts import shields, unshield
 from flowbook.engine.runs import current_flow_run, current_task_run
 from flowbook.states import Failed, Pending, State
@@ -129,6 +130,15 @@ class BackgroundRun(Generic[R]):
         """Stop the run; False if it had already ended."""
         if self._done.is_set():
             return False
+        # called from a task's or flow's body: flowbook code, where an interrupt of that
+        # body waits until the cancel is done (``interrupts.enter``)
+        body = interrupts.enter()
+        try:
+            return self._cancel(reason)
+        finally:
+            interrupts.leave(body)
+
+    def _cancel(self, reason: str) -> bool:
         engine = self._engine
         with self._lock:
             if engine.cancel_reason is not None:

@@ -62,6 +62,39 @@ def test_awaiting_a_submitted_future_inside_an_async_flow() -> None:
     assert asyncio.run(async_flow()) == 10
 
 
+def test_async_tasks_submitted_on_the_sequential_runner_in_an_async_flow(events: Any) -> None:
+    """Each runs at once, to its end, on a loop of its own (the flow's loop is busy with the
+    flow's body); before, ``asyncio.run()`` was called inside the flow's running loop and the
+    submit raised ``RuntimeError``."""
+    from flowbook.task_runners import SequentialTaskRunner
+
+    order: list[str] = []
+
+    @task
+    async def slow_async(i: int) -> int:
+        order.append(f"start {i}")
+        await asyncio.sleep(0.05)
+        order.append(f"end {i}")
+        assert task_run.name.startswith("slow_async")  # (in the task run's context)
+        return i
+
+    @flow(task_runner=SequentialTaskRunner())
+    async def async_flow() -> list[int]:
+        first = slow_async.submit(1)
+        order.append("after the first submit")
+        mapped = slow_async.map([2, 3])
+        return [first.result(), *mapped.result(), await slow_async(4)]
+
+    assert asyncio.run(async_flow()) == [1, 2, 3, 4]
+    assert order == [
+        "start 1", "end 1", "after the first submit",
+        "start 2", "end 2", "start 3", "end 3", "start 4", "end 4",
+    ]  # fmt: skip
+    (finished,) = events.of(FlowRunFinished)
+    assert finished.state.is_completed()
+    assert [r.state.name for r in finished.flow_run.task_runs] == ["Completed"] * 4
+
+
 def test_submitted_async_tasks_run_concurrently() -> None:
     @flow
     async def async_flow() -> list[float]:

@@ -794,3 +794,45 @@ def test_a_cancel_under_a_trace_function_neither_spins_nor_hangs(
     assert outcome["returned"] < 5, outcome  # (the task waits up to 60 s)
     assert outcome["body_ended"] == ["RunInterrupted"], outcome
     assert outcome["after"] < 5, outcome
+
+
+def test_a_background_runs_cancel_from_a_task_body_is_flowbook_code(
+    events: Any, gate: threading.Event
+) -> None:
+    """``BackgroundRun.cancel()`` called from a body is flowbook's bookkeeping: an interrupt
+    of that body waits until the cancel is done (depth > 0 while it runs), as for any other
+    flowbook call made from user code."""
+    depths: list[int | None] = []
+
+    @task
+    def waits() -> None:
+        gate.wait(30)
+
+    @flow
+    def in_background() -> None:
+        waits.submit().wait()
+
+    def on_cancelled(event: Any) -> None:
+        # (the waiting task run is ended by the cancel, on the thread that cancels)
+        if event.run.name.startswith("waits") and event.state.is_cancelled():
+            body = interrupts.current_body()
+            depths.append(None if body is None else body.depth)
+
+    handle = in_background.run_background()
+
+    @task
+    def cancels() -> bool:
+        return handle.cancel("from a task")
+
+    @flow
+    def canceller() -> bool:
+        return cancels()
+
+    bus.subscribe((StateChanged,), on_cancelled)
+    try:
+        assert canceller() is True
+    finally:
+        bus.unsubscribe(on_cancelled)
+    assert handle.wait(10)
+    assert handle.state.is_cancelled()
+    assert depths == [1], depths  # (one level: the cancel, called from the task's body)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # (the C module, which has no stubs)
 import functools
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -136,14 +137,13 @@ def call_body(
         # entirely after ``done`` is set)
         body.done = True
         if body.sent is not None:
-            # Take back a sent exception that has not arrived, and clear CPython's flag (see
-            # ``_Settled``): one of flowbook's own replaces it, raised and caught right here.
-            try:
-                _ctypes_api[0](body.sent, _ctypes_api[1])  # (raised as this call returns)
-                while True:  # (or at the loop's first jump back)
-                    pass
-            except _Settled:
-                pass
+            # take back a sent exception that has not arrived, and have CPython's flag,
+            # which that sets, cleared (``_Settler``; no Python call before)
+            settler = _settler[0]
+            settler.set_async_exc(body.sent, None)
+            wake = settler.wake
+            if wake.locked():
+                wake.release()
         local.body = outer
 
 
@@ -180,13 +180,10 @@ def interrupt(body: Body | AsyncBody | None, exc_type: type[BaseException]) -> b
         return True
     import ctypes  # at the first interrupt: not by ``import flowbook``
 
-    if not _ctypes_api:
-        _ctypes_api[:] = ctypes.pythonapi.PyThreadState_SetAsyncExc, ctypes.py_object(_Settled)
-    set_async_exc, settled = _ctypes_api
+    settler = _settler_here()
+    set_async_exc, wake = settler.set_async_exc, settler.wake
     ident = ctypes.c_ulong(body.ident)
     exc = ctypes.py_object(exc_type)
-    own = ctypes.c_ulong(_get_ident())
-    other_thread = body.ident != own.value
     with _send_lock:
         # From the check to the send there is no call, so no switch to the target thread.
         if body.done:
@@ -196,38 +193,69 @@ def interrupt(body: Body | AsyncBody | None, exc_type: type[BaseException]) -> b
             return True
         body.sent = ident
         set_async_exc(ident, exc)
-        if other_thread:
-            # Clear CPython's flag at once (see ``_Settled``), with no Python call before:
-            # the target gets its exception when it next takes the GIL.
+        if wake.locked():  # have CPython's flag cleared (``_Settler``; no Python call before)
+            wake.release()
+    return True
+
+
+class _Settled(BaseException):
+    """Raised by the settler's thread in itself, and caught there (``_Settler``)."""
+
+
+class _Settler:
+    """A thread of flowbook's own that clears CPython's flag for asynchronous exceptions.
+
+    ``PyThreadState_SetAsyncExc`` sets a flag for the whole interpreter that only the
+    delivery of an exception clears (taking one back with NULL sets it too). While it is
+    set, every thread stops at each call and loop to look for pending work, and on CPython
+    3.11 a thread with a trace function (a debugger, coverage) loops on entering its next
+    Python function, for as long as the flag stays set: a target blocked in C for minutes
+    held it that long, and an exception taken back held it for good. So after each send, and
+    each taking back, this thread is woken (a C call: no Python call may come first, a traced
+    thread would loop on entering it); it raises ``_Settled`` in itself and catches it, which
+    clears the flag. A thread still owed an exception gets it all the same: CPython sets the
+    flag again for it when it takes the GIL back.
+
+    The exception goes to a thread that does nothing else: sent to the interrupting thread
+    itself, it could be delivered to a thread that one was starting (Python 3.10 and 3.11
+    give a new thread's state its creator's id until it runs), or in a signal handler (where
+    it would take the place of a Ctrl-C).
+    """
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self.set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+        self.wake = threading.Lock()
+        self.wake.acquire()  # locked while the thread waits (or settles): a release wakes it
+        self.pid = os.getpid()
+        threading.Thread(target=self._loop, name="flowbook-interrupts", daemon=True).start()
+
+    def _loop(self) -> None:
+        import ctypes
+
+        own = ctypes.c_ulong(_get_ident())
+        settled = ctypes.py_object(_Settled)
+        set_async_exc, wake = self.set_async_exc, self.wake
+        while True:
+            wake.acquire()
             try:
                 set_async_exc(own, settled)  # (raised as this call returns)
                 while True:  # (or at the loop's first jump back)
                     pass
             except _Settled:
                 pass
-    return True
 
 
-class _Settled(BaseException):
-    """Sent by a thread to itself and caught at once; never seen anywhere else.
-
-    ``PyThreadState_SetAsyncExc`` sets a flag for the whole interpreter that only the
-    delivery of an exception clears (taking one back with NULL sets it too, up to 3.12).
-    While it is set, every thread stops at each call and loop to look for pending work, and
-    a thread with a trace function (a debugger, coverage) loops on entering its next Python
-    function, for as long as the flag stays set: CPython 3.11 checks it again before each
-    call event. A target blocked in C for minutes would hold the flag that long, and one
-    taken back would hold it for good. So ``interrupt``, after a send, and a body that ends
-    with one sent, deliver this one to their own thread, which clears the flag; a thread
-    still owed an exception gets it all the same, as CPython sets the flag again for it when
-    it takes the GIL back. Between the send and this delivery there is no Python call (a
-    traced thread would loop on entering it).
-    """
+_settler: list[_Settler] = []  # started at the first interrupt, again in a forked child
+_settler_lock = threading.Lock()
 
 
-# ``PyThreadState_SetAsyncExc`` and ``py_object(_Settled)``, bound at the first interrupt
-# (``import flowbook`` does not import ctypes)
-_ctypes_api: list[Any] = []
+def _settler_here() -> _Settler:
+    with _settler_lock:
+        if not _settler or _settler[0].pid != os.getpid():
+            _settler[:] = [_Settler()]
+        return _settler[0]
 
 
 class _Stack(list):  # type: ignore[type-arg]

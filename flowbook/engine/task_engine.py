@@ -85,6 +85,39 @@ def wait_for_list(wait_for: Any) -> Any:
     return (wait_for,)
 
 
+def _run_coroutine(make: Callable[[], Any]) -> None:
+    """Run the coroutine ``make()`` to its end on an event loop of its own.
+
+    On this thread, unless it runs a loop already (an async flow's body submitting an async
+    task on the sequential runner): then on a thread of its own, as on the thread pool, and
+    this thread waits for it (the sequential runner runs a task at once); what it raised is
+    raised here.
+    """
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(make())
+        return
+    import threading
+
+    raised: list[BaseException] = []
+    context = contextvars.copy_context()
+
+    def run() -> None:
+        try:
+            context.run(asyncio.run, make())
+        except BaseException as exc:
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, name="flowbook-async-task", daemon=True)
+    thread.start()
+    thread.join()
+    if raised:
+        raise raised[0]
+
+
 def root_cause(error: Any) -> BaseException | None:
     """The exception behind a chain of skipped task runs (the first one that really failed)."""
     while isinstance(error, UpstreamTaskError) and error.__cause__ is not None:
@@ -610,9 +643,7 @@ class TaskRunEngine(SubmittedCall):
         token = current_task_run.set(run)
         try:
             if self.task.is_async:
-                import asyncio
-
-                asyncio.run(self.run_async())
+                _run_coroutine(self.run_async)
             else:
                 self.run_sync()
         except BaseException as exc:
