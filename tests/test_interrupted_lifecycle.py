@@ -836,3 +836,70 @@ def test_a_background_runs_cancel_from_a_task_body_is_flowbook_code(
     assert handle.wait(10)
     assert handle.state.is_cancelled()
     assert depths == [1], depths  # (one level: the cancel, called from the task's body)
+
+
+FORK_AFTER_INTERRUPT = """
+import os, sys, threading, time
+from flowbook.engine.interrupts import call_body, interrupt
+
+class Stop(BaseException):
+    pass
+
+def traced_child():
+    sys.settrace(lambda *a: None)  # (coverage in a forked child, say)
+    def f():
+        return 1
+    f()
+    os._exit(0)
+
+outcomes = []
+for _ in range(2):  # the process's first interrupt, then with the settler running
+    registered, ready, gate = [], threading.Event(), threading.Event()
+    def body():
+        ready.set()
+        gate.wait(5)  # (blocked in C: the exception waits for it)
+    def target():
+        try:
+            call_body(body, (), {}, registered.append)
+        except Stop:
+            pass
+    thread = threading.Thread(target=target)
+    thread.start()
+    ready.wait()
+    time.sleep(0.01)
+    interrupt(registered[0], Stop)
+    pid = os.fork()  # (before the settler has had the GIL)
+    if pid == 0:
+        traced_child()
+    deadline = time.monotonic() + 5
+    while not os.waitpid(pid, os.WNOHANG)[0]:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            outcomes.append("looped")
+            break
+        time.sleep(0.02)
+    else:
+        outcomes.append("returned")
+    gate.set()
+    thread.join()
+print(outcomes)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork: POSIX only")
+def test_a_child_forked_right_after_an_interrupt_does_not_loop_under_a_trace_function(
+    tmp_path: Path,
+) -> None:
+    """The flag a send sets is cleared before a fork: the child has neither the settler nor
+    the target to clear it, and on CPython 3.11 its traced thread looped at its first call."""
+    env = {**os.environ, "FLOWBOOK_HOME": str(tmp_path), "FLOWBOOK_LOGGING_LEVEL": "CRITICAL"}
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_AFTER_INTERRUPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[-2] == "['returned', 'returned']", done.stdout

@@ -138,12 +138,11 @@ def call_body(
         body.done = True
         if body.sent is not None:
             # take back a sent exception that has not arrived, and have CPython's flag,
-            # which that sets, cleared (``_Settler``; no Python call before)
-            settler = _settler[0]
-            settler.set_async_exc(body.sent, None)
-            wake = settler.wake
-            if wake.locked():
-                wake.release()
+            # which that sets, cleared (``_settle_loop``; no Python call before)
+            _ctypes_api[0](body.sent, None)
+            settles = _settles
+            if settles is not None:
+                settles.put(None)
         local.body = outer
 
 
@@ -180,8 +179,8 @@ def interrupt(body: Body | AsyncBody | None, exc_type: type[BaseException]) -> b
         return True
     import ctypes  # at the first interrupt: not by ``import flowbook``
 
-    settler = _settler_here()
-    set_async_exc, wake = settler.set_async_exc, settler.wake
+    settles = _settles if _settles is not None else _start_settler()
+    set_async_exc = _ctypes_api[0]
     ident = ctypes.c_ulong(body.ident)
     exc = ctypes.py_object(exc_type)
     with _send_lock:
@@ -193,69 +192,107 @@ def interrupt(body: Body | AsyncBody | None, exc_type: type[BaseException]) -> b
             return True
         body.sent = ident
         set_async_exc(ident, exc)
-        if wake.locked():  # have CPython's flag cleared (``_Settler``; no Python call before)
-            wake.release()
+        if settles is not None:  # have CPython's flag cleared (no Python call before)
+            settles.put(None)
     return True
 
 
 class _Settled(BaseException):
-    """Raised by the settler's thread in itself, and caught there (``_Settler``)."""
+    """Raised by a thread in itself, and caught there (``_settle_loop``)."""
 
 
-class _Settler:
-    """A thread of flowbook's own that clears CPython's flag for asynchronous exceptions.
-
-    ``PyThreadState_SetAsyncExc`` sets a flag for the whole interpreter that only the
-    delivery of an exception clears (taking one back with NULL sets it too). While it is
-    set, every thread stops at each call and loop to look for pending work, and on CPython
-    3.11 a thread with a trace function (a debugger, coverage) loops on entering its next
-    Python function, for as long as the flag stays set: a target blocked in C for minutes
-    held it that long, and an exception taken back held it for good. So after each send, and
-    each taking back, this thread is woken (a C call: no Python call may come first, a traced
-    thread would loop on entering it); it raises ``_Settled`` in itself and catches it, which
-    clears the flag. A thread still owed an exception gets it all the same: CPython sets the
-    flag again for it when it takes the GIL back.
-
-    The exception goes to a thread that does nothing else: sent to the interrupting thread
-    itself, it could be delivered to a thread that one was starting (Python 3.10 and 3.11
-    give a new thread's state its creator's id until it runs), or in a signal handler (where
-    it would take the place of a Ctrl-C).
-    """
-
-    def __init__(self) -> None:
-        import ctypes
-
-        self.set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-        self.wake = threading.Lock()
-        self.wake.acquire()  # locked while the thread waits (or settles): a release wakes it
-        self.pid = os.getpid()
-        threading.Thread(target=self._loop, name="flowbook-interrupts", daemon=True).start()
-
-    def _loop(self) -> None:
-        import ctypes
-
-        own = ctypes.c_ulong(_get_ident())
-        settled = ctypes.py_object(_Settled)
-        set_async_exc, wake = self.set_async_exc, self.wake
-        while True:
-            wake.acquire()
-            try:
-                set_async_exc(own, settled)  # (raised as this call returns)
-                while True:  # (or at the loop's first jump back)
-                    pass
-            except _Settled:
-                pass
-
-
-_settler: list[_Settler] = []  # started at the first interrupt, again in a forked child
+# CPython's flag for asynchronous exceptions, and the thread that clears it.
+#
+# ``PyThreadState_SetAsyncExc`` sets a flag for the whole interpreter that only the delivery
+# of an exception clears (taking one back with NULL sets it too). While it is set, every
+# thread stops at each call and loop to look for pending work, and on CPython 3.11 a thread
+# with a trace function (a debugger, coverage) loops on entering its next Python function,
+# for as long as the flag stays set: a target blocked in C for minutes held it that long, and
+# an exception taken back held it for good. So after each send, and each taking back, a
+# thread of flowbook's own is woken (a C call, ``SimpleQueue.put``: no Python call may come
+# first, a traced thread would loop on entering it); it raises ``_Settled`` in itself and
+# catches it, which clears the flag. A thread still owed an exception gets it all the same:
+# CPython sets the flag again for it when it takes the GIL back.
+#
+# Not the interrupting thread itself: on 3.10 and 3.11 a thread being started has its
+# creator's id until it runs (the exception would go to it), and on the main thread a signal
+# handler could get it in place of a Ctrl-C. A fork is the exception: the child has neither
+# the settler nor the target to clear the flag, so the forking thread clears it itself first.
+_settles: Any = None  # the settler's queue (a ``queue.SimpleQueue``), once it runs
+_ctypes_api: list[Any] = []  # PyThreadState_SetAsyncExc, py_object(_Settled)
 _settler_lock = threading.Lock()
 
 
-def _settler_here() -> _Settler:
+def _start_settler() -> Any:
+    """Start the settler (at the first interrupt); its queue, or None when no thread can be
+    started (at interpreter exit: the flag is left set, the process is ending)."""
+    global _settles
+    import ctypes
+    import queue
+
     with _settler_lock:
-        if not _settler or _settler[0].pid != os.getpid():
-            _settler[:] = [_Settler()]
-        return _settler[0]
+        if _settles is None:
+            if not _ctypes_api:
+                set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
+                _ctypes_api[:] = set_async_exc, ctypes.py_object(_Settled)
+            settles: Any = queue.SimpleQueue()
+            thread = threading.Thread(
+                target=_settle_loop, args=(settles,), name="flowbook-interrupts", daemon=True
+            )
+            try:
+                thread.start()
+            except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                return None
+            _settles = settles
+        return _settles
+
+
+def _settle_loop(settles: Any) -> None:
+    import ctypes
+    import sys
+
+    sys.settrace(None)  # (one that ``threading.settrace`` gave it: it runs no user code)
+    sys.setprofile(None)
+    own = ctypes.c_ulong(_get_ident())
+    set_async_exc, settled = _ctypes_api
+    wait = settles.get
+    while True:
+        wait()  # (one settle a wake: a wake while one goes on costs one more)
+        try:
+            set_async_exc(own, settled)  # (raised as this call returns)
+            while True:  # (or at the loop's first jump back)
+                pass
+        except _Settled:
+            pass
+
+
+def _before_fork() -> None:
+    # the settler may not have run since the last send: clear the flag here, or a child
+    # with a trace function would loop at its first Python call (a SIGINT handled at this
+    # very moment on the main thread would get ``_Settled``: it is dropped with it)
+    if _settles is None:
+        return
+    import ctypes
+
+    try:
+        _ctypes_api[0](ctypes.c_ulong(_get_ident()), _ctypes_api[1])
+        while True:
+            pass
+    except _Settled:
+        pass
+
+
+def _after_fork_in_child() -> None:
+    # no settler in the child (started again at its first interrupt); fresh locks, which a
+    # thread of the parent may have held at the fork
+    global _settles, _send_lock, _settler_lock
+    _settles = None
+    _send_lock = threading.Lock()
+    _settler_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 class _Stack(list):  # type: ignore[type-arg]
