@@ -903,3 +903,62 @@ def test_a_child_forked_right_after_an_interrupt_does_not_loop_under_a_trace_fun
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split("\n")[-2] == "['returned', 'returned']", done.stdout
+
+
+CHILD_LEAVES_AN_INTERRUPTED_BODY = """
+import os, signal, sys, threading, time
+from flowbook.engine.interrupts import call_body, interrupt
+
+class Stop(Exception):
+    pass
+
+registered, ready, forked = [], threading.Event(), []
+
+def body():
+    ready.set()
+    try:
+        time.sleep(1)  # (blocked in C: the exception arrives as it returns)
+    except Stop:  # the body handles its interrupt, and forks (a clean-up worker, say)
+        pid = os.fork()
+        if pid:
+            forked.append(pid)
+            return
+        signal.setitimer(signal.ITIMER_REAL, 5.0)  # (a child that loops dies of SIGALRM)
+        sys.settrace(lambda *a: None)  # (coverage in the child, say)
+        sys.exit(0)  # through call_body's finally
+
+def target():
+    try:
+        call_body(body, (), {}, registered.append)
+    finally:
+        if not forked:  # the child, after call_body's finally
+            (lambda: 1)()  # a traced call
+            os._exit(0)
+
+thread = threading.Thread(target=target)
+thread.start()
+ready.wait()
+time.sleep(0.01)
+interrupt(registered[0], Stop)
+thread.join()
+_, status = os.waitpid(forked[0], 0)
+print("looped" if os.WIFSIGNALED(status) else "returned")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork: POSIX only")
+def test_a_forked_child_leaving_an_interrupted_body_does_not_loop_under_a_trace_function(
+    tmp_path: Path,
+) -> None:
+    """The body's exception was sent in the parent: the child has no settler, and taking it
+    back there would set the flag for good, so the child leaves it."""
+    env = {**os.environ, "FLOWBOOK_HOME": str(tmp_path), "FLOWBOOK_LOGGING_LEVEL": "CRITICAL"}
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD_LEAVES_AN_INTERRUPTED_BODY],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["returned"], done.stdout

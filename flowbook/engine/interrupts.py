@@ -66,7 +66,8 @@ __all__ = [
 T = TypeVar("T")
 
 _local = threading.local()
-_send_lock = threading.Lock()  # one interrupter at a time
+# one interrupter at a time (re-entrant: a signal handler may cancel runs at a check in it)
+_send_lock = threading.RLock()
 _get_ident = threading.get_ident
 _MAIN_IDENT = threading.main_thread().ident
 _SIGINT = _signal.SIGINT
@@ -137,11 +138,11 @@ def call_body(
         # entirely after ``done`` is set)
         body.done = True
         if body.sent is not None:
-            # take back a sent exception that has not arrived, and have CPython's flag,
-            # which that sets, cleared (``_settle_loop``; no Python call before)
-            _ctypes_api[0](body.sent, None)
             settles = _settles
-            if settles is not None:
+            if settles is not None:  # (None: in a forked child, or at exit; left as it is)
+                # take back a sent exception that has not arrived, and have CPython's flag,
+                # which that sets, cleared (``_settle_loop``; no Python call before)
+                _ctypes_api[0](body.sent, None)
                 settles.put(None)
         local.body = outer
 
@@ -216,8 +217,8 @@ class _Settled(BaseException):
 #
 # Not the interrupting thread itself: on 3.10 and 3.11 a thread being started has its
 # creator's id until it runs (the exception would go to it), and on the main thread a signal
-# handler could get it in place of a Ctrl-C. A fork is the exception: the child has neither
-# the settler nor the target to clear the flag, so the forking thread clears it itself first.
+# handler could get it in place of a Ctrl-C. A fork waits for the settler first: the child has
+# neither the settler nor the target to clear the flag.
 _settles: Any = None  # the settler's queue (a ``queue.SimpleQueue``), once it runs
 _ctypes_api: list[Any] = []  # PyThreadState_SetAsyncExc, py_object(_Settled)
 _settler_lock = threading.Lock()
@@ -230,21 +231,26 @@ def _start_settler() -> Any:
     import ctypes
     import queue
 
+    if not _ctypes_api:
+        _ctypes_api[:] = ctypes.pythonapi.PyThreadState_SetAsyncExc, ctypes.py_object(_Settled)
+    settles: Any = queue.SimpleQueue()
+    thread = threading.Thread(
+        target=_settle_loop, args=(settles,), name="flowbook-interrupts", daemon=True
+    )
+    try:
+        # (not under the lock: a signal handler cancelling runs here would wait for itself)
+        thread.start()
+    except RuntimeError:  # "can't create new thread at interpreter shutdown"
+        return _settles
     with _settler_lock:
         if _settles is None:
-            if not _ctypes_api:
-                set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
-                _ctypes_api[:] = set_async_exc, ctypes.py_object(_Settled)
-            settles: Any = queue.SimpleQueue()
-            thread = threading.Thread(
-                target=_settle_loop, args=(settles,), name="flowbook-interrupts", daemon=True
-            )
-            try:
-                thread.start()
-            except RuntimeError:  # "can't create new thread at interpreter shutdown"
-                return None
             _settles = settles
-        return _settles
+            return settles
+    settles.put(_STOP)  # (another thread started one meanwhile: this one ends)
+    return _settles
+
+
+_STOP = object()
 
 
 def _settle_loop(settles: Any) -> None:
@@ -257,29 +263,30 @@ def _settle_loop(settles: Any) -> None:
     set_async_exc, settled = _ctypes_api
     wait = settles.get
     while True:
-        wait()  # (one settle a wake: a wake while one goes on costs one more)
+        item = wait()  # (one settle a wake: a wake while one goes on costs one more)
+        if item is _STOP:
+            return
         try:
             set_async_exc(own, settled)  # (raised as this call returns)
             while True:  # (or at the loop's first jump back)
                 pass
         except _Settled:
             pass
+        if item is not None:
+            item.release()  # (a fork waits for this: ``_before_fork``)
 
 
 def _before_fork() -> None:
-    # the settler may not have run since the last send: clear the flag here, or a child
-    # with a trace function would loop at its first Python call (a SIGINT handled at this
-    # very moment on the main thread would get ``_Settled``: it is dropped with it)
-    if _settles is None:
+    # the settler may not have run since the last send: wait for one settle, or a child with a
+    # trace function would loop at its first Python call (the child has neither the settler
+    # nor the target to clear the flag)
+    settles = _settles
+    if settles is None:
         return
-    import ctypes
-
-    try:
-        _ctypes_api[0](ctypes.c_ulong(_get_ident()), _ctypes_api[1])
-        while True:
-            pass
-    except _Settled:
-        pass
+    done = threading.Lock()
+    done.acquire()
+    settles.put(done)
+    done.acquire(timeout=1.0)
 
 
 def _after_fork_in_child() -> None:
@@ -287,7 +294,7 @@ def _after_fork_in_child() -> None:
     # thread of the parent may have held at the fork
     global _settles, _send_lock, _settler_lock
     _settles = None
-    _send_lock = threading.Lock()
+    _send_lock = threading.RLock()
     _settler_lock = threading.Lock()
 
 
