@@ -84,7 +84,8 @@ class Body:
         self.depth = 0  # levels of flowbook code the user's code has called into
         self.waiting = 0  # >0 while blocked waiting for a run (a safe place to be stopped)
         self.pending: type[BaseException] | None = None
-        self.sent: Any = None  # the thread's id as a ctypes value, once an exception was sent
+        # (the thread's id as a ctypes value, and the process's id) once an exception was sent
+        self.sent: Any = None
         self.done = False
 
 
@@ -137,12 +138,14 @@ def call_body(
         # (no call between these two lines: an interrupter's send is entirely before or
         # entirely after ``done`` is set)
         body.done = True
-        if body.sent is not None:
+        sent = body.sent
+        if sent is not None and sent[1] == _pid:  # (not one sent in a parent process)
+            # take back a sent exception that has not arrived, and have CPython's flag, which
+            # that sets, cleared (``_settle_loop``; no Python call before)
+            _ctypes_api[0](sent[0], None)
             settles = _settles
-            if settles is not None:  # (None: in a forked child, or at exit; left as it is)
-                # take back a sent exception that has not arrived, and have CPython's flag,
-                # which that sets, cleared (``_settle_loop``; no Python call before)
-                _ctypes_api[0](body.sent, None)
+            if settles is not None:
+                _wakes[0] += 1
                 settles.put(None)
         local.body = outer
 
@@ -184,6 +187,7 @@ def interrupt(body: Body | AsyncBody | None, exc_type: type[BaseException]) -> b
     set_async_exc = _ctypes_api[0]
     ident = ctypes.c_ulong(body.ident)
     exc = ctypes.py_object(exc_type)
+    sent = (ident, _pid)
     with _send_lock:
         # From the check to the send there is no call, so no switch to the target thread.
         if body.done:
@@ -191,9 +195,10 @@ def interrupt(body: Body | AsyncBody | None, exc_type: type[BaseException]) -> b
         if body.depth != 0:
             body.pending = exc_type
             return True
-        body.sent = ident
+        body.sent = sent
         set_async_exc(ident, exc)
         if settles is not None:  # have CPython's flag cleared (no Python call before)
+            _wakes[0] += 1
             settles.put(None)
     return True
 
@@ -222,28 +227,35 @@ class _Settled(BaseException):
 _settles: Any = None  # the settler's queue (a ``queue.SimpleQueue``), once it runs
 _ctypes_api: list[Any] = []  # PyThreadState_SetAsyncExc, py_object(_Settled)
 _settler_lock = threading.Lock()
+# wakes given, and the count of them that the settler's last settle covered (a wake counted
+# before a settle starts is covered by it): a fork waits only when one is outstanding; an
+# increment has no point where CPython switches threads
+_wakes = [0]
+_settled = [0]
+_pid = os.getpid()
 
 
 def _start_settler() -> Any:
     """Start the settler (at the first interrupt); its queue, or None when no thread can be
-    started (at interpreter exit: the flag is left set, the process is ending)."""
+    started (at interpreter exit, or out of threads: the flag is left set)."""
     global _settles
+    import _thread
     import ctypes
     import queue
 
     if not _ctypes_api:
         _ctypes_api[:] = ctypes.pythonapi.PyThreadState_SetAsyncExc, ctypes.py_object(_Settled)
     settles: Any = queue.SimpleQueue()
-    thread = threading.Thread(
-        target=_settle_loop, args=(settles,), name="flowbook-interrupts", daemon=True
-    )
+    pid = _pid
     try:
-        # (not under the lock: a signal handler cancelling runs here would wait for itself)
-        thread.start()
-    except RuntimeError:  # "can't create new thread at interpreter shutdown"
+        # (not through ``threading``: a trace function given by ``threading.settrace`` would
+        # make it loop on entering its own code while the flag is set, and nothing waits for
+        # it to start; not under the lock, which a signal handler here could want)
+        _thread.start_new_thread(_settle_loop, (settles,))
+    except RuntimeError:  # "can't start new thread", at interpreter shutdown or out of threads
         return _settles
     with _settler_lock:
-        if _settles is None:
+        if _settles is None and pid == _pid:  # (not a child forked meanwhile, by a handler)
             _settles = settles
             return settles
     settles.put(_STOP)  # (another thread started one meanwhile: this one ends)
@@ -255,33 +267,33 @@ _STOP = object()
 
 def _settle_loop(settles: Any) -> None:
     import ctypes
-    import sys
 
-    sys.settrace(None)  # (one that ``threading.settrace`` gave it: it runs no user code)
-    sys.setprofile(None)
     own = ctypes.c_ulong(_get_ident())
     set_async_exc, settled = _ctypes_api
     wait = settles.get
+    wakes, done = _wakes, _settled
     while True:
         item = wait()  # (one settle a wake: a wake while one goes on costs one more)
         if item is _STOP:
             return
+        covered = wakes[0]
         try:
             set_async_exc(own, settled)  # (raised as this call returns)
             while True:  # (or at the loop's first jump back)
                 pass
         except _Settled:
             pass
+        done[0] = covered
         if item is not None:
             item.release()  # (a fork waits for this: ``_before_fork``)
 
 
 def _before_fork() -> None:
-    # the settler may not have run since the last send: wait for one settle, or a child with a
-    # trace function would loop at its first Python call (the child has neither the settler
-    # nor the target to clear the flag)
+    # a settle still to come (a send since the settler's last one): wait for it, or a child
+    # with a trace function would loop at its first Python call (the child has neither the
+    # settler nor the target to clear the flag)
     settles = _settles
-    if settles is None:
+    if settles is None or _settled[0] >= _wakes[0]:
         return
     done = threading.Lock()
     done.acquire()
@@ -292,10 +304,11 @@ def _before_fork() -> None:
 def _after_fork_in_child() -> None:
     # no settler in the child (started again at its first interrupt); fresh locks, which a
     # thread of the parent may have held at the fork
-    global _settles, _send_lock, _settler_lock
+    global _settles, _send_lock, _settler_lock, _pid
     _settles = None
     _send_lock = threading.RLock()
     _settler_lock = threading.Lock()
+    _pid = os.getpid()
 
 
 if hasattr(os, "register_at_fork"):
