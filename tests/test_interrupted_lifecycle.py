@@ -962,3 +962,62 @@ def test_a_forked_child_leaving_an_interrupted_body_does_not_loop_under_a_trace_
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["returned"], done.stdout
+
+
+NO_THREAD_FOR_THE_SETTLER = """
+import os, queue, resource, threading, time
+from flowbook.engine.interrupts import call_body, interrupt
+
+class Stop(BaseException):
+    pass
+
+registered, log = [], []
+
+def body():
+    queue.SimpleQueue().get(timeout=0.3)  # (ends with Empty: the exception has not arrived)
+
+def target():
+    try:
+        try:
+            call_body(body, (), {}, registered.append)
+        except queue.Empty:
+            log.append("body ended")
+            for _ in range(3):  # the caller's own code after the body
+                (lambda: None)()
+            log.append("caller went on")
+    except Stop:
+        log.append("Stop raised in the caller's code")
+
+thread = threading.Thread(target=target)
+thread.start()
+while not registered:
+    time.sleep(0.01)
+time.sleep(0.02)
+# no room for another thread's stack: the settler cannot start
+used = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+resource.setrlimit(resource.RLIMIT_AS, (used + (2 << 20), resource.RLIM_INFINITY))
+try:
+    sent = interrupt(registered[0], Stop)
+finally:
+    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+thread.join()
+print(sent, log)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+def test_an_exception_sent_when_no_settler_can_start_is_still_taken_back(
+    tmp_path: Path,
+) -> None:
+    """The body ended (by itself) before its exception arrived: it is taken back, as ever,
+    even though no thread could be started to clear CPython's flag afterwards."""
+    env = {**os.environ, "FLOWBOOK_HOME": str(tmp_path), "FLOWBOOK_LOGGING_LEVEL": "CRITICAL"}
+    done = subprocess.run(
+        [sys.executable, "-c", NO_THREAD_FOR_THE_SETTLER],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == "True ['body ended', 'caller went on']", done.stdout
