@@ -80,6 +80,21 @@ def _raise_keyboard_interrupt() -> None:
     raise KeyboardInterrupt
 
 
+def _run_script(home: Path, script: str, *args: str, timeout: float = 120) -> str:
+    """``script`` in a process of its own (``FLOWBOOK_HOME`` ``home``): its output; it must
+    end with status 0."""
+    env = {**os.environ, "FLOWBOOK_HOME": str(home), "FLOWBOOK_LOGGING_LEVEL": "CRITICAL"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 def _ended(events: Any) -> FlowRun:
     """The one flow run that finished; every task run of it is final and resolved."""
     (run,) = [e.flow_run for e in events.of(FlowRunFinished)]
@@ -425,12 +440,8 @@ def test_a_burst_of_ctrl_c_from_any_moment_of_a_runs_end_leaves_every_run_final(
     In a process of its own, with a trace function set (which calls a function at each
     Python call) and SIGINTs sent to itself; the runs here wait for a retry, so no body is
     interrupted."""
-    env = {**os.environ, "FLOWBOOK_HOME": str(tmp_path), "FLOWBOOK_LOGGING_LEVEL": "CRITICAL"}
-    done = subprocess.run(
-        [sys.executable, "-c", BURST], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    bursts = int(done.stdout.split()[-1])
+    stdout = _run_script(tmp_path, BURST, timeout=300)
+    bursts = int(stdout.split()[-1])
     assert bursts > 50  # (the end makes that many calls: a burst started at each)
 
 
@@ -781,16 +792,8 @@ def test_a_cancel_under_a_trace_function_neither_spins_nor_hangs(
     and traced calls go on afterwards. Before: CPython 3.11 left the main thread looping at
     its next call until the task woke (the exception's flag stayed set), and for good once
     the body's end took its exception back."""
-    env = {**os.environ, "FLOWBOOK_HOME": str(tmp_path), "FLOWBOOK_LOGGING_LEVEL": "CRITICAL"}
-    done = subprocess.run(
-        [sys.executable, "-c", TRACED_CANCEL, traced],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    outcome = json.loads(done.stdout.splitlines()[-1])
+    stdout = _run_script(tmp_path, TRACED_CANCEL, traced)
+    outcome = json.loads(stdout.splitlines()[-1])
     assert outcome["returned"] < 5, outcome  # (the task waits up to 60 s)
     assert outcome["body_ended"] == ["RunInterrupted"], outcome
     assert outcome["after"] < 5, outcome
@@ -893,16 +896,8 @@ def test_a_child_forked_right_after_an_interrupt_does_not_loop_under_a_trace_fun
 ) -> None:
     """The flag a send sets is cleared before a fork: the child has neither the settler nor
     the target to clear it, and on CPython 3.11 its traced thread looped at its first call."""
-    env = {**os.environ, "FLOWBOOK_HOME": str(tmp_path), "FLOWBOOK_LOGGING_LEVEL": "CRITICAL"}
-    done = subprocess.run(
-        [sys.executable, "-c", FORK_AFTER_INTERRUPT],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split("\n")[-2] == "['returned', 'returned']", done.stdout
+    stdout = _run_script(tmp_path, FORK_AFTER_INTERRUPT)
+    assert stdout.split("\n")[-2] == "['returned', 'returned']", stdout
 
 
 CHILD_LEAVES_AN_INTERRUPTED_BODY = """
@@ -952,16 +947,8 @@ def test_a_forked_child_leaving_an_interrupted_body_does_not_loop_under_a_trace_
 ) -> None:
     """The body's exception was sent in the parent: the child has no settler, and taking it
     back there would set the flag for good, so the child leaves it."""
-    env = {**os.environ, "FLOWBOOK_HOME": str(tmp_path), "FLOWBOOK_LOGGING_LEVEL": "CRITICAL"}
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD_LEAVES_AN_INTERRUPTED_BODY],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["returned"], done.stdout
+    stdout = _run_script(tmp_path, CHILD_LEAVES_AN_INTERRUPTED_BODY)
+    assert stdout.split() == ["returned"], stdout
 
 
 NO_THREAD_FOR_THE_SETTLER = """
@@ -1011,13 +998,5 @@ def test_an_exception_sent_when_no_settler_can_start_is_still_taken_back(
 ) -> None:
     """The body ended (by itself) before its exception arrived: it is taken back, as ever,
     even though no thread could be started to clear CPython's flag afterwards."""
-    env = {**os.environ, "FLOWBOOK_HOME": str(tmp_path), "FLOWBOOK_LOGGING_LEVEL": "CRITICAL"}
-    done = subprocess.run(
-        [sys.executable, "-c", NO_THREAD_FOR_THE_SETTLER],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.splitlines()[-1] == "True ['body ended', 'caller went on']", done.stdout
+    stdout = _run_script(tmp_path, NO_THREAD_FOR_THE_SETTLER)
+    assert stdout.splitlines()[-1] == "True ['body ended', 'caller went on']", stdout
