@@ -1000,3 +1000,78 @@ def test_an_exception_sent_when_no_settler_can_start_is_still_taken_back(
     even though no thread could be started to clear CPython's flag afterwards."""
     stdout = _run_script(tmp_path, NO_THREAD_FOR_THE_SETTLER)
     assert stdout.splitlines()[-1] == "True ['body ended', 'caller went on']", stdout
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="a new thread has no id before it runs")
+def test_an_interrupt_waits_while_a_thread_is_being_started() -> None:
+    """On 3.10 and 3.11 a thread being started has its creator's id until it runs: a send
+    then could reach it instead of the body (which would wait in ``Thread.start`` for good).
+    So while ``threading`` starts a thread, the send waits (a second at most)."""
+    registered: list[interrupts.Body | None] = []
+    outcome: list[str] = []
+    looping = threading.Event()
+
+    def body() -> None:
+        looping.set()
+        while True:  # (the user's own code, in Python: stopped at its next instruction)
+            pass
+
+    def target() -> None:
+        try:
+            interrupts.call_body(body, (), {}, registered.append)
+        except flowbook.exceptions.RunInterrupted:
+            outcome.append("stopped")
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    assert looping.wait(5)
+    being_started = threading.Thread(target=lambda: None)  # (stands for one in Thread.start)
+    threading._limbo[being_started] = being_started  # type: ignore[attr-defined]
+    try:
+        assert interrupts.interrupt(registered[0], flowbook.exceptions.RunInterrupted)
+        time.sleep(0.1)
+        assert outcome == []  # not sent yet
+    finally:
+        del threading._limbo[being_started]  # type: ignore[attr-defined]
+    thread.join(0.8)  # (the send is made once no thread is being started, not at the second)
+    assert outcome == ["stopped"]
+
+
+STARTS_THREADS = """
+import os, sys, threading, time
+from flowbook.engine.interrupts import call_body, interrupt
+
+os.sched_setaffinity(0, {0})  # (one core: a new thread seldom runs at once)
+
+class Stop(BaseException):
+    pass
+
+def trial():
+    registered, outcome = [], []
+    def body():
+        while True:  # the user's code starts threads (a small pool of its own, say)
+            threading.Thread(target=lambda: None).start()
+    def target():
+        try:
+            call_body(body, (), {}, registered.append)
+        except Stop:
+            outcome.append("stopped")
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    while not registered:
+        time.sleep(0.001)
+    time.sleep(0.02)
+    interrupt(registered[0], Stop)
+    thread.join(2)
+    return outcome[0] if outcome else "not stopped"
+
+results = [trial() for _ in range(30)]
+print(results.count("stopped"))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="sched_setaffinity: Linux")
+def test_a_body_that_keeps_starting_threads_is_stopped(tmp_path: Path) -> None:
+    """30 interrupts of a body that starts threads in a loop, on one core: each stops it
+    (before, about one in 15 reached a thread being started, and the body hung)."""
+    assert _run_script(tmp_path, STARTS_THREADS).split()[-1] == "30"

@@ -41,6 +41,7 @@ from __future__ import annotations
 import _signal  # type: ignore[import-not-found]  # (the C module, which has no stubs)
 import functools
 import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -181,6 +182,13 @@ def interrupt(body: Body | AsyncBody | None, exc_type: type[BaseException]) -> b
         except RuntimeError:  # the loop has closed: the body has ended
             return False
         return True
+    return _send(body, exc_type, _starting)
+
+
+def _send(body: Body, exc_type: type[BaseException], starting: Any, deadline: float = 0.0) -> bool:
+    """``interrupt`` of a sync body; while ``starting`` (threads being started) is not empty
+    the send is left to the settler, which makes it once they have started (or at
+    ``deadline``, a second after it was first put off, whatever)."""
     import ctypes  # at the first interrupt: not by ``import flowbook``
 
     settles = _settles if _settles is not None else _start_settler()
@@ -195,12 +203,38 @@ def interrupt(body: Body | AsyncBody | None, exc_type: type[BaseException]) -> b
         if body.depth != 0:
             body.pending = exc_type
             return True
+        if starting and settles is not None:
+            # A thread is being started, maybe by the body's own code: on 3.10 and 3.11 the
+            # new thread has its creator's id until it runs, and would get the exception
+            # (it would end at once, and the body would wait in ``Thread.start`` for good).
+            if not deadline:
+                import time
+
+                deadline = time.monotonic() + 1.0
+            settles.put((body, exc_type, deadline))
+            return True
         body.sent = sent
         set_async_exc(ident, exc)
         if settles is not None:  # have CPython's flag cleared (no Python call before)
             _wakes[0] += 1
             settles.put(None)
     return True
+
+
+def _send_later(body: Body, exc_type: type[BaseException], deadline: float) -> None:
+    """On the settler's thread: the send put off by ``_send``, once no thread is being
+    started (checked again with the send: else put off again), or at ``deadline``."""
+    import time
+
+    while _starting and time.monotonic() < deadline:
+        time.sleep(0.001)
+    _send(body, exc_type, _starting if time.monotonic() < deadline else None, deadline)
+
+
+# Threads being started through ``threading`` (``Thread.start`` puts them here before the new
+# thread exists, and the new thread takes itself out once it runs); from 3.12 a new thread's
+# state has no id before it runs, so nothing waits for them.
+_starting: Any = getattr(threading, "_limbo", None) if sys.version_info < (3, 12) else None
 
 
 class _Settled(BaseException):
@@ -276,6 +310,9 @@ def _settle_loop(settles: Any) -> None:
         item = wait()  # (one settle a wake: a wake while one goes on costs one more)
         if item is _STOP:
             return
+        if type(item) is tuple:
+            _send_later(*item)  # (which wakes this thread again for its settle)
+            continue
         covered = wakes[0]
         try:
             set_async_exc(own, settled)  # (raised as this call returns)
