@@ -203,7 +203,7 @@ def _send(body: Body, exc_type: type[BaseException], starting: Any, deadline: fl
         if body.depth != 0:
             body.pending = exc_type
             return True
-        if starting and settles is not None:
+        if starting and settles is not None and not starting.keys() <= _stale:
             # A thread is being started, maybe by the body's own code: on 3.10 and 3.11 the
             # new thread has its creator's id until it runs, and would get the exception
             # (it would end at once, and the body would wait in ``Thread.start`` for good).
@@ -222,19 +222,30 @@ def _send(body: Body, exc_type: type[BaseException], starting: Any, deadline: fl
 
 
 def _send_later(body: Body, exc_type: type[BaseException], deadline: float) -> None:
-    """On the settler's thread: the send put off by ``_send``, once no thread is being
-    started (checked again with the send: else put off again), or at ``deadline``."""
+    """On the settler's thread: the send put off by ``_send``, made once no thread is being
+    started (checked again with the send: else put off again). Meanwhile it goes to the back
+    of the settler's queue every millisecond, so that clearing the flag and forks do not wait
+    for it. Threads still in ``_starting`` at ``deadline`` (one whose start was cut short
+    leaves its entry for good) are taken as started from then on."""
     import time
 
-    while _starting and time.monotonic() < deadline:
-        time.sleep(0.001)
-    _send(body, exc_type, _starting if time.monotonic() < deadline else None, deadline)
+    if _starting and not _starting.keys() <= _stale:
+        if time.monotonic() < deadline:
+            time.sleep(0.001)
+            settles = _settles
+            if settles is not None:
+                settles.put((body, exc_type, deadline))
+                return
+        _stale.intersection_update(_starting)
+        _stale.update(_starting)
+    _send(body, exc_type, _starting, deadline)
 
 
 # Threads being started through ``threading`` (``Thread.start`` puts them here before the new
 # thread exists, and the new thread takes itself out once it runs); from 3.12 a new thread's
 # state has no id before it runs, so nothing waits for them.
 _starting: Any = getattr(threading, "_limbo", None) if sys.version_info < (3, 12) else None
+_stale: set[Any] = set()  # entries of ``_starting`` taken as started (``_send_later``)
 
 
 class _Settled(BaseException):
@@ -332,10 +343,24 @@ def _before_fork() -> None:
     settles = _settles
     if settles is None or _settled[0] >= _wakes[0]:
         return
-    done = threading.Lock()
-    done.acquire()
-    settles.put(done)
-    done.acquire(timeout=1.0)
+    # a send to this thread's body meanwhile (the settler may make one) is left pending, and
+    # made again after the fork: raised in this hook, CPython would drop it
+    body: Body | None = getattr(_local, "body", None)
+    if body is not None:
+        body.depth += 1
+    try:
+        done = threading.Lock()
+        done.acquire()
+        settles.put(done)
+        done.acquire(timeout=1.0)
+    finally:
+        if body is not None:
+            body.depth -= 1
+            if body.depth == 0 and body.pending is not None:
+                import time
+
+                exc_type, body.pending = body.pending, None
+                settles.put((body, exc_type, time.monotonic() + 1.0))
 
 
 def _after_fork_in_child() -> None:
