@@ -1037,37 +1037,50 @@ def test_an_interrupt_waits_while_a_thread_is_being_started() -> None:
     assert outcome == ["stopped"]
 
 
-STARTS_THREADS = """
+# bodies on threads of their own, for the scripts below: ``spawn(fn)`` gives the body, what
+# became of it ("stopped" by ``Stop``, or "never stopped") and its thread
+SPAWN = """
 import os, sys, threading, time
-from flowbook.engine.interrupts import call_body, interrupt
-
-os.sched_setaffinity(0, {0})  # (one core: a new thread seldom runs at once)
+from flowbook.engine import interrupts
 
 class Stop(BaseException):
     pass
 
-def trial():
+def spawn(fn):
     registered, outcome = [], []
-    def body():
-        while True:  # the user's code starts threads (a small pool of its own, say)
-            threading.Thread(target=lambda: None).start()
     def target():
         try:
-            call_body(body, (), {}, registered.append)
+            interrupts.call_body(fn, (), {}, registered.append)
+            outcome.append("never stopped")
         except Stop:
             outcome.append("stopped")
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     while not registered:
         time.sleep(0.001)
+    return registered[0], outcome, thread
+"""
+
+STARTS_THREADS = (
+    SPAWN
+    + """
+os.sched_setaffinity(0, {0})  # (one core: a new thread seldom runs at once)
+
+def starts_threads():
+    while True:  # the user's code starts threads (a small pool of its own, say)
+        threading.Thread(target=lambda: None).start()
+
+def trial():
+    body, outcome, thread = spawn(starts_threads)
     time.sleep(0.02)
-    interrupt(registered[0], Stop)
+    interrupts.interrupt(body, Stop)
     thread.join(2)
     return outcome[0] if outcome else "not stopped"
 
 results = [trial() for _ in range(30)]
 print(results.count("stopped"))
 """
+)
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="sched_setaffinity: Linux")
@@ -1112,27 +1125,9 @@ def test_a_thread_start_cut_short_holds_up_interrupts_once() -> None:
     assert waits[1] < 0.5, waits
 
 
-FORKS_WHILE_A_SEND_WAITS = """
-import os, threading, time
-from flowbook.engine import interrupts
-
-class Stop(BaseException):
-    pass
-
-def spawn(fn):
-    registered, outcome = [], []
-    def target():
-        try:
-            interrupts.call_body(fn, (), {}, registered.append)
-            outcome.append("never stopped")
-        except Stop:
-            outcome.append("stopped")
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    while not registered:
-        time.sleep(0.001)
-    return registered[0], outcome, thread
-
+FORKS_WHILE_A_SEND_WAITS = (
+    SPAWN
+    + """
 def spin():
     while True:
         pass
@@ -1164,6 +1159,7 @@ forker_thread.join(3)
 other_thread.join(3)
 print(forker_outcome, other_outcome)
 """
+)
 
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="a new thread has no id before it runs")
