@@ -182,13 +182,12 @@ def interrupt(body: Body | AsyncBody | None, exc_type: type[BaseException]) -> b
         except RuntimeError:  # the loop has closed: the body has ended
             return False
         return True
-    return _send(body, exc_type, _starting)
+    return _send(body, exc_type)
 
 
-def _send(body: Body, exc_type: type[BaseException], starting: Any, deadline: float = 0.0) -> bool:
-    """``interrupt`` of a sync body; while ``starting`` (threads being started) is not empty
-    the send is left to the settler, which makes it once they have started (or at
-    ``deadline``, a second after it was first put off, whatever)."""
+def _send(body: Body, exc_type: type[BaseException], deadline: float = 0.0) -> bool:
+    """``interrupt`` of a sync body; while threads are being started (``_starting``) the send
+    is left to the settler, which makes it once they have started (``_send_later``)."""
     import ctypes  # at the first interrupt: not by ``import flowbook``
 
     settles = _settles if _settles is not None else _start_settler()
@@ -203,7 +202,7 @@ def _send(body: Body, exc_type: type[BaseException], starting: Any, deadline: fl
         if body.depth != 0:
             body.pending = exc_type
             return True
-        if starting and settles is not None and not starting.keys() <= _stale:
+        if _starting and settles is not None and not _starting_keys <= _stale:
             # A thread is being started, maybe by the body's own code: on 3.10 and 3.11 the
             # new thread has its creator's id until it runs, and would get the exception
             # (it would end at once, and the body would wait in ``Thread.start`` for good).
@@ -229,7 +228,7 @@ def _send_later(body: Body, exc_type: type[BaseException], deadline: float) -> N
     leaves its entry for good) are taken as started from then on."""
     import time
 
-    if _starting and not _starting.keys() <= _stale:
+    if _starting and not _starting_keys <= _stale:
         if time.monotonic() < deadline:
             time.sleep(0.001)
             settles = _settles
@@ -238,13 +237,15 @@ def _send_later(body: Body, exc_type: type[BaseException], deadline: float) -> N
                 return
         _stale.intersection_update(_starting)
         _stale.update(_starting)
-    _send(body, exc_type, _starting, deadline)
+    _send(body, exc_type, deadline)
 
 
 # Threads being started through ``threading`` (``Thread.start`` puts them here before the new
 # thread exists, and the new thread takes itself out once it runs); from 3.12 a new thread's
 # state has no id before it runs, so nothing waits for them.
 _starting: Any = getattr(threading, "_limbo", None) if sys.version_info < (3, 12) else None
+# (a live view, compared with no call: ``_send`` makes no call from its checks to the send)
+_starting_keys: Any = _starting.keys() if _starting is not None else None
 _stale: set[Any] = set()  # entries of ``_starting`` taken as started (``_send_later``)
 
 
