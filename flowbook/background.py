@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from flowbook.engine import interrupts
 from flowbook.engine.interrupts import shields, unshield
 from flowbook.engine.runs import current_flow_run, current_task_run
-from flowbook.states import Failed, Pending, State
+from flowbook.states import Pending, State
 
 if TYPE_CHECKING:
     from flowbook.engine.flow_engine import FlowRunEngine
@@ -58,10 +58,7 @@ class BackgroundRun(Generic[R]):
         except BaseException as exc:  # an interrupt before the run's thread started: it ends
             shields.stack.append(None)  # (no interrupt lands from here on)
             try:
-                if isinstance(exc, Exception):
-                    engine.finish(Failed(f"Flow run could not start: {exc}", exc))
-                else:
-                    engine._ended_by(exc)
+                engine.could_not_start(exc)
             finally:
                 unshield()
             raise

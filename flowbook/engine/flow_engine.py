@@ -718,24 +718,29 @@ class FlowRunEngine:
         except BaseException as exc:
             shields.stack.append(None)  # (no interrupt lands from here on: interrupts.shields)
             try:
-                if not isinstance(exc, Exception):
-                    self._ended_by(exc)  # (an interrupt while the run was made or began)
-                elif hasattr(self, "run"):
-                    self.finish(Failed(f"Flow run could not start: {exc}", exc))
+                self.could_not_start(exc)
             finally:
                 try:
-                    if tokens is not None:
-                        self._leave(tokens)
-                    else:
-                        self._release()
+                    self._leave(tokens)
                 finally:
                     unshield()
             raise
         return tokens
 
-    def _leave(self, tokens: tuple[Token[FlowRun | None], Token[TaskRun | None]]) -> None:
+    def could_not_start(self, exc: BaseException) -> None:
+        """``exc`` was raised while the run was made or began (the caller has entered a
+        shield): a run that exists ends, ``Failed`` for an error, ``Cancelled`` for an
+        interrupt (``_ended_by``)."""
+        if not isinstance(exc, Exception):
+            self._ended_by(exc)
+        elif hasattr(self, "run"):
+            self.finish(Failed(f"Flow run could not start: {exc}", exc))
+
+    def _leave(self, tokens: tuple[Token[FlowRun | None], Token[TaskRun | None]] | None) -> None:
+        """Undo the run's context (``tokens``, None when it was not set), and ``_release``."""
         try:
-            self._reset_context(tokens)
+            if tokens is not None:
+                self._reset_context(tokens)
         finally:
             self._release()
 
@@ -746,10 +751,7 @@ class FlowRunEngine:
         guard and the gc freeze are given back whatever interrupts, and a SIGINT meanwhile is
         raised after."""
         try:
-            if tokens is not None:
-                self._leave(tokens)
-            else:
-                self._release()
+            self._leave(tokens)
         finally:
             if unshield():
                 raise KeyboardInterrupt

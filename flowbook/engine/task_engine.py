@@ -32,7 +32,7 @@ from flowbook.engine.hooks import await_pending, drive_async, stop_driving
 from flowbook.engine.interrupts import AsyncBody, Body, call_body
 from flowbook.engine.lifecycle import first_task_run_state, set_task_run_state
 from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run, ended_attempt
-from flowbook.engine.timeouts import await_body, call_with_timeout
+from flowbook.engine.timeouts import await_body, call_with_timeout, run_coro_sync
 from flowbook.engine.values import (
     collect_futures,
     resolve_futures,
@@ -83,39 +83,6 @@ def wait_for_list(wait_for: Any) -> Any:
     if isinstance(wait_for, Iterable) and not isinstance(wait_for, (str, bytes)):
         return tuple(wait_for)
     return (wait_for,)
-
-
-def _run_coroutine(make: Callable[[], Any]) -> None:
-    """Run the coroutine ``make()`` to its end on an event loop of its own.
-
-    On this thread, unless it runs a loop already (an async flow's body submitting an async
-    task on the sequential runner): then on a thread of its own, as on the thread pool, and
-    this thread waits for it (the sequential runner runs a task at once); what it raised is
-    raised here.
-    """
-    import asyncio
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        asyncio.run(make())
-        return
-    import threading
-
-    raised: list[BaseException] = []
-    context = contextvars.copy_context()
-
-    def run() -> None:
-        try:
-            context.run(asyncio.run, make())
-        except BaseException as exc:
-            raised.append(exc)
-
-    thread = threading.Thread(target=run, name="flowbook-async-task", daemon=True)
-    thread.start()
-    thread.join()
-    if raised:
-        raise raised[0]
 
 
 def root_cause(error: Any) -> BaseException | None:
@@ -643,7 +610,7 @@ class TaskRunEngine(SubmittedCall):
         token = current_task_run.set(run)
         try:
             if self.task.is_async:
-                _run_coroutine(self.run_async)
+                run_coro_sync(self.run_async)
             else:
                 self.run_sync()
         except BaseException as exc:
