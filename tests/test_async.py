@@ -95,6 +95,220 @@ def test_async_tasks_submitted_on_the_sequential_runner_in_an_async_flow(events:
     assert [r.state.name for r in finished.flow_run.task_runs] == ["Completed"] * 4
 
 
+def test_an_async_flows_timeout_stops_an_async_task_on_the_sequential_runner(
+    events: Any,
+) -> None:
+    """The task runs on a loop of its own while the flow's loop waits for it, so the flow's
+    deadline cannot fire in its loop: the wait watches it, cancels the task at its next
+    ``await`` and gives the flow its timeout (before, the flow waited the task's 5 s out).
+    On its way the stop is no ``Exception``: the body's ``except Exception`` (meant for the
+    task's own errors) does not take it."""
+    from flowbook.task_runners import SequentialTaskRunner
+
+    cancelled: list[bool] = []
+
+    @task
+    async def long_async() -> int:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        return 1
+
+    @flow(name="timed-sequential", task_runner=SequentialTaskRunner(), timeout_seconds=0.3)
+    async def timed_flow() -> int:
+        try:
+            return long_async.submit().result()
+        except Exception:
+            return -1
+
+    started = time.monotonic()
+    state = asyncio.run(timed_flow(return_state=True))
+    assert time.monotonic() - started < 2.0
+    assert state.name == "TimedOut"
+    assert "exceeded its timeout of 0.3 second(s)" in (state.message or "")
+    assert cancelled == [True]
+    (finished,) = [
+        e for e in events.of(FlowRunFinished) if e.flow_run.flow.name == "timed-sequential"
+    ]
+    (record,) = finished.flow_run.task_runs
+    assert record.state is not None
+    assert record.state.is_cancelled()
+
+
+def test_a_timeout_reaches_a_wait_nested_on_the_loop_of_a_waiting_task(events: Any) -> None:
+    """Two loops blocked in turn: the flow's (waiting for task ``a`` on the sequential runner)
+    and ``a``'s own (its subflow ``g`` waits there for task ``b``). The flow's deadline stops
+    the outer wait, which stops the inner one, and both tasks end ``Cancelled``."""
+    from flowbook.task_runners import SequentialTaskRunner
+
+    @task
+    async def b() -> int:
+        await asyncio.sleep(5)
+        return 1
+
+    @flow(name="nested-g", task_runner=SequentialTaskRunner())
+    async def g() -> int:
+        return b.submit().result()
+
+    @task
+    async def a() -> int:
+        return await g()
+
+    @flow(name="nested-f", task_runner=SequentialTaskRunner(), timeout_seconds=0.3)
+    async def f() -> int:
+        return a.submit().result()
+
+    started = time.monotonic()
+    state = asyncio.run(f(return_state=True))
+    assert time.monotonic() - started < 2.0
+    assert state.name == "TimedOut"
+    runs = {
+        r.name: r.state.name
+        for e in events.of(FlowRunFinished)
+        for r in e.flow_run.task_runs
+        if r.state is not None and r.subflow_run is None
+    }
+    assert runs == {"a-0": "Cancelled", "b-0": "Cancelled"}
+
+
+def test_a_cancel_of_an_async_flow_stops_its_async_task_on_the_sequential_runner() -> None:
+    """A background run's cancel while its body waits for an async task on the sequential
+    runner: the cancel ends the task run and cancels its body on the task's own loop (the
+    flow's loop is blocked), the wait ends, and the flow ends ``Cancelled``."""
+    import threading
+
+    from flowbook.task_runners import SequentialTaskRunner
+
+    started = threading.Event()
+
+    @task
+    async def long_async() -> int:
+        started.set()
+        await asyncio.sleep(5)
+        return 1
+
+    @flow(task_runner=SequentialTaskRunner())
+    async def cancelled_flow() -> int:
+        return long_async.submit().result()
+
+    handle = cancelled_flow.run_background()
+    assert started.wait(5)
+    began = time.monotonic()
+    assert handle.cancel()
+    assert handle.wait(10)
+    assert time.monotonic() - began < 2.0
+    assert handle.state.is_cancelled()
+
+
+def test_an_interrupt_of_a_task_body_reaches_the_wait_that_blocks_its_loop(events: Any) -> None:
+    """An async task's body calls a sync subflow, which calls an async task (run on a loop
+    of its own while the task's loop waits). A cancel interrupts the task's body, which the
+    blocked loop cannot deliver: the wait sees it, cancels the inner task and stops the body
+    (a ``RunInterrupted`` on its way, named so in the states it ends)."""
+    import threading
+
+    from flowbook.exceptions import RunInterrupted
+    from flowbook.task_runners import SequentialTaskRunner
+
+    started = threading.Event()
+    seen: list[str] = []
+
+    @task
+    async def inner() -> int:
+        started.set()
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            seen.append("inner cancelled")
+            raise
+        return 1
+
+    @flow(name="sync-between")
+    def sync_between() -> int:
+        return inner()
+
+    @task
+    async def outer() -> int:
+        try:
+            return sync_between()
+        except RunInterrupted:
+            seen.append("outer's body stopped")
+            raise
+
+    @flow(name="interrupted-outer", task_runner=SequentialTaskRunner())
+    async def top() -> int:
+        return outer.submit().result()
+
+    handle = top.run_background()
+    assert started.wait(5)
+    began = time.monotonic()
+    assert handle.cancel()
+    assert handle.wait(10)
+    assert time.monotonic() - began < 2.0
+    assert handle.state.is_cancelled()
+    assert seen == ["inner cancelled", "outer's body stopped"]
+    (between,) = [
+        e.flow_run for e in events.of(FlowRunFinished) if e.flow_run.flow.name == "sync-between"
+    ]
+    assert between.state is not None
+    assert between.state.is_cancelled()
+    assert between.state.message == "Flow run was interrupted (RunInterrupted)."
+
+
+def test_a_ctrl_c_under_asyncio_run_stops_a_wait_that_blocks_the_loop() -> None:
+    """``asyncio.run`` answers a Ctrl-C by cancelling its main task, which a wait that blocks
+    the loop would never let happen: the wait sees the task cancelled, cancels the task run on
+    its own loop, and the flow's body stops; the task's cancel is taken where the body stops,
+    so the flow's async ``on_cancellation`` hook runs to its end, and ``asyncio.run`` raises
+    ``KeyboardInterrupt`` (3.11+: ``Task.cancelling``)."""
+    import os
+    import signal
+    import sys
+    import threading
+
+    from flowbook.task_runners import SequentialTaskRunner
+
+    if sys.version_info < (3, 11):
+        pytest.skip("Task.cancelling() is new in Python 3.11")
+    # asyncio.run answers SIGINT itself only in place of Python's default handler
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    log: list[str] = []
+
+    async def hook(flow_: Any, run: Any, state: Any) -> None:
+        log.append("hook start")
+        await asyncio.sleep(0.05)
+        log.append("hook end")
+
+    @task
+    async def long_async() -> int:
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            log.append("task cancelled")
+            raise
+        return 1
+
+    @flow(task_runner=SequentialTaskRunner(), on_cancellation=[hook])
+    async def interrupted_flow() -> int:
+        return long_async.submit().result()
+
+    async def main() -> int:
+        return await interrupted_flow()
+
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    began = time.monotonic()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            asyncio.run(main())
+    finally:
+        timer.cancel()
+    assert time.monotonic() - began < 2.0
+    assert log == ["task cancelled", "hook start", "hook end"]
+
+
 def test_submitted_async_tasks_run_concurrently() -> None:
     @flow
     async def async_flow() -> list[float]:

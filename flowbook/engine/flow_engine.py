@@ -47,6 +47,7 @@ from flowbook.engine.interrupts import (
     call_body,
     call_unshielded,
     interrupt,
+    interruption_name,
     release_sigint,
     shield,
     shields,
@@ -485,8 +486,8 @@ class FlowRunEngine:
         if not isinstance(exc, Exception) or self.cancel_reason is not None:
             reason = self.cancel_reason
             if reason is None:
-                self.cancel(f"The flow run was interrupted ({type(exc).__name__}).")
-                return Cancelled(f"Flow run was interrupted ({type(exc).__name__}).", exc), None
+                self.cancel(f"The flow run was interrupted ({interruption_name(exc)}).")
+                return Cancelled(f"Flow run was interrupted ({interruption_name(exc)}).", exc), None
             self.cancel(reason)
             error = RunCancelledError(f"flow run {run.name!r} of flow {flow.name!r}: {reason}")
             return Cancelled(reason, error), None
@@ -682,7 +683,9 @@ class FlowRunEngine:
             return
         shield()
         try:
-            reason = self.cancel_reason or f"The flow run was interrupted ({type(exc).__name__})."
+            reason = (
+                self.cancel_reason or f"The flow run was interrupted ({interruption_name(exc)})."
+            )
             error = RunCancelledError(f"flow run {run.name!r} of flow {self.flow.name!r}: {reason}")
             with contextlib.suppress(BaseException):
                 self.cancel(reason)

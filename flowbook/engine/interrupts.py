@@ -54,6 +54,7 @@ __all__ = [
     "current_body",
     "enter",
     "interrupt",
+    "interruption_name",
     "leave",
     "pause_shield",
     "release_sigint",
@@ -105,6 +106,14 @@ class AsyncBody:
 def current_body() -> Body | None:
     body: Body | None = getattr(_local, "body", None)
     return body
+
+
+def interruption_name(exc: BaseException) -> str:
+    """How a run's state message names what interrupted it: ``RunInterrupted`` for any of
+    flowbook's own stops (whatever their class), else the exception's class."""
+    from flowbook.exceptions import RunInterrupted
+
+    return "RunInterrupted" if isinstance(exc, RunInterrupted) else type(exc).__name__
 
 
 def call_body(

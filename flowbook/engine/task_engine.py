@@ -29,7 +29,7 @@ from flowbook._tags import with_context_tags
 from flowbook._tracebacks import without_internal_frames
 from flowbook.engine.events import TaskRunCreated, bus
 from flowbook.engine.hooks import await_pending, drive_async, stop_driving
-from flowbook.engine.interrupts import AsyncBody, Body, call_body
+from flowbook.engine.interrupts import AsyncBody, Body, call_body, interruption_name
 from flowbook.engine.lifecycle import first_task_run_state, set_task_run_state
 from flowbook.engine.runs import TaskRun, current_flow_run, current_task_run, ended_attempt
 from flowbook.engine.timeouts import await_body, call_with_timeout, run_coro_sync
@@ -432,7 +432,7 @@ class TaskRunEngine(SubmittedCall):
         task, run = self.task, self.task_run
         if not isinstance(exc, Exception):
             without_internal_frames(exc)  # a final state keeps the user's frames only
-            return Cancelled(f"Task run was interrupted ({type(exc).__name__}).", exc), None
+            return Cancelled(f"Task run was interrupted ({interruption_name(exc)}).", exc), None
         if crashed is not None:
             final = Crashed(crashed, exc)
         elif isinstance(exc, _FailedStateReturned):
@@ -615,7 +615,7 @@ class TaskRunEngine(SubmittedCall):
                 self.run_sync()
         except BaseException as exc:
             # the run is final; a worker thread has nobody to tell, a caller is told
-            self.finish(Cancelled(f"Task run was interrupted ({type(exc).__name__}).", exc))
+            self.finish(Cancelled(f"Task run was interrupted ({interruption_name(exc)}).", exc))
             if as_call:
                 raise
         finally:

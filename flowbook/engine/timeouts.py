@@ -9,7 +9,14 @@ cancel scope whose deadline is the timeout.
 
 ``run_coro_sync`` runs a coroutine to completion from sync code. Where the current thread
 already runs an event loop (a notebook cell, an async flow calling a sync subflow that calls
-an async task) it uses a fresh thread with its own loop: flowbook never nests loops.
+an async task) it uses a fresh thread with its own loop: flowbook never nests loops. While it
+waits, the loop it blocks can run neither an async body's deadline nor its cancel, nor a
+cancel of its asyncio task (``asyncio.run``'s answer to a Ctrl-C); so the wait watches them
+itself (and the waits it runs under, when the coroutine's own loop is the one blocked). On
+any of them it cancels the coroutine it runs, waits for that to end, and raises
+``_BodyStopped`` for the body concerned: a ``BaseException`` that ``await_body`` of that body
+turns into what its scope would have raised, so user code between them cannot take it for an
+error of its own.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import contextvars
 import math
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from contextvars import ContextVar
+from typing import Any, NamedTuple, TypeVar
 
 from flowbook.engine.interrupts import AsyncBody, Body, call_body, current_body, interrupt
 from flowbook.exceptions import RunInterrupted, RunTimeoutError
@@ -26,6 +34,44 @@ from flowbook.exceptions import RunInterrupted, RunTimeoutError
 __all__ = ["await_body", "call_with_timeout", "run_coro_sync"]
 
 T = TypeVar("T")
+
+# How often a wait that blocks an event loop looks at what it watches (a deadline ends the
+# wait itself)
+_WATCH_S = 0.02
+
+
+class _Watched(NamedTuple):
+    """An async body the current coroutine runs in, with what a blocked wait watches."""
+
+    body: AsyncBody
+    deadline: float  # its loop's time (``loop.time()``); inf without a timeout
+    timeout: float | None
+    what: str
+    run_id: str
+    outer: _Watched | None  # the async body this one runs in (on any loop), if any
+
+
+# the innermost async body the current code runs in
+_watched: ContextVar[_Watched | None] = ContextVar("flowbook_async_body", default=None)
+# set by each blocking wait of ``run_coro_sync`` in the context of the coroutine it runs: one
+# flag per wait it runs under, set when that wait stops (a wait nested in that coroutine, on
+# that coroutine's loop, then stops too)
+_stops: ContextVar[tuple[threading.Event, ...]] = ContextVar("flowbook_waits", default=())
+
+
+class _BodyStopped(RunInterrupted):
+    """Raised out of a wait that blocked the loop of ``body``, for that body's
+    ``await_body`` to raise ``exc`` in its stead. On its way it stops what it passes
+    through as an interrupt does (the runs between end ``Cancelled``)."""
+
+    def __init__(self, body: AsyncBody, exc: BaseException) -> None:
+        super().__init__(body, exc)
+        self.body = body
+        self.exc = exc
+
+
+def _timed_out(what: str, timeout: float | None, run_id: str) -> RunTimeoutError:
+    return RunTimeoutError(f"{what} exceeded its timeout of {timeout:g} second(s)", run_id)
 
 
 def call_with_timeout(
@@ -82,7 +128,7 @@ def call_with_timeout(
     if thread.is_alive():
         if bodies:
             interrupt(bodies[0], RunTimeoutError)
-        raise RunTimeoutError(f"{what} exceeded its timeout of {timeout:g} second(s)", run_id)
+        raise _timed_out(what, timeout, run_id)
     ok, value = outcome[0]
     if ok:
         return value  # type: ignore[no-any-return]
@@ -108,17 +154,33 @@ async def await_body(
 
     loop = asyncio.get_running_loop()
     deadline = math.inf if timeout is None else anyio.current_time() + timeout
+    stopped: BaseException | None = None
     with anyio.CancelScope(deadline=deadline) as scope:
         body = AsyncBody(loop, scope.cancel)
+        token = _watched.set(_Watched(body, deadline, timeout, what, run_id, _watched.get()))
         try:
             register(body)
             return await make()
+        except _BodyStopped as stop:
+            if stop.body is not body:
+                raise
+            stopped = stop.exc
         finally:
             body.done = True
+            _watched.reset(token)
+    if stopped is not None:  # a wait that blocked this loop stopped for this body
+        if isinstance(stopped, asyncio.CancelledError):
+            # the task's cancel is still pending (the loop never got to deliver it): taken
+            # here, not at the first ``await`` of whatever cleans up after the body
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                pass
+        raise stopped
     # only reached when the scope was cancelled: by the deadline or by an interrupt
     if body.exc_type is not None:
         raise body.exc_type
-    raise RunTimeoutError(f"{what} exceeded its timeout of {timeout:g} second(s)", run_id)
+    raise _timed_out(what, timeout, run_id)
 
 
 def run_coro_sync(make: Callable[[], Awaitable[T]]) -> T:
@@ -126,26 +188,136 @@ def run_coro_sync(make: Callable[[], Awaitable[T]]) -> T:
     import asyncio  # async bodies only: not imported by ``import flowbook``
 
     try:
-        asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(_await(make))
+    watch = _Watch(loop, asyncio.current_task())
+    stop = watch.stop()
+    if stop is not None:  # (stopped already: the coroutine is not started)
+        raise stop
+    flag = threading.Event()
     ctx = contextvars.copy_context()
+    ctx.run(_stops.set, (*_stops.get(), flag))
     outcome: list[Any] = []
+    running: list[Any] = []  # (its loop, its task), once it runs
+    ended = threading.Event()  # the coroutine has ended (its loop may still be closing)
 
     def body() -> None:
         try:
-            outcome.append((True, ctx.run(asyncio.run, _await(make))))
+            outcome.append((True, ctx.run(asyncio.run, _await(make, running, ended))))
         except BaseException as exc:  # re-raised on the calling thread
             outcome.append((False, exc))
+        finally:
+            ended.set()
 
+    # (a sync body's: this is a wait for a run, where its interrupt is raised at once)
+    caller = current_body()
+    if caller is not None and caller.pending is not None:
+        raise RunInterrupted
     thread = threading.Thread(target=body, name="flowbook-async", daemon=True)
     thread.start()
-    thread.join()
+    if caller is not None:
+        caller.waiting += 1
+    try:
+        if caller is not None and caller.pending is not None:  # (one that came just now)
+            raise RunInterrupted
+        while True:
+            thread.join(watch.wait_s())
+            if not thread.is_alive():
+                break
+            stop = watch.stop()
+            if stop is not None:
+                break
+    except BaseException:  # an interrupt of this thread: the coroutine stops too, unwaited
+        _cancel_running(running, ended)
+        flag.set()
+        raise
+    finally:
+        if caller is not None:
+            caller.waiting -= 1
+    if stop is not None:
+        # the cancel first: a wait inside the coroutine stops too when it sees the flag, and
+        # the body it stops then takes that cancel, already queued, with its own
+        _cancel_running(running, ended)
+        flag.set()
+        ended.wait()
+        raise stop
     ok, value = outcome[0]
     if ok:
         return value  # type: ignore[no-any-return]
     raise value
 
 
-async def _await(make: Callable[[], Awaitable[T]]) -> T:
-    return await make()
+class _Watch:
+    """What a wait that blocks ``loop`` (running ``task``) watches: the deadlines and
+    interrupts of the async bodies running on that loop, a new cancel of the task, and the
+    flags of the waits the current code runs under."""
+
+    __slots__ = ("bodies", "cancels", "flags", "loop", "task")
+
+    def __init__(self, loop: Any, task: Any) -> None:
+        self.loop = loop
+        self.task = task
+        self.bodies: list[_Watched] = []
+        watched = _watched.get()
+        while watched is not None:
+            if watched.body.loop is loop and not watched.body.done:
+                self.bodies.append(watched)  # (innermost first)
+            watched = watched.outer
+        cancelling = getattr(task, "cancelling", None)  # (3.11+)
+        self.cancels = cancelling() if cancelling is not None else None
+        self.flags = _stops.get()
+
+    def wait_s(self) -> float:
+        deadline = min((w.deadline for w in self.bodies), default=math.inf)
+        return max(0.0, min(deadline - float(self.loop.time()), _WATCH_S))
+
+    def stop(self) -> BaseException | None:
+        """What to raise instead of waiting on (a ``_BodyStopped`` for the body concerned,
+        or, with no flowbook body on the loop, a ``CancelledError``); None: wait on."""
+        import asyncio
+
+        now = float(self.loop.time())
+        for watched in self.bodies:
+            body = watched.body
+            if body.exc_type is not None:  # an interrupt: its callback waits for the loop
+                return _BodyStopped(body, body.exc_type())
+            if watched.deadline <= now:
+                return _BodyStopped(body, _timed_out(watched.what, watched.timeout, watched.run_id))
+        if (self.cancels is not None and self.task.cancelling() > self.cancels) or any(
+            flag.is_set() for flag in self.flags
+        ):
+            if not self.bodies:
+                return asyncio.CancelledError()
+            return _BodyStopped(self.bodies[0].body, asyncio.CancelledError())
+        return None
+
+
+def _cancel_running(running: list[Any], ended: threading.Event) -> None:
+    """Cancel the task ``run_coro_sync`` runs on its loop, once it has one (it stops at its
+    next ``await``, as in the body's own loop)."""
+    while not running and not ended.is_set():
+        ended.wait(0.001)
+    if running:
+        loop, task = running[0]
+        try:
+            loop.call_soon_threadsafe(task.cancel)
+        except RuntimeError:  # its loop has closed: it has ended
+            pass
+
+
+async def _await(
+    make: Callable[[], Awaitable[T]],
+    running: list[Any] | None = None,
+    ended: threading.Event | None = None,
+) -> T:
+    if running is None:
+        return await make()
+    import asyncio
+
+    running.append((asyncio.get_running_loop(), asyncio.current_task()))
+    try:
+        return await make()
+    finally:
+        if ended is not None:
+            ended.set()
