@@ -10,13 +10,14 @@ cancel scope whose deadline is the timeout.
 ``run_coro_sync`` runs a coroutine to completion from sync code. Where the current thread
 already runs an event loop (a notebook cell, an async flow calling a sync subflow that calls
 an async task) it uses a fresh thread with its own loop: flowbook never nests loops. While it
-waits, the loop it blocks can run neither an async body's deadline nor its cancel, nor a
-cancel of its asyncio task (``asyncio.run``'s answer to a Ctrl-C); so the wait watches them
-itself (and the waits it runs under, when the coroutine's own loop is the one blocked). On
-any of them it cancels the coroutine it runs, waits for that to end, and raises
-``_BodyStopped`` for the body concerned: a ``BaseException`` that ``await_body`` of that body
-turns into what its scope would have raised, so user code between them cannot take it for an
-error of its own.
+waits, the loop it blocks can deliver neither an async body's deadline nor its interrupt, nor
+a cancel of its asyncio task (``asyncio.run``'s answer to a Ctrl-C); so the wait watches
+those the loop would have delivered at the body's next ``await`` (``_Watch``: bodies of its
+own asyncio task, none past a shielded anyio scope), and the stops of the waits it runs under
+(when the coroutine's own loop is the one blocked). On any of them it cancels the coroutine
+it runs, waits for that to end, and raises ``_BodyStopped`` for the body concerned: a
+``RunInterrupted`` that ``await_body`` of that body turns into what its scope would have
+raised, so user code between them cannot take it for an error of its own.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class _Watched(NamedTuple):
     """An async body the current coroutine runs in, with what a blocked wait watches."""
 
     body: AsyncBody
+    scope: Any  # its anyio cancel scope
+    task: Any  # the asyncio task it runs in
     deadline: float  # its loop's time (``loop.time()``); inf without a timeout
     timeout: float | None
     what: str
@@ -65,7 +68,7 @@ class _BodyStopped(RunInterrupted):
     through as an interrupt does (the runs between end ``Cancelled``)."""
 
     def __init__(self, body: AsyncBody, exc: BaseException) -> None:
-        super().__init__(body, exc)
+        super().__init__()
         self.body = body
         self.exc = exc
 
@@ -157,7 +160,11 @@ async def await_body(
     stopped: BaseException | None = None
     with anyio.CancelScope(deadline=deadline) as scope:
         body = AsyncBody(loop, scope.cancel)
-        token = _watched.set(_Watched(body, deadline, timeout, what, run_id, _watched.get()))
+        token = _watched.set(
+            _Watched(
+                body, scope, asyncio.current_task(), deadline, timeout, what, run_id, _watched.get()
+            )
+        )
         try:
             register(body)
             return await make()
@@ -225,6 +232,8 @@ def run_coro_sync(make: Callable[[], Awaitable[T]]) -> T:
             thread.join(watch.wait_s())
             if not thread.is_alive():
                 break
+            if caller is not None and caller.pending is not None:
+                raise RunInterrupted  # (a sync body's interrupt, left pending in flowbook code)
             stop = watch.stop()
             if stop is not None:
                 break
@@ -249,34 +258,40 @@ def run_coro_sync(make: Callable[[], Awaitable[T]]) -> T:
 
 
 class _Watch:
-    """What a wait that blocks ``loop`` (running ``task``) watches: the deadlines and
-    interrupts of the async bodies running on that loop, a new cancel of the task, and the
-    flags of the waits the current code runs under."""
+    """What a wait that blocks ``loop`` (running ``task``) watches, so that it stops where the
+    loop would have stopped the task at its next ``await``: the deadlines and interrupts of the
+    flowbook async bodies that task runs in whose scopes it sees (none past a shielded scope),
+    and, while such a body is there to take it, a cancel of the task (one pending already, a
+    new one, or the stop of a wait the current code runs under)."""
 
-    __slots__ = ("bodies", "cancels", "flags", "loop", "task")
+    __slots__ = ("bodies", "cancels", "flags", "loop", "pending", "task")
 
     def __init__(self, loop: Any, task: Any) -> None:
         self.loop = loop
         self.task = task
         self.bodies: list[_Watched] = []
+        seen = _visible_scopes(task)
         watched = _watched.get()
         while watched is not None:
-            if watched.body.loop is loop and not watched.body.done:
+            if watched.task is task and id(watched.scope) in seen and not watched.body.done:
                 self.bodies.append(watched)  # (innermost first)
             watched = watched.outer
         cancelling = getattr(task, "cancelling", None)  # (3.11+)
         self.cancels = cancelling() if cancelling is not None else None
+        # a cancel requested and not delivered yet (asyncio's own flag, which anyio reads too)
+        self.pending = bool(getattr(task, "_must_cancel", False))
         self.flags = _stops.get()
 
     def wait_s(self) -> float:
         deadline = min((w.deadline for w in self.bodies), default=math.inf)
         return max(0.0, min(deadline - float(self.loop.time()), _WATCH_S))
 
-    def stop(self) -> BaseException | None:
-        """What to raise instead of waiting on (a ``_BodyStopped`` for the body concerned,
-        or, with no flowbook body on the loop, a ``CancelledError``); None: wait on."""
+    def stop(self) -> _BodyStopped | None:
+        """What to raise instead of waiting on; None: wait on."""
         import asyncio
 
+        if not self.bodies:
+            return None  # (nobody to stop as its loop would, nor to take a cancel)
         now = float(self.loop.time())
         for watched in self.bodies:
             body = watched.body
@@ -284,13 +299,33 @@ class _Watch:
                 return _BodyStopped(body, body.exc_type())
             if watched.deadline <= now:
                 return _BodyStopped(body, _timed_out(watched.what, watched.timeout, watched.run_id))
-        if (self.cancels is not None and self.task.cancelling() > self.cancels) or any(
-            flag.is_set() for flag in self.flags
+        if (
+            self.pending
+            or (self.cancels is not None and self.task.cancelling() > self.cancels)
+            or any(flag.is_set() for flag in self.flags)
         ):
-            if not self.bodies:
-                return asyncio.CancelledError()
             return _BodyStopped(self.bodies[0].body, asyncio.CancelledError())
         return None
+
+
+def _visible_scopes(task: Any) -> set[int]:
+    """The ids of the anyio cancel scopes whose cancel reaches ``task`` now: from its
+    innermost scope out to the first shielded one (empty if anyio's record of them cannot be
+    read: then nothing is watched, and the wait waits as a plain one)."""
+    seen: set[int] = set()
+    try:
+        from anyio._backends._asyncio import _task_states
+
+        state = _task_states.get(task)
+        scope = state.cancel_scope if state is not None else None
+        while scope is not None:
+            seen.add(id(scope))
+            if scope.shield:
+                break
+            scope = scope._parent_scope
+    except Exception:  # another anyio: its internals are not these
+        return set()
+    return seen
 
 
 def _cancel_running(running: list[Any], ended: threading.Event) -> None:
