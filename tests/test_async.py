@@ -95,6 +95,18 @@ def test_async_tasks_submitted_on_the_sequential_runner_in_an_async_flow(events:
     assert [r.state.name for r in finished.flow_run.task_runs] == ["Completed"] * 4
 
 
+def _cancel_once_started(flow_: Any, started: Any) -> None:
+    """Run ``flow_`` in the background, cancel it once ``started`` is set, and check that it
+    ends ``Cancelled`` within 2 s of the cancel."""
+    handle = flow_.run_background()
+    assert started.wait(5)
+    began = time.monotonic()
+    assert handle.cancel()
+    assert handle.wait(10)
+    assert time.monotonic() - began < 2.0
+    assert handle.state.is_cancelled()
+
+
 def test_an_async_flows_timeout_stops_an_async_task_on_the_sequential_runner(
     events: Any,
 ) -> None:
@@ -193,13 +205,7 @@ def test_a_cancel_of_an_async_flow_stops_its_async_task_on_the_sequential_runner
     async def cancelled_flow() -> int:
         return long_async.submit().result()
 
-    handle = cancelled_flow.run_background()
-    assert started.wait(5)
-    began = time.monotonic()
-    assert handle.cancel()
-    assert handle.wait(10)
-    assert time.monotonic() - began < 2.0
-    assert handle.state.is_cancelled()
+    _cancel_once_started(cancelled_flow, started)
 
 
 def test_an_interrupt_of_a_task_body_reaches_the_wait_that_blocks_its_loop(events: Any) -> None:
@@ -241,13 +247,7 @@ def test_an_interrupt_of_a_task_body_reaches_the_wait_that_blocks_its_loop(event
     async def top() -> int:
         return outer.submit().result()
 
-    handle = top.run_background()
-    assert started.wait(5)
-    began = time.monotonic()
-    assert handle.cancel()
-    assert handle.wait(10)
-    assert time.monotonic() - began < 2.0
-    assert handle.state.is_cancelled()
+    _cancel_once_started(top, started)
     assert seen == ["inner cancelled", "outer's body stopped"]
     (between,) = [
         e.flow_run for e in events.of(FlowRunFinished) if e.flow_run.flow.name == "sync-between"
@@ -302,9 +302,10 @@ def test_a_ctrl_c_under_asyncio_run_stops_a_wait_that_blocks_the_loop() -> None:
         return await interrupted_flow()
 
     def ctrl_c_once_the_task_runs() -> None:
-        if running.wait(10) and not done.is_set():
+        if running.wait(10):
             time.sleep(0.05)  # (the flow's body waits for the task by now)
-            os.kill(os.getpid(), signal.SIGINT)
+            if not done.is_set():
+                os.kill(os.getpid(), signal.SIGINT)
 
     sender = threading.Thread(target=ctrl_c_once_the_task_runs, daemon=True)
     began = time.monotonic()
@@ -318,6 +319,36 @@ def test_a_ctrl_c_under_asyncio_run_stops_a_wait_that_blocks_the_loop() -> None:
         sender.join()
     assert time.monotonic() - began < 5.0
     assert log == ["task cancelled", "hook start", "hook end"]
+
+
+@pytest.mark.parametrize("group", ["anyio", "asyncio"])
+def test_a_timeout_reaches_a_wait_in_the_host_body_of_a_task_group(group: str) -> None:
+    """A task group wraps what its host body raises in an exception group: the stop is taken
+    out of it, and the flow ends ``TimedOut`` as with an ``await`` there (not ``Cancelled`` by
+    a group holding flowbook's private stop)."""
+    import anyio
+
+    from flowbook.task_runners import SequentialTaskRunner
+
+    @task
+    async def long_async() -> int:
+        await asyncio.sleep(10)
+        return 1
+
+    @flow(task_runner=SequentialTaskRunner(), timeout_seconds=0.5)
+    async def in_a_group() -> int:
+        if group == "anyio":
+            async with anyio.create_task_group():
+                return long_async.submit().result()
+        async with asyncio.TaskGroup():  # type: ignore[attr-defined,unused-ignore]
+            return long_async.submit().result()
+
+    if group == "asyncio" and not hasattr(asyncio, "TaskGroup"):
+        pytest.skip("asyncio.TaskGroup is new in Python 3.11")
+    started = time.monotonic()
+    state = asyncio.run(in_a_group(return_state=True))
+    assert time.monotonic() - started < 5.0
+    assert state.name == "TimedOut"
 
 
 def test_a_cancel_pending_when_the_wait_starts_stops_it_before_the_task_runs() -> None:

@@ -23,6 +23,7 @@ raised, so user code between them cannot take it for an error of its own.
 from __future__ import annotations
 
 import contextvars
+import importlib
 import math
 import threading
 from collections.abc import Awaitable, Callable
@@ -35,6 +36,19 @@ from flowbook.exceptions import RunInterrupted, RunTimeoutError
 __all__ = ["await_body", "call_with_timeout", "run_coro_sync"]
 
 T = TypeVar("T")
+
+
+def _exception_group() -> Any:
+    """``BaseExceptionGroup``: built in from Python 3.11, the backport anyio needs before."""
+    import builtins
+
+    group = getattr(builtins, "BaseExceptionGroup", None)
+    if group is None:  # (Python 3.10)
+        group = importlib.import_module("exceptiongroup").BaseExceptionGroup
+    return group
+
+
+_ExceptionGroup: Any = _exception_group()
 
 # How often a wait that blocks an event loop looks at what it watches (a deadline ends the
 # wait itself)
@@ -172,6 +186,15 @@ async def await_body(
             if stop.body is not body:
                 raise
             stopped = stop.exc
+        except _ExceptionGroup as group:
+            # a task group the body waited in (as its host) wraps the stop: taken out of it;
+            # the group's other errors go on without it, as anyio drops a cancel beside them
+            mine, rest = group.split(lambda e: isinstance(e, _BodyStopped) and e.body is body)
+            if mine is None:
+                raise
+            if rest is not None:
+                raise rest from None
+            stopped = _first_leaf(mine).exc
         finally:
             body.done = True
             _watched.reset(token)
@@ -188,6 +211,13 @@ async def await_body(
     if body.exc_type is not None:
         raise body.exc_type
     raise _timed_out(what, timeout, run_id)
+
+
+def _first_leaf(group: Any) -> Any:
+    """The first exception in ``group`` that is not itself a group."""
+    while hasattr(group, "exceptions"):
+        group = group.exceptions[0]
+    return group
 
 
 def run_coro_sync(make: Callable[[], Awaitable[T]]) -> T:
@@ -262,19 +292,26 @@ class _Watch:
     loop would have stopped the task at its next ``await``: the deadlines and interrupts of the
     flowbook async bodies that task runs in whose scopes it sees (none past a shielded scope),
     and, while such a body is there to take it, a cancel of the task (one pending already, a
-    new one, or the stop of a wait the current code runs under)."""
+    new one, or the stop of a wait the current code runs under), which goes through anyio's
+    shields as asyncio's own cancel does."""
 
-    __slots__ = ("bodies", "cancels", "flags", "loop", "pending", "task")
+    __slots__ = ("bodies", "cancels", "flags", "loop", "pending", "taker", "task")
 
     def __init__(self, loop: Any, task: Any) -> None:
         self.loop = loop
         self.task = task
-        self.bodies: list[_Watched] = []
+        self.bodies: list[_Watched] = []  # (innermost first)
+        # the innermost body of the task: it takes a cancel of the task (asyncio's cancel
+        # goes through anyio's shields, as it would at an ``await``)
+        self.taker: AsyncBody | None = None
         seen = _visible_scopes(task)
         watched = _watched.get()
         while watched is not None:
-            if watched.task is task and id(watched.scope) in seen and not watched.body.done:
-                self.bodies.append(watched)  # (innermost first)
+            if watched.task is task and not watched.body.done:
+                if self.taker is None:
+                    self.taker = watched.body
+                if id(watched.scope) in seen:
+                    self.bodies.append(watched)
             watched = watched.outer
         cancelling = getattr(task, "cancelling", None)  # (3.11+)
         self.cancels = cancelling() if cancelling is not None else None
@@ -290,8 +327,6 @@ class _Watch:
         """What to raise instead of waiting on; None: wait on."""
         import asyncio
 
-        if not self.bodies:
-            return None  # (nobody to stop as its loop would, nor to take a cancel)
         now = float(self.loop.time())
         for watched in self.bodies:
             body = watched.body
@@ -299,13 +334,13 @@ class _Watch:
                 return _BodyStopped(body, body.exc_type())
             if watched.deadline <= now:
                 return _BodyStopped(body, _timed_out(watched.what, watched.timeout, watched.run_id))
-        if (
+        if self.taker is not None and (
             self.pending
             or (self.cancels is not None and self.task.cancelling() > self.cancels)
             or any(flag.is_set() for flag in self.flags)
         ):
-            return _BodyStopped(self.bodies[0].body, asyncio.CancelledError())
-        return None
+            return _BodyStopped(self.taker, asyncio.CancelledError())
+        return None  # (with no body to take a cancel, the wait waits as a plain one)
 
 
 def _visible_scopes(task: Any) -> set[int]:
