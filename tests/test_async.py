@@ -351,6 +351,40 @@ def test_a_timeout_reaches_a_wait_in_the_host_body_of_a_task_group(group: str) -
     assert state.name == "TimedOut"
 
 
+def test_a_run_the_stop_passes_through_in_a_task_group_is_named_interrupted(
+    events: Any,
+) -> None:
+    """The outer flow's timeout stops a wait inside an inner flow (awaited in the outer's
+    body, the same asyncio task) whose body hosts a task group: the group wraps the stop on its
+    way out, the inner flow run's message still names a ``RunInterrupted`` (not the group),
+    and the outer flow ends ``TimedOut``."""
+    import anyio
+
+    from flowbook.task_runners import SequentialTaskRunner
+
+    @task
+    async def long_async() -> int:
+        await asyncio.sleep(10)
+        return 1
+
+    @flow(name="grouped-inner", task_runner=SequentialTaskRunner())
+    async def inner() -> int:
+        async with anyio.create_task_group():
+            return long_async.submit().result()
+
+    @flow(task_runner=SequentialTaskRunner(), timeout_seconds=0.5)
+    async def outer() -> int:
+        return await inner()
+
+    state = asyncio.run(outer(return_state=True))
+    assert state.name == "TimedOut"
+    (grouped,) = [
+        e.flow_run for e in events.of(FlowRunFinished) if e.flow_run.flow.name == "grouped-inner"
+    ]
+    assert grouped.state is not None
+    assert grouped.state.message == "Flow run was interrupted (RunInterrupted)."
+
+
 def test_a_cancel_pending_when_the_wait_starts_stops_it_before_the_task_runs() -> None:
     """A cancel of the flow's asyncio task requested while the body was in flowbook's own
     code (a Ctrl-C between two submits) is still pending when the next wait starts: the wait

@@ -110,10 +110,17 @@ def current_body() -> Body | None:
 
 def interruption_name(exc: BaseException) -> str:
     """How a run's state message names what interrupted it: ``RunInterrupted`` for any of
-    flowbook's own stops (whatever their class), else the exception's class."""
+    flowbook's own stops (whatever their class, also inside the exception group of a task
+    group it passed through), else the exception's class."""
     from flowbook.exceptions import RunInterrupted
 
-    return "RunInterrupted" if isinstance(exc, RunInterrupted) else type(exc).__name__
+    def ours(e: BaseException) -> bool:
+        inner = getattr(e, "exceptions", None)
+        if isinstance(inner, tuple) and inner:
+            return all(ours(x) for x in inner)
+        return isinstance(e, RunInterrupted)
+
+    return "RunInterrupted" if ours(exc) else type(exc).__name__
 
 
 def call_body(

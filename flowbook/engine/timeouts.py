@@ -23,8 +23,8 @@ raised, so user code between them cannot take it for an error of its own.
 from __future__ import annotations
 
 import contextvars
-import importlib
 import math
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -37,18 +37,6 @@ __all__ = ["await_body", "call_with_timeout", "run_coro_sync"]
 
 T = TypeVar("T")
 
-
-def _exception_group() -> Any:
-    """``BaseExceptionGroup``: built in from Python 3.11, the backport anyio needs before."""
-    import builtins
-
-    group = getattr(builtins, "BaseExceptionGroup", None)
-    if group is None:  # (Python 3.10)
-        group = importlib.import_module("exceptiongroup").BaseExceptionGroup
-    return group
-
-
-_ExceptionGroup: Any = _exception_group()
 
 # How often a wait that blocks an event loop looks at what it watches (a deadline ends the
 # wait itself)
@@ -171,6 +159,7 @@ async def await_body(
 
     loop = asyncio.get_running_loop()
     deadline = math.inf if timeout is None else anyio.current_time() + timeout
+    groups = _exception_groups()
     stopped: BaseException | None = None
     with anyio.CancelScope(deadline=deadline) as scope:
         body = AsyncBody(loop, scope.cancel)
@@ -186,7 +175,7 @@ async def await_body(
             if stop.body is not body:
                 raise
             stopped = stop.exc
-        except _ExceptionGroup as group:
+        except groups as group:
             # a task group the body waited in (as its host) wraps the stop: taken out of it;
             # the group's other errors go on without it, as anyio drops a cancel beside them
             mine, rest = group.split(lambda e: isinstance(e, _BodyStopped) and e.body is body)
@@ -211,6 +200,17 @@ async def await_body(
     if body.exc_type is not None:
         raise body.exc_type
     raise _timed_out(what, timeout, run_id)
+
+
+def _exception_groups() -> Any:
+    """``BaseExceptionGroup``: built in from Python 3.11; before, the backport anyio imports
+    (looked up here, when anyio is imported already, not by ``import flowbook``)."""
+    import builtins
+
+    group = getattr(builtins, "BaseExceptionGroup", None)
+    if group is None:  # (Python 3.10)
+        group = sys.modules["exceptiongroup"].BaseExceptionGroup
+    return group
 
 
 def _first_leaf(group: Any) -> Any:
@@ -346,7 +346,7 @@ class _Watch:
 def _visible_scopes(task: Any) -> set[int]:
     """The ids of the anyio cancel scopes whose cancel reaches ``task`` now: from its
     innermost scope out to the first shielded one (empty if anyio's record of them cannot be
-    read: then nothing is watched, and the wait waits as a plain one)."""
+    read: then no body's deadline or interrupt is watched, only a cancel of the task)."""
     seen: set[int] = set()
     try:
         from anyio._backends._asyncio import _task_states
