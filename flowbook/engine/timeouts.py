@@ -304,8 +304,9 @@ class _Watch:
         # the innermost body of the task: it takes a cancel of the task (asyncio's cancel
         # goes through anyio's shields, as it would at an ``await``)
         self.taker: AsyncBody | None = None
-        seen = _visible_scopes(task)
         watched = _watched.get()
+        # (read only under a flowbook async body: a plain loop's wait loads nothing of anyio)
+        seen = _visible_scopes(task) if watched is not None else set()
         while watched is not None:
             if watched.task is task and not watched.body.done:
                 if self.taker is None:
